@@ -1,0 +1,232 @@
+"""Typed configs: every Hydra node is checked against these dataclasses, so a wrong key or type fails at start.
+
+The YAML files under `configs/` hold values; these classes hold the keys, types and defaults. Hydra merges
+the YAML into the schema registered here (`train_schema`, `sample_schema`), and OmegaConf rejects a key that
+is not a field and a value that does not convert to the field's type, naming both.
+"""
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import List, Optional
+
+from hydra.core.config_store import ConfigStore
+
+# ---------------------------------------------------------------------------------------------------------------
+# Model parts
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DiTConfig:
+    """Plain constructor arguments of `sora.dit.DiT` (presets live in configs/dit/)."""
+
+    hidden_size: int = 384
+    depth: int = 12
+    num_heads: int = 6
+    mlp_ratio: float = 4.0
+    patch_size: List[int] = field(default_factory=lambda: [1, 2, 2])  # (pt, ph, pw)
+    qk_norm: bool = True
+    rope_theta: float = 10000.0
+    # Add the mean of the text tokens to the adaLN conditioning vector, beside cross-attention (as the pooled
+    # CLIP vector in SD3, Esser et al. 2024, sec. 4): a global route for the caption that small models learn fast.
+    pooled_text: bool = True
+
+
+class VAEKind(str, Enum):
+    pixel = "pixel"  # identity: the DiT works on pixels
+    causal3d = "causal3d"  # causal 3D convolutional KL autoencoder
+
+
+@dataclass
+class VAEConfig:
+    """Plain constructor arguments of the VAE; `ckpt` loads a trained one (architecture from the checkpoint)."""
+
+    kind: VAEKind = VAEKind.pixel
+    latent_channels: int = 3
+    temporal_compression: int = 1
+    spatial_compression: int = 1
+    base_channels: int = 64
+    channel_mult: List[int] = field(default_factory=lambda: [1, 2, 4, 4])
+    num_res_blocks: int = 1
+    ckpt: Optional[str] = None
+
+
+class TextKind(str, Enum):
+    vocab = "vocab"  # small trainable encoder over a word vocabulary
+    hf = "hf"  # frozen T5 or CLIP text encoder from the transformers library, loaded from a local directory
+
+
+@dataclass
+class TextConfig:
+    kind: TextKind = TextKind.vocab
+    # vocab: the words it knows (others map to <unk>); the built-in dataset's words by default.
+    vocab: List[str] = field(default_factory=list)
+    width: int = 128
+    depth: int = 1
+    num_heads: int = 4
+    max_tokens: int = 16
+    # hf: a directory written by `save_pretrained` holding the model and its tokenizer.
+    path: Optional[str] = None
+
+
+@dataclass
+class ObjectiveConfig:
+    """Rectified flow with logit-normal timesteps (Esser et al. 2024, eq. 19)."""
+
+    logit_normal_mean: float = 0.0
+    logit_normal_std: float = 1.0
+
+
+class SamplerName(str, Enum):
+    euler = "euler"
+    heun = "heun"
+
+
+@dataclass
+class SamplerConfig:
+    name: SamplerName = SamplerName.euler
+    steps: int = 30
+    cfg: float = 4.0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class MovingShapesConfig:
+    """The built-in dataset: written to `root` on first use when its shards are missing."""
+
+    root: str = "data/moving_shapes"
+    clips_per_combo: int = 32
+    clips_per_shard: int = 256
+    num_frames: int = 16
+    size_px: int = 64
+    fps: int = 8
+    seed: int = 0
+
+
+@dataclass
+class DataConfig:
+    # Webdataset shards: a brace pattern (train-{000000..000007}.tar) or a glob (train-*.tar).
+    shards: str = "data/moving_shapes/train-*.tar"
+    moving_shapes: Optional[MovingShapesConfig] = field(default_factory=MovingShapesConfig)
+    num_frames: int = 8
+    frame_stride: int = 2
+    height: int = 32
+    width: int = 32
+    random_start: bool = True
+    batch_size_per_gpu: int = 32
+    num_workers: int = 1
+    shuffle_buffer: int = 512
+    sample_fps: int = 4  # frame rate of written samples: the source fps / frame_stride
+    # Held-out shards for the VAE's reconstruction PSNR at the end of task=vae (null: the training shards).
+    eval_shards: Optional[str] = "data/moving_shapes/test-*.tar"
+    # Prompt files for the samples logged during training and written at its end (one prompt a line).
+    eval_prompts: Optional[str] = "data/moving_shapes/heldout_prompts.txt"
+    train_prompts: Optional[str] = "data/moving_shapes/train_prompts.txt"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class TaskKind(str, Enum):
+    dit = "dit"  # text-to-video diffusion on (frozen) VAE latents
+    vae = "vae"  # train the VAE itself
+
+
+@dataclass
+class TaskConfig:
+    kind: TaskKind = TaskKind.dit
+    kl_weight: float = 1e-6  # vae task: weight of the KL term against the L1 reconstruction
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.99])
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+
+
+class WandbMode(str, Enum):
+    offline = "offline"
+    online = "online"
+    disabled = "disabled"
+
+
+@dataclass
+class LoggerConfig:
+    wandb: WandbMode = WandbMode.offline
+    project: str = "sora"
+    name: Optional[str] = None
+
+
+@dataclass
+class TrainLoopConfig:
+    max_steps: int = 2000
+    # Wall-clock budget in minutes (null: none): training stops at whichever comes first, steps or time.
+    max_minutes: Optional[float] = None
+    seed: int = 0
+    ema_decay: float = 0.999
+    caption_dropout: float = 0.1  # captions dropped with this probability, for classifier-free guidance
+    accelerator: str = "auto"
+    devices: str = "auto"
+    precision: Optional[str] = None  # null: bf16-mixed on GPU, 32-true on CPU
+    log_every_n_steps: int = 25
+    sample_every_n_steps: int = 500  # 0: never during training
+    checkpoint_every_n_steps: int = 250
+    num_threads: Optional[int] = None  # torch CPU threads (null: torch's default)
+    # After training, sample `samples_per_prompt` videos of every eval and train prompt and score them with
+    # the moving-shapes probe (only meaningful on the built-in dataset).
+    final_samples: bool = True
+    samples_per_prompt: int = 2
+
+
+@dataclass
+class TrainConfig:
+    task: TaskConfig = field(default_factory=TaskConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    dit: DiTConfig = field(default_factory=DiTConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Sampling
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SampleConfig:
+    ckpt: str = "???"
+    prompt: Optional[str] = None  # one prompt -> `out`
+    prompts: Optional[str] = None  # a file, one prompt a line -> out_dir/000.mp4, 001.mp4, ...
+    out: Optional[str] = None
+    out_dir: Optional[str] = None
+    seed: int = 0
+    steps: Optional[int] = None  # null: the checkpoint's sampler settings
+    cfg: Optional[float] = None
+    sampler: Optional[SamplerName] = None
+    num_frames: Optional[int] = None  # null: what the checkpoint was trained on
+    height: Optional[int] = None
+    width: Optional[int] = None
+    fps: Optional[int] = None
+    ema: bool = True
+    batch_size: int = 8
+    device: str = "auto"
+
+
+def register_schemas() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+    cs.store(name="sample_schema", node=SampleConfig)

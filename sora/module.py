@@ -1,0 +1,147 @@
+"""LightningModules: `DiTModule` trains text-to-video diffusion on frozen VAE latents; `VAEModule` trains the VAE.
+
+Both store their resolved config in every checkpoint (`checkpoint["sora_config"]`, plain types only), so a
+checkpoint rebuilds its model with no other file and loads with `torch.load(weights_only=True)`.
+"""
+
+import lightning as L
+import torch
+import torch.nn as nn
+from omegaconf import DictConfig, OmegaConf
+
+from sora.config import TrainConfig
+from sora.dit import DiT
+from sora.ema import EMA
+from sora.objective import RectifiedFlow
+from sora.pipeline import VideoPipeline
+from sora.text import build_text_encoder
+from sora.vae import build_vae
+
+
+def to_plain(cfg) -> dict:
+    """A (structured) config -> plain dict of str/int/float/bool/list/None, safe for weights_only loading."""
+    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+
+
+def typed(cfg) -> DictConfig:
+    """A plain dict or DictConfig -> config checked against TrainConfig (raises on unknown keys / bad types)."""
+    return OmegaConf.merge(OmegaConf.structured(TrainConfig), cfg)
+
+
+def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """PSNR in dB of videos in [-1, 1] (peak-to-peak 2, so MAX^2 = 4)."""
+    mse = (x.float() - y.float()).pow(2).mean()
+    return 10 * torch.log10(4.0 / mse.clamp(min=1e-10))
+
+
+def adamw_with_warmup(module: L.LightningModule, params, cfg):
+    """AdamW, learning rate ramped linearly over `warmup_steps`, then constant (as DiT)."""
+    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    warmup = max(1, cfg.warmup_steps)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Text-to-video diffusion
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class DiTModule(L.LightningModule):
+    def __init__(self, cfg, load_vae_ckpt: bool = True):
+        super().__init__()
+        cfg = typed(cfg)
+        if load_vae_ckpt and cfg.vae.ckpt:
+            from sora.checkpoint import load_vae  # local: checkpoint.py imports this module
+
+            self.vae, vae_cfg = load_vae(cfg.vae.ckpt)
+            cfg.vae = OmegaConf.merge(vae_cfg, {"ckpt": cfg.vae.ckpt})  # record the architecture actually used
+        else:
+            self.vae = build_vae(cfg.vae)
+        self.cfg = cfg
+        self.vae.eval().requires_grad_(False)
+        text = build_text_encoder(cfg.text)
+        if text.trainable:
+            self.text = text
+        else:  # a frozen T5/CLIP is not ours to checkpoint: keep it out of state_dict, move it by hand
+            self.__dict__["text"] = text
+        self.dit = DiT(self.vae.latent_channels, text.dim, **OmegaConf.to_container(cfg.dit))
+        # EMA of everything that trains: the DiT and, when it is trainable, the text encoder.
+        # (Held outside the registered modules so state_dict names each weight once: dit.*, text.*, ema.*.)
+        self.__dict__["trained"] = nn.ModuleDict({"dit": self.dit, **({"text": text} if text.trainable else {})})
+        self.ema = EMA(self.trained, cfg.train.ema_decay)
+        self.objective = RectifiedFlow(cfg.objective.logit_normal_mean, cfg.objective.logit_normal_std)
+
+    def setup(self, stage: str):
+        if not self.text.trainable:
+            self.text.to(self.device)
+
+    def training_step(self, batch, batch_idx):
+        video, captions = batch["video"], list(batch["caption"])  # b 3 t h w, [b]
+        drop = torch.rand(len(captions)) < self.cfg.train.caption_dropout
+        captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
+        with torch.no_grad():
+            latent = self.vae.encode(video)  # b c t' h' w'
+        context, mask = self.text(captions)
+        loss = self.objective.loss(self.dit, latent, context, mask)
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        self.ema.update(self.trained, self.global_step)
+
+    def configure_optimizers(self):
+        return adamw_with_warmup(self, self.trained.parameters(), self.cfg.optim)
+
+    def on_save_checkpoint(self, checkpoint):
+        checkpoint["sora_config"] = to_plain(self.cfg)
+
+    def pipeline(self, ema: bool = True) -> VideoPipeline:
+        parts = self.ema.model if ema else self.trained
+        text = parts["text"] if "text" in parts else self.text
+        return VideoPipeline(self.vae, text.eval(), parts["dit"].eval(), self.objective)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# VAE
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class VAEModule(L.LightningModule):
+    """L1 reconstruction + KL to N(0, I) (Kingma & Welling 2014), weighted `task.kl_weight` as in LDM."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = typed(cfg)
+        assert self.cfg.vae.kind.value == "causal3d", "task=vae trains a learnable VAE: set vae=causal3d"
+        self.vae = build_vae(self.cfg.vae)
+
+    def training_step(self, batch, batch_idx):
+        video = batch["video"]  # b 3 t h w
+        mean, logvar = self.vae.posterior(video)
+        z = mean + torch.randn_like(mean) * (0.5 * logvar).exp()
+        recon = self.vae.decoder(z)
+        l1 = (recon - video).abs().mean()
+        kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).mean()
+        loss = l1 + self.cfg.task.kl_weight * kl
+        with torch.no_grad():  # running latent std, so encode() hands the DiT unit-variance latents
+            self.vae.latent_scale.lerp_(z.float().std(), 0.01 if self.global_step > 0 else 1.0)
+        self.log_dict({"train/loss": loss, "train/l1": l1, "train/kl": kl, "train/psnr": psnr(recon, video),
+                       "train/latent_scale": self.vae.latent_scale}, prog_bar=True)
+        return loss
+
+    def configure_optimizers(self):
+        return adamw_with_warmup(self, self.vae.parameters(), self.cfg.optim)
+
+    def on_save_checkpoint(self, checkpoint):
+        checkpoint["sora_config"] = to_plain(self.cfg)
+
+    @torch.no_grad()
+    def reconstruct(self, video: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode(self.vae.encode(video, sample=False)).clamp(-1, 1)
+
+
+def num_params(module: nn.Module) -> str:
+    n = sum(p.numel() for p in module.parameters())
+    return f"{n / 1e6:.2f}M" if n >= 1e5 else f"{n / 1e3:.1f}K" if n >= 1e2 else str(n) if n else "0"
+

@@ -1,0 +1,173 @@
+"""Video autoencoders behind one interface: `encode(video) -> latent`, `decode(latent) -> video`, both `b c t h w`.
+
+PixelVAE is the identity (for ablations and tiny runs). CausalVAE is a 3D convolutional KL autoencoder whose
+convolutions only look back in time, so latent frame j depends on input frames <= j * temporal_compression and
+the first frame is encoded alone: an image is a 1-frame video (as in MAGVIT-v2, Yu et al. 2023, and the
+causal VAEs of CogVideoX and Open-Sora-Plan). Clips have 1 + k * temporal_compression frames.
+"""
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from einops import rearrange
+
+# ---------------------------------------------------------------------------------------------------------------
+# Pixel space
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class PixelVAE(nn.Module):
+    """The identity: latents are pixels in [-1, 1]."""
+
+    latent_channels, temporal_compression, spatial_compression = 3, 1, 1
+
+    def encode(self, video: torch.Tensor, sample: bool = True) -> torch.Tensor:
+        return video
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        return latent
+
+    def latent_shape(self, num_frames: int, height: int, width: int) -> tuple[int, int, int, int]:
+        return self.latent_channels, num_frames, height, width
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Causal building blocks
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class CausalConv3d(nn.Module):
+    """3D convolution padded only at the start of time (by repeating the first frame): no look-ahead."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int = 3, stride=(1, 1, 1)):
+        super().__init__()
+        self.time_pad = kernel - 1
+        self.conv = nn.Conv3d(c_in, c_out, kernel, stride=stride, padding=(0, kernel // 2, kernel // 2))
+
+    def forward(self, x):
+        first = x[:, :, :1].expand(-1, -1, self.time_pad, -1, -1)  # b c pad h w
+        return self.conv(torch.cat([first, x], dim=2))
+
+
+class FrameNorm(nn.GroupNorm):
+    """GroupNorm over each frame alone: normalising across time would leak the future into the past."""
+
+    def forward(self, x):
+        b = x.shape[0]
+        x = super().forward(rearrange(x, "b c t h w -> (b t) c h w"))
+        return rearrange(x, "(b t) c h w -> b c t h w", b=b)
+
+
+def _norm(channels: int) -> FrameNorm:
+    return FrameNorm(min(32, channels // 4) if channels >= 8 else 1, channels, eps=1e-6)
+
+
+class ResBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__()
+        self.body = nn.Sequential(_norm(c_in), nn.SiLU(), CausalConv3d(c_in, c_out), _norm(c_out), nn.SiLU(),
+                                  CausalConv3d(c_out, c_out))
+        self.skip = nn.Conv3d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x):
+        return self.skip(x) + self.body(x)
+
+
+class Downsample(nn.Module):
+    """Stride-2 causal conv: halves h and w, and t (1 + 2k -> 1 + k) if temporal."""
+
+    def __init__(self, channels: int, temporal: bool):
+        super().__init__()
+        self.conv = CausalConv3d(channels, channels, 3, stride=(2 if temporal else 1, 2, 2))
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    """Nearest 2x in h and w, and in t (1 + k -> 1 + 2k, the first frame not doubled) if temporal; then a conv."""
+
+    def __init__(self, channels: int, temporal: bool):
+        super().__init__()
+        self.temporal = temporal
+        self.conv = CausalConv3d(channels, channels)
+
+    def forward(self, x):
+        if self.temporal:
+            x = x.repeat_interleave(2, dim=2)[:, :, 1:]  # b c t h w -> b c (2t - 1) h w
+        x = F.interpolate(x, scale_factor=(1, 2, 2), mode="nearest")  # b c t 2h 2w
+        return self.conv(x)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The autoencoder
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class CausalVAE(nn.Module):
+    def __init__(self, latent_channels: int = 4, temporal_compression: int = 4, spatial_compression: int = 8,
+                 base_channels: int = 64, channel_mult=(1, 2, 4, 4), num_res_blocks: int = 1):
+        super().__init__()
+        n_spatial, n_temporal = math.log2(spatial_compression), math.log2(temporal_compression)
+        assert n_spatial.is_integer() and n_temporal.is_integer(), (
+            f"compressions must be powers of 2, got temporal {temporal_compression}, spatial {spatial_compression}")
+        n_spatial, n_temporal = int(n_spatial), int(n_temporal)
+        assert len(channel_mult) == n_spatial + 1, (
+            f"channel_mult needs log2(spatial_compression) + 1 = {n_spatial + 1} entries, got {list(channel_mult)}")
+        assert n_temporal <= n_spatial, "temporal_compression may not exceed spatial_compression"
+        self.latent_channels = latent_channels
+        self.temporal_compression, self.spatial_compression = temporal_compression, spatial_compression
+        chans = [base_channels * m for m in channel_mult]
+        # Time is halved at the deepest `n_temporal` downsamples, and restored at the first upsamples.
+        temporal_at = [i >= n_spatial - n_temporal for i in range(n_spatial)]
+
+        enc = [CausalConv3d(3, chans[0])]
+        for i in range(n_spatial + 1):
+            c_prev = chans[max(i - 1, 0)]
+            enc += [ResBlock(c_prev if j == 0 else chans[i], chans[i]) for j in range(num_res_blocks)]
+            if i < n_spatial:
+                enc.append(Downsample(chans[i], temporal_at[i]))
+        enc += [ResBlock(chans[-1], chans[-1]), _norm(chans[-1]), nn.SiLU(), CausalConv3d(chans[-1], 2 * latent_channels)]
+        self.encoder = nn.Sequential(*enc)
+
+        dec = [CausalConv3d(latent_channels, chans[-1]), ResBlock(chans[-1], chans[-1])]
+        for i in reversed(range(n_spatial + 1)):
+            c_next = chans[min(i + 1, n_spatial)]
+            dec += [ResBlock(c_next if j == 0 else chans[i], chans[i]) for j in range(num_res_blocks)]
+            if i > 0:
+                dec.append(Upsample(chans[i], temporal_at[i - 1]))
+        dec += [_norm(chans[0]), nn.SiLU(), CausalConv3d(chans[0], 3)]
+        self.decoder = nn.Sequential(*dec)
+        # Latents are divided by this so the DiT sees unit variance (SD's scale factor); set during VAE training.
+        self.register_buffer("latent_scale", torch.ones(()))
+
+    def latent_shape(self, num_frames: int, height: int, width: int) -> tuple[int, int, int, int]:
+        tc, sc = self.temporal_compression, self.spatial_compression
+        assert (num_frames - 1) % tc == 0, f"num_frames={num_frames} must be 1 + k * temporal_compression ({tc})"
+        assert height % sc == 0 and width % sc == 0, f"height, width = {height}, {width} must divide by {sc}"
+        return self.latent_channels, 1 + (num_frames - 1) // tc, height // sc, width // sc
+
+    def posterior(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """b 3 t h w -> (mean, logvar), each b z t' h' w' (unscaled)."""
+        self.latent_shape(*video.shape[2:])
+        mean, logvar = self.encoder(video).chunk(2, dim=1)
+        return mean, logvar.clamp(-30, 20)
+
+    def encode(self, video: torch.Tensor, sample: bool = True) -> torch.Tensor:
+        mean, logvar = self.posterior(video)
+        z = mean + torch.randn_like(mean) * (0.5 * logvar).exp() if sample else mean
+        return z / self.latent_scale
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        return self.decoder(latent * self.latent_scale)
+
+
+def build_vae(cfg) -> nn.Module:
+    """A VAEConfig -> PixelVAE or CausalVAE (untrained; see sora.checkpoint.load_vae for trained ones)."""
+    kind = getattr(cfg.kind, "value", cfg.kind)
+    if kind == "pixel":
+        return PixelVAE()
+    return CausalVAE(cfg.latent_channels, cfg.temporal_compression, cfg.spatial_compression, cfg.base_channels,
+                     tuple(cfg.channel_mult), cfg.num_res_blocks)

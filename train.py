@@ -1,0 +1,122 @@
+"""Train a text-to-video DiT (task=dit, default) or a video VAE (task=vae), then write sample videos.
+
+    python train.py                                  # CPU quick start on the built-in dataset
+    python train.py dit=B vae=causal3d vae.ckpt=...  # anything in configs/ can be switched from here
+    python train.py hydra.run.dir=runs/x             # the whole run in runs/x; rerun to resume it
+"""
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
+
+from sora.config import register_schemas
+from sora.errors import SoraError, exit_on_user_error
+
+log = logging.getLogger("sora.train")
+register_schemas()
+
+
+def make_logger(cfg, run_dir: Path):
+    from lightning.pytorch.loggers import CSVLogger, WandbLogger
+
+    mode = cfg.logger.wandb.value
+    if mode == "disabled":
+        return CSVLogger(run_dir, name="", version="")
+    os.environ.setdefault("WANDB_SILENT", "true")
+    return WandbLogger(project=cfg.logger.project, name=cfg.logger.name, save_dir=str(run_dir), offline=mode == "offline",
+                       config=OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
+
+
+def prepare_data(cfg) -> None:
+    """Build the moving-shapes dataset if the config asks for it and it is missing; check the shards exist."""
+    from sora.data import expand_shards
+    from sora.moving_shapes import ensure_moving_shapes
+
+    if cfg.data.moving_shapes is not None and cfg.data.shards.startswith(cfg.data.moving_shapes.root):
+        t0 = time.time()
+        if ensure_moving_shapes(cfg.data.moving_shapes):
+            log.info("built the moving-shapes dataset in %s (%.0f s)", cfg.data.moving_shapes.root, time.time() - t0)
+    shards = expand_shards(cfg.data.shards)
+    log.info("data: %d shard(s) from %s", len(shards), cfg.data.shards)
+
+
+def train(cfg, run_dir: Path) -> dict:
+    import lightning as L
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+
+    from sora.callbacks import SampleVideos, evaluate_dit, evaluate_vae, read_prompts
+    from sora.checkpoint import AtomicCheckpointIO
+    from sora.data import ClipDataModule, make_loader
+    from sora.module import DiTModule, VAEModule, num_params
+
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    prepare_data(cfg)
+    L.seed_everything(cfg.train.seed, workers=True, verbose=False)
+
+    is_dit = cfg.task.kind.value == "dit"
+    module = DiTModule(cfg) if is_dit else VAEModule(cfg)
+    log.info("task=%s  params: %s", cfg.task.kind.value,
+             f"dit {num_params(module.dit)}, text {num_params(module.text)}" if is_dit else f"vae {num_params(module.vae)}")
+
+    ckpt_dir = run_dir / "checkpoints"
+    callbacks = [ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:07d}", auto_insert_metric_name=False,
+                                 every_n_train_steps=cfg.train.checkpoint_every_n_steps, save_top_k=1,
+                                 monitor="step", mode="max", save_last=True),
+                 LearningRateMonitor("step")]
+    if is_dit and cfg.train.sample_every_n_steps > 0:
+        callbacks.append(SampleVideos(read_prompts(cfg.data.eval_prompts), run_dir / "samples", cfg.train.sample_every_n_steps))
+    on_gpu = torch.cuda.is_available() and cfg.train.accelerator in ("auto", "gpu", "cuda")
+    trainer = L.Trainer(
+        max_steps=cfg.train.max_steps,
+        max_time={"minutes": cfg.train.max_minutes} if cfg.train.max_minutes else None,
+        accelerator=cfg.train.accelerator, devices=cfg.train.devices,
+        precision=cfg.train.precision or ("bf16-mixed" if on_gpu else "32-true"),
+        gradient_clip_val=cfg.optim.grad_clip or None,
+        log_every_n_steps=cfg.train.log_every_n_steps,
+        logger=make_logger(cfg, run_dir), callbacks=callbacks, plugins=[AtomicCheckpointIO()],
+        default_root_dir=run_dir, enable_model_summary=False, num_sanity_val_steps=0,
+    )
+    last = ckpt_dir / "last.ckpt"
+    resume = str(last) if last.exists() else None
+    if resume:
+        log.info("resuming from %s", resume)
+    trainer.fit(module, datamodule=ClipDataModule(cfg.data, cfg.train.seed), ckpt_path=resume, weights_only=True)
+    trainer.save_checkpoint(last)  # also when max_minutes stopped the run between checkpoint steps
+    log.info("trained %d steps; checkpoint %s", trainer.global_step, last)
+
+    results = {"steps": trainer.global_step, "checkpoint": str(last)}
+    if trainer.is_global_zero and cfg.train.final_samples:
+        t0 = time.time()
+        if is_dit:
+            results["probe"] = evaluate_dit(module, run_dir)
+        else:
+            eval_data = cfg.data.copy()
+            eval_data.shards, eval_data.num_workers = cfg.data.eval_shards or cfg.data.shards, 0
+            results.update(evaluate_vae(module, make_loader(eval_data, seed=1), run_dir))
+        results["eval_seconds"] = round(time.time() - t0, 1)
+        (run_dir / "results.json").write_text(json.dumps(results, indent=1))
+        print(json.dumps(results, indent=1), flush=True)
+        log.info("samples in %s", run_dir / "samples" / "final")
+    return results
+
+
+@hydra.main(version_base=None, config_path="configs", config_name="train")
+@exit_on_user_error
+def main(cfg) -> None:
+    t0 = time.time()
+    train(cfg, Path(HydraConfig.get().runtime.output_dir))
+    log.info("done in %.1f min", (time.time() - t0) / 60)
+
+
+if __name__ == "__main__":
+    main()
