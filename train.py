@@ -91,7 +91,7 @@ def train(cfg, run_dir: Path) -> dict:
     if resume:
         log.info("resuming from %s", resume)
     trainer.fit(module, datamodule=ClipDataModule(cfg.data, cfg.train.seed), ckpt_path=resume, weights_only=True)
-    trainer.save_checkpoint(last)  # also when max_minutes stopped the run between checkpoint steps
+    trainer.save_checkpoint(last, weights_only=False)  # also when max_minutes stopped the run between checkpoint steps
     log.info("trained %d steps; checkpoint %s", trainer.global_step, last)
 
     results = {"steps": trainer.global_step, "checkpoint": str(last)}

@@ -70,11 +70,19 @@ class TextConfig:
 
 
 @dataclass
+class Prediction(str, Enum):
+    velocity = "velocity"  # the network outputs v = eps - x0
+    x0 = "x0"  # the network outputs the clean latent; v = (x_t - x0) / t (JiT)
+
+
+@dataclass
 class ObjectiveConfig:
-    """Rectified flow with logit-normal timesteps (Esser et al. 2024, eq. 19)."""
+    """Rectified flow with logit-normal timesteps (Esser et al. 2024, eq. 19); see sora/objective.py."""
 
     logit_normal_mean: float = 0.0
     logit_normal_std: float = 1.0
+    prediction: Prediction = Prediction.velocity
+    t_min: float = 0.05  # x0 prediction: floor of t in v = (x_t - x0) / t
 
 
 class SamplerName(str, Enum):

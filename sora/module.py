@@ -70,7 +70,8 @@ class DiTModule(L.LightningModule):
         # (Held outside the registered modules so state_dict names each weight once: dit.*, text.*, ema.*.)
         self.__dict__["trained"] = nn.ModuleDict({"dit": self.dit, **({"text": text} if text.trainable else {})})
         self.ema = EMA(self.trained, cfg.train.ema_decay)
-        self.objective = RectifiedFlow(cfg.objective.logit_normal_mean, cfg.objective.logit_normal_std)
+        o = cfg.objective
+        self.objective = RectifiedFlow(o.logit_normal_mean, o.logit_normal_std, o.prediction.value, o.t_min)
 
     def setup(self, stage: str):
         if not self.text.trainable:

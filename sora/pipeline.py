@@ -56,19 +56,27 @@ class VideoPipeline:
         return self.vae.decode(latent).clamp(-1, 1)
 
 
-def generate_to_dir(pipeline: VideoPipeline, prompts: list[str], out_dir, seed: int, num_frames: int, height: int,
-                    width: int, steps: int, cfg: float, sampler: str, fps: int, batch_size: int = 8) -> list:
-    """Write OUT_DIR/000.mp4, 001.mp4, ... (video i seeded `seed + i`); returns the paths."""
-    from pathlib import Path
 
+def generate_to_files(pipeline: VideoPipeline, prompts: list[str], paths: list, seed: int, num_frames: int,
+                      height: int, width: int, steps: int, cfg: float, sampler: str, fps: int, batch_size: int = 8) -> list:
+    """Write video i (seeded `seed + i`) of prompt i to paths[i], in batches; bf16 autocast on GPU."""
     from sora.video_io import write_mp4
 
     prompts = check_prompts(prompts)
-    out_dir, paths = Path(out_dir), []
+    assert len(paths) == len(prompts), f"{len(paths)} output paths for {len(prompts)} prompts"
+    on_gpu = pipeline.device.type == "cuda"
     for start in range(0, len(prompts), batch_size):
-        chunk = prompts[start : start + batch_size]
-        videos = pipeline.generate(chunk, seed + start, num_frames, height, width, steps, cfg, sampler)
-        for i, video in enumerate(videos):
-            paths.append(out_dir / f"{start + i:03d}.mp4")
-            write_mp4(paths[-1], video, fps)
-    return paths
+        with torch.autocast(pipeline.device.type, torch.bfloat16, enabled=on_gpu):
+            videos = pipeline.generate(prompts[start : start + batch_size], seed + start, num_frames, height, width,
+                                       steps, cfg, sampler)
+        for video, path in zip(videos, paths[start : start + batch_size]):
+            write_mp4(path, video, fps)
+    return list(paths)
+
+
+def generate_to_dir(pipeline: VideoPipeline, prompts: list[str], out_dir, seed: int, **settings) -> list:
+    """Write OUT_DIR/000.mp4, 001.mp4, ... one per prompt, in order."""
+    from pathlib import Path
+
+    paths = [Path(out_dir) / f"{i:03d}.mp4" for i in range(len(prompts))]
+    return generate_to_files(pipeline, prompts, paths, seed, **settings)

@@ -54,12 +54,12 @@ def write_mp4(path: str | os.PathLike, video: torch.Tensor, fps: int) -> None:
 
 
 def read_video(path: str | os.PathLike) -> tuple[np.ndarray, float]:
-    """All frames of a video file as uint8 t h w 3, and its fps."""
-    import decord  # imported late: decord prints to stderr on import on some builds
-
+    """All frames of a video file as uint8 t h w 3, and its fps (PyAV: it reads the tiny sizes decord rejects)."""
     try:
-        reader = decord.VideoReader(str(path))
-        frames = reader.get_batch(list(range(len(reader)))).asnumpy()
-    except Exception as e:  # decord raises its own DECORDError and RuntimeError for unreadable files
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(stream)])
+            fps = float(stream.average_rate or 0)
+    except (av.FFmpegError, IndexError, ValueError, OSError) as e:
         raise SoraError(f"cannot read video {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
-    return frames, float(reader.get_avg_fps())
+    return frames, fps

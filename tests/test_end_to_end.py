@@ -1,0 +1,141 @@
+"""The real entry points, shrunk: train -> checkpoint -> sample -> resume, the VAE path, and user errors."""
+
+import json
+
+import av
+import pytest
+import torch
+
+from sora.video_io import GENERATED_TAG, read_video
+from tests.conftest import run_entry, shrunk_overrides
+
+
+def ok(proc):
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, shapes_dir):
+    run = tmp_path_factory.mktemp("run")
+    ok(run_entry("train.py", *shrunk_overrides(shapes_dir, run)))
+    return run
+
+
+def test_train_writes_a_complete_run(trained_run):
+    run = trained_run
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == 3 and ckpt["sora_config"]["dit"]["hidden_size"] == 32
+    assert any(k.startswith("ema.model.dit.") for k in ckpt["state_dict"])
+    assert (run / "config.yaml").exists()
+    assert list((run / "wandb").glob("offline-run-*")), "wandb offline run directory missing"
+    assert (run / "samples" / "step_0000002" / "000.mp4").exists()
+    results = json.loads((run / "results.json").read_text())
+    assert set(results["probe"]) == {"heldout", "train"} and results["probe"]["heldout"]["n"] == 8
+    assert not list(run.rglob("*.tmp")), "a temporary checkpoint was left behind"
+
+
+def test_sample_one_prompt_and_a_prompt_file(trained_run, tmp_path):
+    ckpt = trained_run / "checkpoints" / "last.ckpt"
+    out = tmp_path / "one.mp4"
+    ok(run_entry("sample.py", f"ckpt={ckpt}", "prompt=a red circle moving left", f"out={out}", "seed=0"))
+    frames, _ = read_video(out)
+    assert frames.shape == (4, 16, 16, 3)  # the checkpoint's frames and size
+    with av.open(str(out)) as container:
+        assert container.metadata.get("comment") == GENERATED_TAG
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle moving left\na blue square moving up\na green triangle moving down\n")
+    ok(run_entry("sample.py", f"ckpt={ckpt}", f"prompts={prompts}", f"out_dir={tmp_path / 'many'}", "seed=0",
+                 "batch_size=2"))
+    assert sorted(p.name for p in (tmp_path / "many").glob("*.mp4")) == ["000.mp4", "001.mp4", "002.mp4"]
+    # video i is seeded seed + i whatever the batching: line 0 of the file is the single-prompt video
+    assert (read_video(tmp_path / "many" / "000.mp4")[0] == frames).all()
+
+    ok(run_entry("sample.py", f"ckpt={ckpt}", "prompt=a red circle moving left", f"out={out}", "num_frames=8",
+                 "height=24", "width=32", "steps=3", "cfg=1.0", "sampler=heun", "ema=false"))
+    assert read_video(out)[0].shape == (8, 24, 32, 3)
+
+
+def test_rerun_resumes_where_it_stopped(trained_run, shapes_dir, tmp_path):
+    import shutil
+
+    run = tmp_path / "resumed"
+    shutil.copytree(trained_run, run)
+    proc = ok(run_entry("train.py", *shrunk_overrides(shapes_dir, run), "train.max_steps=5", "train.final_samples=false"))
+    assert "resuming from" in proc.stderr + proc.stdout
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 5
+
+
+def test_vae_then_dit_on_its_latents(shapes_dir, tmp_path):
+    small_vae = ["vae.base_channels=8", "vae.channel_mult=[1,1,2,2]", "data.num_frames=5", "data.frame_stride=1",
+                 "data.height=16", "data.width=16", "data.batch_size_per_gpu=2", "train.max_steps=2"]
+    ok(run_entry("train.py", *shrunk_overrides(shapes_dir, tmp_path / "vae"), "task=vae", *small_vae))
+    results = json.loads((tmp_path / "vae" / "results.json").read_text())
+    assert results["reconstruction_psnr_db"] > 0 and (tmp_path / "vae" / "samples" / "final" / "reconstruction.mp4").exists()
+
+    vae_ckpt = tmp_path / "vae" / "checkpoints" / "last.ckpt"
+    ok(run_entry("train.py", *shrunk_overrides(shapes_dir, tmp_path / "dit"), "vae=causal3d", f"vae.ckpt={vae_ckpt}",
+                 "dit.patch_size=[1,1,1]", "data.num_frames=5", "data.frame_stride=1", "train.final_samples=false"))
+    saved = torch.load(tmp_path / "dit" / "checkpoints" / "last.ckpt", weights_only=True)["sora_config"]["vae"]
+    assert saved["base_channels"] == 8 and saved["channel_mult"] == [1, 1, 2, 2]  # the VAE actually used
+    vae_ckpt.unlink()  # the DiT checkpoint carries the frozen VAE: sampling needs no other file
+    out = tmp_path / "latent.mp4"
+    ok(run_entry("sample.py", f"ckpt={tmp_path / 'dit' / 'checkpoints' / 'last.ckpt'}", "prompt=a red circle moving left",
+                 f"out={out}"))
+    assert read_video(out)[0].shape == (5, 16, 16, 3)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Clear one-line errors
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def one_line_error(proc, *fragments):
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    for fragment in fragments:
+        assert fragment in proc.stderr, proc.stderr[-3000:]
+
+
+def test_shard_path_that_matches_nothing(tmp_path):
+    proc = run_entry("train.py", f"hydra.run.dir={tmp_path}", f"data.shards={tmp_path}/none-*.tar", "data.moving_shapes=null")
+    one_line_error(proc, "error: data.shards=", "matches no file")
+
+
+def test_unknown_config_key(tmp_path):
+    one_line_error(run_entry("train.py", f"hydra.run.dir={tmp_path}", "dit.hidden_sise=64"), "hidden_sise")
+    one_line_error(run_entry("sample.py", "ckpt=x", "prompt=a", "out=x.mp4", "tempreature=2"), "tempreature")
+
+
+def test_ckpt_that_is_not_a_checkpoint(tmp_path):
+    text = tmp_path / "notes.ckpt"
+    text.write_text("hello")
+    one_line_error(run_entry("sample.py", f"ckpt={text}", "prompt=a red circle moving left", f"out={tmp_path}/x.mp4"),
+                   "error:", "not a readable checkpoint")
+    one_line_error(run_entry("sample.py", f"ckpt={tmp_path}/missing.ckpt", "prompt=a", f"out={tmp_path}/x.mp4"),
+                   "does not exist")
+
+
+class RunsCode:
+    def __reduce__(self):
+        return (print, ("this would have run on load",))
+
+
+def test_ckpt_that_would_run_code_is_refused(tmp_path):
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "sora_config": {}, "payload": RunsCode()}, evil)
+    proc = run_entry("sample.py", f"ckpt={evil}", "prompt=a red circle moving left", f"out={tmp_path}/x.mp4")
+    one_line_error(proc, "not a safe checkpoint")
+    assert "this would have run" not in proc.stdout
+
+
+def test_empty_prompt(trained_run, tmp_path):
+    ckpt = trained_run / "checkpoints" / "last.ckpt"
+    one_line_error(run_entry("sample.py", f"ckpt={ckpt}", "prompt=''", f"out={tmp_path}/x.mp4"), "prompt 0 is empty")
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red circle moving left\n   \n")  # blank lines are skipped, not errors
+    ok(run_entry("sample.py", f"ckpt={ckpt}", f"prompts={prompts}", f"out_dir={tmp_path}/d", "steps=1"))
+    assert sorted(p.name for p in (tmp_path / "d").glob("*.mp4")) == ["000.mp4"]
+
+
