@@ -69,7 +69,6 @@ class TextConfig:
     path: Optional[str] = None
 
 
-@dataclass
 class Prediction(str, Enum):
     velocity = "velocity"  # the network outputs v = eps - x0
     x0 = "x0"  # the network outputs the clean latent; v = (x_t - x0) / t (JiT)
