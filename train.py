@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from pathlib import Path
 
 import hydra
@@ -47,6 +48,18 @@ def prepare_data(cfg) -> None:
     log.info("data: %d shard(s) from %s", len(shards), cfg.data.shards)
 
 
+def quiet_libraries() -> None:
+    """One copy of each log line (Hydra's handlers), and no warnings that are by design here."""
+    import lightning  # noqa: F401  (adds its own handlers on import)
+
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True
+    # The frozen VAE and the EMA copy are in eval mode on purpose.
+    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
+
+
 def train(cfg, run_dir: Path) -> dict:
     import lightning as L
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
@@ -56,6 +69,7 @@ def train(cfg, run_dir: Path) -> dict:
     from sora.data import ClipDataModule, make_loader
     from sora.module import DiTModule, VAEModule, num_params
 
+    quiet_libraries()
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
     run_dir.mkdir(parents=True, exist_ok=True)

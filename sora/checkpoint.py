@@ -27,13 +27,15 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise SoraError(f"checkpoint {str(path)!r} does not exist")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; anything else is not ours
+        raise SoraError(f"{str(path)!r} is not a readable checkpoint (not a torch.save archive: truncated, or another format)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         # weights_only refuses pickles that would construct arbitrary objects (i.e. run code) on load.
         raise SoraError(f"{str(path)!r} is not a safe checkpoint: it holds objects beyond tensors and plain "
                         f"types, and loading it could run code ({str(e).splitlines()[0][:200]})") from e
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+    except Exception as e:  # torch raises many types for a damaged archive; each means "not readable"
         raise SoraError(f"{str(path)!r} is not a readable checkpoint (truncated or another format): "
                         f"{str(e).splitlines()[0][:200] if str(e) else type(e).__name__}") from e
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "sora_config" not in ckpt:

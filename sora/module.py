@@ -34,7 +34,7 @@ def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return 10 * torch.log10(4.0 / mse.clamp(min=1e-10))
 
 
-def adamw_with_warmup(module: L.LightningModule, params, cfg):
+def adamw_with_warmup(params, cfg):
     """AdamW, learning rate ramped linearly over `warmup_steps`, then constant (as DiT)."""
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
     warmup = max(1, cfg.warmup_steps)
@@ -92,7 +92,7 @@ class DiTModule(L.LightningModule):
         self.ema.update(self.trained, self.global_step)
 
     def configure_optimizers(self):
-        return adamw_with_warmup(self, self.trained.parameters(), self.cfg.optim)
+        return adamw_with_warmup(self.trained.parameters(), self.cfg.optim)
 
     def on_save_checkpoint(self, checkpoint):
         checkpoint["sora_config"] = to_plain(self.cfg)
@@ -132,7 +132,7 @@ class VAEModule(L.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        return adamw_with_warmup(self, self.vae.parameters(), self.cfg.optim)
+        return adamw_with_warmup(self.vae.parameters(), self.cfg.optim)
 
     def on_save_checkpoint(self, checkpoint):
         checkpoint["sora_config"] = to_plain(self.cfg)

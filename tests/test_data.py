@@ -41,6 +41,26 @@ def test_shards_split_across_ranks_and_workers(shapes_dir):
     assert [ClipStream(shards, 2, 1, 8, 8, seed=3)._my_shards(e) for e in range(4)] != [sorted(shards)] * 4
 
 
+def test_shards_split_across_dataloader_workers(shapes_dir, monkeypatch):
+    import sora.data
+    from types import SimpleNamespace
+
+    shards = expand_shards(f"{shapes_dir}/train-*.tar")
+    stream = ClipStream(shards, 2, 1, 8, 8, seed=0, rank=1, world_size=2)
+    mine = []
+    for worker in range(2):
+        monkeypatch.setattr(sora.data, "get_worker_info", lambda w=worker: SimpleNamespace(id=w, num_workers=2))
+        mine.append(stream._my_shards(epoch=0))
+    assert all(len(m) == 1 for m in mine) and mine[0] != mine[1]  # 4 shards over 2 ranks x 2 workers
+    monkeypatch.setattr(sora.data, "get_worker_info", lambda: None)
+    rank0 = ClipStream(shards, 2, 1, 8, 8, seed=0, rank=0, world_size=2)
+    monkeypatch.setattr(sora.data, "get_worker_info", lambda: SimpleNamespace(id=0, num_workers=2))
+    others = [rank0._my_shards(0)[0]]
+    monkeypatch.setattr(sora.data, "get_worker_info", lambda: SimpleNamespace(id=1, num_workers=2))
+    others.append(rank0._my_shards(0)[0])
+    assert sorted(others + [m[0] for m in mine]) == shards  # every shard read by exactly one reader
+
+
 def test_clip_sampling_and_resize(shapes_dir):
     sample = next(iter(wds.WebDataset(f"{shapes_dir}/train-000000.tar", shardshuffle=False)))
     meta = json.loads(sample["json"])

@@ -86,6 +86,20 @@ def test_vae_then_dit_on_its_latents(shapes_dir, tmp_path):
     assert read_video(out)[0].shape == (5, 16, 16, 3)
 
 
+def test_train_and_sample_with_a_frozen_t5_from_disk(shapes_dir, tmp_path):
+    pytest.importorskip("transformers")
+    from tests.test_text import _save_tiny_t5
+
+    _save_tiny_t5(tmp_path / "t5")
+    run = tmp_path / "run"
+    ok(run_entry("train.py", *shrunk_overrides(shapes_dir, run), "text=hf", f"text.path={tmp_path / 't5'}",
+                 "text.max_tokens=8", "train.max_steps=2", "train.final_samples=false"))
+    state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert not any(k.startswith("text.") for k in state)  # the frozen encoder is not copied into checkpoints
+    ok(run_entry("sample.py", f"ckpt={run / 'checkpoints' / 'last.ckpt'}", "prompt=a red circle", f"out={tmp_path / 'x.mp4'}"))
+    assert (tmp_path / "x.mp4").exists()
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Clear one-line errors
 # ---------------------------------------------------------------------------------------------------------------
@@ -108,11 +122,14 @@ def test_unknown_config_key(tmp_path):
     one_line_error(run_entry("sample.py", "ckpt=x", "prompt=a", "out=x.mp4", "tempreature=2"), "tempreature")
 
 
-def test_ckpt_that_is_not_a_checkpoint(tmp_path):
+def test_ckpt_that_is_not_a_checkpoint(trained_run, tmp_path):
     text = tmp_path / "notes.ckpt"
     text.write_text("hello")
     one_line_error(run_entry("sample.py", f"ckpt={text}", "prompt=a red circle moving left", f"out={tmp_path}/x.mp4"),
                    "error:", "not a readable checkpoint")
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes((trained_run / "checkpoints" / "last.ckpt").read_bytes()[:20000])
+    one_line_error(run_entry("sample.py", f"ckpt={truncated}", "prompt=a", f"out={tmp_path}/x.mp4"), "not a readable checkpoint")
     one_line_error(run_entry("sample.py", f"ckpt={tmp_path}/missing.ckpt", "prompt=a", f"out={tmp_path}/x.mp4"),
                    "does not exist")
 
