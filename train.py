@@ -72,8 +72,9 @@ def train(cfg, run_dir: Path) -> dict:
     quiet_libraries()
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    ckpt_dir = run_dir / "checkpoints"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, ckpt_dir / "config.yaml", resolve=True)  # beside the checkpoints it describes
     prepare_data(cfg)
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
 
@@ -82,7 +83,6 @@ def train(cfg, run_dir: Path) -> dict:
     log.info("task=%s  params: %s", cfg.task.kind.value,
              f"dit {num_params(module.dit)}, text {num_params(module.text)}" if is_dit else f"vae {num_params(module.vae)}")
 
-    ckpt_dir = run_dir / "checkpoints"
     callbacks = [ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:07d}", auto_insert_metric_name=False,
                                  every_n_train_steps=cfg.train.checkpoint_every_n_steps, save_top_k=1,
                                  monitor="step", mode="max", save_last=True),

@@ -27,7 +27,7 @@ def test_train_writes_a_complete_run(trained_run):
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 3 and ckpt["sora_config"]["dit"]["hidden_size"] == 32
     assert any(k.startswith("ema.model.dit.") for k in ckpt["state_dict"])
-    assert (run / "config.yaml").exists()
+    assert (run / "checkpoints" / "config.yaml").exists()
     assert list((run / "wandb").glob("offline-run-*")), "wandb offline run directory missing"
     assert (run / "samples" / "step_0000002" / "000.mp4").exists()
     results = json.loads((run / "results.json").read_text())
