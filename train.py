@@ -18,7 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 from sora.config import register_schemas
-from sora.errors import SoraError, exit_on_user_error
+from sora.errors import exit_on_user_error
 
 log = logging.getLogger("sora.train")
 register_schemas()

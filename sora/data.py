@@ -14,7 +14,6 @@ from itertools import count
 
 import braceexpand
 import lightning as L
-import numpy as np
 import torch
 import torch.nn.functional as F
 import webdataset as wds

@@ -1,5 +1,4 @@
 import pytest
-import torch
 
 from sora.errors import SoraError
 from sora.text import BOS, PAD, UNK, HFTextEncoder, VocabTextEncoder, WordTokenizer
