@@ -46,7 +46,7 @@ def sample(cfg) -> list[Path]:
     from sora.pipeline import check_prompts, generate_to_files
 
     prompts, outs = resolve_jobs(cfg)
-    prompts = check_prompts(prompts)
+    prompts = check_prompts(prompts)  # before the checkpoint loads: a bad prompt fails at once
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
                           "cpu" if cfg.device == "auto" else cfg.device)
     module, train_cfg = load_dit_module(cfg.ckpt)

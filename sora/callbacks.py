@@ -36,7 +36,6 @@ class SampleVideos(L.Callback):
             return
         paths = generate_to_dir(module.pipeline(ema=True), self.prompts, self.out_dir / f"step_{step:07d}", seed=0,
                                 **sample_settings(module.cfg))
-        module.dit.train()
         log_videos(trainer, paths, self.prompts, step)
 
 
