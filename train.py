@@ -40,6 +40,10 @@ def prepare_data(cfg) -> None:
     from sora.data import expand_shards
     from sora.moving_shapes import ensure_moving_shapes
 
+    if cfg.data.latent_cache:
+        shards = expand_shards(f"{cfg.data.latent_cache.rstrip('/')}/latents-*.tar")
+        log.info("data: %d latent-cache shard(s) in %s", len(shards), cfg.data.latent_cache)
+        return
     if cfg.data.moving_shapes is not None and cfg.data.shards.startswith(cfg.data.moving_shapes.root):
         t0 = time.time()
         if ensure_moving_shapes(cfg.data.moving_shapes):
@@ -64,7 +68,8 @@ def train(cfg, run_dir: Path) -> dict:
     import lightning as L
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
-    from sora.callbacks import SampleVideos, evaluate_dit, evaluate_vae, read_prompts
+    from sora.buckets import BucketSet
+    from sora.callbacks import DataReport, SampleVideos, evaluate_dit, evaluate_vae, read_prompts
     from sora.checkpoint import AtomicCheckpointIO
     from sora.data import ClipDataModule, make_loader
     from sora.module import DiTModule, VAEModule, num_params
@@ -86,7 +91,7 @@ def train(cfg, run_dir: Path) -> dict:
     callbacks = [ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:07d}", auto_insert_metric_name=False,
                                  every_n_train_steps=cfg.train.checkpoint_every_n_steps, save_top_k=1,
                                  monitor="step", mode="max", save_last=True),
-                 LearningRateMonitor("step")]
+                 LearningRateMonitor("step"), DataReport()]
     if is_dit and cfg.train.sample_every_n_steps > 0:
         callbacks.append(SampleVideos(read_prompts(cfg.data.eval_prompts), run_dir / "samples", cfg.train.sample_every_n_steps))
     on_gpu = torch.cuda.is_available() and cfg.train.accelerator in ("auto", "gpu", "cuda")
@@ -104,11 +109,18 @@ def train(cfg, run_dir: Path) -> dict:
     resume = str(last) if last.exists() else None
     if resume:
         log.info("resuming from %s", resume)
-    trainer.fit(module, datamodule=ClipDataModule(cfg.data, cfg.train.seed), ckpt_path=resume, weights_only=True)
+    if is_dit and cfg.data.latent_cache:
+        from sora.latent_cache import check_cache
+
+        check_cache(cfg.data.latent_cache, module.vae, module.text)
+    # Per-bucket batch sizes need the VAE's compression and the patch size (tokens per clip).
+    buckets = BucketSet.from_config(module.cfg.data, module.cfg.vae, module.cfg.dit.patch_size if is_dit else (1, 1, 1))
+    datamodule = ClipDataModule(cfg.data, cfg.train.seed, buckets)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
     trainer.save_checkpoint(last, weights_only=False)  # also when max_minutes stopped the run between checkpoint steps
     log.info("trained %d steps; checkpoint %s", trainer.global_step, last)
 
-    results = {"steps": trainer.global_step, "checkpoint": str(last)}
+    results = {"steps": trainer.global_step, "checkpoint": str(last), "skipped_samples": dict(datamodule.skipped)}
     if trainer.is_global_zero and cfg.train.final_samples:
         t0 = time.time()
         if is_dit:

@@ -39,6 +39,24 @@ class SampleVideos(L.Callback):
         log_videos(trainer, paths, self.prompts, step)
 
 
+class DataReport(L.Callback):
+    """Logs the loader's skipped samples by reason (data/skipped/REASON) and sums them up when training ends."""
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        dm = trainer.datamodule
+        if dm is not None and getattr(dm, "skipped", None) and trainer.global_step % trainer.log_every_n_steps == 0:
+            module.log_dict({f"data/skipped/{k}": float(v) for k, v in dm.skipped.items()})
+
+    def on_train_end(self, trainer, module):
+        dm = trainer.datamodule
+        skipped = dict(getattr(dm, "skipped", {}) or {})
+        if skipped:
+            log.warning("data: skipped %d sample(s) on rank %d: %s", sum(skipped.values()), trainer.global_rank,
+                        ", ".join(f"{k}={v}" for k, v in sorted(skipped.items())))
+        else:
+            log.info("data: no sample skipped on rank %d", trainer.global_rank)
+
+
 def log_videos(trainer, paths, prompts, step: int) -> None:
     for logger in trainer.loggers:
         if type(logger).__name__ == "WandbLogger":

@@ -125,8 +125,20 @@ class DataConfig:
     width: int = 32
     random_start: bool = True
     batch_size_per_gpu: int = 32
+    # Size and duration buckets, [[num_frames, height, width], ...] (null: the one bucket above); clips go to the
+    # nearest of their aspect ratio (sora/buckets.py). Buckets with num_frames 1 take images.
+    buckets: Optional[List[List[int]]] = None
+    # Per-bucket batch size that keeps DiT tokens per batch near this (null: batch_size_per_gpu for every bucket).
+    tokens_per_batch: Optional[int] = None
+    # Share of batches that are image batches (null: as they come from the data).
+    image_batch_ratio: Optional[float] = None
     num_workers: int = 1
     shuffle_buffer: int = 512
+    strict: bool = False  # true: stop at the first bad sample, naming it (false: skip, count, report)
+    min_side_px: int = 8  # smaller clips are skipped (too_small)
+    max_aspect: float = 6.0  # longer side / shorter side beyond this is skipped (extreme_aspect)
+    # A latent cache written by data/cache_latents.py: training reads latents and text embeddings, no decoding.
+    latent_cache: Optional[str] = None
     sample_fps: int = 4  # frame rate of written samples: the source fps / frame_stride
     # Held-out shards for the VAE's reconstruction PSNR at the end of task=vae (null: the training shards).
     eval_shards: Optional[str] = "data/moving_shapes/test-*.tar"
@@ -151,12 +163,19 @@ class TaskConfig:
     kl_weight: float = 1e-6  # vae task: weight of the KL term against the L1 reconstruction
 
 
+class LRSchedule(str, Enum):
+    constant = "constant"  # linear warmup, then the peak rate (DiT)
+    wsd = "wsd"  # warmup, constant, then linear decay to 0 over the last decay_fraction (see sora/optim.py)
+
+
 @dataclass
 class OptimConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     betas: List[float] = field(default_factory=lambda: [0.9, 0.99])
     warmup_steps: int = 100
+    schedule: LRSchedule = LRSchedule.constant
+    decay_fraction: float = 0.2  # wsd: share of training (steps or minutes, whichever is further) spent decaying
     grad_clip: float = 1.0
 
 

@@ -1,30 +1,45 @@
-"""Webdataset clips: shards -> decord decode -> clip of `num_frames` at `frame_stride` -> resize/crop -> c t h w.
+"""Webdataset shards -> bucketed batches, split across ranks and workers, resumable to the exact sample.
 
-Each sample in a shard is `KEY.mp4` (any container decord reads), `KEY.txt` (the caption) and optionally
-`KEY.json` (metadata). Shards are shuffled per epoch and split across ranks, then across DataLoader workers.
-A sample that cannot be used is skipped and logged with its shard and key, never silently lost.
+A shard sample is `KEY.<media>` (sora/decode.py lists the extensions), `KEY.txt` (caption) and optionally
+`KEY.json` (probed metadata, written by data/make_shards.py), or, in a latent cache (sora/latent_cache.py),
+`KEY.latent.npy` and the text encoder's `KEY.context.npy` / `KEY.mask.npy`.
+
+Splitting: every (rank, worker) pair is one *reader*. With at least as many shards as readers, each reader
+takes whole shards (`shards[reader::readers]`, shards shuffled per epoch); with fewer, every reader opens all
+shards and keeps every readers-th sample. Either way, an epoch gives each sample to exactly one reader.
+
+Exact resume: a reader's stream is a pure function of (seed, epoch, reader), so its position is small: the
+epoch, how many raw samples it has pulled, the indices waiting in its shuffle and bucket buffers, and its RNG
+state. Each batch carries the position *after* it; the DataModule keeps the latest one per reader and saves it
+in the checkpoint. On resume a reader re-reads its shards up to that point without decoding (tar bytes only)
+and rebuilds its buffers. The DataLoader always asks worker 0 first, so workers are renumbered to make the
+reader that was next be asked first: the resumed batch order is the uninterrupted one.
+
+Bad samples raise `BadSample` inside a reader; they are skipped, logged with their shard and key, counted by
+reason and reported by the trainer, or, with `data.strict=true`, stop the run naming the file.
 """
 
 import glob
 import io
+import json
 import logging
 import os
 import random
-from itertools import count
+import tarfile
+from collections import Counter
 
 import braceexpand
 import lightning as L
+import numpy as np
 import torch
-import torch.nn.functional as F
 import webdataset as wds
-from einops import rearrange
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from sora.buckets import BucketSet, resize_crop
+from sora.decode import MEDIA_EXTENSIONS, BadSample, decode_clip, probe
 from sora.errors import SoraError
 
 log = logging.getLogger(__name__)
-
-VIDEO_EXTENSIONS = ("mp4", "webm", "mkv", "avi", "mov")
 
 # ---------------------------------------------------------------------------------------------------------------
 # Shard lists
@@ -47,109 +62,324 @@ def expand_shards(pattern: str) -> list[str]:
     return sorted(set(paths))
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Decoding and resizing
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def decode_clip(data: bytes, num_frames: int, frame_stride: int, rng: random.Random | None) -> torch.Tensor:
-    """Video bytes -> uint8 t h w c of `num_frames` frames `frame_stride` apart (random start if rng is given)."""
-    import decord
-
-    reader = decord.VideoReader(io.BytesIO(data), num_threads=1)
-    span = (num_frames - 1) * frame_stride + 1
-    if len(reader) < span:
-        raise ValueError(f"clip has {len(reader)} frames, needs {span} (num_frames={num_frames}, frame_stride={frame_stride})")
-    start = rng.randint(0, len(reader) - span) if rng is not None else 0
-    frames = reader.get_batch(list(range(start, start + span, frame_stride))).asnumpy()  # t h w c
-    return torch.from_numpy(frames)
-
-
-def resize_crop(frames: torch.Tensor, height: int, width: int, rng: random.Random | None = None) -> torch.Tensor:
-    """uint8 t h w c -> float c t h w in [-1, 1]: scale to cover (height, width) keeping aspect, then crop."""
-    t, h, w, c = frames.shape
-    scale = max(height / h, width / w)
-    new_h, new_w = max(height, round(h * scale)), max(width, round(w * scale))
-    x = rearrange(frames, "t h w c -> t c h w").float()
-    if (new_h, new_w) != (h, w):
-        x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False)
-    top = rng.randint(0, new_h - height) if rng is not None else (new_h - height) // 2
-    left = rng.randint(0, new_w - width) if rng is not None else (new_w - width) // 2
-    x = x[:, :, top : top + height, left : left + width]  # t c height width
-    return rearrange(x / 127.5 - 1.0, "t c h w -> c t h w").clamp(-1, 1)
+def check_shards(paths: list[str]) -> None:
+    """Open every shard and read its first header: an unreadable shard stops the run at start, named."""
+    for path in paths:
+        try:
+            with tarfile.open(path, "r:") as tar:
+                tar.next()
+        except (OSError, tarfile.TarError) as e:
+            raise SoraError(f"shard {path!r} is not a readable tar file: {e}") from None
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The stream
+# One reader's stream
 # ---------------------------------------------------------------------------------------------------------------
+
+
+def _rng_state(rng: random.Random) -> list:
+    version, internal, gauss = rng.getstate()
+    return [version, list(internal), gauss]
+
+
+def _set_rng_state(rng: random.Random, state: list) -> None:
+    rng.setstate((state[0], tuple(state[1]), state[2]))
+
+
+class _Reader:
+    """The stream of one (rank, worker): raw samples -> shuffle buffer -> decoded -> bucket buffers -> batches."""
+
+    def __init__(self, stream: "ClipStream", reader: int, readers: int, state: dict | None):
+        self.s, self.reader, self.readers = stream, reader, readers
+        self.state = state or {"epoch": 0, "consumed": 0}
+        self.skipped = Counter()  # since the last batch
+
+    def _raw(self, epoch: int):
+        """(index, raw sample) of this reader's share of the epoch, in order; tar errors are bad shards."""
+        shards = list(self.s.shards)
+        random.Random(self.s.seed * 1_000_003 + epoch).shuffle(shards)
+        whole = len(shards) >= self.readers
+        mine = shards[self.reader :: self.readers] if whole else shards
+
+        def on_tar_error(exn):
+            self._bad("bad_shard", str(exn).splitlines()[0][:200], "?")
+            return True  # skip the rest of that shard
+
+        urls = iter([{"url": u} for u in mine])
+        samples = wds.tarfile_to_samples(handler=on_tar_error)(urls)
+        n = 0
+        for i, raw in enumerate(samples):
+            if whole or i % self.readers == self.reader:
+                yield n, raw
+                n += 1
+
+    def _bad(self, reason: str, detail: str, where: str):
+        if self.s.strict:
+            raise SoraError(f"{where}: {reason}: {detail} (data.strict=true stops at the first bad sample)")
+        self.skipped[reason] += 1
+        log.warning("skipping %s: %s: %s", where, reason, detail)
+
+    def _process(self, n: int, raw: dict, epoch: int):
+        """(bucket key, item) of one raw sample, or None when it is skipped (counted)."""
+        where = f"{raw.get('__url__', '?')}:{raw.get('__key__', '?')}"
+        rng = random.Random(f"{self.s.seed}/{epoch}/{self.reader}/{n}")  # per sample: replays identically
+        try:
+            return self.s.process(raw, rng)
+        except BadSample as e:
+            self._bad(e.reason, e.detail, where)
+            return None
+
+    def __iter__(self):
+        st = self.state
+        while True:
+            yield from self._epoch(st)
+            st = {"epoch": st["epoch"] + 1, "consumed": 0}
+
+    def _epoch(self, st: dict):
+        epoch, consumed = st["epoch"], st["consumed"]
+        rng = random.Random(self.s.seed * 7919 + epoch * 104729 + self.reader)
+        if "rng" in st:
+            _set_rng_state(rng, st["rng"])
+        shuffle: list = []  # [(n, raw)]
+        buckets: dict[str, list] = {}  # key -> [(n, item)]
+        ready: list = []  # [(key, [(n, item)])], full batches not yet emitted
+        images, total = st.get("images", 0), st.get("total", 0)
+        raw_iter = self._raw(epoch)
+
+        if consumed:  # resume: re-read up to the saved position (no decoding), rebuild the buffers
+            wanted = set(st["shuffle"]) | {n for _, ns in st["buckets"] for n in ns} | {n for _, ns in st["ready"] for n in ns}
+            kept = {}
+            for n, raw in raw_iter:
+                if n in wanted:
+                    kept[n] = raw
+                if n + 1 >= consumed:
+                    break
+            shuffle = [(n, kept[n]) for n in st["shuffle"]]
+            for key, ns in st["buckets"]:
+                buckets[key] = [(n, self._process(n, kept[n], epoch)[1]) for n in ns]
+            ready = [(key, [(n, self._process(n, kept[n], epoch)[1]) for n in ns]) for key, ns in st["ready"]]
+
+        def position():
+            return {"epoch": epoch, "consumed": consumed, "rng": _rng_state(rng), "images": images, "total": total,
+                    "shuffle": [n for n, _ in shuffle], "buckets": [[k, [n for n, _ in v]] for k, v in buckets.items() if v],
+                    "ready": [[k, [n for n, _ in v]] for k, v in ready]}
+
+        def choose(final: bool) -> int | None:
+            """Which ready batch goes next: keeps the share of image batches near data.image_batch_ratio."""
+            if not ready:
+                return None
+            ratio = self.s.image_batch_ratio
+            if ratio is None or final:
+                return 0
+            want_image = ratio * (total + 1) - images >= 0.5
+            for i, (key, _) in enumerate(ready):
+                if self.s.is_image(key) == want_image:
+                    return i
+            # The wanted kind is not in the data (or is rare): do not hold batches back forever.
+            return 0 if len(ready) > 8 else None
+
+        def emit(final: bool = False):
+            nonlocal images, total
+            while (i := choose(final)) is not None:
+                key, members = ready.pop(i)
+                images, total = images + self.s.is_image(key), total + 1
+                batch = self.s.collate(key, [item for _, item in members])
+                batch["_position"] = {"reader": self.reader, **position()}
+                batch["_skipped"], self.skipped = dict(self.skipped), Counter()
+                yield batch
+
+        def add(n: int, raw: dict):
+            out = self._process(n, raw, epoch)
+            if out is None:
+                return
+            key, item = out
+            bucket = buckets.setdefault(key, [])
+            bucket.append((n, item))
+            if len(bucket) >= self.s.batch_size(key):
+                ready.append((key, bucket[:]))
+                bucket.clear()
+
+        for n, raw in raw_iter:
+            consumed = n + 1
+            shuffle.append((n, raw))
+            if len(shuffle) >= self.s.shuffle_buffer:
+                j = rng.randrange(len(shuffle))
+                shuffle[j], shuffle[-1] = shuffle[-1], shuffle[j]
+                add(*shuffle.pop())
+                yield from emit()
+        while shuffle:  # end of the epoch: drain the shuffle buffer, then the partly filled buckets
+            j = rng.randrange(len(shuffle))
+            shuffle[j], shuffle[-1] = shuffle[-1], shuffle[j]
+            add(*shuffle.pop())
+            yield from emit()
+        for key in list(buckets):
+            if buckets[key]:
+                ready.append((key, buckets.pop(key)))
+        yield from emit(final=True)
+        if total == st.get("total", 0) and not st.get("consumed"):  # a whole epoch without one batch: never will
+            raise SoraError(f"data: reader {self.reader} found no usable sample in {len(self.s.shards)} shard(s) "
+                            f"({consumed} read; skipped: {dict(self.skipped) or 'none'})")
 
 
 class ClipStream(IterableDataset):
-    """Endless stream of {"video": c t h w, "caption": str}, shuffled by (seed, epoch), split by rank and worker."""
+    """Endless stream of batches of one bucket each: {"video": b c t h w, "caption": [str]} (or cached latents).
 
-    def __init__(self, shards: list[str], num_frames: int, frame_stride: int, height: int, width: int,
-                 random_start: bool = True, shuffle_buffer: int = 512, seed: int = 0, rank: int = 0, world_size: int = 1):
+    `state` maps reader -> position from a checkpoint; `worker_offset` renumbers workers so that the reader
+    due next is asked first.
+    """
+
+    def __init__(self, shards: list[str], cfg, buckets: BucketSet, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 state: dict | None = None, worker_offset: int = 0):
         super().__init__()
-        assert num_frames >= 1 and frame_stride >= 1, f"num_frames={num_frames}, frame_stride={frame_stride} must be >= 1"
-        self.shards, self.seed, self.rank, self.world_size = shards, seed, rank, world_size
-        self.num_frames, self.frame_stride, self.height, self.width = num_frames, frame_stride, height, width
-        self.random_start, self.shuffle_buffer = random_start, shuffle_buffer
+        assert cfg.frame_stride >= 1, f"data.frame_stride must be >= 1, got {cfg.frame_stride}"
+        assert cfg.shuffle_buffer >= 1, f"data.shuffle_buffer must be >= 1, got {cfg.shuffle_buffer}"
+        self.shards, self.seed, self.rank, self.world_size = list(shards), seed, rank, world_size
+        self.buckets, self.frame_stride, self.random_start = buckets, cfg.frame_stride, cfg.random_start
+        self.shuffle_buffer, self.strict, self.image_batch_ratio = cfg.shuffle_buffer, cfg.strict, cfg.image_batch_ratio
+        self.min_side_px, self.max_aspect = cfg.min_side_px, cfg.max_aspect
+        self.latent = bool(cfg.latent_cache)
+        self.state, self.worker_offset = state or {}, worker_offset
 
-    def _my_shards(self, epoch: int) -> list[str]:
-        shards = list(self.shards)
-        random.Random(self.seed * 100003 + epoch).shuffle(shards)
-        info = get_worker_info()
-        worker, num_workers = (info.id, info.num_workers) if info else (0, 1)
-        # Shards are the unit of splitting: rank-major, then worker. With fewer shards than readers, readers
-        # share them by wrapping around, so every reader always has data.
-        readers = self.world_size * num_workers
-        me = self.rank * num_workers + worker
-        if len(shards) >= readers:
-            return shards[me::readers]
-        return [shards[me % len(shards)]]
+    # -- per-sample work (video shards) -------------------------------------------------------------------------
 
-    def _sample(self, raw: dict, rng: random.Random) -> dict | None:
-        key = f"{raw.get('__url__', '?')}:{raw.get('__key__', '?')}"
-        video_ext = next((e for e in VIDEO_EXTENSIONS if e in raw), None)
-        if video_ext is None:
-            log.warning("skipping %s: no video (%s)", key, "/".join(VIDEO_EXTENSIONS))
-            return None
-        text = raw.get("txt", b"").decode("utf-8", errors="replace").strip()
-        try:
-            frames = decode_clip(raw[video_ext], self.num_frames, self.frame_stride, rng if self.random_start else None)
-        except Exception as e:  # decord raises several types for corrupt input; every one means "skip this clip"
-            log.warning("skipping %s: %s", key, str(e).splitlines()[0] if str(e) else type(e).__name__)
-            return None
-        return {"video": resize_crop(frames, self.height, self.width), "caption": text}
+    def process(self, raw: dict, rng: random.Random):
+        if self.latent:
+            return self._process_latent(raw)
+        ext = next((e for e in MEDIA_EXTENSIONS if e in raw), None)
+        if ext is None:
+            other = [k for k in raw if not k.startswith("__") and k not in ("txt", "json")]
+            raise BadSample("not_media", f"no media file (found {', '.join(other) or 'nothing'})")
+        caption = raw.get("txt", b"").decode("utf-8", errors="replace").strip()
+        if not caption:
+            raise BadSample("no_caption", "missing or empty .txt")
+        info = {}
+        if "json" in raw:
+            try:
+                info = json.loads(raw["json"])
+            except (ValueError, UnicodeDecodeError):
+                info = {}
+        if not {"num_frames", "height", "width"} <= info.keys():
+            info = vars(probe(raw[ext], ext))  # shards not written by make_shards.py: probe once here
+        h, w = int(info["height"]), int(info["width"])
+        if min(h, w) < self.min_side_px:
+            raise BadSample("too_small", f"{h}x{w} is under data.min_side_px={self.min_side_px}")
+        if max(h, w) / min(h, w) > self.max_aspect:
+            raise BadSample("extreme_aspect", f"{h}x{w} is beyond data.max_aspect={self.max_aspect}")
+        is_image = bool(info.get("is_image")) or ext in ("jpg", "jpeg", "png", "webp")
+        b = self.buckets.assign(int(info["num_frames"]), h, w, is_image, self.frame_stride)
+        bucket = self.buckets.buckets[b]
+        frames = decode_clip(raw[ext], ext, bucket.num_frames, self.frame_stride, rng if self.random_start else None, info)
+        return str(b), {"video": resize_crop(frames, bucket.height, bucket.width), "caption": caption}
+
+    def _process_latent(self, raw: dict):
+        if "latent.npy" not in raw:
+            raise BadSample("not_latent", "no .latent.npy in a latent-cache shard")
+        item = {"latent": torch.from_numpy(np.load(io.BytesIO(raw["latent.npy"]), allow_pickle=False)),
+                "caption": raw.get("txt", b"").decode("utf-8", errors="replace").strip()}
+        for name in ("context", "mask"):
+            if f"{name}.npy" in raw:
+                item[name] = torch.from_numpy(np.load(io.BytesIO(raw[f"{name}.npy"]), allow_pickle=False))
+        return "x".join(map(str, item["latent"].shape)), item  # 2c t h w: one bucket per latent shape
+
+    def batch_size(self, key: str) -> int:
+        if self.latent:  # key is the latent's "2c x t x h x w"
+            if not self.buckets.tokens_per_batch:
+                return self.buckets.batch_sizes[0]
+            _, t, h, w = map(int, key.split("x"))
+            pt, ph, pw = self.buckets.patch_size
+            return max(1, self.buckets.tokens_per_batch // max(1, (t // pt) * (h // ph) * (w // pw)))
+        return self.buckets.batch_sizes[int(key)]
+
+    def is_image(self, key: str) -> bool:
+        if self.latent:
+            return int(key.split("x")[1]) == 1
+        return self.buckets.buckets[int(key)].is_image
+
+    def collate(self, key: str, items: list[dict]) -> dict:
+        batch = {"caption": [it["caption"] for it in items]}
+        for name in ("video", "latent", "context", "mask"):
+            if name in items[0]:
+                batch[name] = torch.stack([it[name] for it in items])  # b ...
+        return batch
+
+    # -- the stream --------------------------------------------------------------------------------------------
 
     def __iter__(self):
         info = get_worker_info()
-        rng = random.Random(hash((self.seed, self.rank, info.id if info else 0)))
-        for epoch in count():
-            urls = iter(wds.SimpleShardList(self._my_shards(epoch)))
-            samples = wds.tarfile_to_samples(handler=wds.warn_and_continue)(urls)
-            for raw in wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, rng=rng)(samples):
-                sample = self._sample(raw, rng)
-                if sample is not None:
-                    yield sample
+        worker, num_workers = (info.id, info.num_workers) if info else (0, 1)
+        worker = (worker + self.worker_offset) % num_workers
+        reader = self.rank * num_workers + worker
+        yield from _Reader(self, reader, self.world_size * num_workers, self.state.get(reader))
 
 
-def make_loader(cfg, seed: int, rank: int = 0, world_size: int = 1) -> DataLoader:
-    """A DataLoader over `cfg.shards` (a DataConfig) yielding {"video": b c t h w, "caption": [str]}."""
-    shards = expand_shards(cfg.shards)
-    stream = ClipStream(shards, cfg.num_frames, cfg.frame_stride, cfg.height, cfg.width, cfg.random_start,
-                        cfg.shuffle_buffer, seed, rank, world_size)
-    return DataLoader(stream, batch_size=cfg.batch_size_per_gpu, num_workers=cfg.num_workers,
+# ---------------------------------------------------------------------------------------------------------------
+# Loaders
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def make_loader(cfg, seed: int, rank: int = 0, world_size: int = 1, buckets: BucketSet | None = None,
+                state: dict | None = None, worker_offset: int = 0) -> DataLoader:
+    """A DataLoader over `cfg.shards` (a DataConfig) yielding one-bucket batches (see ClipStream)."""
+    shards = expand_shards(f"{cfg.latent_cache.rstrip('/')}/latents-*.tar" if cfg.latent_cache else cfg.shards)
+    check_shards(shards)
+    stream = ClipStream(shards, cfg, buckets or BucketSet.from_config(cfg), seed, rank, world_size, state, worker_offset)
+    return DataLoader(stream, batch_size=None, num_workers=cfg.num_workers,
                       persistent_workers=cfg.num_workers > 0, pin_memory=torch.cuda.is_available())
 
 
+def strip_bookkeeping(batch: dict) -> tuple[dict, dict | None, dict]:
+    """Split a loader batch into (data, reader position, skipped counts)."""
+    batch = dict(batch)
+    return batch, batch.pop("_position", None), batch.pop("_skipped", {}) or {}
+
 
 class ClipDataModule(L.LightningDataModule):
-    """Hands Lightning a loader split for this process's rank (known only once the trainer has set up)."""
+    """Hands Lightning this rank's loader, and keeps (and checkpoints) every reader's position and skip counts."""
 
-    def __init__(self, cfg, seed: int):
+    def __init__(self, cfg, seed: int, buckets: BucketSet | None = None):
         super().__init__()
-        self.cfg, self.seed = cfg, seed
+        self.cfg, self.seed, self.buckets = cfg, seed, buckets
+        self.positions: dict[int, dict] = {}
+        self.skipped: Counter = Counter()
+        self.batches_seen = 0
+        self._resume: dict | None = None
 
     def train_dataloader(self) -> DataLoader:
-        return make_loader(self.cfg, self.seed, self.trainer.global_rank, self.trainer.world_size)
+        world, rank, workers = self.trainer.world_size, self.trainer.global_rank, max(1, self.cfg.num_workers)
+        state, offset = None, 0
+        if self._resume:
+            r = self._resume
+            if r.get("world_size") == world and r.get("num_workers") == workers:
+                state = {int(k): v for k, v in r["positions"].items()}
+                offset = r["batches_seen"] % workers  # the DataLoader asks workers in turn, starting at 0
+            else:
+                log.warning("data: the checkpoint's loader ran %s rank(s) x %s worker(s), this run %s x %s: "
+                            "starting the stream afresh", r.get("world_size"), r.get("num_workers"), world, workers)
+        return make_loader(self.cfg, self.seed, rank, world, self.buckets, state, offset)
+
+    def on_before_batch_transfer(self, batch, dataloader_idx: int):
+        batch, position, skipped = strip_bookkeeping(batch)
+        if position is not None:
+            self.positions[position["reader"]] = position
+            self.batches_seen += 1
+        self.skipped.update(skipped)
+        return batch
+
+    def state_dict(self) -> dict:
+        # Every rank calls this when a checkpoint is written; rank 0 writes the file. Gather all ranks'
+        # reader positions (reader ids are global) so that each rank finds its own on resume.
+        positions = dict(self.positions)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            gathered = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(gathered, positions)
+            for part in gathered:
+                positions.update(part)
+        return {"positions": {str(k): v for k, v in positions.items()}, "batches_seen": self.batches_seen,
+                "world_size": self.trainer.world_size if self.trainer else 1,
+                "num_workers": max(1, self.cfg.num_workers), "skipped": dict(self.skipped)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._resume = state
+        self.positions = {int(k): v for k, v in state.get("positions", {}).items()}
+        self.batches_seen = state.get("batches_seen", 0)
+        self.skipped = Counter(state.get("skipped", {}))

@@ -12,7 +12,9 @@ from omegaconf import DictConfig, OmegaConf
 from sora.config import TrainConfig
 from sora.dit import DiT
 from sora.ema import EMA
+from sora.latent_cache import sample_latent
 from sora.objective import RectifiedFlow
+from sora.optim import adamw, training_progress
 from sora.pipeline import VideoPipeline
 from sora.text import build_text_encoder
 from sora.vae import build_vae
@@ -32,14 +34,6 @@ def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """PSNR in dB of videos in [-1, 1] (peak-to-peak 2, so MAX^2 = 4)."""
     mse = (x.float() - y.float()).pow(2).mean()
     return 10 * torch.log10(4.0 / mse.clamp(min=1e-10))
-
-
-def adamw_with_warmup(params, cfg):
-    """AdamW, learning rate ramped linearly over `warmup_steps`, then constant (as DiT)."""
-    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
-    warmup = max(1, cfg.warmup_steps)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
-    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -78,21 +72,35 @@ class DiTModule(L.LightningModule):
             self.text.to(self.device)
 
     def training_step(self, batch, batch_idx):
-        video, captions = batch["video"], list(batch["caption"])  # b 3 t h w, [b]
-        drop = torch.rand(len(captions)) < self.cfg.train.caption_dropout
-        captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
-        with torch.no_grad():
-            latent = self.vae.encode(video)  # b c t' h' w'
-        context, mask = self.text(captions)
+        captions = list(batch["caption"])  # [b]
+        drop = torch.rand(len(captions)) < self.cfg.train.caption_dropout  # for classifier-free guidance
+        if "latent" in batch:  # a latent cache: no decoding, no VAE encoder
+            latent = sample_latent(batch["latent"])  # b 2z t h w -> b z t h w
+        else:
+            with torch.no_grad():
+                latent = self.vae.encode(batch["video"])  # b 3 t h w -> b z t' h' w'
+        if "context" in batch:  # cached embeddings of a frozen text encoder
+            context, mask = batch["context"].to(latent.dtype), batch["mask"].bool()  # b m d, b m
+            if drop.any():
+                with torch.no_grad():
+                    empty, empty_mask = self.text([""])  # 1 m d, 1 m
+                rows = drop.to(latent.device)
+                context = torch.where(rows[:, None, None], empty.to(context.dtype), context)
+                mask = torch.where(rows[:, None], empty_mask, mask)
+        else:
+            context, mask = self.text(["" if d else c for c, d in zip(captions, drop.tolist())])
         loss = self.objective.loss(self.dit, latent, context, mask)
-        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(captions))
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx):
         self.ema.update(self.trained, self.global_step)
 
     def configure_optimizers(self):
-        return adamw_with_warmup(self.trained.parameters(), self.cfg.optim)
+        return adamw(self.trained.parameters(), self.cfg.optim, self.progress)
+
+    def progress(self) -> float:
+        return training_progress(self._trainer, self.cfg.train.max_minutes)
 
     def on_save_checkpoint(self, checkpoint):
         checkpoint["sora_config"] = to_plain(self.cfg)
@@ -128,11 +136,14 @@ class VAEModule(L.LightningModule):
         with torch.no_grad():  # running latent std, so encode() hands the DiT unit-variance latents
             self.vae.latent_scale.lerp_(z.float().std(), 0.01 if self.global_step > 0 else 1.0)
         self.log_dict({"train/loss": loss, "train/l1": l1, "train/kl": kl, "train/psnr": psnr(recon, video),
-                       "train/latent_scale": self.vae.latent_scale}, prog_bar=True)
+                       "train/latent_scale": self.vae.latent_scale}, prog_bar=True, batch_size=video.shape[0])
         return loss
 
     def configure_optimizers(self):
-        return adamw_with_warmup(self.vae.parameters(), self.cfg.optim)
+        return adamw(self.vae.parameters(), self.cfg.optim, self.progress)
+
+    def progress(self) -> float:
+        return training_progress(self._trainer, self.cfg.train.max_minutes)
 
     def on_save_checkpoint(self, checkpoint):
         checkpoint["sora_config"] = to_plain(self.cfg)

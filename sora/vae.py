@@ -29,6 +29,10 @@ class PixelVAE(nn.Module):
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
         return latent
 
+    def moments(self, video: torch.Tensor) -> torch.Tensor:
+        """b 3 t h w -> b 6 t h w: the latent and a zero std (the latent cache's format, see sora/latent_cache.py)."""
+        return torch.cat([video, torch.zeros_like(video)], dim=1)
+
     def latent_shape(self, num_frames: int, height: int, width: int) -> tuple[int, int, int, int]:
         return self.latent_channels, num_frames, height, width
 
@@ -162,6 +166,11 @@ class CausalVAE(nn.Module):
 
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
         return self.decoder(latent * self.latent_scale)
+
+    def moments(self, video: torch.Tensor) -> torch.Tensor:
+        """b 3 t h w -> b 2z t' h' w': posterior mean and std, scaled as encode() scales, for the latent cache."""
+        mean, logvar = self.posterior(video)
+        return torch.cat([mean, (0.5 * logvar).exp()], dim=1) / self.latent_scale
 
 
 def build_vae(cfg) -> nn.Module:

@@ -1,26 +1,38 @@
+"""The loader on generated shards: shapes, shard patterns, splitting, resume, skipped samples, strict mode."""
+
 import json
 import logging
+import random
+from collections import Counter
+from types import SimpleNamespace
 
 import pytest
 import torch
 import webdataset as wds
 
-from sora.data import ClipStream, decode_clip, expand_shards, make_loader, resize_crop
+import sora.data
+from sora.buckets import BucketSet, resize_crop
+from sora.data import ClipStream, check_shards, expand_shards, make_loader, strip_bookkeeping
+from sora.decode import BadSample, decode_clip
 from sora.errors import SoraError
 from tests.conftest import compose_config
 
 
+def data_cfg(shapes_dir, *overrides):
+    return compose_config("train", [f"data.shards={shapes_dir}/train-*.tar", "data.num_workers=0",
+                                    "data.batch_size_per_gpu=4", "data.num_frames=4", "data.frame_stride=3",
+                                    "data.height=16", "data.width=24", "data.shuffle_buffer=8", *overrides]).data
+
+
 def test_loader_yields_bcthw_in_range(shapes_dir):
-    cfg = compose_config("train", [f"data.shards={shapes_dir}/train-*.tar", "data.num_workers=0",
-                                   "data.batch_size_per_gpu=4", "data.num_frames=4", "data.frame_stride=3",
-                                   "data.height=16", "data.width=24"]).data
-    batch = next(iter(make_loader(cfg, seed=0)))
+    batch, position, skipped = strip_bookkeeping(next(iter(make_loader(data_cfg(shapes_dir), seed=0))))
     assert batch["video"].shape == (4, 3, 4, 16, 24)
     assert batch["video"].min() >= -1 and batch["video"].max() <= 1 and batch["video"].max() > 0.5
     assert all(c.startswith("a ") and " moving " in c for c in batch["caption"])
+    assert position["reader"] == 0 and position["epoch"] == 0 and skipped == {}
 
 
-def test_shard_patterns(shapes_dir):
+def test_shard_patterns(shapes_dir, tmp_path):
     shards = expand_shards(f"{shapes_dir}/train-*.tar")
     assert len(shards) == 4
     assert expand_shards(f"{shapes_dir}/train-{{000000..000003}}.tar") == shards
@@ -28,58 +40,158 @@ def test_shard_patterns(shapes_dir):
         expand_shards(f"{shapes_dir}/nothing-*.tar")
     with pytest.raises(SoraError, match="missing"):
         expand_shards(f"{shapes_dir}/train-{{000000..000009}}.tar")
+    (tmp_path / "bad-000000.tar").write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(SoraError, match="bad-000000.tar.*not a readable tar"):
+        check_shards([str(tmp_path / "bad-000000.tar")])
 
 
-def test_shards_split_across_ranks_and_workers(shapes_dir):
-    shards = expand_shards(f"{shapes_dir}/train-*.tar")
-    seen = []
+def _epoch_keys(stream, readers_per_rank, monkeypatch):
+    """Keys each reader yields over its first epoch (captions carry the key in these tests)."""
+    out = {}
+    for worker in range(readers_per_rank):
+        monkeypatch.setattr(sora.data, "get_worker_info", lambda w=worker: SimpleNamespace(id=w, num_workers=readers_per_rank))
+        keys = []
+        for batch in stream:
+            if batch["_position"]["epoch"] > 0:
+                break
+            keys += batch["caption"]
+        out[(stream.rank, worker)] = keys
+    return out
+
+
+@pytest.mark.parametrize("num_shards", [8, 3])  # whole shards per reader, and samples split within shards
+def test_world_2_by_2_workers_sees_every_sample_once_per_epoch(tmp_path, shapes_dir, monkeypatch, num_shards):
+    good = next(iter(wds.WebDataset(f"{shapes_dir}/train-000000.tar", shardshuffle=False)))
+    keys = []
+    for s in range(num_shards):
+        with wds.TarWriter(str(tmp_path / f"k-{s:06d}.tar")) as sink:
+            for i in range(5 + s):  # uneven shards
+                key = f"s{s}i{i}"
+                sink.write({"__key__": key, "mp4": good["mp4"], "txt": key, "json": good["json"]})
+                keys.append(key)
+    cfg = data_cfg(shapes_dir, f"data.shards={tmp_path}/k-*.tar", "data.batch_size_per_gpu=3")
+    shards = expand_shards(cfg.shards)
+    seen = {}
     for rank in range(2):
-        stream = ClipStream(shards, 2, 1, 8, 8, seed=3, rank=rank, world_size=2)
-        seen.append(set(stream._my_shards(epoch=0)))
-    assert seen[0].isdisjoint(seen[1]) and seen[0] | seen[1] == set(shards)
-    # a new epoch reshuffles which shard goes where
-    assert [ClipStream(shards, 2, 1, 8, 8, seed=3)._my_shards(e) for e in range(4)] != [sorted(shards)] * 4
+        stream = ClipStream(shards, cfg, BucketSet.from_config(cfg), seed=5, rank=rank, world_size=2)
+        seen.update(_epoch_keys(stream, 2, monkeypatch))
+    all_seen = [k for ks in seen.values() for k in ks]
+    assert sorted(all_seen) == sorted(keys)  # none twice, none lost
+    assert all(len(ks) > 0 for ks in seen.values())  # every reader works
 
 
-def test_shards_split_across_dataloader_workers(shapes_dir, monkeypatch):
-    import sora.data
-    from types import SimpleNamespace
-
-    shards = expand_shards(f"{shapes_dir}/train-*.tar")
-    stream = ClipStream(shards, 2, 1, 8, 8, seed=0, rank=1, world_size=2)
-    mine = []
-    for worker in range(2):
-        monkeypatch.setattr(sora.data, "get_worker_info", lambda w=worker: SimpleNamespace(id=w, num_workers=2))
-        mine.append(stream._my_shards(epoch=0))
-    assert all(len(m) == 1 for m in mine) and mine[0] != mine[1]  # 4 shards over 2 ranks x 2 workers
-    monkeypatch.setattr(sora.data, "get_worker_info", lambda: None)
-    rank0 = ClipStream(shards, 2, 1, 8, 8, seed=0, rank=0, world_size=2)
-    monkeypatch.setattr(sora.data, "get_worker_info", lambda: SimpleNamespace(id=0, num_workers=2))
-    others = [rank0._my_shards(0)[0]]
-    monkeypatch.setattr(sora.data, "get_worker_info", lambda: SimpleNamespace(id=1, num_workers=2))
-    others.append(rank0._my_shards(0)[0])
-    assert sorted(others + [m[0] for m in mine]) == shards  # every shard read by exactly one reader
+def test_resume_continues_the_exact_stream(shapes_dir):
+    """Positions carried by batches restore a reader mid-epoch, shuffle buffer and partial buckets included."""
+    cfg = data_cfg(shapes_dir, "data.batch_size_per_gpu=3", "data.shuffle_buffer=16")
+    shards = expand_shards(cfg.shards)
+    buckets = BucketSet.from_config(cfg)
+    full = [b for _, b in zip(range(60), ClipStream(shards, cfg, buckets, seed=1))]  # crosses an epoch (128 clips)
+    cut = 23
+    state = {0: full[cut - 1]["_position"]}
+    resumed = [b for _, b in zip(range(60 - cut), ClipStream(shards, cfg, buckets, seed=1, state=state))]
+    for a, b in zip(full[cut:], resumed):
+        assert a["caption"] == b["caption"]
+        assert torch.equal(a["video"], b["video"])  # same random starts and crops too
+    assert full[-1]["_position"]["epoch"] == 1
 
 
 def test_clip_sampling_and_resize(shapes_dir):
     sample = next(iter(wds.WebDataset(f"{shapes_dir}/train-000000.tar", shardshuffle=False)))
     meta = json.loads(sample["json"])
-    frames = decode_clip(sample["mp4"], num_frames=4, frame_stride=5, rng=None)
+    frames = decode_clip(sample["mp4"], "mp4", num_frames=4, frame_stride=5, rng=None)
     assert frames.shape == (4, meta["height"], meta["width"], 3) and frames.dtype == torch.uint8
-    with pytest.raises(ValueError, match="needs 21"):
-        decode_clip(sample["mp4"], num_frames=6, frame_stride=4, rng=None)
+    with pytest.raises(BadSample, match="needs 21"):
+        decode_clip(sample["mp4"], "mp4", num_frames=6, frame_stride=4, rng=None)
     wide = torch.zeros(2, 10, 40, 3, dtype=torch.uint8)
     assert resize_crop(wide, 20, 20).shape == (3, 2, 20, 20)  # scale to cover, then crop: no distortion
+    assert resize_crop(wide, 20, 20, random.Random(0)).shape == (3, 2, 20, 20)
 
 
-def test_corrupt_sample_is_skipped_and_logged(tmp_path, shapes_dir, caplog):
+def _mixed_shard(tmp_path, shapes_dir):
     good = next(iter(wds.WebDataset(f"{shapes_dir}/train-000000.tar", shardshuffle=False)))
-    with wds.TarWriter(str(tmp_path / "mixed-000000.tar")) as sink:
+    path = tmp_path / "mixed-000000.tar"
+    with wds.TarWriter(str(path)) as sink:
         sink.write({"__key__": "broken", "mp4": b"not a video at all", "txt": "a red square moving up"})
+        sink.write({"__key__": "empty", "mp4": b"", "txt": "a red square moving up"})
         sink.write({"__key__": "novideo", "txt": "a red square moving up"})
-        sink.write({"__key__": "good", "mp4": good["mp4"], "txt": good["txt"]})
-    stream = ClipStream([str(tmp_path / "mixed-000000.tar")], 2, 1, 8, 8, shuffle_buffer=1)
+        sink.write({"__key__": "nocaption", "mp4": good["mp4"], "json": good["json"]})
+        sink.write({"__key__": "truncated", "mp4": good["mp4"][: len(good["mp4"]) // 3], "txt": "a red square moving up"})
+        for i in range(4):
+            sink.write({"__key__": f"good{i}", "mp4": good["mp4"], "txt": good["txt"], "json": good["json"]})
+    return path, good
+
+
+def test_bad_samples_are_skipped_counted_and_logged(tmp_path, shapes_dir, caplog):
+    path, good = _mixed_shard(tmp_path, shapes_dir)
+    cfg = data_cfg(shapes_dir, f"data.shards={path}", "data.shuffle_buffer=1", "data.batch_size_per_gpu=4")
+    stream = ClipStream([str(path)], cfg, BucketSet.from_config(cfg))
     with caplog.at_level(logging.WARNING, logger="sora.data"):
         first = next(iter(stream))
-    assert first["caption"] == good["txt"].decode()
-    assert "broken" in caplog.text and "novideo" in caplog.text
+    assert first["caption"] == [good["txt"].decode()] * 4
+    skipped = Counter(first["_skipped"])
+    assert skipped["undecodable"] >= 1 and skipped["empty_file"] == 1 and skipped["not_media"] == 1
+    assert skipped["no_caption"] == 1 and sum(skipped.values()) == 5  # truncated: undecodable or too_short
+    for key in ("broken", "empty", "novideo", "nocaption", "truncated"):
+        assert f"{path}:{key}" in caplog.text
+
+
+def test_strict_mode_stops_at_the_first_bad_sample_naming_it(tmp_path, shapes_dir):
+    path, _ = _mixed_shard(tmp_path, shapes_dir)
+    cfg = data_cfg(shapes_dir, f"data.shards={path}", "data.shuffle_buffer=1", "data.strict=true")
+    with pytest.raises(SoraError, match=r"mixed-000000.tar:broken: undecodable"):
+        next(iter(ClipStream([str(path)], cfg, BucketSet.from_config(cfg))))
+
+
+def test_a_shard_of_only_bad_samples_is_a_clear_error(tmp_path, shapes_dir):
+    path = tmp_path / "bad-000000.tar"
+    with wds.TarWriter(str(path)) as sink:
+        sink.write({"__key__": "x", "mp4": b"nope", "txt": "a"})
+    cfg = data_cfg(shapes_dir, f"data.shards={path}")
+    with pytest.raises(SoraError, match="no usable sample"):
+        next(iter(ClipStream([str(path)], cfg, BucketSet.from_config(cfg))))
+
+
+class _Recorder:
+    """A LightningModule with one weight that records the captions of every batch it trains on."""
+
+    @staticmethod
+    def make():
+        import lightning as L
+
+        class Recorder(L.LightningModule):
+            def __init__(self):
+                super().__init__()
+                self.w = torch.nn.Parameter(torch.zeros(()))
+                self.seen = []
+
+            def training_step(self, batch, batch_idx):
+                self.seen.append(list(batch["caption"]))
+                return (self.w - batch["video"].mean()) ** 2
+
+            def configure_optimizers(self):
+                return torch.optim.SGD(self.parameters(), lr=0.1)
+
+        return Recorder()
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_lightning_resume_continues_the_loader_where_it_stopped(shapes_dir, tmp_path, num_workers):
+    import lightning as L
+
+    from sora.data import ClipDataModule
+
+    cfg = data_cfg(shapes_dir, f"data.num_workers={num_workers}", "data.batch_size_per_gpu=3")
+    kw = dict(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+              enable_checkpointing=False)
+    straight = _Recorder.make()
+    L.Trainer(max_steps=7, **kw).fit(straight, datamodule=ClipDataModule(cfg, seed=2))
+    first = _Recorder.make()
+    trainer = L.Trainer(max_steps=3, **kw)
+    trainer.fit(first, datamodule=ClipDataModule(cfg, seed=2))
+    trainer.save_checkpoint(tmp_path / "c.ckpt")
+    saved = torch.load(tmp_path / "c.ckpt", weights_only=True)["ClipDataModule"]
+    assert saved["batches_seen"] == 3 and len(saved["positions"]) == max(1, num_workers)
+    second = _Recorder.make()
+    L.Trainer(max_steps=7, **kw).fit(second, datamodule=ClipDataModule(cfg, seed=2), ckpt_path=tmp_path / "c.ckpt",
+                                     weights_only=True)
+    assert first.seen + second.seen == straight.seen

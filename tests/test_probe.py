@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import webdataset as wds
 
-from sora.data import decode_clip, resize_crop
+from sora.buckets import resize_crop
+from sora.decode import decode_clip
 from sora.moving_shapes import HELDOUT, TRAIN_COMBOS, caption, parse_caption, render_clip
 from sora.probe import analyze, score
 from sora.video_io import to_uint8_frames
@@ -12,7 +13,7 @@ def test_probe_reads_the_ground_truth(shapes_dir):
     videos, prompts = [], []
     for shard in ("train-000000.tar", "test-000000.tar"):
         for s in wds.WebDataset(str(shapes_dir / shard), shardshuffle=False):
-            frames = decode_clip(s["mp4"], 8, 2, None)  # through H.264, as the probe will meet samples
+            frames = decode_clip(s["mp4"], "mp4", 8, 2, None)  # through H.264, as the probe will meet samples
             videos.append(to_uint8_frames(resize_crop(frames, 32, 32)))
             prompts.append(s["txt"].decode())
     result = score(videos, prompts)

@@ -1,0 +1,45 @@
+"""Write a latent cache: the frozen VAE (and a frozen text encoder) run once over `data.shards`.
+
+    python data/cache_latents.py data.shards='shards/train-*.tar' data.latent_cache=cache/ vae=causal3d vae.ckpt=vae.ckpt
+    python train.py             data.latent_cache=cache/ vae=causal3d vae.ckpt=vae.ckpt     # no decoding
+
+Takes the same config and overrides as train.py (buckets, frames, size, VAE, text encoder); writes
+`data.latent_cache`/latents-NNNNNN.tar and cache_info.json. See sora/latent_cache.py for the format.
+"""
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
+
+from sora.config import register_schemas  # noqa: E402
+from sora.errors import SoraError, exit_on_user_error  # noqa: E402
+
+log = logging.getLogger("sora.cache_latents")
+register_schemas()
+
+
+@hydra.main(version_base=None, config_path="../configs", config_name="train")
+@exit_on_user_error
+def main(cfg) -> None:
+    from sora.latent_cache import write_latent_cache
+    from sora.module import DiTModule
+
+    if not cfg.data.latent_cache:
+        raise SoraError("set data.latent_cache=DIR: where the cache is written (and later read by train.py)")
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+    module = DiTModule(cfg)  # the VAE and text encoder exactly as train.py builds them (vae.ckpt, text.path)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    info = write_latent_cache(module.cfg, module.vae, module.text, cfg.data.latent_cache, device)
+    print(json.dumps(info, indent=1), flush=True)
+    log.info("wrote %d samples to %s", info["num_samples"], cfg.data.latent_cache)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""AdamW and its learning-rate schedule: linear warmup, then constant, or warmup-stable-decay (WSD).
+
+WSD (Hägele et al. 2024, "Scaling Laws and Compute-Optimal Training Beyond Fixed Training Durations") holds
+the peak rate and anneals it linearly to zero over the last `decay_fraction` of training. The anneal is
+where most of the late loss drop happens, so a run that ends on a wall-clock budget still ends annealed:
+progress is the larger of steps done / `max_steps` and minutes trained / `max_minutes`.
+"""
+
+from typing import Callable
+
+import torch
+
+
+def lr_factor(step: int, progress: float, warmup_steps: int, schedule: str, decay_fraction: float) -> float:
+    """Multiplier of the peak learning rate at optimizer step `step` with `progress` in [0, 1] of training done."""
+    assert schedule in ("constant", "wsd"), f"optim.schedule must be constant or wsd, got {schedule!r}"
+    warm = min(1.0, (step + 1) / max(1, warmup_steps))
+    if schedule == "constant" or decay_fraction <= 0:
+        return warm
+    remaining = (1.0 - min(max(progress, 0.0), 1.0)) / decay_fraction  # > 1 until the decay phase starts
+    return warm * min(1.0, remaining)
+
+
+def adamw(params, cfg, progress: Callable[[], float]) -> dict:
+    """AdamW with the configured schedule, stepped every optimizer step; `progress()` is the share of training done."""
+    assert 0.0 <= cfg.decay_fraction <= 1.0, f"optim.decay_fraction must be in [0, 1], got {cfg.decay_fraction}"
+    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    schedule = cfg.schedule.value if hasattr(cfg.schedule, "value") else str(cfg.schedule)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: lr_factor(step, progress(), cfg.warmup_steps, schedule, cfg.decay_fraction))
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def training_progress(trainer, max_minutes: float | None) -> float:
+    """Share of training done: the further along of steps and wall-clock time (restored on resume by Lightning's Timer)."""
+    if trainer is None:
+        return 0.0
+    done = trainer.global_step / trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else 0.0
+    if max_minutes:
+        from lightning.pytorch.callbacks import Timer
+
+        for cb in trainer.callbacks:
+            if isinstance(cb, Timer):
+                done = max(done, cb.time_elapsed("train") / (60.0 * max_minutes))
+    return done

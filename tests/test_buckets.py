@@ -1,0 +1,83 @@
+"""Size/duration buckets: assignment, per-bucket batch sizes, mixed image/video batches, and the DiT on each shape."""
+
+import pytest
+import torch
+
+from sora.buckets import Bucket, BucketSet, check_bucket, latent_grid
+from sora.data import make_loader, strip_bookkeeping
+from sora.decode import BadSample
+from sora.dit import DiT
+from sora.vae import build_vae
+from tests.conftest import compose_config
+
+BUCKETS = [[1, 32, 32], [1, 24, 40], [9, 32, 32], [9, 24, 40], [9, 40, 24], [5, 24, 40]]
+
+
+def bucket_set(*overrides):
+    cfg = compose_config("train", ["vae=causal3d", "vae.spatial_compression=8", "vae.temporal_compression=4",
+                                   f"data.buckets={BUCKETS}", "data.tokens_per_batch=240", "dit.patch_size=[1,1,1]",
+                                   *overrides])
+    return BucketSet.from_config(cfg.data, cfg.vae, cfg.dit.patch_size), cfg
+
+
+def test_assignment_keeps_aspect_then_length_then_size():
+    bs, _ = bucket_set()
+    pick = lambda *a: bs.buckets[bs.assign(*a, frame_stride=1)]  # noqa: E731
+    assert pick(100, 720, 1280, False) == Bucket(9, 24, 40)  # wide video -> the wide, longest bucket
+    assert pick(100, 1280, 720, False) == Bucket(9, 40, 24)  # portrait
+    assert pick(100, 500, 510, False) == Bucket(9, 32, 32)  # near square
+    assert pick(6, 720, 1280, False) == Bucket(5, 24, 40)  # too short for 9 frames: the 5-frame bucket
+    assert pick(1, 300, 500, True) == Bucket(1, 24, 40)  # images only go to 1-frame buckets
+    with pytest.raises(BadSample, match="no bucket"):
+        pick(3, 720, 1280, False)  # shorter than every video bucket
+
+
+def test_batch_size_keeps_tokens_per_batch_near_the_target():
+    bs, cfg = bucket_set()
+    for b, size in zip(bs.buckets, bs.batch_sizes):
+        tokens = torch.tensor(latent_grid(cfg.vae, cfg.dit.patch_size, b.num_frames, b.height, b.width)).prod().item()
+        assert size == max(1, 240 // tokens)
+        assert size * tokens <= 240 < (size + 1) * tokens
+    assert bs.batch_sizes[0] > bs.batch_sizes[2]  # images batch more than 9-frame clips
+
+
+def test_latent_grid_matches_the_vae():
+    _, cfg = bucket_set()
+    vae = build_vae(cfg.vae)
+    for frames, h, w in BUCKETS:
+        _, t, lh, lw = vae.latent_shape(frames, h, w)
+        assert latent_grid(cfg.vae, [1, 1, 1], frames, h, w) == (t, lh, lw)
+
+
+def test_buckets_the_vae_cannot_cut_fail_at_start():
+    _, cfg = bucket_set()
+    with pytest.raises(ValueError, match=r"bucket \[8, 32, 32\].*temporal compression 4"):
+        check_bucket(Bucket(8, 32, 32), cfg.vae, [1, 1, 1])
+    with pytest.raises(ValueError, match="divide by 8x1"):
+        check_bucket(Bucket(9, 30, 32), cfg.vae, [1, 1, 1])
+    with pytest.raises(ValueError, match="each bucket is"):
+        bucket_set("data.buckets=[[9,32]]")
+
+
+def test_the_dit_takes_every_bucket_shape():
+    bs, cfg = bucket_set()
+    dit = DiT(4, 16, hidden_size=32, depth=1, num_heads=2, patch_size=(1, 1, 1))
+    vae = build_vae(cfg.vae)
+    for b in bs.buckets:
+        z = torch.randn(2, *vae.latent_shape(b.num_frames, b.height, b.width))
+        out = dit(z, torch.rand(2), torch.randn(2, 3, 16), torch.ones(2, 3, dtype=torch.bool))
+        assert out.shape == z.shape
+
+
+def test_loader_batches_one_bucket_each_and_mixes_images_at_the_ratio(mixed_shards):
+    cfg = compose_config("train", [f"data.shards={mixed_shards}/shard-*.tar", "data.num_workers=0",
+                                   "data.buckets=[[1,16,16],[1,16,24],[4,16,16],[4,16,24]]", "data.frame_stride=1",
+                                   "data.batch_size_per_gpu=2", "data.image_batch_ratio=0.5", "data.shuffle_buffer=4"]).data
+    kinds, shapes = [], set()
+    for _, raw in zip(range(24), make_loader(cfg, seed=0)):
+        batch, _, _ = strip_bookkeeping(raw)
+        b, c, t, h, w = batch["video"].shape
+        shapes.add((t, h, w))
+        kinds.append(t == 1)
+    assert shapes <= {(1, 16, 16), (1, 16, 24), (4, 16, 16), (4, 16, 24)} and len(shapes) >= 3
+    assert 0.35 <= sum(kinds) / len(kinds) <= 0.65
