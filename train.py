@@ -69,7 +69,7 @@ def train(cfg, run_dir: Path) -> dict:
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
     from sora.buckets import BucketSet
-    from sora.callbacks import DataReport, SampleVideos, evaluate_dit, evaluate_vae, read_prompts
+    from sora.callbacks import DataReport, SampleVideos, Throughput, evaluate_dit, evaluate_vae, read_prompts
     from sora.checkpoint import AtomicCheckpointIO
     from sora.data import ClipDataModule, make_loader
     from sora.module import DiTModule, VAEModule, num_params
@@ -92,6 +92,8 @@ def train(cfg, run_dir: Path) -> dict:
                                  every_n_train_steps=cfg.train.checkpoint_every_n_steps, save_top_k=1,
                                  monitor="step", mode="max", save_last=True),
                  LearningRateMonitor("step"), DataReport()]
+    if is_dit:
+        callbacks.append(Throughput(window=cfg.train.log_every_n_steps))
     if is_dit and cfg.train.sample_every_n_steps > 0:
         callbacks.append(SampleVideos(read_prompts(cfg.data.eval_prompts), run_dir / "samples", cfg.train.sample_every_n_steps))
     on_gpu = torch.cuda.is_available() and cfg.train.accelerator in ("auto", "gpu", "cuda")

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import time
 from pathlib import Path
 
 import lightning as L
@@ -55,6 +56,45 @@ class DataReport(L.Callback):
                         ", ".join(f"{k}={v}" for k, v in sorted(skipped.items())))
         else:
             log.info("data: no sample skipped on rank %d", trainer.global_rank)
+
+
+class Throughput(L.Callback):
+    """Logs perf/tokens_per_s, perf/tflops (model FLOPs, sora/flops.py) and perf/mfu when the GPU's peak is known."""
+
+    def __init__(self, window: int = 25):
+        self.window, self.t0, self.steps, self.tokens, self.flops = window, None, 0, 0, 0.0
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if self.t0 is None:
+            self._sync(module)
+            self.t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        from sora.flops import device_peak_flops, dit_train_flops, mfu, num_tokens
+
+        shape = getattr(module, "last_step_shape", None)
+        if shape is None or self.t0 is None:
+            return
+        grid, text_len, batch_size = shape
+        self.steps += 1
+        self.tokens += num_tokens(grid) * batch_size
+        self.flops += dit_train_flops(module.dit, grid, text_len, batch_size)
+        if self.steps < self.window:
+            return
+        self._sync(module)
+        seconds = time.perf_counter() - self.t0
+        world = trainer.world_size
+        metrics = {"perf/tokens_per_s": self.tokens * world / seconds, "perf/tflops_per_device": self.flops / seconds / 1e12}
+        value = mfu(self.flops, seconds, device_peak_flops(module.device))
+        if value is not None:
+            metrics["perf/mfu"] = value
+        module.log_dict(metrics, rank_zero_only=True)
+        self.t0, self.steps, self.tokens, self.flops = time.perf_counter(), 0, 0, 0.0
+
+    @staticmethod
+    def _sync(module):
+        if module.device.type == "cuda":
+            torch.cuda.synchronize(module.device)
 
 
 def log_videos(trainer, paths, prompts, step: int) -> None:

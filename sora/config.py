@@ -16,6 +16,23 @@ from hydra.core.config_store import ConfigStore
 # ---------------------------------------------------------------------------------------------------------------
 
 
+class AttentionLayout(str, Enum):
+    full = "full"  # self-attention over all spacetime tokens
+    factorized = "factorized"  # spatial then temporal attention (Latte / STDiT)
+
+
+class TextConditioning(str, Enum):
+    cross = "cross"  # cross-attention to text tokens (PixArt-alpha)
+    joint = "joint"  # text tokens join self-attention with their own weights (MM-DiT)
+
+
+class AttentionBackend(str, Enum):
+    sdpa = "sdpa"
+    xformers = "xformers"
+    flex = "flex"
+    math = "math"
+
+
 @dataclass
 class DiTConfig:
     """Plain constructor arguments of `sora.dit.DiT` (presets live in configs/dit/)."""
@@ -30,6 +47,10 @@ class DiTConfig:
     # Add the mean of the text tokens to the adaLN conditioning vector, beside cross-attention (as the pooled
     # CLIP vector in SD3, Esser et al. 2024, sec. 4): a global route for the caption that small models learn fast.
     pooled_text: bool = True
+    attention_layout: AttentionLayout = AttentionLayout.full
+    text_conditioning: TextConditioning = TextConditioning.cross
+    attention_backend: AttentionBackend = AttentionBackend.sdpa
+    checkpoint_fraction: float = 0.0  # share of blocks (from the first) whose activations are recomputed in backward
 
 
 class VAEKind(str, Enum):
@@ -207,6 +228,7 @@ class TrainLoopConfig:
     sample_every_n_steps: int = 500  # 0: never during training
     checkpoint_every_n_steps: int = 250
     num_threads: Optional[int] = None  # torch CPU threads (null: torch's default)
+    compile: bool = False  # torch.compile each DiT block (regional compilation)
     # After training, sample `samples_per_prompt` videos of every eval and train prompt and score them with
     # the moving-shapes probe (only meaningful on the built-in dataset).
     final_samples: bool = True

@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from sora.config import TrainConfig
 from sora.dit import DiT
 from sora.ema import EMA
+from sora.flops import token_grid
 from sora.latent_cache import sample_latent
 from sora.objective import RectifiedFlow
 from sora.optim import adamw, training_progress
@@ -59,7 +60,7 @@ class DiTModule(L.LightningModule):
             self.text = text
         else:  # a frozen T5/CLIP is not ours to checkpoint: keep it out of state_dict, move it by hand
             self.__dict__["text"] = text
-        self.dit = DiT(self.vae.latent_channels, text.dim, **OmegaConf.to_container(cfg.dit))
+        self.dit = DiT(self.vae.latent_channels, text.dim, **to_plain(cfg.dit))
         # EMA of everything that trains: the DiT and, when it is trainable, the text encoder.
         # (Held outside the registered modules so state_dict names each weight once: dit.*, text.*, ema.*.)
         self.__dict__["trained"] = nn.ModuleDict({"dit": self.dit, **({"text": text} if text.trainable else {})})
@@ -70,6 +71,12 @@ class DiTModule(L.LightningModule):
     def setup(self, stage: str):
         if not self.text.trainable:
             self.text.to(self.device)
+        if self.cfg.train.compile and not getattr(self, "_compiled", False):
+            # Regional compilation: each block compiled once and reused (all blocks share one graph), so
+            # compile time does not grow with depth; bucket shapes are dynamic dimensions.
+            for block in self.dit.blocks:
+                block.compile(dynamic=None)
+            self._compiled = True
 
     def training_step(self, batch, batch_idx):
         captions = list(batch["caption"])  # [b]
@@ -91,6 +98,8 @@ class DiTModule(L.LightningModule):
             context, mask = self.text(["" if d else c for c, d in zip(captions, drop.tolist())])
         loss = self.objective.loss(self.dit, latent, context, mask)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(captions))
+        # What sora.callbacks.Throughput needs to count this step's model FLOPs.
+        self.last_step_shape = (token_grid(latent.shape[1:], self.dit.patch_size), context.shape[1], latent.shape[0])
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx):

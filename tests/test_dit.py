@@ -25,15 +25,17 @@ def test_tiny_output_shape_and_zero_init():
     assert out.abs().max() == 0  # adaLN-Zero: zeroed output layer predicts exactly 0 at init
 
 
-@pytest.mark.parametrize("preset", ["S", "B", "L", "XL"])
+@pytest.mark.parametrize("preset", ["S", "B", "L", "XL", "3B"])
 def test_paper_presets_shapes(preset):
     # Built on the meta device: shapes and parameter counts without allocating hundreds of MB.
     with torch.device("meta"):
         model = build(preset)
         x, t, ctx, mask = inputs(device="meta")
         assert model(x, t, ctx, mask).shape == x.shape
-    widths = {"S": (384, 12), "B": (768, 12), "L": (1024, 24), "XL": (1152, 28)}
+    widths = {"S": (384, 12), "B": (768, 12), "L": (1024, 24), "XL": (1152, 28), "3B": (2048, 32)}
     assert (model.final.norm.normalized_shape[0], len(model.blocks)) == widths[preset]
+    if preset == "3B":
+        assert 2.7e9 < sum(p.numel() for p in model.parameters()) < 3.3e9
 
 
 def test_any_grid_size_one_model():
@@ -56,3 +58,67 @@ def test_padded_text_tokens_are_ignored():
     torch.testing.assert_close(model(x, t, ctx2, mask), out)
     ctx2[0, 0] += 1.0  # a real token does change the output
     assert not torch.allclose(model(x, t, ctx2, mask)[0], out[0])
+
+
+def randomized(**kw):
+    torch.manual_seed(0)
+    model = DiT(3, 32, hidden_size=32, depth=2, num_heads=2, patch_size=(1, 2, 2), **kw)
+    for p in model.parameters():  # leave the zero init so every path contributes
+        torch.nn.init.normal_(p, std=0.05)
+    return model
+
+
+@pytest.mark.parametrize("layout,text", [("factorized", "cross"), ("full", "joint")])
+def test_variants_shapes_and_text_padding(layout, text):
+    model = randomized(attention_layout=layout, text_conditioning=text)
+    x, t, ctx, mask = inputs(c=3, t=3, h=8, w=12)
+    out = model(x, t, ctx, mask)
+    assert out.shape == x.shape
+    ctx2 = ctx.clone()
+    ctx2[0, 3:] = torch.randn_like(ctx2[0, 3:])  # padded tokens of sample 0
+    torch.testing.assert_close(model(x, t, ctx2, mask), out)
+
+
+def test_factorized_attention_is_spatial_then_temporal():
+    """Frames exchange information only through the temporal attention: a change in frame 2 reaches frame 0."""
+    model = randomized(attention_layout="factorized")
+    x, t, ctx, mask = inputs(c=3, t=3, h=8, w=8)
+    out = model(x, t, ctx, mask)
+    x2 = x.clone()
+    x2[:, :, 2] += 1.0
+    assert not torch.allclose(model(x2, t, ctx, mask)[:, :, 0], out[:, :, 0])  # frames talk (temporal attention)
+
+
+def test_joint_with_factorized_is_refused():
+    with pytest.raises(AssertionError, match="attention_layout=full"):
+        DiT(3, 32, hidden_size=32, depth=1, num_heads=2, attention_layout="factorized", text_conditioning="joint")
+
+
+@pytest.mark.parametrize("backend", ["sdpa", "flex", "math"])
+def test_packed_clips_equal_clips_run_alone(backend):
+    model = randomized(attention_backend=backend).eval()
+    shapes = [(2, 8, 8), (4, 4, 12), (1, 6, 6)]
+    xs = [torch.randn(3, *s) for s in shapes]
+    t = torch.rand(3)
+    ctx = torch.randn(3, 5, 32)
+    mask = torch.ones(3, 5, dtype=torch.bool)
+    mask[0, 2:] = False
+    mask[2, 4:] = False
+    with torch.no_grad():
+        packed = model.forward_packed(xs, t, ctx, mask)
+        for i, x in enumerate(xs):
+            alone = model(x[None], t[i : i + 1], ctx[i : i + 1], mask[i : i + 1])[0]
+            assert packed[i].shape == x.shape
+            torch.testing.assert_close(packed[i], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_activation_checkpointing_changes_nothing_but_memory():
+    ref = randomized()
+    ckpt = randomized(checkpoint_fraction=0.5)
+    assert ckpt.num_checkpointed == 1
+    x, t, ctx, mask = inputs(c=3, t=2, h=8, w=8)
+    for model in (ref, ckpt):
+        model(x, t, ctx, mask).square().mean().backward()
+    torch.testing.assert_close(ref(x, t, ctx, mask), ckpt(x, t, ctx, mask))
+    for a, b in zip(ref.parameters(), ckpt.parameters()):
+        torch.testing.assert_close(a.grad, b.grad)

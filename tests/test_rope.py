@@ -5,7 +5,7 @@ from sora.rope import apply_rope, axis_dims, grid_positions, rope_angles
 
 def rotate(x, positions, head_dim=24):
     angles = rope_angles(positions, head_dim)
-    return apply_rope(x, angles.cos(), angles.sin())
+    return apply_rope(x, torch.polar(torch.ones_like(angles), angles))
 
 
 def test_axis_split_is_even_and_complete():
