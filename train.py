@@ -52,6 +52,26 @@ def prepare_data(cfg) -> None:
     log.info("data: %d shard(s) from %s", len(shards), cfg.data.shards)
 
 
+def make_strategy(cfg):
+    """Lightning's strategy for train.strategy (auto / ddp / fsdp); see README "Scaling out"."""
+    kind = cfg.train.strategy.value
+    if kind == "auto":
+        return "auto"
+    if kind == "ddp":
+        from lightning.pytorch.strategies import DDPStrategy
+
+        return DDPStrategy(find_unused_parameters=False)
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    from sora.dit import DiTBlock
+
+    # Full sharding wrapped per DiT block; activation checkpointing per block when dit.checkpoint_fraction > 0
+    # (FSDP's own wrapper, applied to every block). bf16 comes from train.precision.
+    policy = {DiTBlock} if cfg.dit.checkpoint_fraction > 0 else None
+    return FSDPStrategy(sharding_strategy="FULL_SHARD", auto_wrap_policy={DiTBlock}, activation_checkpointing_policy=policy,
+                        state_dict_type="full")
+
+
 def quiet_libraries() -> None:
     """One copy of each log line (Hydra's handlers), and no warnings that are by design here."""
     import lightning  # noqa: F401  (adds its own handlers on import)
@@ -62,6 +82,8 @@ def quiet_libraries() -> None:
     # The frozen VAE and the EMA copy are in eval mode on purpose.
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
+    # config.yaml and run.json sit beside the checkpoints on purpose.
+    warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty.*")
 
 
 def train(cfg, run_dir: Path) -> dict:
@@ -73,6 +95,7 @@ def train(cfg, run_dir: Path) -> dict:
     from sora.checkpoint import AtomicCheckpointIO
     from sora.data import ClipDataModule, make_loader
     from sora.module import DiTModule, VAEModule, num_params
+    from sora.resilience import NonFiniteError, Preemption, find_resume_checkpoint, run_record
 
     quiet_libraries()
     if cfg.train.num_threads:
@@ -88,16 +111,23 @@ def train(cfg, run_dir: Path) -> dict:
     log.info("task=%s  params: %s", cfg.task.kind.value,
              f"dit {num_params(module.dit)}, text {num_params(module.text)}" if is_dit else f"vae {num_params(module.vae)}")
 
+    record = run_record()
+    module.run_record = record
+    if int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))) == 0:
+        (run_dir / "run.json").write_text(json.dumps(record, indent=1))  # commit, versions, command, host
+    last = ckpt_dir / "last.ckpt"
+    # Keep the newest keep_last_n step checkpoints (monitor the step, keep the largest) besides last.ckpt.
     callbacks = [ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:07d}", auto_insert_metric_name=False,
-                                 every_n_train_steps=cfg.train.checkpoint_every_n_steps, save_top_k=1,
-                                 monitor="step", mode="max", save_last=True),
-                 LearningRateMonitor("step"), DataReport()]
+                                 every_n_train_steps=cfg.train.checkpoint_every_n_steps,
+                                 save_top_k=cfg.train.keep_last_n, monitor="step", mode="max", save_last=True),
+                 LearningRateMonitor("step"), DataReport(), Preemption(last)]
     if is_dit:
         callbacks.append(Throughput(window=cfg.train.log_every_n_steps))
     if is_dit and cfg.train.sample_every_n_steps > 0:
         callbacks.append(SampleVideos(read_prompts(cfg.data.eval_prompts), run_dir / "samples", cfg.train.sample_every_n_steps))
     on_gpu = torch.cuda.is_available() and cfg.train.accelerator in ("auto", "gpu", "cuda")
     trainer = L.Trainer(
+        strategy=make_strategy(cfg), num_nodes=cfg.train.num_nodes,
         max_steps=cfg.train.max_steps,
         max_time={"minutes": cfg.train.max_minutes} if cfg.train.max_minutes else None,
         accelerator=cfg.train.accelerator, devices=cfg.train.devices,
@@ -107,8 +137,7 @@ def train(cfg, run_dir: Path) -> dict:
         logger=make_logger(cfg, run_dir), callbacks=callbacks, plugins=[AtomicCheckpointIO()],
         default_root_dir=run_dir, enable_model_summary=False, num_sanity_val_steps=0,
     )
-    last = ckpt_dir / "last.ckpt"
-    resume = str(last) if last.exists() else None
+    resume = find_resume_checkpoint(ckpt_dir)
     if resume:
         log.info("resuming from %s", resume)
     if is_dit and cfg.data.latent_cache:
@@ -118,9 +147,18 @@ def train(cfg, run_dir: Path) -> dict:
     # Per-bucket batch sizes need the VAE's compression and the patch size (tokens per clip).
     buckets = BucketSet.from_config(module.cfg.data, module.cfg.vae, module.cfg.dit.patch_size if is_dit else (1, 1, 1))
     datamodule = ClipDataModule(cfg.data, cfg.train.seed, buckets)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
-    trainer.save_checkpoint(last, weights_only=False)  # also when max_minutes stopped the run between checkpoint steps
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
+    except NonFiniteError as e:
+        trainer.save_checkpoint(last, weights_only=False)
+        raise NonFiniteError(f"{e}. Checkpoint of the last good weights: {last}") from None
+    preempted = getattr(trainer, "sora_preempted", None)
+    if not preempted:
+        trainer.save_checkpoint(last, weights_only=False)  # also when max_minutes stopped the run between checkpoint steps
     log.info("trained %d steps; checkpoint %s", trainer.global_step, last)
+    if preempted:
+        log.warning("stopped by %s at step %d; rerun the same command to resume", preempted, trainer.global_step)
+        return {"steps": trainer.global_step, "checkpoint": str(last), "preempted": preempted}
 
     results = {"steps": trainer.global_step, "checkpoint": str(last), "skipped_samples": dict(datamodule.skipped)}
     if trainer.is_global_zero and cfg.train.final_samples:

@@ -213,6 +213,12 @@ class LoggerConfig:
     name: Optional[str] = None
 
 
+class Strategy(str, Enum):
+    auto = "auto"  # Lightning's choice: one device, or DDP over several
+    ddp = "ddp"  # data parallel, every rank a full replica
+    fsdp = "fsdp"  # fully sharded data parallel: parameters, gradients and optimizer state split across ranks
+
+
 @dataclass
 class TrainLoopConfig:
     max_steps: int = 2000
@@ -222,11 +228,17 @@ class TrainLoopConfig:
     ema_decay: float = 0.999
     caption_dropout: float = 0.1  # captions dropped with this probability, for classifier-free guidance
     accelerator: str = "auto"
-    devices: str = "auto"
+    devices: str = "auto"  # per node: "auto", a count ("8") or a list ("[0,1]")
+    num_nodes: int = 1
+    strategy: Strategy = Strategy.auto
+    # Ranks that split each clip's tokens (Ulysses sequence parallelism, sora/parallel.py); 1: off.
+    sequence_parallel: int = 1
     precision: Optional[str] = None  # null: bf16-mixed on GPU, 32-true on CPU
     log_every_n_steps: int = 25
     sample_every_n_steps: int = 500  # 0: never during training
     checkpoint_every_n_steps: int = 250
+    keep_last_n: int = 2  # step checkpoints kept besides last.ckpt (older ones are deleted)
+    max_nonfinite_steps: int = 20  # NaN/Inf loss or gradient steps in a row before the run stops
     num_threads: Optional[int] = None  # torch CPU threads (null: torch's default)
     compile: bool = False  # torch.compile each DiT block (regional compilation)
     # After training, sample `samples_per_prompt` videos of every eval and train prompt and score them with

@@ -13,6 +13,7 @@ from sora.config import TrainConfig
 from sora.dit import DiT
 from sora.ema import EMA
 from sora.flops import token_grid
+from sora.resilience import NonFiniteGuard, grads_finite, rng_state, set_rng_state
 from sora.latent_cache import sample_latent
 from sora.objective import RectifiedFlow
 from sora.optim import adamw, training_progress
@@ -35,6 +36,39 @@ def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """PSNR in dB of videos in [-1, 1] (peak-to-peak 2, so MAX^2 = 4)."""
     mse = (x.float() - y.float()).pow(2).mean()
     return 10 * torch.log10(4.0 / mse.clamp(min=1e-10))
+
+
+def skip_nonfinite_gradients(module: L.LightningModule, optimizer) -> None:
+    """Drop this step's gradients when any is NaN/Inf: AdamW then leaves every weight as it was."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    if all(p.grad is None for p in params):  # training_step skipped this step already (non-finite loss)
+        return
+    if not module.guard.check("gradient", grads_finite(params), module.global_step):
+        for p in params:
+            p.grad = None
+
+
+def restore_rng(module: L.LightningModule) -> None:
+    if getattr(module, "_pending_rng", None) is not None:
+        set_rng_state(module._pending_rng)
+        module._pending_rng = None
+
+
+def save_extras(module: L.LightningModule, checkpoint: dict) -> None:
+    """Plain config, RNG state, non-finite counters and the run record: all loadable with weights_only=True."""
+    checkpoint["sora_config"] = to_plain(module.cfg)
+    checkpoint["sora_rng"] = rng_state()
+    checkpoint["sora_guard"] = module.guard.state_dict()
+    if module.run_record is not None:
+        checkpoint["sora_run"] = module.run_record
+
+
+def load_extras(module: L.LightningModule, checkpoint: dict) -> None:
+    # The RNG state is put back just before the first resumed step (restore_rng), not now: building the
+    # DataLoader iterator in between draws from torch's generator, which the uninterrupted run did not.
+    module._pending_rng = checkpoint.get("sora_rng")
+    if "sora_guard" in checkpoint:
+        module.guard.load_state_dict(checkpoint["sora_guard"])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -67,6 +101,8 @@ class DiTModule(L.LightningModule):
         self.ema = EMA(self.trained, cfg.train.ema_decay)
         o = cfg.objective
         self.objective = RectifiedFlow(o.logit_normal_mean, o.logit_normal_std, o.prediction.value, o.t_min)
+        self.guard = NonFiniteGuard(cfg.train.max_nonfinite_steps)
+        self.run_record: dict | None = None  # set by train.py; saved in checkpoints
 
     def setup(self, stage: str):
         if not self.text.trainable:
@@ -97,12 +133,20 @@ class DiTModule(L.LightningModule):
         else:
             context, mask = self.text(["" if d else c for c, d in zip(captions, drop.tolist())])
         loss = self.objective.loss(self.dit, latent, context, mask)
+        if not self.guard.check("loss", bool(torch.isfinite(loss)), self.global_step):
+            return None  # Lightning skips backward and the optimizer step
         self.log("train/loss", loss, prog_bar=True, batch_size=len(captions))
         # What sora.callbacks.Throughput needs to count this step's model FLOPs.
         self.last_step_shape = (token_grid(latent.shape[1:], self.dit.patch_size), context.shape[1], latent.shape[0])
         return loss
 
-    def on_train_batch_end(self, outputs, batch, batch_idx):
+    def on_train_batch_start(self, batch, batch_idx):
+        restore_rng(self)
+
+    def optimizer_step(self, *args, **kwargs):
+        super().optimizer_step(*args, **kwargs)
+        # Here rather than in on_train_batch_end: checkpoint callbacks run before the module's batch-end hook,
+        # and a checkpoint must hold the EMA that includes its own step.
         self.ema.update(self.trained, self.global_step)
 
     def configure_optimizers(self):
@@ -111,8 +155,14 @@ class DiTModule(L.LightningModule):
     def progress(self) -> float:
         return training_progress(self._trainer, self.cfg.train.max_minutes)
 
+    def on_before_optimizer_step(self, optimizer):
+        skip_nonfinite_gradients(self, optimizer)
+
     def on_save_checkpoint(self, checkpoint):
-        checkpoint["sora_config"] = to_plain(self.cfg)
+        save_extras(self, checkpoint)
+
+    def on_load_checkpoint(self, checkpoint):
+        load_extras(self, checkpoint)
 
     def pipeline(self, ema: bool = True) -> VideoPipeline:
         parts = self.ema.model if ema else self.trained
@@ -133,6 +183,11 @@ class VAEModule(L.LightningModule):
         self.cfg = typed(cfg)
         assert self.cfg.vae.kind.value == "causal3d", "task=vae trains a learnable VAE: set vae=causal3d"
         self.vae = build_vae(self.cfg.vae)
+        self.guard = NonFiniteGuard(self.cfg.train.max_nonfinite_steps)
+        self.run_record: dict | None = None
+
+    def on_train_batch_start(self, batch, batch_idx):
+        restore_rng(self)
 
     def training_step(self, batch, batch_idx):
         video = batch["video"]  # b 3 t h w
@@ -142,6 +197,8 @@ class VAEModule(L.LightningModule):
         l1 = (recon - video).abs().mean()
         kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).mean()
         loss = l1 + self.cfg.task.kl_weight * kl
+        if not self.guard.check("loss", bool(torch.isfinite(loss)), self.global_step):
+            return None
         with torch.no_grad():  # running latent std, so encode() hands the DiT unit-variance latents
             self.vae.latent_scale.lerp_(z.float().std(), 0.01 if self.global_step > 0 else 1.0)
         self.log_dict({"train/loss": loss, "train/l1": l1, "train/kl": kl, "train/psnr": psnr(recon, video),
@@ -154,8 +211,14 @@ class VAEModule(L.LightningModule):
     def progress(self) -> float:
         return training_progress(self._trainer, self.cfg.train.max_minutes)
 
+    def on_before_optimizer_step(self, optimizer):
+        skip_nonfinite_gradients(self, optimizer)
+
     def on_save_checkpoint(self, checkpoint):
-        checkpoint["sora_config"] = to_plain(self.cfg)
+        save_extras(self, checkpoint)
+
+    def on_load_checkpoint(self, checkpoint):
+        load_extras(self, checkpoint)
 
     @torch.no_grad()
     def reconstruct(self, video: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,122 @@
+"""Runs that die lose nothing: preemption and exact resume, checkpoint rotation and fallback, non-finite steps."""
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from sora.errors import SoraError
+from sora.resilience import NonFiniteError, NonFiniteGuard, find_resume_checkpoint, rng_state, set_rng_state
+from tests.conftest import ROOT, run_entry, shrunk_overrides
+
+EXACT = ["optim.schedule=constant", "optim.warmup_steps=2", "train.sample_every_n_steps=0", "train.final_samples=false",
+         "logger.wandb=disabled", "train.log_every_n_steps=1", "train.checkpoint_every_n_steps=2"]
+
+
+def losses(run_dir) -> dict[int, float]:
+    rows = list(csv.DictReader(open(run_dir / "metrics.csv")))
+    return {int(r["step"]): float(r["train/loss"]) for r in rows if r.get("train/loss")}
+
+
+def ok(proc):
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_sigterm_saves_stops_cleanly_and_the_resumed_loss_curve_is_the_uninterrupted_one(shapes_dir, tmp_path):
+    run = tmp_path / "interrupted"
+    args = [*shrunk_overrides(shapes_dir, run), *EXACT, "train.max_steps=100000"]
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while not list((run / "checkpoints").glob("step*.ckpt")) and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out[-3000:]
+    assert "SIGTERM received" in out and "rerun the same command" in out
+    stopped = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+    assert stopped >= 2
+    first = losses(run)
+    shutil.copy(run / "metrics.csv", tmp_path / "first.csv")
+
+    total = stopped + 4
+    ok(run_entry("train.py", *[a for a in args if not a.startswith("train.max_steps")], f"train.max_steps={total}"))
+    resumed = losses(run)
+    straight = tmp_path / "straight"
+    ok(run_entry("train.py", *shrunk_overrides(shapes_dir, straight), *EXACT, f"train.max_steps={total}"))
+    reference = losses(straight)
+    assert sorted(reference) == list(range(total))
+    for step in range(stopped):
+        assert first[step] == pytest.approx(reference[step], rel=1e-5), step
+    for step in range(stopped, total):  # the steps after the resume: same data, noise, timesteps, optimizer
+        assert resumed[step] == pytest.approx(reference[step], rel=1e-5), step
+
+
+def test_keep_last_n_and_fallback_past_a_corrupt_last_checkpoint(shapes_dir, tmp_path):
+    run = tmp_path / "run"
+    ok(run_entry("train.py", *shrunk_overrides(shapes_dir, run), "train.max_steps=5", "train.checkpoint_every_n_steps=1",
+                 "train.keep_last_n=2", "train.final_samples=false", "train.sample_every_n_steps=0"))
+    ckpts = run / "checkpoints"
+    assert sorted(p.name for p in ckpts.glob("step*.ckpt")) == ["step0000004.ckpt", "step0000005.ckpt"]
+    assert not list(ckpts.glob("*.tmp"))
+    record = json.loads((run / "run.json").read_text())
+    assert record["git_commit"] and record["versions"]["torch"] and "train.py" in record["command"][1]
+    assert torch.load(ckpts / "last.ckpt", weights_only=True)["sora_run"]["git_commit"] == record["git_commit"]
+
+    data = (ckpts / "last.ckpt").read_bytes()
+    (ckpts / "last.ckpt").write_bytes(data[: len(data) // 2])  # a write cut short
+    assert find_resume_checkpoint(ckpts) == ckpts / "step0000005.ckpt"
+    proc = ok(run_entry("train.py", *shrunk_overrides(shapes_dir, run), "train.max_steps=6", "train.final_samples=false"))
+    out = proc.stdout + proc.stderr
+    assert "last.ckpt unreadable" in out and "resuming from" in out and "step0000005.ckpt" in out
+    assert torch.load(ckpts / "last.ckpt", weights_only=True)["global_step"] == 6
+
+    for p in ckpts.glob("*.ckpt"):
+        p.write_bytes(b"garbage")
+    with pytest.raises(SoraError, match="no readable checkpoint"):
+        find_resume_checkpoint(ckpts)
+
+
+def test_nonfinite_guard_skips_then_stops():
+    guard = NonFiniteGuard(3)
+    assert guard.check("loss", True, 0)
+    assert not guard.check("loss", False, 1) and not guard.check("gradient", False, 2)
+    assert guard.check("loss", True, 3) and guard.consecutive == 0 and guard.total == 2
+    guard.check("loss", False, 4)
+    guard.check("loss", False, 5)
+    with pytest.raises(NonFiniteError, match="3 steps in a row.*step 6"):
+        guard.check("loss", False, 6)
+
+
+def test_a_run_of_nan_steps_stops_with_a_message_and_a_checkpoint(shapes_dir, tmp_path):
+    run = tmp_path / "nan"
+    # A learning rate of 1e30 overflows the weights at the first update: every later loss is NaN/Inf.
+    proc = run_entry("train.py", *shrunk_overrides(shapes_dir, run), "optim.lr=1e30", "optim.warmup_steps=1",
+                     "optim.grad_clip=0", "train.max_steps=50", "train.max_nonfinite_steps=3", "train.final_samples=false",
+                     "train.sample_every_n_steps=0")
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "non-finite" in proc.stderr and "Checkpoint of the last good weights" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert (run / "checkpoints" / "last.ckpt").exists()
+
+
+def test_rng_state_round_trips_through_a_weights_only_checkpoint(tmp_path):
+    import random
+
+    import numpy as np
+
+    torch.save({"rng": rng_state()}, tmp_path / "r.pt")
+    expected = (torch.rand(3), random.random(), np.random.rand())
+    torch.rand(5), random.random(), np.random.rand()
+    set_rng_state(torch.load(tmp_path / "r.pt", weights_only=True)["rng"])
+    again = (torch.rand(3), random.random(), np.random.rand())
+    assert torch.equal(expected[0], again[0]) and expected[1:] == again[1:]
