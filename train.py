@@ -111,10 +111,7 @@ def train(cfg, run_dir: Path) -> dict:
     log.info("task=%s  params: %s", cfg.task.kind.value,
              f"dit {num_params(module.dit)}, text {num_params(module.text)}" if is_dit else f"vae {num_params(module.vae)}")
 
-    record = run_record()
-    module.run_record = record
-    if int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))) == 0:
-        (run_dir / "run.json").write_text(json.dumps(record, indent=1))  # commit, versions, command, host
+    module.run_record = run_record()
     last = ckpt_dir / "last.ckpt"
     # Keep the newest keep_last_n step checkpoints (monitor the step, keep the largest) besides last.ckpt.
     callbacks = [ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:07d}", auto_insert_metric_name=False,
@@ -137,6 +134,8 @@ def train(cfg, run_dir: Path) -> dict:
         logger=make_logger(cfg, run_dir), callbacks=callbacks, plugins=[AtomicCheckpointIO()],
         default_root_dir=run_dir, enable_model_summary=False, num_sanity_val_steps=0,
     )
+    if trainer.is_global_zero:
+        (run_dir / "run.json").write_text(json.dumps(module.run_record, indent=1))  # commit, versions, command, host
     resume = find_resume_checkpoint(ckpt_dir)
     if resume:
         log.info("resuming from %s", resume)
@@ -161,18 +160,20 @@ def train(cfg, run_dir: Path) -> dict:
         return {"steps": trainer.global_step, "checkpoint": str(last), "preempted": preempted}
 
     results = {"steps": trainer.global_step, "checkpoint": str(last), "skipped_samples": dict(datamodule.skipped)}
-    if trainer.is_global_zero and cfg.train.final_samples:
-        t0 = time.time()
-        if is_dit:
-            results["probe"] = evaluate_dit(module, run_dir)
-        else:
-            eval_data = cfg.data.copy()
-            eval_data.shards, eval_data.num_workers = cfg.data.eval_shards or cfg.data.shards, 0
-            results.update(evaluate_vae(module, make_loader(eval_data, seed=1), run_dir))
-        results["eval_seconds"] = round(time.time() - t0, 1)
+    if trainer.is_global_zero:
+        if cfg.train.final_samples:
+            t0 = time.time()
+            if is_dit:
+                results["probe"] = evaluate_dit(module, run_dir)
+            else:
+                eval_data = cfg.data.copy()
+                eval_data.shards, eval_data.num_workers = cfg.data.eval_shards or cfg.data.shards, 0
+                results.update(evaluate_vae(module, make_loader(eval_data, seed=1), run_dir))
+            results["eval_seconds"] = round(time.time() - t0, 1)
+            log.info("samples in %s", run_dir / "samples" / "final")
+        # Written only when a run finishes (not when preempted): its presence says the run is complete.
         (run_dir / "results.json").write_text(json.dumps(results, indent=1))
         print(json.dumps(results, indent=1), flush=True)
-        log.info("samples in %s", run_dir / "samples" / "final")
     return results
 
 

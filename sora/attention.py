@@ -155,6 +155,7 @@ class SelfAttention(nn.Module):
         super().__init__()
         assert dim % num_heads == 0, f"hidden_size {dim} does not divide by num_heads {num_heads}"
         self.num_heads, self.head_dim, self.backend = num_heads, dim // num_heads, backend
+        self.sp_group = None  # set by DiT.enable_sequence_parallel: x holds this rank's slice of the tokens
         self.qkv = nn.Linear(dim, 3 * dim)
         self.q_norm, self.k_norm = _qk_norm(self.head_dim, qk_norm), _qk_norm(self.head_dim, qk_norm)
         self.proj = nn.Linear(dim, dim)
@@ -163,7 +164,13 @@ class SelfAttention(nn.Module):
         """x: b n dim; rope: complex n head_dim/2 rotations (sora/rope.py)."""
         q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.num_heads)
         q, k = apply_rope(self.q_norm(q), rope), apply_rope(self.k_norm(k), rope)
-        out = attention(q, k, v, self.backend, seg)  # b h n d
+        if self.sp_group is not None:  # Ulysses: all tokens, a share of the heads, then back (sora/parallel.py)
+            from sora.parallel import heads_to_seq, seq_to_heads
+
+            q, k, v = (seq_to_heads(x, self.sp_group) for x in (q, k, v))  # b h/P n d
+            out = heads_to_seq(attention(q, k, v, self.backend, seg), self.sp_group)  # b h n/P d
+        else:
+            out = attention(q, k, v, self.backend, seg)  # b h n d
         return self.proj(rearrange(out, "b h n d -> b n (h d)"))
 
 

@@ -65,6 +65,10 @@ def load_dit_module(path: str):
     """The DiTModule of a `task=dit` checkpoint, weights loaded (the VAE's come from the checkpoint itself)."""
     from sora.module import DiTModule, typed
 
+    if str(path).endswith(".safetensors"):  # written by sora.export: tensors and JSON metadata only
+        from sora.export import load_exported
+
+        return load_exported(path)
     ckpt = load_checkpoint(path)
     cfg = typed(ckpt["sora_config"])
     if cfg.task.kind.value != "dit":

@@ -231,8 +231,6 @@ class TrainLoopConfig:
     devices: str = "auto"  # per node: "auto", a count ("8") or a list ("[0,1]")
     num_nodes: int = 1
     strategy: Strategy = Strategy.auto
-    # Ranks that split each clip's tokens (Ulysses sequence parallelism, sora/parallel.py); 1: off.
-    sequence_parallel: int = 1
     precision: Optional[str] = None  # null: bf16-mixed on GPU, 32-true on CPU
     log_every_n_steps: int = 25
     sample_every_n_steps: int = 500  # 0: never during training

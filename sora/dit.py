@@ -180,6 +180,7 @@ class DiT(nn.Module):
         self.in_channels, self.patch_size = in_channels, tuple(patch_size)
         self.head_dim, self.rope_theta, self.pooled_text = hidden_size // num_heads, rope_theta, pooled_text
         self.layout, self.text_conditioning = attention_layout, text_conditioning
+        self.sp_group = None  # see enable_sequence_parallel
         # Activation checkpointing on the first share of blocks: recompute them in backward, keep only inputs.
         self.num_checkpointed = round(checkpoint_fraction * depth)
         patch_dim = in_channels * math.prod(patch_size)
@@ -237,8 +238,23 @@ class DiT(nn.Module):
         rope = rope_for_grid(grid, self.head_dim, self.rope_theta, x.device)
         tokens = self.x_embed(patchify(x, self.patch_size))  # b n hidden
         c, context = self._condition(t, context, context_mask)
+        if self.sp_group is not None:  # this rank keeps n/P tokens (and their RoPE rotations) until the end
+            from sora.parallel import gather_tokens, shard_tokens
+
+            tokens, rope = shard_tokens(tokens, self.sp_group), shard_tokens(rope, self.sp_group, dim=0)  # b n/P hidden
         tokens = self._blocks(tokens, c, rope, context, None, Segments(k_valid=context_mask), grid)
-        return unpatchify(self.final(tokens, c), self.patch_size, grid)  # b c t h w
+        out = self.final(tokens, c)  # b n(/P) patch_dim
+        if self.sp_group is not None:
+            out = gather_tokens(out, self.sp_group)  # b n patch_dim
+        return unpatchify(out, self.patch_size, grid)  # b c t h w
+
+    def enable_sequence_parallel(self, group) -> None:
+        """Split every clip's tokens over the ranks of `group` (Ulysses); outputs are whole on every rank."""
+        assert self.layout == "full" and self.text_conditioning == "cross", (
+            "sequence parallelism supports attention_layout=full with text_conditioning=cross")
+        self.sp_group = group
+        for block in self.blocks:
+            block.attn.sp_group = group
 
     def forward_packed(self, xs: list[torch.Tensor], t: torch.Tensor, context: torch.Tensor,
                        context_mask: torch.Tensor) -> list[torch.Tensor]:

@@ -156,3 +156,31 @@ def test_empty_prompt(trained_run, tmp_path):
     assert sorted(p.name for p in (tmp_path / "d").glob("*.mp4")) == ["000.mp4"]
 
 
+
+
+def test_export_ema_to_safetensors_and_sample_from_it(trained_run, tmp_path):
+    from safetensors import safe_open
+
+    from sora.checkpoint import load_dit_module
+
+    ckpt = trained_run / "checkpoints" / "last.ckpt"
+    out = tmp_path / "model.safetensors"
+    import subprocess
+    import sys
+
+    done = ok(subprocess.run([sys.executable, "-m", "sora.export", str(ckpt), str(out)], capture_output=True, text=True))
+    assert json.loads(done.stdout)["weights"] == "ema"
+    with safe_open(str(out), framework="pt") as f:
+        meta = f.metadata()
+        assert meta["format"] == "sora-dit-v1" and json.loads(meta["sora_config"])["dit"]["hidden_size"] == 32
+        assert any(k.startswith("dit.") for k in f.keys()) and any(k.startswith("text.") for k in f.keys())  # pixel VAE: no tensors
+    module, _ = load_dit_module(str(ckpt))
+    exported, _ = load_dit_module(str(out))
+    for (name, a), b in zip(module.ema.model.state_dict().items(), exported.ema.model.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
+    video = tmp_path / "x.mp4"
+    ok(run_entry("sample.py", f"ckpt={out}", "prompt=a red circle moving left", f"out={video}"))
+    assert read_video(video)[0].shape[0] == 4
+    (tmp_path / "fake.safetensors").write_bytes(b"\x00" * 64)
+    bad = run_entry("sample.py", f"ckpt={tmp_path / 'fake.safetensors'}", "prompt=a red circle", f"out={tmp_path / 'y.mp4'}")
+    assert bad.returncode == 2 and "not a readable safetensors" in bad.stderr and "Traceback" not in bad.stderr
