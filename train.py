@@ -53,23 +53,12 @@ def prepare_data(cfg) -> None:
 
 
 def make_strategy(cfg):
-    """Lightning's strategy for train.strategy (auto / ddp / fsdp); see README "Scaling out"."""
-    kind = cfg.train.strategy.value
-    if kind == "auto":
+    """Lightning's strategy for train.strategy (auto / ddp); see README "Scaling out"."""
+    if cfg.train.strategy.value == "auto":
         return "auto"
-    if kind == "ddp":
-        from lightning.pytorch.strategies import DDPStrategy
+    from lightning.pytorch.strategies import DDPStrategy
 
-        return DDPStrategy(find_unused_parameters=False)
-    from lightning.pytorch.strategies import FSDPStrategy
-
-    from sora.dit import DiTBlock
-
-    # Full sharding wrapped per DiT block; activation checkpointing per block when dit.checkpoint_fraction > 0
-    # (FSDP's own wrapper, applied to every block). bf16 comes from train.precision.
-    policy = {DiTBlock} if cfg.dit.checkpoint_fraction > 0 else None
-    return FSDPStrategy(sharding_strategy="FULL_SHARD", auto_wrap_policy={DiTBlock}, activation_checkpointing_policy=policy,
-                        state_dict_type="full")
+    return DDPStrategy(find_unused_parameters=False)
 
 
 def quiet_libraries() -> None:

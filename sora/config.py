@@ -216,7 +216,6 @@ class LoggerConfig:
 class Strategy(str, Enum):
     auto = "auto"  # Lightning's choice: one device, or DDP over several
     ddp = "ddp"  # data parallel, every rank a full replica
-    fsdp = "fsdp"  # fully sharded data parallel: parameters, gradients and optimizer state split across ranks
 
 
 @dataclass
