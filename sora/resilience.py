@@ -130,7 +130,8 @@ def grads_finite(params) -> bool:
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return True
-    return bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
+    # One fused norm per tensor (a NaN/Inf anywhere makes its norm non-finite), one sync for the whole check.
+    return bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all())
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -138,10 +139,23 @@ def grads_finite(params) -> bool:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def find_resume_checkpoint(ckpt_dir: Path) -> Path | None:
-    """`last.ckpt` if it reads, else the newest readable `step*.ckpt`; None when there is none at all."""
-    from sora.checkpoint import load_checkpoint
+def checkpoint_readable(path: Path) -> str | None:
+    """None when `path` is a complete torch.save archive, else why not. Reads the zip directory (at the end of
+    the file, so a cut-short write fails here), not the tensors: cheap for a checkpoint of many GB."""
+    import zipfile
 
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (OSError, zipfile.BadZipFile) as e:
+        return f"not a complete torch.save archive ({e})"
+    if not any(n.endswith("data.pkl") for n in names):
+        return "a zip archive without data.pkl: not a torch checkpoint"
+    return None
+
+
+def find_resume_checkpoint(ckpt_dir: Path) -> Path | None:
+    """`last.ckpt` if it is complete, else the newest complete `step*.ckpt`; None when there is none at all."""
     def step_of(p: Path) -> int:
         m = re.search(r"(\d+)", p.stem)
         return int(m.group(1)) if m else -1
@@ -151,10 +165,9 @@ def find_resume_checkpoint(ckpt_dir: Path) -> Path | None:
     for path in candidates:
         if not path.is_file():
             continue
-        try:
-            load_checkpoint(path)
-        except SoraError as e:
-            log.warning("cannot resume from %s: %s", path, e)
+        problem = checkpoint_readable(path)
+        if problem:
+            log.warning("cannot resume from %s: %s", path, problem)
             tried.append(path.name)
             continue
         if tried:
