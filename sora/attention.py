@@ -45,7 +45,7 @@ class Segments:
     q_lens: Optional[list[int]] = None  # packed: tokens per clip, for xformers' block-diagonal bias
     k_lens: Optional[list[int]] = None
 
-    def dense(self, n: int, m: int, device) -> Optional[torch.Tensor]:
+    def dense(self) -> Optional[torch.Tensor]:
         """b 1 n m bool (True = attend), or None when nothing is masked."""
         mask = None
         if self.q_ids is not None:
@@ -58,14 +58,14 @@ class Segments:
 
 def _math(q, k, v, seg: Optional[Segments]):
     scores = (q.float() @ k.float().transpose(-1, -2)) / math.sqrt(q.shape[-1])  # b h n m
-    mask = seg.dense(q.shape[2], k.shape[2], q.device) if seg else None
+    mask = seg.dense() if seg else None
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
     return (scores.softmax(-1) @ v.float()).to(q.dtype)  # b h n d
 
 
 def _sdpa(q, k, v, seg: Optional[Segments]):
-    mask = seg.dense(q.shape[2], k.shape[2], q.device) if seg else None
+    mask = seg.dense() if seg else None
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
@@ -87,13 +87,18 @@ def _flex_attention():
 def _flex(q, k, v, seg: Optional[Segments]):
     import warnings
 
+    block = None
+    if seg is not None and (seg.q_ids is not None or seg.k_valid is not None):
+        block = _flex_block_mask(q, k, seg)
+    with warnings.catch_warnings():  # eager FlexAttention on CPU warns that it is not compiled: that is intended
+        warnings.filterwarnings("ignore", message=".*flex_attention called without torch.compile.*")
+        return _flex_attention()(q, k, v, block_mask=block)
+
+
+def _flex_block_mask(q, k, seg: Segments):
+    """FlexAttention's block mask for a segment mask (same clip, real key)."""
     from torch.nn.attention.flex_attention import create_block_mask
 
-    flex_attention = _flex_attention()
-    if seg is None or (seg.q_ids is None and seg.k_valid is None):
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*flex_attention called without torch.compile.*")
-            return flex_attention(q, k, v)
     b, n, m = q.shape[0], q.shape[2], k.shape[2]
     q_ids = seg.q_ids if seg.q_ids is not None else torch.zeros(b, n, dtype=torch.long, device=q.device)
     k_ids = seg.k_ids if seg.k_ids is not None else torch.zeros(b, m, dtype=torch.long, device=q.device)
@@ -102,10 +107,7 @@ def _flex(q, k, v, seg: Optional[Segments]):
     def mask_mod(bi, hi, qi, ki):
         return (q_ids[bi, qi] == k_ids[bi, ki]) & k_valid[bi, ki]
 
-    block = create_block_mask(mask_mod, b, None, n, m, device=q.device)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*flex_attention called without torch.compile.*")
-        return flex_attention(q, k, v, block_mask=block)
+    return create_block_mask(mask_mod, b, None, n, m, device=q.device)
 
 
 def _xformers(q, k, v, seg: Optional[Segments]):

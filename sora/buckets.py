@@ -29,10 +29,15 @@ class Bucket:
         return self.num_frames == 1
 
 
+def latent_frames(vae_cfg, num_frames: int) -> int:
+    """Latent frames of a clip: the causal VAE encodes the first frame alone (sora/vae.py)."""
+    ct = vae_cfg.temporal_compression
+    return 1 + (num_frames - 1) // ct if ct > 1 else num_frames
+
+
 def latent_grid(vae_cfg, patch_size, num_frames: int, height: int, width: int) -> tuple[int, int, int]:
-    """Token grid (t, h, w) of a clip after the VAE (first frame alone, sora/vae.py) and the patchifier."""
-    ct, cs = vae_cfg.temporal_compression, vae_cfg.spatial_compression
-    t = 1 + (num_frames - 1) // ct if ct > 1 else num_frames
+    """Token grid (t, h, w) of a clip after the VAE and the patchifier."""
+    cs, t = vae_cfg.spatial_compression, latent_frames(vae_cfg, num_frames)
     pt, ph, pw = patch_size
     return t // pt, height // cs // ph, width // cs // pw
 
@@ -41,7 +46,7 @@ def check_bucket(bucket: Bucket, vae_cfg, patch_size) -> None:
     """Fail at start, naming the bucket, when the VAE and patchifier cannot cut it exactly."""
     ct, cs = vae_cfg.temporal_compression, vae_cfg.spatial_compression
     pt, ph, pw = patch_size
-    t = 1 + (bucket.num_frames - 1) // ct if ct > 1 else bucket.num_frames
+    t = latent_frames(vae_cfg, bucket.num_frames)
     problems = []
     if ct > 1 and (bucket.num_frames - 1) % ct:
         problems.append(f"num_frames-1 must divide by the VAE's temporal compression {ct}")

@@ -40,6 +40,7 @@ class MediaInfo:
     rotation: int = 0  # degrees counter-clockwise to apply to decoded frames (display matrix)
     vfr: bool = False  # variable frame rate: frame timestamps are not evenly spaced
     is_image: bool = False
+    container: str = ""  # FFmpeg's demuxer name, e.g. "mov,mp4,m4a,3gp,3g2,mj2" or "matroska,webm"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -96,7 +97,8 @@ def probe(data: bytes, ext: str) -> MediaInfo:
         else:
             rate = stream.average_rate or stream.guessed_rate
             fps, duration, vfr = float(rate) if rate else 0.0, 0.0, False
-        return MediaInfo(len(pts), round(fps, 3), height, width, round(duration, 3), rotation, vfr, is_image)
+        return MediaInfo(len(pts), round(fps, 3), height, width, round(duration, 3), rotation, vfr, is_image,
+                         container.format.name)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -102,17 +102,9 @@ def read_manifest(path: str) -> list[Source]:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _container_ext(data: bytes, given: str) -> str:
-    import io
-
-    import av
-
-    try:
-        with av.open(io.BytesIO(data)) as c:
-            name = c.format.name
-    except Exception:
-        return given
-    ext = FORMAT_EXT.get(name, given)
+def _container_ext(container: str, given: str) -> str:
+    """The extension to store a file under: what its container really is, or the given one if that agrees."""
+    ext = FORMAT_EXT.get(container, given)
     same_family = [{"mp4", "mov"}, {"mkv", "webm"}]  # one demuxer each: the given name is right
     return given if any({ext, given} <= f for f in same_family) else ext
 
@@ -129,8 +121,8 @@ def probe_source(args: tuple[Source, Filters]) -> tuple[Source, bytes | None, di
             data = Path(src.path).read_bytes()
         except OSError as e:
             raise BadSample("unreadable", str(e)) from None
-        ext = _container_ext(data, given) if data else given
-        info = probe(data, ext)
+        info = probe(data, given)
+        ext = _container_ext(info.container, given)
         if info.is_image and not flt.allow_images:
             raise BadSample("image", "images are filtered out")
         if not info.is_image and info.num_frames < flt.min_frames:
