@@ -36,14 +36,16 @@ PRESETS = {"cpu": (384, 4, 6), "S": (384, 12, 6), "B": (768, 12, 12), "L": (1024
            "3B": (2048, 32, 16)}
 
 
-def build(name: str, width: int, depth: int, heads: int, grid, text_len: int, text_dim: int, ckpt_fraction: float):
+def build(name: str, width: int, depth: int, heads: int, grid, text_len: int, text_dim: int, ckpt_fraction: float,
+          backend: str = "sdpa"):
     """(model, step inputs -> prediction) for one row."""
     t, h, w = grid
     if name.startswith("ours"):
         from sora.dit import DiT
 
         model = DiT(16, text_dim, hidden_size=width, depth=depth, num_heads=heads, patch_size=(1, 2, 2),
-                    text_conditioning="joint" if name == "ours_joint" else "cross", checkpoint_fraction=ckpt_fraction)
+                    text_conditioning="joint" if name == "ours_joint" else "cross", checkpoint_fraction=ckpt_fraction,
+                    attention_backend=backend)
         return model, lambda x, ts, ctx, mask: model(x, ts, ctx, mask)
     if name == "wan":
         from diffusers import WanTransformer3DModel
@@ -80,8 +82,14 @@ def run_row(a) -> dict:
     t, h, w = a.grid
     torch.manual_seed(0)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    model, step = build(a.row, width, depth, heads, a.grid, a.text_len, a.text_dim, a.checkpoint_fraction)
+    with device:  # built where it runs: an XL model's init on the CPU would cost seconds per row
+        model, step = build(a.row, width, depth, heads, a.grid, a.text_len, a.text_dim, a.checkpoint_fraction,
+                            a.attention_backend)
     model.to(device).train()
+    if a.compile:  # regional compilation of every row's repeated blocks, as train.compile does for ours
+        blocks = getattr(model, "blocks", None) or model.transformer_blocks
+        for block in blocks:
+            block.compile()
     params = sum(p.numel() for p in model.parameters())
     x = torch.randn(a.batch_size, 16, t, 2 * h, 2 * w, device=device)
     ts = torch.rand(a.batch_size, device=device)
@@ -113,10 +121,20 @@ def run_row(a) -> dict:
     else:  # peak resident memory of this process over the baseline before the model was built (KiB on Linux)
         peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
     tokens = t * h * w * a.batch_size
+    if a.profile_out and device.type == "cuda":  # one more step under the profiler: where the time goes, per kernel
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            one_step()
+            sync()
+        table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=70)
+        Path(a.profile_out).mkdir(parents=True, exist_ok=True)
+        (Path(a.profile_out) / f"profile_{a.row}_{tokens}.txt").write_text(table)
     from sora.dit import DiT
 
-    ref = DiT(16, a.text_dim, hidden_size=width, depth=depth, num_heads=heads, patch_size=(1, 2, 2),
-              text_conditioning="joint" if a.row in ("ours_joint", "cogvideox") else "cross").to("meta")
+    with torch.device("meta"):
+        ref = DiT(16, a.text_dim, hidden_size=width, depth=depth, num_heads=heads, patch_size=(1, 2, 2),
+                  text_conditioning="joint" if a.row in ("ours_joint", "cogvideox") else "cross")
     flops = dit_train_flops(ref, tuple(a.grid), a.text_len, a.batch_size)
     value = mfu(flops, seconds, device_peak_flops(device))
     return {"model": a.row, "params_m": round(params / 1e6, 1), "step_s": round(seconds, 4),
@@ -135,6 +153,9 @@ def main() -> None:
     p.add_argument("--dtype", default=None, choices=["bf16", "fp32"], help="default: bf16 on GPU, fp32 on CPU")
     p.add_argument("--models", default="ours_cross,ours_joint,wan,cogvideox")
     p.add_argument("--checkpoint-fraction", type=float, default=0.0, help="share of blocks with activation checkpointing")
+    p.add_argument("--attention-backend", default="sdpa", help="ours: dit.attention_backend (sdpa, xformers, flex, math)")
+    p.add_argument("--compile", action="store_true", help="torch.compile each transformer block of every row")
+    p.add_argument("--profile-out", help="GPU: write each row's per-kernel profile of one step to this folder")
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--row", help=argparse.SUPPRESS)
@@ -146,7 +167,8 @@ def main() -> None:
     common = {"bench": "dit_step", "device": torch.cuda.get_device_name() if a.device.startswith("cuda") else platform.machine(),
               "cpus": os.cpu_count(), "torch": torch.__version__, "preset": a.preset, "grid": a.grid,
               "tokens": a.grid[0] * a.grid[1] * a.grid[2] * a.batch_size, "batch_size": a.batch_size, "text_len": a.text_len,
-              "dtype": a.dtype, "checkpoint_fraction": a.checkpoint_fraction}
+              "dtype": a.dtype, "checkpoint_fraction": a.checkpoint_fraction,
+              "attention_backend": a.attention_backend, "compile": a.compile}
     try:
         import diffusers
 

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from sora.errors import SoraError
+from sora.norms import RMSNorm
 from sora.rope import apply_rope
 
 BACKENDS = ("sdpa", "xformers", "flex", "math")
@@ -125,13 +126,20 @@ def _xformers(q, k, v, seg: Optional[Segments]):
         # xformers wants the bias's last dimension 8-aligned in memory: allocate padded, then slice.
         bias = torch.zeros(b, h, n, -(-m // 8) * 8, dtype=q.dtype, device=q.device)[..., :m]
         bias.masked_fill_(~seg.k_valid[:, None, None, :], float("-inf"))
-    out = xops.memory_efficient_attention(q, k, v, attn_bias=bias)
+    try:
+        out = xops.memory_efficient_attention(q, k, v, attn_bias=bias)
+    except NotImplementedError as e:  # e.g. a wheel built for another torch: it imports, but loads no kernels
+        raise SoraError(f"dit.attention_backend=xformers: xformers has no kernel for these inputs on torch "
+                        f"{torch.__version__} ({str(e).splitlines()[0]}); install an xformers built for this torch, "
+                        f"or use dit.attention_backend=sdpa") from None
     return rearrange(out, "b n h d -> b h n d")
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = "sdpa",
               seg: Optional[Segments] = None) -> torch.Tensor:
     """q: b h n d, k and v: b h m d -> b h n d, with the named backend and an optional segment mask."""
+    # Under autocast, QK-norm and RoPE can hand back fp32 q, k beside a bf16 v; fused kernels want one dtype.
+    q, k = q.to(v.dtype), k.to(v.dtype)
     if backend == "sdpa":
         return _sdpa(q, k, v, seg)
     if backend == "math":
@@ -149,7 +157,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = 
 
 
 def _qk_norm(head_dim: int, on: bool) -> nn.Module:
-    return nn.RMSNorm(head_dim) if on else nn.Identity()
+    return RMSNorm(head_dim) if on else nn.Identity()
 
 
 class SelfAttention(nn.Module):

@@ -15,6 +15,21 @@ CONFIGS = ROOT / "configs"
 register_schemas()
 
 
+def require_xformers() -> None:
+    """Skip unless xformers is installed and its CUDA kernels load (a wheel built for another torch loads none)."""
+    import torch
+
+    from sora.attention import attention
+    from sora.errors import SoraError
+
+    pytest.importorskip("xformers")
+    q = torch.randn(1, 1, 8, 64, device="cuda", dtype=torch.bfloat16)
+    try:
+        attention(q, q, q, "xformers")
+    except SoraError as e:
+        pytest.skip(str(e))
+
+
 def compose_config(name: str = "train", overrides: list[str] = ()):
     """Compose configs/NAME.yaml with overrides, as the entry points do (schema checks included)."""
     with initialize_config_dir(str(CONFIGS), version_base=None):

@@ -7,6 +7,7 @@ import torch
 
 from sora.attention import Segments, attention
 from sora.errors import SoraError
+from tests.conftest import require_xformers
 
 CPU_BACKENDS = ["sdpa", "flex", "math"]
 
@@ -52,11 +53,26 @@ def test_a_missing_backend_names_the_extra(monkeypatch):
         attention(q, k, v, "fast")
 
 
+def test_an_xformers_without_kernels_is_a_clear_error(monkeypatch):
+    """An xformers wheel built for another torch imports fine but runs nothing (seen on the lent H100)."""
+    import types
+
+    def no_kernel(*args, **kwargs):
+        raise NotImplementedError("No operator found for `memory_efficient_attention_forward` with inputs:")
+
+    ops = types.SimpleNamespace(memory_efficient_attention=no_kernel)
+    monkeypatch.setitem(sys.modules, "xformers", types.SimpleNamespace(ops=ops))
+    monkeypatch.setitem(sys.modules, "xformers.ops", ops)
+    q, k, v = qkv()
+    with pytest.raises(SoraError, match=r"no kernel for these inputs on torch .*attention_backend=sdpa"):
+        attention(q, k, v, "xformers")
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="xformers runs on CUDA")
 @pytest.mark.parametrize("mask", ["none", "padding"])
 def test_xformers_matches_sdpa_on_gpu(mask):
-    pytest.importorskip("xformers")
+    require_xformers()
     q, k, v = qkv(n=64, m=40, d=64, device="cuda", dtype=torch.bfloat16)
     seg = masks(2, 64, 40, "cuda")[mask]
     torch.testing.assert_close(attention(q, k, v, "xformers", seg), attention(q, k, v, "sdpa", seg), atol=2e-2, rtol=2e-2)
@@ -65,7 +81,7 @@ def test_xformers_matches_sdpa_on_gpu(mask):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="xformers runs on CUDA")
 def test_xformers_block_diagonal_matches_segments_on_gpu():
-    pytest.importorskip("xformers")
+    require_xformers()
     q, k, v = qkv(b=1, n=64, m=64, d=64, device="cuda", dtype=torch.bfloat16)
     ids = torch.tensor([[0] * 20 + [1] * 44], device="cuda")
     packed = Segments(ids, ids, None, [20, 44], [20, 44])

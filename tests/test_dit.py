@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from sora.dit import DiT
-from tests.conftest import compose_config
+from tests.conftest import compose_config, require_xformers
 
 
 def build(preset: str, in_channels=4, text_dim=32, **override):
@@ -94,14 +94,13 @@ def test_joint_with_factorized_is_refused():
         DiT(3, 32, hidden_size=32, depth=1, num_heads=2, attention_layout="factorized", text_conditioning="joint")
 
 
-@pytest.mark.parametrize("backend", ["sdpa", "flex", "math"])
-def test_packed_clips_equal_clips_run_alone(backend):
-    model = randomized(attention_backend=backend).eval()
+def check_packed_equals_alone(backend: str, device: str = "cpu", tol: float = 1e-5):
+    model = randomized(attention_backend=backend).to(device).eval()
     shapes = [(2, 8, 8), (4, 4, 12), (1, 6, 6)]
-    xs = [torch.randn(3, *s) for s in shapes]
-    t = torch.rand(3)
-    ctx = torch.randn(3, 5, 32)
-    mask = torch.ones(3, 5, dtype=torch.bool)
+    xs = [torch.randn(3, *s, device=device) for s in shapes]
+    t = torch.rand(3, device=device)
+    ctx = torch.randn(3, 5, 32, device=device)
+    mask = torch.ones(3, 5, dtype=torch.bool, device=device)
     mask[0, 2:] = False
     mask[2, 4:] = False
     with torch.no_grad():
@@ -109,7 +108,44 @@ def test_packed_clips_equal_clips_run_alone(backend):
         for i, x in enumerate(xs):
             alone = model(x[None], t[i : i + 1], ctx[i : i + 1], mask[i : i + 1])[0]
             assert packed[i].shape == x.shape
-            torch.testing.assert_close(packed[i], alone, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(packed[i], alone, atol=tol, rtol=tol)
+
+
+@pytest.mark.parametrize("backend", ["sdpa", "flex", "math"])
+def test_packed_clips_equal_clips_run_alone(backend):
+    check_packed_equals_alone(backend)
+
+
+GPU_BACKENDS = ["sdpa", "xformers", "flex"]
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("backend", GPU_BACKENDS)
+def test_packed_clips_equal_clips_run_alone_on_gpu(backend):
+    """On GPU the packed path is xformers' block-diagonal bias, FlexAttention's block mask, or SDPA's mask."""
+    if backend == "xformers":
+        require_xformers()
+    check_packed_equals_alone(backend, "cuda", tol=1e-4)  # fp32, but TF32-free kernels differ in summation order
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("backend", GPU_BACKENDS)
+def test_bf16_autocast_step_on_gpu_is_close_to_fp32_and_finite(backend):
+    if backend == "xformers":
+        require_xformers()
+    model = randomized(attention_backend=backend).cuda()
+    x, t, ctx, mask = inputs(c=3, t=2, h=8, w=8, device="cuda")
+    with torch.no_grad():
+        ref = model(x, t, ctx, mask)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = model(x, t, ctx, mask)
+    assert out.shape == x.shape
+    assert ((out.float() - ref).norm() / ref.norm()).item() < 3e-2  # bf16 operands: errors of order 1e-2
+    out.float().square().mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
 
 
 def test_activation_checkpointing_changes_nothing_but_memory():
@@ -122,3 +158,25 @@ def test_activation_checkpointing_changes_nothing_but_memory():
     torch.testing.assert_close(ref(x, t, ctx, mask), ckpt(x, t, ctx, mask))
     for a, b in zip(ref.parameters(), ckpt.parameters()):
         torch.testing.assert_close(a.grad, b.grad)
+
+
+def test_text_padding_is_trimmed_and_an_all_real_batch_needs_no_mask():
+    from sora.dit import trim_text_padding
+
+    ctx = torch.randn(2, 5, 8)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 0, 0, 0]], dtype=torch.bool)
+    kept, kept_mask = trim_text_padding(ctx, mask)  # column 3 and 4 are padding in every caption
+    assert kept.shape == (2, 3, 8) and kept_mask.tolist() == [[True] * 3, [True, True, False]]
+    kept, kept_mask = trim_text_padding(ctx, torch.ones(2, 5, dtype=torch.bool))
+    assert kept.shape == (2, 5, 8) and kept_mask is None  # no mask: SDPA may take its fused kernels
+
+
+@pytest.mark.parametrize("text", ["cross", "joint"])
+def test_trailing_padding_changes_nothing(text):
+    """Captions padded further (a longer batch-wide length) give the same output as without that padding."""
+    model = randomized(text_conditioning=text)
+    x, t, ctx, _ = inputs(c=3, t=2, h=8, w=8)
+    full = torch.ones(2, 5, dtype=torch.bool)
+    padded_ctx = torch.cat([ctx, torch.randn(2, 3, 32)], dim=1)
+    padded_mask = torch.cat([full, torch.zeros(2, 3, dtype=torch.bool)], dim=1)
+    torch.testing.assert_close(model(x, t, padded_ctx, padded_mask), model(x, t, ctx, full), atol=1e-5, rtol=1e-5)

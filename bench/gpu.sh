@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Every GPU figure in docs/BENCHMARKS.md, in the order they appear there: one script so a lent GPU's few minutes
+# go to measuring, not typing. Usage: bash bench/gpu.sh OUT_DIR [kernels|gputests|steps|xformers|tokens|compile|suite]...
+# JSON rows go to OUT_DIR/*.jsonl; each part has its own time limit so one slow part cannot eat the rest.
+set -u
+out=${1:?usage: bash bench/gpu.sh OUT_DIR [part ...]}
+shift
+mkdir -p "$out"
+parts=${*:-kernels steps tokens compile}
+export PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/device.txt"
+python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" | tee -a "$out/device.txt"
+
+for part in $parts; do
+  echo "=== $part"
+  case $part in
+    kernels)  # attention kernels at the XL preset's heads (16 x 72)
+      timeout 120 python3 bench/attention.py | tee "$out/attention.jsonl" ;;
+    steps)  # XL at 16k and 32k tokens, every row, eager; then ours with xformers
+      timeout 150 python3 bench/dit_step.py --preset XL --grid 16 32 32 --batch-size 1 --profile-out "$out" \
+        | tee "$out/xl_16k.jsonl"
+      timeout 200 python3 bench/dit_step.py --preset XL --grid 32 32 32 --batch-size 1 | tee "$out/xl_32k.jsonl" ;;
+    xformers)  # ours with xformers kernels (needs an xformers build that matches the GPU's torch)
+      timeout 100 python3 bench/dit_step.py --preset XL --grid 16 32 32 --batch-size 1 --models ours_cross,ours_joint \
+        --attention-backend xformers | tee "$out/xl_16k_xformers.jsonl" ;;
+    tokens)  # the largest trainable token count: every block checkpointed, one clip
+      for grid in "32 64 64" "48 64 64"; do
+        timeout 150 python3 bench/dit_step.py --preset XL --grid $grid --batch-size 1 --checkpoint-fraction 1 \
+          --models ours_cross,wan --steps 1 --warmup 1 | tee -a "$out/xl_tokens.jsonl"
+      done ;;
+    compile)  # regional torch.compile of every row's blocks
+      timeout 240 python3 bench/dit_step.py --preset XL --grid 16 32 32 --batch-size 1 --compile \
+        --models ours_cross,wan,ours_joint,cogvideox | tee "$out/xl_16k_compile.jsonl" ;;
+    gputests)  # the GPU-marked tests
+      timeout 120 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_attention.py tests/test_dit.py 2>&1 \
+        | tee "$out/pytest_gpu.txt" ;;
+    suite)  # the whole default suite with CUDA visible (Lightning picks the GPU in every train.py it runs)
+      timeout 400 python3 -m pytest -q -p no:cacheprovider tests 2>&1 | tee "$out/pytest_all.txt" ;;
+    *) echo "unknown part $part" ;;
+  esac
+done
