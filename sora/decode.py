@@ -3,17 +3,27 @@
 decord (fast, seekable) decodes ordinary videos. PyAV decodes what decord cannot: GIFs (decord fails to
 measure their duration), still images (jpg/png/webp become 1-frame videos), and videos with a display rotation
 (decord 0.6 returns wrongly shaped frames for those, so the rotation is applied here after PyAV decodes),
-and any stream decord fails on, before a sample is called undecodable.
+and any stream decord fails on, before a sample is called undecodable. Where decord is not installed (it has
+no wheels for macOS or aarch64), PyAV decodes everything, with one warning: slower on long videos, same frames.
 Frames are picked by time, not index, so variable-frame-rate clips play at the rate they were shot.
 Every failure raises `BadSample(reason, detail)`; the loader counts skips by reason.
 """
 
+import importlib.util
 import io
+import logging
 import random
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+# Imported only when first used: decord ships its own FFmpeg libraries, and loading them before PyAV has
+# encoded anything breaks PyAV's VP9 encoder in the same process (avcodec_open2 returns EINVAL).
+HAVE_DECORD = importlib.util.find_spec("decord") is not None
+
+log = logging.getLogger(__name__)
+_warned_no_decord = False
 
 VIDEO_EXTENSIONS = ("mp4", "webm", "mkv", "avi", "mov", "gif")
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
@@ -168,6 +178,13 @@ def _decode_av(data: bytes, num_frames: int, frame_stride: int, rng) -> np.ndarr
     return np.ascontiguousarray(np.rot90(video, k=rotation // 90, axes=(1, 2))) if rotation else video
 
 
+def _warn_if_no_decord() -> None:
+    global _warned_no_decord
+    if not HAVE_DECORD and not _warned_no_decord:
+        _warned_no_decord = True
+        log.warning("decord is not installed: decoding videos with PyAV (slower on long videos; pip install decord)")
+
+
 def decode_clip(data: bytes, ext: str, num_frames: int, frame_stride: int, rng: random.Random | None = None,
                 info: dict | None = None) -> torch.Tensor:
     """Media bytes -> uint8 `t h w c` (3 channels) of `num_frames` frames; `info` is the sample's probed json."""
@@ -181,7 +198,8 @@ def decode_clip(data: bytes, ext: str, num_frames: int, frame_stride: int, rng: 
         if num_frames != 1:
             raise BadSample("too_short", f"an image is 1 frame, the bucket wants {num_frames}")
         video = _decode_av(data, 1, 1, None)
-    elif ext == "gif" or info.get("rotation", 0):
+    elif ext == "gif" or info.get("rotation", 0) or not HAVE_DECORD:
+        _warn_if_no_decord()
         video = _decode_av(data, num_frames, frame_stride, rng)
     else:
         try:

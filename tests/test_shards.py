@@ -89,3 +89,19 @@ def test_cli_prints_the_summary_and_clear_errors(broken, tmp_path):
     assert again.returncode == 2 and again.stderr.startswith("error:") and "already holds" in again.stderr
     missing = run_entry("data/make_shards.py", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "t"))
     assert missing.returncode == 2 and "nope.csv" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_without_decord_pyav_decodes_the_same_frames(tmp_path, monkeypatch):
+    """decord has no wheels for macOS or aarch64: there PyAV decodes, and must pick the very same frames."""
+    import random
+
+    import sora.decode as decode
+
+    if not decode.HAVE_DECORD:
+        pytest.skip("decord is not installed here: nothing to compare against")
+    data = write_video(tmp_path / "clip.mp4", moving_square(24, 64, 96)).read_bytes()
+    with_decord = decode.decode_clip(data, "mp4", 6, 3, random.Random(7))
+    monkeypatch.setattr(decode, "HAVE_DECORD", False)
+    with_pyav = decode.decode_clip(data, "mp4", 6, 3, random.Random(7))
+    assert with_pyav.shape == with_decord.shape == (6, 64, 96, 3)
+    assert (with_pyav.int() - with_decord.int()).abs().max() <= 1  # the same frames, as both decode with FFmpeg
