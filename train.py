@@ -53,9 +53,20 @@ def prepare_data(cfg) -> None:
 
 
 def make_strategy(cfg):
-    """Lightning's strategy for train.strategy (auto / ddp); see README "Scaling out"."""
+    """Lightning's strategy for train.strategy (auto / ddp / fsdp); see README "Scaling out"."""
     if cfg.train.strategy.value == "auto":
         return "auto"
+    if cfg.train.strategy.value == "fsdp":
+        from lightning.pytorch.strategies import ModelParallelStrategy
+
+        class FullyShardedStrategy(ModelParallelStrategy):
+            """FSDP2 over every rank (no tensor parallelism); checkpoints are single files gathered on rank 0."""
+
+            def setup_environment(self):
+                self._data_parallel_size, self._tensor_parallel_size = self.num_nodes * self.num_processes, 1
+                super().setup_environment()
+
+        return FullyShardedStrategy(save_distributed_checkpoint=False)
     from lightning.pytorch.strategies import DDPStrategy
 
     return DDPStrategy(find_unused_parameters=False)
@@ -149,6 +160,8 @@ def train(cfg, run_dir: Path) -> dict:
         return {"steps": trainer.global_step, "checkpoint": str(last), "preempted": preempted}
 
     results = {"steps": trainer.global_step, "checkpoint": str(last), "skipped_samples": dict(datamodule.skipped)}
+    if is_dit and cfg.train.final_samples:
+        module.gather_for_sampling()  # sharded runs: every rank takes part, rank 0 samples
     if trainer.is_global_zero:
         if cfg.train.final_samples:
             t0 = time.time()

@@ -33,7 +33,10 @@ class SampleVideos(L.Callback):
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         step = trainer.global_step
-        if not self.prompts or self.every_n_steps <= 0 or step % self.every_n_steps or not trainer.is_global_zero:
+        if not self.prompts or self.every_n_steps <= 0 or step % self.every_n_steps:
+            return
+        module.gather_for_sampling()  # sharded runs: every rank takes part, rank 0 gets the weights
+        if not trainer.is_global_zero:
             return
         paths = generate_to_dir(module.pipeline(ema=True), self.prompts, self.out_dir / f"step_{step:07d}", seed=0,
                                 **sample_settings(module.cfg))

@@ -216,6 +216,7 @@ class LoggerConfig:
 class Strategy(str, Enum):
     auto = "auto"  # Lightning's choice: one device, or DDP over several
     ddp = "ddp"  # data parallel, every rank a full replica
+    fsdp = "fsdp"  # fully sharded data parallel (FSDP2): weights, gradients, optimizer state and EMA sharded
 
 
 @dataclass

@@ -38,12 +38,19 @@ def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return 10 * torch.log10(4.0 / mse.clamp(min=1e-10))
 
 
+def all_ranks_agree(module: L.LightningModule, ok: bool) -> bool:
+    """True only if `ok` on every rank: a step is skipped everywhere or nowhere (else DDP/FSDP would hang)."""
+    trainer = module._trainer
+    return ok if trainer is None else bool(trainer.strategy.reduce_boolean_decision(ok, all=True))
+
+
 def skip_nonfinite_gradients(module: L.LightningModule, optimizer) -> None:
     """Drop this step's gradients when any is NaN/Inf: AdamW then leaves every weight as it was."""
     params = [p for group in optimizer.param_groups for p in group["params"]]
     if all(p.grad is None for p in params):  # training_step skipped this step already (non-finite loss)
         return
-    if not module.guard.check("gradient", grads_finite(params), module.global_step):
+    # Under FSDP each rank holds a shard of every gradient: each checks its own, then all agree.
+    if not module.guard.check("gradient", all_ranks_agree(module, grads_finite(params)), module.global_step):
         for p in params:
             p.grad = None
 
@@ -103,6 +110,41 @@ class DiTModule(L.LightningModule):
         self.objective = RectifiedFlow(o.logit_normal_mean, o.logit_normal_std, o.prediction.value, o.t_min)
         self.guard = NonFiniteGuard(cfg.train.max_nonfinite_steps)
         self.run_record: dict | None = None  # set by train.py; saved in checkpoints
+        self.sharded = False  # train.strategy=fsdp: see configure_model
+        self._gathered_ema = None  # sharded runs sample from an unsharded copy of the EMA on rank 0
+
+    def configure_model(self):
+        """train.strategy=fsdp (Lightning's ModelParallelStrategy gives the mesh): shard what trains, and its EMA.
+
+        The EMA copy is sharded the same way, so its update is a per-shard lerp with no communication. The frozen
+        VAE and a frozen text encoder stay whole on every rank.
+        """
+        if self.device_mesh is None or self.sharded:
+            return
+        from sora.parallel import fully_shard_trained
+
+        self.to(self.trainer.strategy.root_device)  # ModelParallelStrategy leaves placement to the module
+        dtype = torch.bfloat16 if str(self.trainer.precision).startswith("bf16") else None
+        for parts in (self.trained, self.ema.model):
+            fully_shard_trained(parts, self.device_mesh["data_parallel"], dtype)
+        self.sharded = True
+
+    def gather_for_sampling(self) -> None:
+        """Sharded runs: every rank calls this; rank 0 then holds an unsharded copy of the EMA for pipeline()."""
+        if not self.sharded:
+            return
+        from sora.parallel import gather_full_state
+
+        full = gather_full_state(self.ema.model)
+        if self.global_rank == 0:
+            text = self.trained["text"] if "text" in self.trained else self.text
+            with torch.random.fork_rng(devices=[]):  # the copy's init must not move the training RNG (exact resume)
+                plain = nn.ModuleDict({"dit": DiT(self.vae.latent_channels, text.dim, **to_plain(self.cfg.dit))})
+                if "text" in self.trained:
+                    plain["text"] = build_text_encoder(self.cfg.text)
+            plain.load_state_dict(full)
+            # Outside the registered modules: a sampling copy, not part of the checkpoint.
+            self.__dict__["_gathered_ema"] = plain.to(self.device).eval().requires_grad_(False)
 
     def setup(self, stage: str):
         if not self.text.trainable:
@@ -133,7 +175,7 @@ class DiTModule(L.LightningModule):
         else:
             context, mask = self.text(["" if d else c for c, d in zip(captions, drop.tolist())])
         loss = self.objective.loss(self.dit, latent, context, mask)
-        if not self.guard.check("loss", bool(torch.isfinite(loss)), self.global_step):
+        if not self.guard.check("loss", all_ranks_agree(self, bool(torch.isfinite(loss))), self.global_step):
             return None  # Lightning skips backward and the optimizer step
         self.log("train/loss", loss, prog_bar=True, batch_size=len(captions))
         # What sora.callbacks.Throughput needs to count this step's model FLOPs.
@@ -165,7 +207,11 @@ class DiTModule(L.LightningModule):
         load_extras(self, checkpoint)
 
     def pipeline(self, ema: bool = True) -> VideoPipeline:
-        parts = self.ema.model if ema else self.trained
+        if self.sharded:  # the sharded weights run only with every rank: sample from the gathered copy
+            assert ema and self._gathered_ema is not None, "a sharded run samples its EMA after gather_for_sampling()"
+            parts = self._gathered_ema
+        else:
+            parts = self.ema.model if ema else self.trained
         text = parts["text"] if "text" in parts else self.text
         return VideoPipeline(self.vae, text.eval(), parts["dit"].eval(), self.objective)
 
@@ -197,7 +243,7 @@ class VAEModule(L.LightningModule):
         l1 = (recon - video).abs().mean()
         kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).mean()
         loss = l1 + self.cfg.task.kl_weight * kl
-        if not self.guard.check("loss", bool(torch.isfinite(loss)), self.global_step):
+        if not self.guard.check("loss", all_ranks_agree(self, bool(torch.isfinite(loss))), self.global_step):
             return None
         with torch.no_grad():  # running latent std, so encode() hands the DiT unit-variance latents
             self.vae.latent_scale.lerp_(z.float().std(), 0.01 if self.global_step > 0 else 1.0)

@@ -1,4 +1,6 @@
-"""Sequence parallelism (DeepSpeed-Ulysses, Jacobs et al. 2023): a clip's tokens split across ranks.
+"""Parallelism beyond plain data parallel: sequence parallelism, and the sharding that train.strategy=fsdp applies.
+
+Sequence parallelism (DeepSpeed-Ulysses, Jacobs et al. 2023) splits a clip's tokens across ranks.
 
 Every rank holds n/P of the tokens for all heads. Before attention, one all-to-all turns that into all n
 tokens for h/P heads, each rank attends over the whole sequence for its heads, and a second all-to-all
@@ -11,6 +13,7 @@ import warnings
 
 import torch
 import torch.distributed as dist
+import torch.nn as nn
 from einops import rearrange
 from torch.distributed.nn.functional import all_gather, all_to_all_single
 
@@ -52,3 +55,31 @@ def gather_tokens(x: torch.Tensor, group, dim: int = 1) -> torch.Tensor:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         return torch.cat(all_gather(x.contiguous(), group=group), dim=dim)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Fully sharded data parallel (FSDP2, Zhao et al. 2023)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def fully_shard_trained(parts: nn.ModuleDict, mesh, param_dtype: torch.dtype | None = None) -> None:
+    """Shard `parts` ({"dit": DiT, "text"?: encoder}) over `mesh`: each DiT block is one unit, then the rest.
+
+    Each block's weights are all-gathered just before it runs and freed after, so a rank holds 1/N of the
+    weights, gradients and optimizer state plus one block at a time. `param_dtype` (bf16 on GPU) is the dtype
+    of the gathered weights; gradients are reduced in fp32.
+    """
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32 if param_dtype else None)
+    for block in parts["dit"].blocks:
+        fully_shard(block, mesh=mesh, mp_policy=policy)
+    for name in parts:  # the DiT's embeddings and final layer; a trainable text encoder as one unit
+        fully_shard(parts[name], mesh=mesh, mp_policy=policy)
+
+
+def gather_full_state(module: nn.Module) -> dict:
+    """Every rank calls this; rank 0 gets the whole (unsharded) state dict on the CPU, the others {}."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))

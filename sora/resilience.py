@@ -127,7 +127,8 @@ class NonFiniteError(SoraError):
 
 
 def grads_finite(params) -> bool:
-    grads = [p.grad for p in params if p.grad is not None]
+    # A sharded (FSDP) gradient is a DTensor: check this rank's shard; the caller makes the ranks agree.
+    grads = [g.to_local() if hasattr(g, "to_local") else g for g in (p.grad for p in params) if g is not None]
     if not grads:
         return True
     # One fused norm per tensor (a NaN/Inf anywhere makes its norm non-finite), one sync for the whole check.

@@ -1,5 +1,5 @@
 """Two processes on CPU (gloo): DDP gradients agree and ranks see different samples; Ulysses sequence-parallel
-attention gives the single-process output and gradients; train.py runs DDP with 2 processes."""
+attention gives the single-process output and gradients; train.py runs DDP, and FSDP with DDP's losses."""
 
 import gc
 import os
@@ -115,3 +115,46 @@ def test_train_py_with_ddp_on_two_cpu_processes(shapes_dir, tmp_path):
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 3
     assert len(ckpt["ClipDataModule"]["positions"]) == 2  # both ranks' readers, for exact resume
+
+
+def test_train_py_with_fsdp_trains_as_ddp_does_resumes_and_samples(shapes_dir, tmp_path):
+    """FSDP shards weights, gradients, optimizer state and EMA; the arithmetic must be DDP's.
+
+    Checks, on 2 CPU processes: the per-step losses of an FSDP run that stops at step 2 and is resumed to
+    step 4 equal an uninterrupted DDP run's; the checkpoint is one file of whole (unsharded) tensors with
+    DDP's names and EMA; samples during training and sample.py work from it.
+    """
+    import csv
+
+    def losses(run_dir):
+        rows = list(csv.DictReader(open(run_dir / "metrics.csv")))
+        return {int(r["step"]): float(r["train/loss"]) for r in rows if r.get("train/loss")}
+
+    common = ["train.accelerator=cpu", "train.devices=2", "optim.schedule=constant", "optim.warmup_steps=2",
+              "logger.wandb=disabled", "train.log_every_n_steps=1", "train.checkpoint_every_n_steps=2",
+              "train.sample_every_n_steps=2", "train.final_samples=false"]
+    ddp, fsdp = tmp_path / "ddp", tmp_path / "fsdp"
+    proc = run_entry("train.py", *shrunk_overrides(shapes_dir, ddp), *common, "train.strategy=ddp", "train.max_steps=4")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = {}
+    for steps in (2, 4):  # stop at 2, then rerun the same command with more steps: a resume
+        proc = run_entry("train.py", *shrunk_overrides(shapes_dir, fsdp), *common, "train.strategy=fsdp",
+                         "dit.checkpoint_fraction=1", f"train.max_steps={steps}")  # checkpointing changes no value
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        got.update(losses(fsdp))  # a resumed run starts its metrics.csv afresh
+    assert "resuming from" in proc.stderr + proc.stdout
+    want = losses(ddp)
+    assert sorted(want) == sorted(got) == [0, 1, 2, 3]
+    for step in want:
+        assert abs(got[step] - want[step]) <= 1e-4 * abs(want[step]), (step, got[step], want[step])
+
+    a = torch.load(ddp / "checkpoints" / "last.ckpt", weights_only=True)
+    b = torch.load(fsdp / "checkpoints" / "last.ckpt", weights_only=True)
+    assert b["global_step"] == 4 and set(a["state_dict"]) == set(b["state_dict"])
+    for name, tensor in a["state_dict"].items():  # whole tensors, DDP's values (EMA included)
+        torch.testing.assert_close(b["state_dict"][name], tensor, atol=1e-4, rtol=1e-4, msg=name)
+    assert len(list((fsdp / "samples" / "step_0000002").glob("*.mp4"))) > 0  # sampled from the gathered EMA
+    proc = run_entry("sample.py", f"ckpt={fsdp}/checkpoints/last.ckpt", "prompt=a red circle moving right",
+                     f"out={tmp_path}/out.mp4", "steps=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "out.mp4").stat().st_size > 0
