@@ -72,6 +72,24 @@ def make_strategy(cfg):
     return DDPStrategy(find_unused_parameters=False)
 
 
+def check_sequence_parallel(cfg, buckets, sp: int) -> None:
+    """Fail at start, naming the setting, when a clip's tokens or heads cannot be split over `sp` ranks."""
+    from sora.buckets import latent_grid
+    from sora.errors import SoraError
+
+    d = cfg.dit
+    if d.attention_layout.value != "full" or d.text_conditioning.value != "cross":
+        raise SoraError(f"train.sequence_parallel_size={sp} needs dit.attention_layout=full and "
+                        f"dit.text_conditioning=cross (got {d.attention_layout.value}, {d.text_conditioning.value})")
+    if d.num_heads % sp:
+        raise SoraError(f"train.sequence_parallel_size={sp} must divide dit.num_heads={d.num_heads}")
+    for b in buckets.buckets:
+        t, h, w = latent_grid(cfg.vae, d.patch_size, b.num_frames, b.height, b.width)
+        if (t * h * w) % sp:
+            raise SoraError(f"data.buckets: bucket {[b.num_frames, b.height, b.width]} has {t * h * w} tokens, "
+                            f"which do not split over train.sequence_parallel_size={sp}")
+
+
 def quiet_libraries() -> None:
     """One copy of each log line (Hydra's handlers), and no warnings that are by design here."""
     import lightning  # noqa: F401  (adds its own handlers on import)
@@ -145,7 +163,10 @@ def train(cfg, run_dir: Path) -> dict:
         check_cache(cfg.data.latent_cache, module.vae, module.text)
     # Per-bucket batch sizes need the VAE's compression and the patch size (tokens per clip).
     buckets = BucketSet.from_config(module.cfg.data, module.cfg.vae, module.cfg.dit.patch_size if is_dit else (1, 1, 1))
-    datamodule = ClipDataModule(cfg.data, cfg.train.seed, buckets)
+    sp = cfg.train.sequence_parallel_size
+    if is_dit and sp > 1:
+        check_sequence_parallel(module.cfg, buckets, sp)
+    datamodule = ClipDataModule(cfg.data, cfg.train.seed, buckets, sp if is_dit else 1)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
     except NonFiniteError as e:

@@ -79,9 +79,10 @@ class Throughput(L.Callback):
         if shape is None or self.t0 is None:
             return
         grid, text_len, batch_size = shape
+        sp = module.cfg.train.sequence_parallel_size  # a sequence-parallel group shares one batch's work
         self.steps += 1
-        self.tokens += num_tokens(grid) * batch_size
-        self.flops += dit_train_flops(module.dit, grid, text_len, batch_size)
+        self.tokens += num_tokens(grid) * batch_size / sp
+        self.flops += dit_train_flops(module.dit, grid, text_len, batch_size) / sp
         if self.steps < self.window:
             return
         self._sync(module)

@@ -231,6 +231,9 @@ class TrainLoopConfig:
     devices: str = "auto"  # per node: "auto", a count ("8") or a list ("[0,1]")
     num_nodes: int = 1
     strategy: Strategy = Strategy.auto
+    # Ulysses sequence parallelism: each clip's tokens split over this many ranks (a divisor of the world size;
+    # needs attention_layout=full, text_conditioning=cross). 1: off.
+    sequence_parallel_size: int = 1
     precision: Optional[str] = None  # null: bf16-mixed on GPU, 32-true on CPU
     log_every_n_steps: int = 25
     sample_every_n_steps: int = 500  # 0: never during training

@@ -336,16 +336,19 @@ def strip_bookkeeping(batch: dict) -> tuple[dict, dict | None, dict]:
 class ClipDataModule(L.LightningDataModule):
     """Hands Lightning this rank's loader, and keeps (and checkpoints) every reader's position and skip counts."""
 
-    def __init__(self, cfg, seed: int, buckets: BucketSet | None = None):
+    def __init__(self, cfg, seed: int, buckets: BucketSet | None = None, sequence_parallel_size: int = 1):
         super().__init__()
         self.cfg, self.seed, self.buckets = cfg, seed, buckets
+        self.sp = sequence_parallel_size  # ranks that share one batch (each takes a slice of its tokens)
         self.positions: dict[int, dict] = {}
         self.skipped: Counter = Counter()
         self.batches_seen = 0
         self._resume: dict | None = None
 
     def train_dataloader(self) -> DataLoader:
-        world, rank, workers = self.trainer.world_size, self.trainer.global_rank, max(1, self.cfg.num_workers)
+        # Sequence parallelism: the sp ranks of a group read the same batches, so data splits over groups.
+        world, rank = self.trainer.world_size // self.sp, self.trainer.global_rank // self.sp
+        workers = max(1, self.cfg.num_workers)
         state, offset = None, 0
         if self._resume:
             r = self._resume
@@ -375,7 +378,7 @@ class ClipDataModule(L.LightningDataModule):
             for part in gathered:
                 positions.update(part)
         return {"positions": {str(k): v for k, v in positions.items()}, "batches_seen": self.batches_seen,
-                "world_size": self.trainer.world_size if self.trainer else 1,
+                "world_size": self.trainer.world_size // self.sp if self.trainer else 1,
                 "num_workers": max(1, self.cfg.num_workers), "skipped": dict(self.skipped)}
 
     def load_state_dict(self, state: dict) -> None:

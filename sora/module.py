@@ -149,6 +149,12 @@ class DiTModule(L.LightningModule):
     def setup(self, stage: str):
         if not self.text.trainable:
             self.text.to(self.device)
+        sp = self.cfg.train.sequence_parallel_size
+        if sp > 1 and self.dit.sp_group is None:
+            from sora.parallel import sequence_parallel_group
+
+            # The DiT being trained splits tokens; the EMA copy (made in __init__) stays whole, for sampling.
+            self.dit.enable_sequence_parallel(sequence_parallel_group(sp, self.trainer.strategy.root_device.type))
         if self.cfg.train.compile and not getattr(self, "_compiled", False):
             # Regional compilation: each block compiled once and reused (all blocks share one graph), so
             # compile time does not grow with depth; bucket shapes are dynamic dimensions.
@@ -184,6 +190,10 @@ class DiTModule(L.LightningModule):
 
     def on_train_batch_start(self, batch, batch_idx):
         restore_rng(self)
+        if self.dit.sp_group is not None:  # one clip, one noise draw: the group's ranks must draw the same numbers
+            from sora.parallel import share_rng_state
+
+            share_rng_state(self.dit.sp_group)
 
     def optimizer_step(self, *args, **kwargs):
         super().optimizer_step(*args, **kwargs)

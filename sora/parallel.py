@@ -57,6 +57,33 @@ def gather_tokens(x: torch.Tensor, group, dim: int = 1) -> torch.Tensor:
         return torch.cat(all_gather(x.contiguous(), group=group), dim=dim)
 
 
+def sequence_parallel_group(size: int, device_type: str):
+    """This rank's group of `size` consecutive ranks (every rank calls this): (world/size) x size mesh."""
+    from torch.distributed.device_mesh import init_device_mesh
+
+    from sora.errors import SoraError
+
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    if world % size:
+        raise SoraError(f"train.sequence_parallel_size={size} must divide the number of processes ({world})")
+    mesh = init_device_mesh(device_type, (world // size, size), mesh_dim_names=("replica", "sequence"))
+    return mesh["sequence"].get_group()
+
+
+def share_rng_state(group) -> None:
+    """Give every rank of `group` its first rank's torch RNG state (CPU and CUDA), so they draw the same noise.
+
+    Anything one rank alone draws (rank 0's sample videos, say) would otherwise make the group's ranks denoise
+    different noise for the same clip, and the gradients would be silently wrong.
+    """
+    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+    state = [torch.get_rng_state(), torch.cuda.get_rng_state() if cuda else None]
+    dist.broadcast_object_list(state, src=dist.get_global_rank(group, 0), group=group)
+    torch.set_rng_state(state[0])
+    if cuda:
+        torch.cuda.set_rng_state(state[1])
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Fully sharded data parallel (FSDP2, Zhao et al. 2023)
 # ---------------------------------------------------------------------------------------------------------------
