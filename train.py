@@ -116,6 +116,10 @@ def train(cfg, run_dir: Path) -> dict:
     from sora.resilience import NonFiniteError, Preemption, find_resume_checkpoint, run_record
 
     quiet_libraries()
+    if cfg.train.strategy.value == "fsdp" and cfg.task.kind.value != "dit":
+        from sora.errors import SoraError
+
+        raise SoraError("train.strategy=fsdp shards the DiT and its EMA; task=vae trains with train.strategy=ddp or auto")
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
     ckpt_dir = run_dir / "checkpoints"

@@ -5,6 +5,7 @@ import gc
 import os
 import socket
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -160,9 +161,10 @@ def test_train_py_with_fsdp_trains_as_ddp_does_resumes_and_samples(shapes_dir, t
     assert (tmp_path / "out.mp4").stat().st_size > 0
 
 
-def test_train_py_with_sequence_parallel_trains_as_one_process_does(shapes_dir, tmp_path):
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_train_py_with_sequence_parallel_trains_as_one_process_does(shapes_dir, tmp_path, strategy):
     """2 processes, one sequence-parallel group: each clip's tokens split over both, and every step's loss is
-    a single process's (same batches, same noise, the same update)."""
+    a single process's (same batches, same noise, the same update), under DDP and under FSDP."""
     import csv
 
     def losses(run_dir):
@@ -177,8 +179,8 @@ def test_train_py_with_sequence_parallel_trains_as_one_process_does(shapes_dir, 
     # single-device run draws different noise from the start.
     proc = run_entry("train.py", *shrunk_overrides(shapes_dir, one), *common, "train.devices=1", "train.strategy=ddp")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    proc = run_entry("train.py", *shrunk_overrides(shapes_dir, sp), *common, "train.devices=2", "train.strategy=ddp",
-                     "train.sequence_parallel_size=2")
+    proc = run_entry("train.py", *shrunk_overrides(shapes_dir, sp), *common, "train.devices=2",
+                     f"train.strategy={strategy}", "train.sequence_parallel_size=2")
     assert proc.returncode == 0, proc.stderr[-3000:]
     want, got = losses(one), losses(sp)
     assert sorted(want) == sorted(got) == [0, 1, 2, 3]
@@ -195,3 +197,10 @@ def test_sequence_parallel_settings_that_cannot_split_fail_at_start(shapes_dir, 
                      "train.sequence_parallel_size=2", "dit.num_heads=1", "dit.hidden_size=32")
     assert proc.returncode != 0
     assert "sequence_parallel_size=2 must divide dit.num_heads=1" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_fsdp_for_the_vae_task_is_a_clear_error(shapes_dir, tmp_path):
+    proc = run_entry("train.py", *shrunk_overrides(shapes_dir, tmp_path), "task=vae", "vae=causal3d",
+                     "train.accelerator=cpu", "train.devices=1", "train.strategy=fsdp")
+    assert proc.returncode != 0
+    assert "task=vae trains with train.strategy=ddp" in proc.stderr and "Traceback" not in proc.stderr
