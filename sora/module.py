@@ -188,6 +188,12 @@ class DiTModule(L.LightningModule):
         self.last_step_shape = (token_grid(latent.shape[1:], self.dit.patch_size), context.shape[1], latent.shape[0])
         return loss
 
+    def on_fit_start(self):
+        # setup() runs before the strategy moves the module to its device; a frozen encoder is not registered,
+        # so it follows here, or a GPU run would feed the DiT text embeddings that live on the CPU.
+        if not self.text.trainable:
+            self.text.to(self.device)
+
     def on_train_batch_start(self, batch, batch_idx):
         restore_rng(self)
         if self.dit.sp_group is not None:  # one clip, one noise draw: the group's ranks must draw the same numbers

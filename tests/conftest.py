@@ -64,6 +64,14 @@ def shrunk_overrides(shapes_dir: Path, run_dir: Path) -> list[str]:
     ]
 
 
+def logged_losses(run_dir: Path) -> dict[int, float]:
+    """step -> train/loss from a run's metrics.csv (logger.wandb=disabled, train.log_every_n_steps=1)."""
+    import csv
+
+    rows = list(csv.DictReader(open(Path(run_dir) / "metrics.csv")))
+    return {int(r["step"]): float(r["train/loss"]) for r in rows if r.get("train/loss")}
+
+
 def run_entry(script: str, *args: str, cwd: Path = ROOT, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run train.py / sample.py as a user would; returns the finished process (stdout+stderr captured)."""
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0"}

@@ -1,6 +1,5 @@
 """Runs that die lose nothing: preemption and exact resume, checkpoint rotation and fallback, non-finite steps."""
 
-import csv
 import json
 import os
 import shutil
@@ -14,15 +13,10 @@ import torch
 
 from sora.errors import SoraError
 from sora.resilience import NonFiniteError, NonFiniteGuard, find_resume_checkpoint, rng_state, set_rng_state
-from tests.conftest import ROOT, run_entry, shrunk_overrides
+from tests.conftest import ROOT, logged_losses as losses, run_entry, shrunk_overrides
 
 EXACT = ["optim.schedule=constant", "optim.warmup_steps=2", "train.sample_every_n_steps=0", "train.final_samples=false",
          "logger.wandb=disabled", "train.log_every_n_steps=1", "train.checkpoint_every_n_steps=2"]
-
-
-def losses(run_dir) -> dict[int, float]:
-    rows = list(csv.DictReader(open(run_dir / "metrics.csv")))
-    return {int(r["step"]): float(r["train/loss"]) for r in rows if r.get("train/loss")}
 
 
 def ok(proc):
