@@ -90,6 +90,20 @@ def check_sequence_parallel(cfg, buckets, sp: int) -> None:
                             f"which do not split over train.sequence_parallel_size={sp}")
 
 
+def check_packing(cfg, is_dit: bool, sp: int) -> None:
+    """data.packing runs DiT.forward_packed: refuse, at start, the settings it does not cover."""
+    from sora.errors import SoraError
+
+    d = cfg.dit
+    if not is_dit:
+        raise SoraError("data.packing=true packs DiT token sequences; task=vae trains on one bucket per batch")
+    if d.attention_layout.value != "full" or d.text_conditioning.value != "cross":
+        raise SoraError("data.packing=true needs dit.attention_layout=full and dit.text_conditioning=cross "
+                        f"(got {d.attention_layout.value}, {d.text_conditioning.value})")
+    if sp > 1:
+        raise SoraError("data.packing=true does not combine with train.sequence_parallel_size > 1 yet")
+
+
 def quiet_libraries() -> None:
     """One copy of each log line (Hydra's handlers), and no warnings that are by design here."""
     import lightning  # noqa: F401  (adds its own handlers on import)
@@ -173,6 +187,8 @@ def train(cfg, run_dir: Path) -> dict:
     sp = cfg.train.sequence_parallel_size
     if is_dit and sp > 1:
         check_sequence_parallel(module.cfg, buckets, sp)
+    if cfg.data.packing:
+        check_packing(module.cfg, is_dit, sp)
     datamodule = ClipDataModule(cfg.data, cfg.train.seed, buckets, sp if is_dit else 1)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)

@@ -67,6 +67,7 @@ class BucketSet:
         assert len(buckets) == len(batch_sizes)
         self.buckets, self.batch_sizes = list(buckets), list(batch_sizes)
         self.tokens_per_batch, self.patch_size = tokens_per_batch, tuple(patch_size)  # latent caches use these
+        self.tokens: list[int] | None = None  # DiT tokens of one clip of each bucket (set with tokens_per_batch)
 
     @classmethod
     def from_config(cls, data_cfg, vae_cfg=None, patch_size=None) -> "BucketSet":
@@ -79,12 +80,14 @@ class BucketSet:
             buckets.append(Bucket(*map(int, row)))
         if data_cfg.tokens_per_batch is None or vae_cfg is None:
             return cls(buckets, [data_cfg.batch_size_per_gpu] * len(buckets), None, patch_size or (1, 1, 1))
-        sizes = []
+        sizes, tokens = [], []
         for b in buckets:
             check_bucket(b, vae_cfg, patch_size)
-            tokens = math.prod(latent_grid(vae_cfg, patch_size, b.num_frames, b.height, b.width))
-            sizes.append(max(1, data_cfg.tokens_per_batch // tokens))
-        return cls(buckets, sizes, data_cfg.tokens_per_batch, patch_size)
+            tokens.append(math.prod(latent_grid(vae_cfg, patch_size, b.num_frames, b.height, b.width)))
+            sizes.append(max(1, data_cfg.tokens_per_batch // tokens[-1]))
+        out = cls(buckets, sizes, data_cfg.tokens_per_batch, patch_size)
+        out.tokens = tokens
+        return out
 
     def assign(self, num_frames_available: int, height: int, width: int, is_image: bool, frame_stride: int) -> int:
         """Index of the bucket for a clip of this shape; BadSample('no_bucket') when none fits."""

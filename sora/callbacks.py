@@ -75,14 +75,14 @@ class Throughput(L.Callback):
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         from sora.flops import device_peak_flops, dit_train_flops, mfu, num_tokens
 
-        shape = getattr(module, "last_step_shape", None)
-        if shape is None or self.t0 is None:
+        shapes = getattr(module, "last_step_shapes", None)
+        if shapes is None or self.t0 is None:
             return
-        grid, text_len, batch_size = shape
         sp = module.cfg.train.sequence_parallel_size  # a sequence-parallel group shares one batch's work
         self.steps += 1
-        self.tokens += num_tokens(grid) * batch_size / sp
-        self.flops += dit_train_flops(module.dit, grid, text_len, batch_size) / sp
+        for grid, text_len, batch_size in shapes:  # one entry, or one per clip of a packed batch
+            self.tokens += num_tokens(grid) * batch_size / sp
+            self.flops += dit_train_flops(module.dit, grid, text_len, batch_size) / sp
         if self.steps < self.window:
             return
         self._sync(module)

@@ -153,6 +153,9 @@ class DataConfig:
     tokens_per_batch: Optional[int] = None
     # Share of batches that are image batches (null: as they come from the data).
     image_batch_ratio: Optional[float] = None
+    # Pack clips of any bucket into one sequence of up to tokens_per_batch tokens, with block-diagonal attention
+    # (NaViT; DiT.forward_packed), instead of one bucket per batch. Needs tokens_per_batch.
+    packing: bool = False
     num_workers: int = 1
     shuffle_buffer: int = 512
     strict: bool = False  # true: stop at the first bad sample, naming it (false: skip, count, report)

@@ -86,6 +86,9 @@ def _set_rng_state(rng: random.Random, state: list) -> None:
     rng.setstate((state[0], tuple(state[1]), state[2]))
 
 
+PACKED = "packed"  # the buffer key of data.packing: one buffer for clips of every bucket
+
+
 class _Reader:
     """The stream of one (rank, worker): raw samples -> shuffle buffer -> decoded -> bucket buffers -> batches."""
 
@@ -193,6 +196,13 @@ class _Reader:
             if out is None:
                 return
             key, item = out
+            if self.s.packing:  # one pack of any shapes, closed before a clip would take it past the budget
+                pack = buckets.setdefault(PACKED, [])
+                if pack and sum(it["_tokens"] for _, it in pack) + item["_tokens"] > self.s.buckets.tokens_per_batch:
+                    ready.append((PACKED, pack[:]))
+                    pack.clear()
+                pack.append((n, item))
+                return
             bucket = buckets.setdefault(key, [])
             bucket.append((n, item))
             if len(bucket) >= self.s.batch_size(key):
@@ -237,6 +247,9 @@ class ClipStream(IterableDataset):
         self.buckets, self.frame_stride, self.random_start = buckets, cfg.frame_stride, cfg.random_start
         self.shuffle_buffer, self.strict, self.image_batch_ratio = cfg.shuffle_buffer, cfg.strict, cfg.image_batch_ratio
         self.min_side_px, self.max_aspect = cfg.min_side_px, cfg.max_aspect
+        self.packing = cfg.packing
+        if self.packing and not buckets.tokens_per_batch:
+            raise SoraError("data.packing=true packs clips up to data.tokens_per_batch tokens: set data.tokens_per_batch")
         self.latent = bool(cfg.latent_cache)
         self.state, self.worker_offset = state or {}, worker_offset
 
@@ -269,7 +282,10 @@ class ClipStream(IterableDataset):
         b = self.buckets.assign(int(info["num_frames"]), h, w, is_image, self.frame_stride)
         bucket = self.buckets.buckets[b]
         frames = decode_clip(raw[ext], ext, bucket.num_frames, self.frame_stride, rng if self.random_start else None, info)
-        return str(b), {"video": resize_crop(frames, bucket.height, bucket.width), "caption": caption}
+        item = {"video": resize_crop(frames, bucket.height, bucket.width), "caption": caption}
+        if self.packing:
+            item["_tokens"] = self.buckets.tokens[b]
+        return str(b), item
 
     def _process_latent(self, raw: dict):
         if "latent.npy" not in raw:
@@ -279,18 +295,26 @@ class ClipStream(IterableDataset):
         for name in ("context", "mask"):
             if f"{name}.npy" in raw:
                 item[name] = torch.from_numpy(np.load(io.BytesIO(raw[f"{name}.npy"]), allow_pickle=False))
-        return "x".join(map(str, item["latent"].shape)), item  # 2c t h w: one bucket per latent shape
+        key = "x".join(map(str, item["latent"].shape))  # 2c t h w: one bucket per latent shape
+        if self.packing:
+            item["_tokens"] = self._latent_tokens(key)
+        return key, item
+
+    def _latent_tokens(self, key: str) -> int:
+        _, t, h, w = map(int, key.split("x"))
+        pt, ph, pw = self.buckets.patch_size
+        return max(1, (t // pt) * (h // ph) * (w // pw))
 
     def batch_size(self, key: str) -> int:
         if self.latent:  # key is the latent's "2c x t x h x w"
             if not self.buckets.tokens_per_batch:
                 return self.buckets.batch_sizes[0]
-            _, t, h, w = map(int, key.split("x"))
-            pt, ph, pw = self.buckets.patch_size
-            return max(1, self.buckets.tokens_per_batch // max(1, (t // pt) * (h // ph) * (w // pw)))
+            return max(1, self.buckets.tokens_per_batch // self._latent_tokens(key))
         return self.buckets.batch_sizes[int(key)]
 
     def is_image(self, key: str) -> bool:
+        if key == PACKED:  # a pack mixes images and clips: image_batch_ratio does not apply
+            return False
         if self.latent:
             return int(key.split("x")[1]) == 1
         return self.buckets.buckets[int(key)].is_image
@@ -299,7 +323,9 @@ class ClipStream(IterableDataset):
         batch = {"caption": [it["caption"] for it in items]}
         for name in ("video", "latent", "context", "mask"):
             if name in items[0]:
-                batch[name] = torch.stack([it[name] for it in items])  # b ...
+                clips = [it[name] for it in items]
+                # A pack keeps its clips apart (each its own shape); cached text has one length, so it stacks.
+                batch[name] = clips if key == PACKED and name in ("video", "latent") else torch.stack(clips)  # b ...
         return batch
 
     # -- the stream --------------------------------------------------------------------------------------------

@@ -47,3 +47,17 @@ class RectifiedFlow:
         t_ = t.view(-1, *([1] * (x0.ndim - 1)))  # b 1 1 1 1
         xt = (1 - t_) * x0 + t_ * eps
         return F.mse_loss(self.velocity(model, xt, t, context, context_mask).float(), (eps - x0).float())
+
+    def loss_packed(self, model, x0s: list[torch.Tensor], context: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor:
+        """The same loss for clips of different shapes (x0s[i]: c t h w) run as one packed sequence.
+
+        Every element of every clip weighs the same, as if the clips were one batch.
+        """
+        t = self.sample_t(len(x0s), x0s[0].device)  # k
+        eps = [torch.randn_like(x) for x in x0s]
+        xts = [(1 - ti) * x + ti * e for x, e, ti in zip(x0s, eps, t)]
+        outs = model.forward_packed(xts, t, context, context_mask)  # [c t h w]
+        if self.prediction == "x0":
+            outs = [(xt - o) / ti.clamp(min=self.t_min) for xt, o, ti in zip(xts, outs, t)]
+        err = sum(F.mse_loss(o.float(), (e - x).float(), reduction="sum") for o, e, x in zip(outs, eps, x0s))
+        return err / sum(x.numel() for x in x0s)

@@ -96,13 +96,14 @@ def fully_shard_trained(parts: nn.ModuleDict, mesh, param_dtype: torch.dtype | N
     weights, gradients and optimizer state plus one block at a time. `param_dtype` (bf16 on GPU) is the dtype
     of the gathered weights; gradients are reduced in fp32.
     """
-    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
 
     policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32 if param_dtype else None)
     for block in parts["dit"].blocks:
         fully_shard(block, mesh=mesh, mp_policy=policy)
     for name in parts:  # the DiT's embeddings and final layer; a trainable text encoder as one unit
         fully_shard(parts[name], mesh=mesh, mp_policy=policy)
+    register_fsdp_forward_method(parts["dit"], "forward_packed")  # data.packing calls it instead of forward
 
 
 def gather_full_state(module: nn.Module) -> dict:

@@ -8,7 +8,7 @@ from sora.data import make_loader, strip_bookkeeping
 from sora.decode import BadSample
 from sora.dit import DiT
 from sora.vae import build_vae
-from tests.conftest import compose_config
+from tests.conftest import compose_config, logged_losses, run_entry, shrunk_overrides
 
 BUCKETS = [[1, 32, 32], [1, 24, 40], [9, 32, 32], [9, 24, 40], [9, 40, 24], [5, 24, 40]]
 
@@ -81,3 +81,65 @@ def test_loader_batches_one_bucket_each_and_mixes_images_at_the_ratio(mixed_shar
         kinds.append(t == 1)
     assert shapes <= {(1, 16, 16), (1, 16, 24), (4, 16, 16), (4, 16, 24)} and len(shapes) >= 3
     assert 0.35 <= sum(kinds) / len(kinds) <= 0.65
+
+
+PACK_BUCKETS = "data.buckets=[[1,16,16],[1,16,24],[5,16,16],[5,16,24]]"  # 4, 6, 8 and 12 tokens a clip
+PACK = ["vae=causal3d", "vae.spatial_compression=8", "vae.temporal_compression=4", "dit.patch_size=[1,1,1]",
+        PACK_BUCKETS, "data.tokens_per_batch=24", "data.packing=true", "data.frame_stride=1", "data.num_workers=0",
+        "data.shuffle_buffer=4"]
+
+
+def test_packing_mixes_shapes_within_the_token_budget_and_keeps_every_clip(mixed_shards):
+    cfg = compose_config("train", [f"data.shards={mixed_shards}/shard-*.tar", *PACK])
+    bs = BucketSet.from_config(cfg.data, cfg.vae, cfg.dit.patch_size)
+    tokens_of = {(b.num_frames, b.height, b.width): n for b, n in zip(bs.buckets, bs.tokens)}
+    captions, mixed = [], 0
+    for raw in make_loader(cfg.data, seed=0, buckets=bs):
+        batch, position, _ = strip_bookkeeping(raw)
+        if position["epoch"] > 0:
+            break
+        shapes = [tuple(v.shape[1:]) for v in batch["video"]]  # each clip c t h w, its own shape
+        assert sum(tokens_of[s] for s in shapes) <= 24, shapes
+        mixed += len(set(shapes)) > 1
+        captions += batch["caption"]
+    assert len(captions) == len(set(captions)) == 24  # the whole epoch, each clip once
+    assert mixed > 0
+
+
+@pytest.mark.parametrize("strategy", ["single", "fsdp"])
+def test_train_py_trains_on_packed_batches(mixed_shards, shapes_dir, tmp_path, strategy):
+    """One process, and FSDP on 2 (where forward_packed must gather the sharded embeddings as forward does)."""
+    parallel = ["train.devices=2", "train.strategy=fsdp"] if strategy == "fsdp" else ["train.devices=1"]
+    proc = run_entry("train.py", *shrunk_overrides(shapes_dir, tmp_path), f"data.shards={mixed_shards}/shard-*.tar",
+                     *PACK, *parallel, "train.accelerator=cpu", "data.eval_shards=null", "train.max_steps=3",
+                     "train.sample_every_n_steps=0", "train.final_samples=false", "logger.wandb=disabled",
+                     "train.log_every_n_steps=1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    losses = logged_losses(tmp_path)
+    assert sorted(losses) == [0, 1, 2] and all(torch.isfinite(torch.tensor(v)) for v in losses.values())
+
+
+def test_packed_stream_resumes_exactly(mixed_shards):
+    """A pack's position (its members, the shuffle buffer, the RNG) restores the stream mid-epoch."""
+    from sora.data import ClipStream, expand_shards
+
+    cfg = compose_config("train", [f"data.shards={mixed_shards}/shard-*.tar", *PACK])
+    bs = BucketSet.from_config(cfg.data, cfg.vae, cfg.dit.patch_size)
+    shards = expand_shards(cfg.data.shards)
+    full = [b for _, b in zip(range(16), ClipStream(shards, cfg.data, bs, seed=1))]  # crosses an epoch
+    cut = 5
+    resumed = [b for _, b in zip(range(16 - cut), ClipStream(shards, cfg.data, bs, seed=1,
+                                                             state={0: full[cut - 1]["_position"]}))]
+    for a, b in zip(full[cut:], resumed):
+        assert a["caption"] == b["caption"]
+        assert all(torch.equal(x, y) for x, y in zip(a["video"], b["video"]))
+    assert full[-1]["_position"]["epoch"] >= 1
+
+
+@pytest.mark.parametrize("setting,message", [("dit.text_conditioning=joint", "data.packing=true needs dit.attention_layout"),
+                                             ("data.tokens_per_batch=null", "set data.tokens_per_batch")])
+def test_packing_settings_it_cannot_serve_fail_at_start(mixed_shards, shapes_dir, tmp_path, setting, message):
+    proc = run_entry("train.py", *shrunk_overrides(shapes_dir, tmp_path), f"data.shards={mixed_shards}/shard-*.tar",
+                     *PACK, setting, "train.accelerator=cpu", "train.devices=1")
+    assert proc.returncode != 0
+    assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
