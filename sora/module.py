@@ -166,34 +166,31 @@ class DiTModule(L.LightningModule):
         captions = list(batch["caption"])  # [b]
         drop = torch.rand(len(captions)) < self.cfg.train.caption_dropout  # for classifier-free guidance
         packed = isinstance(batch.get("video", batch.get("latent")), list)  # data.packing: clips of any shapes
+        # latent: b z t h w, or for a pack a list of z t h w (each clip encoded alone)
         if "latent" in batch:  # a latent cache: no decoding, no VAE encoder
-            latents = [sample_latent(z[None])[0] for z in batch["latent"]] if packed else None  # [z t h w]
-            latent = latents[0] if packed else sample_latent(batch["latent"])  # b 2z t h w -> b z t h w
+            latent = [sample_latent(z[None])[0] for z in batch["latent"]] if packed else sample_latent(batch["latent"])
         else:
             with torch.no_grad():
-                latents = [self.vae.encode(v[None])[0] for v in batch["video"]] if packed else None  # [z t' h' w']
-                latent = latents[0] if packed else self.vae.encode(batch["video"])  # b 3 t h w -> b z t' h' w'
+                video = batch["video"]  # b 3 t h w, or [3 t h w]
+                latent = [self.vae.encode(v[None])[0] for v in video] if packed else self.vae.encode(video)
+        like = latent[0] if packed else latent  # the dtype and device of the latents
         if "context" in batch:  # cached embeddings of a frozen text encoder
-            context, mask = batch["context"].to(latent.dtype), batch["mask"].bool()  # b m d, b m
+            context, mask = batch["context"].to(like.dtype), batch["mask"].bool()  # b m d, b m
             if drop.any():
                 with torch.no_grad():
                     empty, empty_mask = self.text([""])  # 1 m d, 1 m
-                rows = drop.to(latent.device)
+                rows = drop.to(like.device)
                 context = torch.where(rows[:, None, None], empty.to(context.dtype), context)
                 mask = torch.where(rows[:, None], empty_mask, mask)
         else:
             context, mask = self.text(["" if d else c for c, d in zip(captions, drop.tolist())])
-        if packed:
-            loss = self.objective.loss_packed(self.dit, latents, context, mask)
-        else:
-            loss = self.objective.loss(self.dit, latent, context, mask)
+        loss = (self.objective.loss_packed if packed else self.objective.loss)(self.dit, latent, context, mask)
         if not self.guard.check("loss", all_ranks_agree(self, bool(torch.isfinite(loss))), self.global_step):
             return None  # Lightning skips backward and the optimizer step
         self.log("train/loss", loss, prog_bar=True, batch_size=len(captions))
         # What sora.callbacks.Throughput needs to count this step's model FLOPs: (token grid, text length, clips).
-        self.last_step_shapes = ([(token_grid(z.shape, self.dit.patch_size), context.shape[1], 1) for z in latents]
-                                 if packed else [(token_grid(latent.shape[1:], self.dit.patch_size), context.shape[1],
-                                                  latent.shape[0])])
+        clips = [(z.shape, 1) for z in latent] if packed else [(latent.shape[1:], latent.shape[0])]
+        self.last_step_shapes = [(token_grid(shape, self.dit.patch_size), context.shape[1], n) for shape, n in clips]
         return loss
 
     def on_fit_start(self):
