@@ -151,7 +151,7 @@ class DataConfig:
     buckets: Optional[List[List[int]]] = None
     # Per-bucket batch size that keeps DiT tokens per batch near this (null: batch_size_per_gpu for every bucket).
     tokens_per_batch: Optional[int] = None
-    # Share of batches that are image batches (null: as they come from the data).
+    # Share of batches that are image batches (null: as they come from the data; packs mix the two themselves).
     image_batch_ratio: Optional[float] = None
     # Pack clips of any bucket into one sequence of up to tokens_per_batch tokens, with block-diagonal attention
     # (NaViT; DiT.forward_packed), instead of one bucket per batch. Needs tokens_per_batch.

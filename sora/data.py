@@ -171,7 +171,7 @@ class _Reader:
             """Which ready batch goes next: keeps the share of image batches near data.image_batch_ratio."""
             if not ready:
                 return None
-            ratio = self.s.image_batch_ratio
+            ratio = None if self.s.packing else self.s.image_batch_ratio  # packs mix images and clips already
             if ratio is None or final:
                 return 0
             want_image = ratio * (total + 1) - images >= 0.5
@@ -313,7 +313,7 @@ class ClipStream(IterableDataset):
         return self.buckets.batch_sizes[int(key)]
 
     def is_image(self, key: str) -> bool:
-        if key == PACKED:  # a pack mixes images and clips: image_batch_ratio does not apply
+        if key == PACKED:  # a pack mixes images and clips (choose() ignores image_batch_ratio for packs)
             return False
         if self.latent:
             return int(key.split("x")[1]) == 1
