@@ -2,6 +2,7 @@
 # Every GPU figure in docs/BENCHMARKS.md, in the order they appear there: one script so a lent GPU's few minutes
 # go to measuring, not typing. Usage: bash bench/gpu.sh OUT_DIR [kernels|gputests|steps|xformers|tokens|compile|suite]...
 # JSON rows go to OUT_DIR/*.jsonl; each part has its own time limit so one slow part cannot eat the rest.
+# The peers need diffusers (pip install -e '.[dev]'); the xformers part needs an xformers built for this torch.
 set -u
 out=${1:?usage: bash bench/gpu.sh OUT_DIR [part ...]}
 shift
@@ -16,8 +17,8 @@ for part in $parts; do
   case $part in
     kernels)  # attention kernels at the XL preset's heads (16 x 72)
       timeout 120 python3 bench/attention.py | tee "$out/attention.jsonl" ;;
-    steps)  # XL at 16k and 32k tokens, every row, eager; then ours with xformers
-      timeout 150 python3 bench/dit_step.py --preset XL --grid 16 32 32 --batch-size 1 --profile-out "$out" \
+    steps)  # XL at 16k and 32k tokens, every row, eager (16k with a per-kernel profile of each row)
+      timeout 240 python3 bench/dit_step.py --preset XL --grid 16 32 32 --batch-size 1 --profile-out "$out" \
         | tee "$out/xl_16k.jsonl"
       timeout 200 python3 bench/dit_step.py --preset XL --grid 32 32 32 --batch-size 1 | tee "$out/xl_32k.jsonl" ;;
     xformers)  # ours with xformers kernels (needs an xformers build that matches the GPU's torch)
