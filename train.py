@@ -72,15 +72,23 @@ def make_strategy(cfg):
     return DDPStrategy(find_unused_parameters=False)
 
 
+def require_full_cross(dit_cfg, setting: str) -> None:
+    """Token splitting and packing exist for full attention with cross-attention text (the DiT's asserts say so too)."""
+    from sora.errors import SoraError
+
+    layout, text = dit_cfg.attention_layout.value, dit_cfg.text_conditioning.value
+    if layout != "full" or text != "cross":
+        raise SoraError(f"{setting} needs dit.attention_layout=full and dit.text_conditioning=cross "
+                        f"(got {layout}, {text})")
+
+
 def check_sequence_parallel(cfg, buckets, sp: int) -> None:
     """Fail at start, naming the setting, when a clip's tokens or heads cannot be split over `sp` ranks."""
     from sora.buckets import latent_grid
     from sora.errors import SoraError
 
     d = cfg.dit
-    if d.attention_layout.value != "full" or d.text_conditioning.value != "cross":
-        raise SoraError(f"train.sequence_parallel_size={sp} needs dit.attention_layout=full and "
-                        f"dit.text_conditioning=cross (got {d.attention_layout.value}, {d.text_conditioning.value})")
+    require_full_cross(d, f"train.sequence_parallel_size={sp}")
     if d.num_heads % sp:
         raise SoraError(f"train.sequence_parallel_size={sp} must divide dit.num_heads={d.num_heads}")
     for b in buckets.buckets:
@@ -97,9 +105,7 @@ def check_packing(cfg, is_dit: bool, sp: int) -> None:
     d = cfg.dit
     if not is_dit:
         raise SoraError("data.packing=true packs DiT token sequences; task=vae trains on one bucket per batch")
-    if d.attention_layout.value != "full" or d.text_conditioning.value != "cross":
-        raise SoraError("data.packing=true needs dit.attention_layout=full and dit.text_conditioning=cross "
-                        f"(got {d.attention_layout.value}, {d.text_conditioning.value})")
+    require_full_cross(d, "data.packing=true")
     if sp > 1:
         raise SoraError("data.packing=true does not combine with train.sequence_parallel_size > 1 yet")
 

@@ -138,8 +138,6 @@ def _xformers(q, k, v, seg: Optional[Segments]):
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = "sdpa",
               seg: Optional[Segments] = None) -> torch.Tensor:
     """q: b h n d, k and v: b h m d -> b h n d, with the named backend and an optional segment mask."""
-    # Under autocast, QK-norm and RoPE can hand back fp32 q, k beside a bf16 v; fused kernels want one dtype.
-    q, k = q.to(v.dtype), k.to(v.dtype)
     if backend == "sdpa":
         return _sdpa(q, k, v, seg)
     if backend == "math":

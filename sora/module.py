@@ -136,15 +136,17 @@ class DiTModule(L.LightningModule):
         from sora.parallel import gather_full_state
 
         full = gather_full_state(self.ema.model)
-        if self.global_rank == 0:
+        if self.global_rank != 0:
+            return
+        if self._gathered_ema is None:  # built once, then refilled at every sampling
             text = self.trained["text"] if "text" in self.trained else self.text
             with torch.random.fork_rng(devices=[]):  # the copy's init must not move the training RNG (exact resume)
                 plain = nn.ModuleDict({"dit": DiT(self.vae.latent_channels, text.dim, **to_plain(self.cfg.dit))})
                 if "text" in self.trained:
                     plain["text"] = build_text_encoder(self.cfg.text)
-            plain.load_state_dict(full)
             # Outside the registered modules: a sampling copy, not part of the checkpoint.
             self.__dict__["_gathered_ema"] = plain.to(self.device).eval().requires_grad_(False)
+        self._gathered_ema.load_state_dict(full)
 
     def setup(self, stage: str):
         if not self.text.trainable:
