@@ -79,6 +79,7 @@ def run_row(a) -> dict:
     device = torch.device(a.device)
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[a.dtype]
     width, depth, heads = PRESETS[a.preset]
+    heads = a.heads or heads
     t, h, w = a.grid
     torch.manual_seed(0)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -121,13 +122,15 @@ def run_row(a) -> dict:
     else:  # peak resident memory of this process over the baseline before the model was built (KiB on Linux)
         peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
     tokens = t * h * w * a.batch_size
-    if a.profile_out and device.type == "cuda":  # one more step under the profiler: where the time goes, per kernel
+    if a.profile_out:  # one more step under the profiler: where the time goes, per kernel (per op on a CPU)
         from torch.profiler import ProfilerActivity, profile
 
-        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        on_gpu = device.type == "cuda"
+        with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])) as prof:
             one_step()
             sync()
-        table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=70)
+        table = prof.key_averages().table(sort_by="cuda_time_total" if on_gpu else "self_cpu_time_total", row_limit=30,
+                                          max_name_column_width=70)
         Path(a.profile_out).mkdir(parents=True, exist_ok=True)
         (Path(a.profile_out) / f"profile_{a.row}_{tokens}.txt").write_text(table)
     from sora.dit import DiT
@@ -147,6 +150,7 @@ def main() -> None:
     p.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
     p.add_argument("--grid", type=int, nargs=3, default=[4, 8, 8], metavar=("T", "H", "W"), help="latent token grid")
     p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument("--heads", type=int, help="attention heads instead of the preset's (same width): XL with 9 heads of 128")
     p.add_argument("--text-len", type=int, default=32)
     p.add_argument("--text-dim", type=int, default=512)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -155,17 +159,20 @@ def main() -> None:
     p.add_argument("--checkpoint-fraction", type=float, default=0.0, help="share of blocks with activation checkpointing")
     p.add_argument("--attention-backend", default="sdpa", help="ours: dit.attention_backend (sdpa, xformers, flex, math)")
     p.add_argument("--compile", action="store_true", help="torch.compile each transformer block of every row")
-    p.add_argument("--profile-out", help="GPU: write each row's per-kernel profile of one step to this folder")
+    p.add_argument("--profile-out", help="write each row's per-kernel profile of one step to this folder")
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--row", help=argparse.SUPPRESS)
     a = p.parse_args()
     a.dtype = a.dtype or ("bf16" if a.device.startswith("cuda") else "fp32")
+    if a.heads is not None and (a.heads < 1 or PRESETS[a.preset][0] % a.heads):
+        p.error(f"--heads {a.heads} does not divide the {a.preset} preset's width {PRESETS[a.preset][0]}")
     if a.row:  # child: one row
         print(json.dumps(run_row(a)), flush=True)
         return
     common = {"bench": "dit_step", "device": torch.cuda.get_device_name() if a.device.startswith("cuda") else platform.machine(),
               "cpus": os.cpu_count(), "torch": torch.__version__, "preset": a.preset, "grid": a.grid,
+              "heads": a.heads or PRESETS[a.preset][2],
               "tokens": a.grid[0] * a.grid[1] * a.grid[2] * a.batch_size, "batch_size": a.batch_size, "text_len": a.text_len,
               "dtype": a.dtype, "checkpoint_fraction": a.checkpoint_fraction,
               "attention_backend": a.attention_backend, "compile": a.compile}

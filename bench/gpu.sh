@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every GPU figure in docs/BENCHMARKS.md, in the order they appear there: one script so a lent GPU's few minutes
-# go to measuring, not typing. Usage: bash bench/gpu.sh OUT_DIR [kernels|gputests|steps|xformers|tokens|compile|suite]...
+# go to measuring, not typing. Usage: bash bench/gpu.sh OUT_DIR [kernels|gputests|steps|xformers|tokens|compile|heads128|suite]...
 # JSON rows go to OUT_DIR/*.jsonl; each part has its own time limit so one slow part cannot eat the rest.
 # The peers need diffusers (pip install -e '.[dev]'); the xformers part needs an xformers built for this torch.
 set -u
@@ -32,6 +32,11 @@ for part in $parts; do
     compile)  # regional torch.compile of every row's blocks
       timeout 240 python3 bench/dit_step.py --preset XL --grid 16 32 32 --batch-size 1 --compile \
         --models ours_cross,wan,ours_joint,cogvideox | tee "$out/xl_16k_compile.jsonl" ;;
+    heads128)  # XL's width as 9 heads of 128 instead of 16 of 72: the kernels, then every row at 16k tokens
+      timeout 90 python3 bench/attention.py --heads 9 --head-dim 128 --backends sdpa,sdpa_flash,sdpa_cudnn,flex \
+        | tee "$out/attention_9x128.jsonl"
+      timeout 240 python3 bench/dit_step.py --preset XL --heads 9 --grid 16 32 32 --batch-size 1 \
+        | tee "$out/xl_9x128_16k.jsonl" ;;
     gputests)  # the GPU-marked tests
       timeout 120 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_attention.py tests/test_dit.py 2>&1 \
         | tee "$out/pytest_gpu.txt" ;;

@@ -1,0 +1,38 @@
+"""bench/dit_step.py runs every row at a tiny shape and prints rows a script can compare; bad flags fail in one line."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "bench" / "dit_step.py"
+HAVE_DIFFUSERS = importlib.util.find_spec("diffusers") is not None
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, cwd=ROOT, timeout=300)
+
+
+@pytest.mark.skipif(not HAVE_DIFFUSERS, reason="the peers need diffusers (the dev extra)")
+def test_dit_step_rows_and_ratios_at_a_tiny_shape():
+    done = run("--grid", "1", "2", "2", "--batch-size", "1", "--heads", "3", "--steps", "1", "--warmup", "0")
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    models = {r["model"]: r for r in rows if "model" in r}
+    assert set(models) == {"ours_cross", "ours_joint", "wan", "cogvideox"}, rows
+    for name, row in models.items():
+        assert "error" not in row, (name, row)
+        assert row["step_s"] > 0 and row["tokens"] == 4 and row["heads"] == 3, row
+    ratios = [r for r in rows if "ratio" in r]
+    assert len(ratios) == 3 and all(r["speedup"] > 0 for r in ratios), ratios
+
+
+def test_dit_step_rejects_heads_that_do_not_divide_the_width():
+    done = run("--heads", "5")
+    assert done.returncode == 2
+    assert "--heads 5 does not divide the cpu preset's width 384" in done.stderr
+    assert "Traceback" not in done.stderr
