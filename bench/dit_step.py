@@ -140,7 +140,8 @@ def run_row(a) -> dict:
                   text_conditioning="joint" if a.row in ("ours_joint", "cogvideox") else "cross")
     flops = dit_train_flops(ref, tuple(a.grid), a.text_len, a.batch_size)
     value = mfu(flops, seconds, device_peak_flops(device))
-    return {"model": a.row, "params_m": round(params / 1e6, 1), "step_s": round(seconds, 4),
+    built_heads = model.config.num_attention_heads if hasattr(model, "config") else model.blocks[0].attn.num_heads
+    return {"model": a.row, "heads": built_heads, "params_m": round(params / 1e6, 1), "step_s": round(seconds, 4),
             "tokens_per_s": round(tokens / seconds, 1), "peak_mem_mb": round(peak_mb, 1),
             "tflops": round(flops / seconds / 1e12, 3), "mfu": None if value is None else round(value, 3)}
 
@@ -172,7 +173,6 @@ def main() -> None:
         return
     common = {"bench": "dit_step", "device": torch.cuda.get_device_name() if a.device.startswith("cuda") else platform.machine(),
               "cpus": os.cpu_count(), "torch": torch.__version__, "preset": a.preset, "grid": a.grid,
-              "heads": a.heads or PRESETS[a.preset][2],
               "tokens": a.grid[0] * a.grid[1] * a.grid[2] * a.batch_size, "batch_size": a.batch_size, "text_len": a.text_len,
               "dtype": a.dtype, "checkpoint_fraction": a.checkpoint_fraction,
               "attention_backend": a.attention_backend, "compile": a.compile}
