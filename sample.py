@@ -14,7 +14,7 @@ from pathlib import Path
 import hydra
 import torch
 
-from sora.config import register_schemas
+from sora.config import check_sample_values, register_schemas
 from sora.errors import SoraError, exit_on_user_error
 
 log = logging.getLogger("sora.sample")
@@ -45,6 +45,7 @@ def sample(cfg) -> list[Path]:
     from sora.checkpoint import load_dit_module
     from sora.pipeline import check_prompts, generate_to_files
 
+    check_sample_values(cfg)
     prompts, outs = resolve_jobs(cfg)
     prompts = check_prompts(prompts)  # before the checkpoint loads: a bad prompt fails at once
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else

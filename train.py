@@ -136,13 +136,13 @@ def train(cfg, run_dir: Path) -> dict:
     from sora.resilience import NonFiniteError, Preemption, find_resume_checkpoint, run_record
 
     quiet_libraries()
+    from sora.config import check_train_values
     from sora.errors import SoraError
 
+    check_train_values(cfg)  # ranges first: a bad number fails here, naming its key
     if cfg.task.kind.value != "dit" and (cfg.train.strategy.value == "fsdp" or cfg.train.sequence_parallel_size != 1):
         raise SoraError("train.strategy=fsdp and train.sequence_parallel_size split the DiT; task=vae trains with "
                         "train.strategy=ddp or auto and train.sequence_parallel_size=1")
-    if cfg.train.sequence_parallel_size < 1:
-        raise SoraError(f"train.sequence_parallel_size must be >= 1 (1: off), got {cfg.train.sequence_parallel_size}")
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
     ckpt_dir = run_dir / "checkpoints"

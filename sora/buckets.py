@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from sora.decode import BadSample
+from sora.errors import SoraError
 
 
 @dataclass(frozen=True)
@@ -42,8 +43,8 @@ def latent_grid(vae_cfg, patch_size, num_frames: int, height: int, width: int) -
     return t // pt, height // cs // ph, width // cs // pw
 
 
-def check_bucket(bucket: Bucket, vae_cfg, patch_size) -> None:
-    """Fail at start, naming the bucket, when the VAE and patchifier cannot cut it exactly."""
+def check_bucket(bucket: Bucket, vae_cfg, patch_size, where: str = "data.buckets") -> None:
+    """Fail at start, naming the bucket and the keys that set it, when the VAE and patchifier cannot cut it."""
     ct, cs = vae_cfg.temporal_compression, vae_cfg.spatial_compression
     pt, ph, pw = patch_size
     t = latent_frames(vae_cfg, bucket.num_frames)
@@ -55,7 +56,7 @@ def check_bucket(bucket: Bucket, vae_cfg, patch_size) -> None:
     if bucket.height % (cs * ph) or bucket.width % (cs * pw):
         problems.append(f"height and width must divide by {cs}x{ph} and {cs}x{pw} (VAE x patch)")
     if problems:
-        raise ValueError(f"data.buckets: bucket {list(vars(bucket).values())}: " + "; ".join(problems))
+        raise SoraError(f"{where}: bucket {list(vars(bucket).values())}: " + "; ".join(problems))
 
 
 class BucketSet:
@@ -76,13 +77,16 @@ class BucketSet:
         buckets = []
         for row in rows:
             if len(row) != 3 or min(row) < 1:
-                raise ValueError(f"data.buckets: each bucket is [num_frames, height, width] >= 1, got {list(row)}")
+                raise SoraError(f"data.buckets: each bucket is [num_frames, height, width] >= 1, got {list(row)}")
             buckets.append(Bucket(*map(int, row)))
+        if vae_cfg is not None:  # every bucket must cut exactly, or the first batch would fail deep in the VAE
+            where = "data.buckets" if data_cfg.buckets else "data.num_frames, data.height, data.width"
+            for b in buckets:
+                check_bucket(b, vae_cfg, patch_size or (1, 1, 1), where)
         if data_cfg.tokens_per_batch is None or vae_cfg is None:
             return cls(buckets, [data_cfg.batch_size_per_gpu] * len(buckets), None, patch_size or (1, 1, 1))
         sizes, tokens = [], []
         for b in buckets:
-            check_bucket(b, vae_cfg, patch_size)
             tokens.append(math.prod(latent_grid(vae_cfg, patch_size, b.num_frames, b.height, b.width)))
             sizes.append(max(1, data_cfg.tokens_per_batch // tokens[-1]))
         out = cls(buckets, sizes, data_cfg.tokens_per_batch, patch_size)

@@ -10,6 +10,9 @@ from enum import Enum
 from typing import List, Optional
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
+
+from sora.errors import SoraError
 
 # ---------------------------------------------------------------------------------------------------------------
 # Model parts
@@ -288,6 +291,94 @@ class SampleConfig:
     ema: bool = True
     batch_size: int = 8
     device: str = "auto"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Value checks
+# ---------------------------------------------------------------------------------------------------------------
+# The schema checks keys and types; these check ranges, so that `dit.num_heads=0` or `optim.lr=-1` fails at
+# start with one line naming the key, not with a stack trace from deep inside a model or Lightning.
+
+
+def _at_least(low):
+    return lambda v: v >= low, f">= {low}"
+
+
+def _above(low):
+    return lambda v: v > low, f"> {low}"
+
+
+def _within(low, high):
+    return lambda v: low <= v <= high, f"in [{low}, {high}]"
+
+
+# key: (test, what the value must be). A key whose value is null (an optional setting left off) is not checked.
+TRAIN_LIMITS = {
+    "dit.hidden_size": _at_least(1), "dit.depth": _at_least(1), "dit.num_heads": _at_least(1),
+    "dit.mlp_ratio": _above(0), "dit.rope_theta": _above(0), "dit.checkpoint_fraction": _within(0, 1),
+    "vae.latent_channels": _at_least(1), "vae.temporal_compression": _at_least(1),
+    "vae.spatial_compression": _at_least(1), "vae.base_channels": _at_least(1), "vae.num_res_blocks": _at_least(1),
+    "text.width": _at_least(1), "text.depth": _at_least(0), "text.num_heads": _at_least(1),
+    "text.max_tokens": _at_least(1),
+    "objective.logit_normal_std": _above(0), "objective.t_min": (lambda v: 0 < v < 1, "in (0, 1)"),
+    "sampler.steps": _at_least(1), "sampler.cfg": _at_least(0),
+    "data.num_frames": _at_least(1), "data.frame_stride": _at_least(1), "data.height": _at_least(1),
+    "data.width": _at_least(1), "data.batch_size_per_gpu": _at_least(1), "data.tokens_per_batch": _at_least(1),
+    "data.image_batch_ratio": _within(0, 1), "data.num_workers": _at_least(0), "data.shuffle_buffer": _at_least(0),
+    "data.min_side_px": _at_least(1), "data.max_aspect": _at_least(1), "data.sample_fps": _at_least(1),
+    "data.moving_shapes.clips_per_combo": _at_least(1), "data.moving_shapes.clips_per_shard": _at_least(1),
+    "data.moving_shapes.num_frames": _at_least(1), "data.moving_shapes.size_px": _at_least(8),
+    "data.moving_shapes.fps": _at_least(1),
+    "task.kl_weight": _at_least(0),
+    "optim.lr": _above(0), "optim.weight_decay": _at_least(0), "optim.warmup_steps": _at_least(0),
+    "optim.decay_fraction": _within(0, 1), "optim.grad_clip": _at_least(0),
+    "train.max_minutes": _above(0), "train.ema_decay": _within(0, 1), "train.caption_dropout": _within(0, 1),
+    "train.num_nodes": _at_least(1), "train.sequence_parallel_size": _at_least(1),
+    "train.log_every_n_steps": _at_least(1), "train.sample_every_n_steps": _at_least(0),
+    "train.checkpoint_every_n_steps": _at_least(1), "train.keep_last_n": _at_least(-1),
+    "train.max_nonfinite_steps": _at_least(0), "train.num_threads": _at_least(1), "train.samples_per_prompt": _at_least(1),
+}
+SAMPLE_LIMITS = {
+    "steps": _at_least(1), "cfg": _at_least(0), "num_frames": _at_least(1), "height": _at_least(1),
+    "width": _at_least(1), "fps": _at_least(1), "batch_size": _at_least(1),
+}
+
+
+def _check_limits(cfg, limits: dict) -> None:
+    for key, (ok, want) in limits.items():
+        value = OmegaConf.select(cfg, key)
+        if value is not None and not ok(value):
+            raise SoraError(f"{key} must be {want}, got {value}")
+
+
+def check_train_values(cfg) -> None:
+    """Ranges of a composed TrainConfig, and the settings that must agree with each other."""
+    _check_limits(cfg, TRAIN_LIMITS)
+    d = cfg.dit
+    if len(d.patch_size) != 3 or min(d.patch_size) < 1:
+        raise SoraError(f"dit.patch_size must be [pt, ph, pw], each >= 1, got {list(d.patch_size)}")
+    if d.hidden_size % d.num_heads:
+        raise SoraError(f"dit.hidden_size={d.hidden_size} must divide by dit.num_heads={d.num_heads}")
+    head_dim = d.hidden_size // d.num_heads
+    if head_dim % 2 or head_dim < 6:  # 3D RoPE rotates pairs of channels on each of the t, h, w axes (sora/rope.py)
+        raise SoraError(f"dit.hidden_size / dit.num_heads = {head_dim} channels a head; 3D RoPE needs an even "
+                        "number >= 6")
+    if cfg.text.kind.value == "vocab" and cfg.text.width % cfg.text.num_heads:
+        raise SoraError(f"text.width={cfg.text.width} must divide by text.num_heads={cfg.text.num_heads}")
+    if len(cfg.optim.betas) != 2 or not all(0 <= b < 1 for b in cfg.optim.betas):
+        raise SoraError(f"optim.betas must be two numbers in [0, 1), got {list(cfg.optim.betas)}")
+    devices = str(cfg.train.devices).strip()
+    if devices.lstrip("-").isdigit() and int(devices) < 1 and int(devices) != -1:
+        raise SoraError(f"train.devices must be auto, a count >= 1, -1 (all) or a list of indices, got {devices}")
+    if cfg.train.max_steps != -1 and cfg.train.max_steps < 1:
+        raise SoraError(f"train.max_steps must be >= 1, or -1 with train.max_minutes set, got {cfg.train.max_steps}")
+    if cfg.train.max_steps == -1 and cfg.train.max_minutes is None:
+        raise SoraError("train.max_steps=-1 (no step limit) needs train.max_minutes: the run would never end")
+
+
+def check_sample_values(cfg) -> None:
+    """Ranges of a composed SampleConfig (null settings come from the checkpoint)."""
+    _check_limits(cfg, SAMPLE_LIMITS)
 
 
 def register_schemas() -> None:

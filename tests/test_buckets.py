@@ -6,6 +6,7 @@ import torch
 from sora.buckets import Bucket, BucketSet, check_bucket, latent_grid
 from sora.data import make_loader, strip_bookkeeping
 from sora.decode import BadSample
+from sora.errors import SoraError
 from sora.dit import DiT
 from sora.vae import build_vae
 from tests.conftest import compose_config, logged_losses, run_entry, shrunk_overrides
@@ -51,11 +52,11 @@ def test_latent_grid_matches_the_vae():
 
 def test_buckets_the_vae_cannot_cut_fail_at_start():
     _, cfg = bucket_set()
-    with pytest.raises(ValueError, match=r"bucket \[8, 32, 32\].*temporal compression 4"):
+    with pytest.raises(SoraError, match=r"bucket \[8, 32, 32\].*temporal compression 4"):
         check_bucket(Bucket(8, 32, 32), cfg.vae, [1, 1, 1])
-    with pytest.raises(ValueError, match="divide by 8x1"):
+    with pytest.raises(SoraError, match="divide by 8x1"):
         check_bucket(Bucket(9, 30, 32), cfg.vae, [1, 1, 1])
-    with pytest.raises(ValueError, match="each bucket is"):
+    with pytest.raises(SoraError, match="each bucket is"):
         bucket_set("data.buckets=[[9,32]]")
 
 

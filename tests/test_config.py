@@ -1,10 +1,14 @@
-"""Every config file composes against the typed schema; wrong keys and types fail at composition."""
+"""Every config file composes against the typed schema; wrong keys and types fail at composition, bad values at start."""
+
+import re
 
 import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
+from sora.config import check_sample_values, check_train_values
+from sora.errors import SoraError
 from tests.conftest import CONFIGS, compose_config
 
 GROUP_OPTIONS = [(d.name, f.stem) for d in sorted(CONFIGS.iterdir()) if d.is_dir() for f in sorted(d.glob("*.yaml"))]
@@ -21,6 +25,7 @@ def test_group_option_composes(group, option):
     overrides = [f"{group}={option}"] + (["text.path=/some/dir"] if (group, option) == ("text", "hf") else [])
     cfg = compose_config("train", overrides)
     OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # no ??? left, every interpolation resolves
+    check_train_values(cfg)  # every preset's numbers are in range (heads divide the width, RoPE's head dim)
 
 
 def test_task_vae_switches_to_the_causal_vae():
@@ -51,3 +56,44 @@ def test_typed_rejects_stray_keys_in_saved_configs():
 
     with pytest.raises((ConfigKeyError, ValidationError)):
         typed({"dit": {"widht": 3}})
+
+
+@pytest.mark.parametrize("override, message", [
+    ("dit.depth=0", "dit.depth must be >= 1, got 0"),
+    ("dit.num_heads=0", "dit.num_heads must be >= 1, got 0"),
+    ("dit.hidden_size=102", "dit.hidden_size=102 must divide by dit.num_heads=4"),  # the tiny preset's 4 heads
+    ("dit.hidden_size=100", "dit.hidden_size / dit.num_heads = 25 channels a head; 3D RoPE needs an even number"),
+    ("dit.patch_size=[1,2]", "dit.patch_size must be [pt, ph, pw]"),
+    ("dit.checkpoint_fraction=1.5", "dit.checkpoint_fraction must be in [0, 1], got 1.5"),
+    ("optim.lr=-1", "optim.lr must be > 0, got -1.0"),
+    ("optim.betas=[0.9,1.5]", "optim.betas must be two numbers in [0, 1)"),
+    ("data.batch_size_per_gpu=0", "data.batch_size_per_gpu must be >= 1"),
+    ("data.num_workers=-1", "data.num_workers must be >= 0"),
+    ("data.image_batch_ratio=2", "data.image_batch_ratio must be in [0, 1]"),
+    ("train.keep_last_n=-5", "train.keep_last_n must be >= -1"),
+    ("train.devices=0", "train.devices must be auto, a count >= 1"),
+    ("train.max_steps=0", "train.max_steps must be >= 1"),
+    ("train.max_steps=-1 train.max_minutes=null", "needs train.max_minutes"),
+    ("train.sequence_parallel_size=0", "train.sequence_parallel_size must be >= 1"),
+    ("objective.t_min=0", "objective.t_min must be in (0, 1)"),
+    ("text.num_heads=3", "text.width=128 must divide by text.num_heads=3"),
+])
+def test_out_of_range_values_fail_naming_the_key(override, message):
+    with pytest.raises(SoraError, match=re.escape(message)):
+        check_train_values(compose_config("train", override.split()))
+
+
+def test_in_range_edge_values_pass():
+    check_train_values(compose_config("train", ["train.max_steps=-1", "train.max_minutes=5", "train.devices=-1",
+                                                "train.keep_last_n=-1", "dit.checkpoint_fraction=1", "optim.grad_clip=0",
+                                                "data.moving_shapes=null"]))
+    check_train_values(compose_config("train", ["train.devices='[0,1]'"]))
+
+
+def test_sample_values_fail_naming_the_key():
+    base = ["ckpt=x.ckpt", "prompt=a red circle moving left", "out=x.mp4"]
+    check_sample_values(compose_config("sample", base))
+    for override, message in [("steps=0", "steps must be >= 1"), ("batch_size=0", "batch_size must be >= 1"),
+                              ("height=-8", "height must be >= 1"), ("cfg=-1", "cfg must be >= 0")]:
+        with pytest.raises(SoraError, match=re.escape(message)):
+            check_sample_values(compose_config("sample", base + [override]))

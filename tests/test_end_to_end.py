@@ -122,6 +122,11 @@ def test_unknown_config_key(tmp_path):
     one_line_error(run_entry("sample.py", "ckpt=x", "prompt=a", "out=x.mp4", "tempreature=2"), "tempreature")
 
 
+def test_out_of_range_value(tmp_path):
+    one_line_error(run_entry("train.py", f"hydra.run.dir={tmp_path}", "dit.num_heads=0"), "error: dit.num_heads must be >= 1")
+    one_line_error(run_entry("sample.py", "ckpt=x", "prompt=a", "out=x.mp4", "steps=0"), "error: steps must be >= 1")
+
+
 def test_ckpt_that_is_not_a_checkpoint(trained_run, tmp_path):
     text = tmp_path / "notes.ckpt"
     text.write_text("hello")
