@@ -38,9 +38,13 @@ def make_logger(cfg, run_dir: Path):
 def prepare_data(cfg) -> None:
     """Build the moving-shapes dataset if the config asks for it and it is missing; check the shards exist."""
     from sora.data import expand_shards
+    from sora.errors import SoraError
     from sora.moving_shapes import ensure_moving_shapes
 
     if cfg.data.latent_cache:
+        if not Path(cfg.data.latent_cache).is_dir():
+            raise SoraError(f"data.latent_cache={cfg.data.latent_cache!r} is not a directory (write one with "
+                            "data/cache_latents.py)")
         shards = expand_shards(f"{cfg.data.latent_cache.rstrip('/')}/latents-*.tar")
         log.info("data: %d latent-cache shard(s) in %s", len(shards), cfg.data.latent_cache)
         return
@@ -50,6 +54,14 @@ def prepare_data(cfg) -> None:
             log.info("built the moving-shapes dataset in %s (%.0f s)", cfg.data.moving_shapes.root, time.time() - t0)
     shards = expand_shards(cfg.data.shards)
     log.info("data: %d shard(s) from %s", len(shards), cfg.data.shards)
+
+
+def warn_missing_prompts(cfg) -> None:
+    """A prompt file that is not there means no samples of it: say so, naming the key."""
+    for key in ("eval_prompts", "train_prompts"):
+        path = cfg.data[key]
+        if path and not Path(path).is_file():
+            log.warning("data.%s=%r is not a file: no samples of those prompts (null silences this)", key, path)
 
 
 def make_strategy(cfg):
@@ -126,6 +138,7 @@ def quiet_libraries() -> None:
 
 def train(cfg, run_dir: Path) -> dict:
     import lightning as L
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
     from sora.buckets import BucketSet
@@ -149,6 +162,8 @@ def train(cfg, run_dir: Path) -> dict:
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, ckpt_dir / "config.yaml", resolve=True)  # beside the checkpoints it describes
     prepare_data(cfg)
+    if cfg.task.kind.value == "dit":
+        warn_missing_prompts(cfg)
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
 
     is_dit = cfg.task.kind.value == "dit"
@@ -168,17 +183,23 @@ def train(cfg, run_dir: Path) -> dict:
     if is_dit and cfg.train.sample_every_n_steps > 0:
         callbacks.append(SampleVideos(read_prompts(cfg.data.eval_prompts), run_dir / "samples", cfg.train.sample_every_n_steps))
     on_gpu = torch.cuda.is_available() and cfg.train.accelerator in ("auto", "gpu", "cuda")
-    trainer = L.Trainer(
-        strategy=make_strategy(cfg), num_nodes=cfg.train.num_nodes,
-        max_steps=cfg.train.max_steps,
-        max_time={"minutes": cfg.train.max_minutes} if cfg.train.max_minutes else None,
-        accelerator=cfg.train.accelerator, devices=cfg.train.devices,
-        precision=cfg.train.precision or ("bf16-mixed" if on_gpu else "32-true"),
-        gradient_clip_val=cfg.optim.grad_clip or None,
-        log_every_n_steps=cfg.train.log_every_n_steps,
-        logger=make_logger(cfg, run_dir), callbacks=callbacks, plugins=[AtomicCheckpointIO()],
-        default_root_dir=run_dir, enable_model_summary=False, num_sanity_val_steps=0,
-    )
+    try:
+        trainer = L.Trainer(
+            strategy=make_strategy(cfg), num_nodes=cfg.train.num_nodes,
+            max_steps=cfg.train.max_steps,
+            max_time={"minutes": cfg.train.max_minutes} if cfg.train.max_minutes else None,
+            accelerator=cfg.train.accelerator, devices=cfg.train.devices,
+            precision=cfg.train.precision or ("bf16-mixed" if on_gpu else "32-true"),
+            gradient_clip_val=cfg.optim.grad_clip or None,
+            log_every_n_steps=cfg.train.log_every_n_steps,
+            logger=make_logger(cfg, run_dir), callbacks=callbacks, plugins=[AtomicCheckpointIO()],
+            default_root_dir=run_dir, enable_model_summary=False, num_sanity_val_steps=0,
+        )
+    except (ValueError, ModuleNotFoundError, MisconfigurationException) as e:  # Lightning's own checks of these keys
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SoraError(f"train.accelerator={cfg.train.accelerator}, train.devices={cfg.train.devices}, "
+                        f"train.precision={cfg.train.precision}, train.strategy={cfg.train.strategy.value}: "
+                        f"Lightning refused them: {first_line}") from None
     if trainer.is_global_zero:
         (run_dir / "run.json").write_text(json.dumps(module.run_record, indent=1))  # commit, versions, command, host
     resume = find_resume_checkpoint(ckpt_dir)

@@ -127,6 +127,16 @@ def test_out_of_range_value(tmp_path):
     one_line_error(run_entry("sample.py", "ckpt=x", "prompt=a", "out=x.mp4", "steps=0"), "error: steps must be >= 1")
 
 
+def test_settings_lightning_refuses_and_a_missing_latent_cache(shapes_dir, tmp_path):
+    base = shrunk_overrides(shapes_dir, tmp_path / "run")
+    one_line_error(run_entry("train.py", *base, "train.precision=fp7"), "train.precision=fp7", "Lightning refused them")
+    one_line_error(run_entry("train.py", *base, f"data.latent_cache={tmp_path}/none"), "is not a directory")
+    proc = run_entry("train.py", *base, f"data.eval_prompts={tmp_path}/none.txt", "train.max_steps=1",
+                     "train.final_samples=false")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "data.eval_prompts=" in proc.stderr + proc.stdout and "is not a file" in proc.stderr + proc.stdout
+
+
 def test_ckpt_that_is_not_a_checkpoint(trained_run, tmp_path):
     text = tmp_path / "notes.ckpt"
     text.write_text("hello")
