@@ -41,6 +41,7 @@ def resolve_jobs(cfg) -> tuple[list[str], list[Path]]:
 
 
 def sample(cfg) -> list[Path]:
+    from sora.buckets import Bucket, check_bucket
     from sora.callbacks import sample_settings
     from sora.checkpoint import load_dit_module
     from sora.pipeline import check_prompts, generate_to_files
@@ -48,8 +49,13 @@ def sample(cfg) -> list[Path]:
     check_sample_values(cfg)
     prompts, outs = resolve_jobs(cfg)
     prompts = check_prompts(prompts)  # before the checkpoint loads: a bad prompt fails at once
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if cfg.device == "auto" else cfg.device)
+    try:
+        device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
+                              "cpu" if cfg.device == "auto" else cfg.device)
+    except RuntimeError as e:  # not a device string torch knows
+        raise SoraError(f"device={cfg.device!r}: {e}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SoraError(f"device={cfg.device!r}, but this torch sees no CUDA device (use device=auto or cpu)")
     module, train_cfg = load_dit_module(cfg.ckpt)
     module.to(device).setup("predict")
     pipeline = module.pipeline(ema=cfg.ema)
@@ -59,6 +65,9 @@ def sample(cfg) -> list[Path]:
             s[key] = cfg[key]
     if cfg.sampler is not None:
         s["sampler"] = cfg.sampler.value
+    # The VAE and the patchifier must cut the requested size exactly, as every training bucket had to.
+    check_bucket(Bucket(s["num_frames"], s["height"], s["width"]), train_cfg.vae, train_cfg.dit.patch_size,
+                 "num_frames, height, width")
     log.info("sampling %d video(s): %s", len(prompts), s)
     t0 = time.time()
     generate_to_files(pipeline, prompts, outs, cfg.seed, batch_size=cfg.batch_size, **s)

@@ -162,6 +162,14 @@ def test_ckpt_that_would_run_code_is_refused(tmp_path):
     assert "this would have run" not in proc.stdout
 
 
+def test_sample_size_the_model_cannot_cut_and_a_missing_device(trained_run, tmp_path):
+    ckpt = trained_run / "checkpoints" / "last.ckpt"
+    base = ["sample.py", f"ckpt={ckpt}", "prompt=a red circle moving left", f"out={tmp_path}/x.mp4", "steps=1"]
+    one_line_error(run_entry(*base, "height=15"), "num_frames, height, width: bucket", "must divide by")
+    if not torch.cuda.is_available():
+        one_line_error(run_entry(*base, "device=cuda"), "device='cuda', but this torch sees no CUDA device")
+
+
 def test_empty_prompt(trained_run, tmp_path):
     ckpt = trained_run / "checkpoints" / "last.ckpt"
     one_line_error(run_entry("sample.py", f"ckpt={ckpt}", "prompt=''", f"out={tmp_path}/x.mp4"), "prompt 0 is empty")
