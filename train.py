@@ -183,16 +183,17 @@ def train(cfg, run_dir: Path) -> dict:
     if is_dit and cfg.train.sample_every_n_steps > 0:
         callbacks.append(SampleVideos(read_prompts(cfg.data.eval_prompts), run_dir / "samples", cfg.train.sample_every_n_steps))
     on_gpu = torch.cuda.is_available() and cfg.train.accelerator in ("auto", "gpu", "cuda")
+    strategy, logger = make_strategy(cfg), make_logger(cfg, run_dir)
     try:
         trainer = L.Trainer(
-            strategy=make_strategy(cfg), num_nodes=cfg.train.num_nodes,
+            strategy=strategy, num_nodes=cfg.train.num_nodes,
             max_steps=cfg.train.max_steps,
             max_time={"minutes": cfg.train.max_minutes} if cfg.train.max_minutes else None,
             accelerator=cfg.train.accelerator, devices=cfg.train.devices,
             precision=cfg.train.precision or ("bf16-mixed" if on_gpu else "32-true"),
             gradient_clip_val=cfg.optim.grad_clip or None,
             log_every_n_steps=cfg.train.log_every_n_steps,
-            logger=make_logger(cfg, run_dir), callbacks=callbacks, plugins=[AtomicCheckpointIO()],
+            logger=logger, callbacks=callbacks, plugins=[AtomicCheckpointIO()],
             default_root_dir=run_dir, enable_model_summary=False, num_sanity_val_steps=0,
         )
     except (ValueError, ModuleNotFoundError, MisconfigurationException) as e:  # Lightning's own checks of these keys
