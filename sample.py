@@ -3,18 +3,19 @@
     python sample.py ckpt=PATH prompt="a red circle moving left" out=x.mp4 seed=0
     python sample.py ckpt=PATH prompts=FILE out_dir=DIR seed=0      # DIR/000.mp4, 001.mp4, ... in order
 
-Frames, size, steps and guidance default to the checkpoint's; num_frames=, height=, width=, steps=, cfg=,
-sampler= override them.
+Frames, size, steps, guidance, sampler and schedule default to the checkpoint's; num_frames=, height=, width=,
+steps=, cfg=, sampler=, schedule=, shift=, fps= override them.
 """
 
 import logging
+import sys
 import time
 from pathlib import Path
 
 import hydra
 import torch
 
-from sora.config import check_sample_values, register_schemas
+from sora.config import check_sample_config, register_schemas
 from sora.errors import SoraError, exit_on_user_error
 
 log = logging.getLogger("sora.sample")
@@ -23,14 +24,8 @@ register_schemas()
 
 def resolve_jobs(cfg) -> tuple[list[str], list[Path]]:
     """The prompts and the file each goes to, from prompt/out or prompts/out_dir."""
-    if (cfg.prompt is None) == (cfg.prompts is None):
-        raise SoraError("give exactly one of prompt='...' (with out=FILE.mp4) or prompts=FILE (with out_dir=DIR)")
     if cfg.prompt is not None:
-        if not cfg.out:
-            raise SoraError("prompt= needs out=FILE.mp4")
         return [cfg.prompt], [Path(cfg.out)]
-    if not cfg.out_dir:
-        raise SoraError("prompts= needs out_dir=DIR")
     path = Path(cfg.prompts)
     if not path.is_file():
         raise SoraError(f"prompts={cfg.prompts!r} is not a file (one prompt a line)")
@@ -40,37 +35,34 @@ def resolve_jobs(cfg) -> tuple[list[str], list[Path]]:
     return prompts, [Path(cfg.out_dir) / f"{i:03d}.mp4" for i in range(len(prompts))]
 
 
-def sample(cfg) -> list[Path]:
-    from sora.buckets import Bucket, check_bucket
-    from sora.callbacks import sample_settings
-    from sora.checkpoint import load_dit_module
-    from sora.pipeline import check_prompts, generate_to_files
+def resolve_device(name: str) -> torch.device:
+    try:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else torch.device(name)
+    except RuntimeError as e:  # not a device string torch knows
+        raise SoraError(f"device={name!r}: {e}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SoraError(f"device={name!r}, but this torch sees no CUDA device (use device=auto or cpu)")
+    return device
 
-    check_sample_values(cfg)
+
+def sample(cfg) -> list[Path]:
+    from sora.inference.bundle import ModelBundle
+    from sora.inference.pipeline import SampleSettings, check_prompts, generate_to_files
+
+    check_sample_config(cfg)
     prompts, outs = resolve_jobs(cfg)
     prompts = check_prompts(prompts)  # before the checkpoint loads: a bad prompt fails at once
-    try:
-        device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                              "cpu" if cfg.device == "auto" else cfg.device)
-    except RuntimeError as e:  # not a device string torch knows
-        raise SoraError(f"device={cfg.device!r}: {e}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SoraError(f"device={cfg.device!r}, but this torch sees no CUDA device (use device=auto or cpu)")
-    module, train_cfg = load_dit_module(cfg.ckpt)
-    module.to(device).setup("predict")
-    pipeline = module.pipeline(ema=cfg.ema)
-    s = sample_settings(train_cfg)
-    for key in ("num_frames", "height", "width", "steps", "cfg", "fps"):
-        if cfg[key] is not None:
-            s[key] = cfg[key]
-    if cfg.sampler is not None:
-        s["sampler"] = cfg.sampler.value
+    device = resolve_device(cfg.device)
+    bundle = ModelBundle.from_checkpoint(cfg.ckpt, ema=cfg.ema).to(device)
+    settings = SampleSettings.of(bundle.cfg).override(
+        num_frames=cfg.num_frames, height=cfg.height, width=cfg.width, steps=cfg.steps, cfg=cfg.cfg,
+        sampler=cfg.sampler, schedule=cfg.schedule, shift=cfg.shift, fps=cfg.fps)
     # The VAE and the patchifier must cut the requested size exactly, as every training bucket had to.
-    check_bucket(Bucket(s["num_frames"], s["height"], s["width"]), train_cfg.vae, train_cfg.dit.patch_size,
-                 "num_frames, height, width")
-    log.info("sampling %d video(s): %s", len(prompts), s)
+    bundle.geometry.check(settings.num_frames, settings.height, settings.width, "num_frames, height, width")
+    log.info("sampling %d video(s) with the %s weights: %s", len(prompts), bundle.weights, settings.as_dict())
     t0 = time.time()
-    generate_to_files(pipeline, prompts, outs, cfg.seed, batch_size=cfg.batch_size, **s)
+    generate_to_files(bundle, prompts, outs, cfg.seed, settings, batch_size=cfg.batch_size,
+                      progress=sys.stderr.isatty())
     for out in outs:
         print(out, flush=True)
     log.info("wrote %d video(s) in %.1f s", len(outs), time.time() - t0)

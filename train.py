@@ -37,9 +37,9 @@ def make_logger(cfg, run_dir: Path):
 
 def prepare_data(cfg) -> None:
     """Build the moving-shapes dataset if the config asks for it and it is missing; check the shards exist."""
-    from sora.data import expand_shards
+    from sora.data.moving_shapes import ensure_moving_shapes
+    from sora.data.stream import expand_shards
     from sora.errors import SoraError
-    from sora.moving_shapes import ensure_moving_shapes
 
     if cfg.data.latent_cache:
         if not Path(cfg.data.latent_cache).is_dir():
@@ -84,44 +84,6 @@ def make_strategy(cfg):
     return DDPStrategy(find_unused_parameters=False)
 
 
-def require_full_cross(dit_cfg, setting: str) -> None:
-    """Token splitting and packing exist for full attention with cross-attention text (the DiT's asserts say so too)."""
-    from sora.errors import SoraError
-
-    layout, text = dit_cfg.attention_layout.value, dit_cfg.text_conditioning.value
-    if layout != "full" or text != "cross":
-        raise SoraError(f"{setting} needs dit.attention_layout=full and dit.text_conditioning=cross "
-                        f"(got {layout}, {text})")
-
-
-def check_sequence_parallel(cfg, buckets, sp: int) -> None:
-    """Fail at start, naming the setting, when a clip's tokens or heads cannot be split over `sp` ranks."""
-    from sora.buckets import latent_grid
-    from sora.errors import SoraError
-
-    d = cfg.dit
-    require_full_cross(d, f"train.sequence_parallel_size={sp}")
-    if d.num_heads % sp:
-        raise SoraError(f"train.sequence_parallel_size={sp} must divide dit.num_heads={d.num_heads}")
-    for b in buckets.buckets:
-        t, h, w = latent_grid(cfg.vae, d.patch_size, b.num_frames, b.height, b.width)
-        if (t * h * w) % sp:
-            raise SoraError(f"data.buckets: bucket {[b.num_frames, b.height, b.width]} has {t * h * w} tokens, "
-                            f"which do not split over train.sequence_parallel_size={sp}")
-
-
-def check_packing(cfg, is_dit: bool, sp: int) -> None:
-    """data.packing runs DiT.forward_packed: refuse, at start, the settings it does not cover."""
-    from sora.errors import SoraError
-
-    d = cfg.dit
-    if not is_dit:
-        raise SoraError("data.packing=true packs DiT token sequences; task=vae trains on one bucket per batch")
-    require_full_cross(d, "data.packing=true")
-    if sp > 1:
-        raise SoraError("data.packing=true does not combine with train.sequence_parallel_size > 1 yet")
-
-
 def quiet_libraries() -> None:
     """One copy of each log line (Hydra's handlers), and no warnings that are by design here."""
     import lightning  # noqa: F401  (adds its own handlers on import)
@@ -141,35 +103,48 @@ def train(cfg, run_dir: Path) -> dict:
     from lightning.fabric.utilities.exceptions import MisconfigurationException
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
-    from sora.buckets import BucketSet
-    from sora.callbacks import DataReport, SampleVideos, Throughput, evaluate_dit, evaluate_vae, read_prompts
-    from sora.checkpoint import AtomicCheckpointIO
-    from sora.data import ClipDataModule, make_loader
-    from sora.module import DiTModule, VAEModule, num_params
-    from sora.resilience import NonFiniteError, Preemption, find_resume_checkpoint, run_record
+    from sora.config import check_against_vae, check_train_config
+    from sora.data.buckets import BucketSet
+    from sora.data.stream import make_loader
+    from sora.errors import SoraError
+    from sora.eval.end_of_run import probe_prompts, read_prompts, reconstruct
+    from sora.inference.bundle import ModelBundle, vae_from_config
+    from sora.inference.pipeline import SampleSettings
+    from sora.models.flops import num_params
+    from sora.models.geometry import LatentGeometry
+    from sora.models.vae import build_vae
+    from sora.training.callbacks import DataReport, SampleVideos, Throughput
+    from sora.training.datamodule import ClipDataModule
+    from sora.training.dit_task import DiTTask
+    from sora.training.resilience import (AtomicCheckpointIO, NonFiniteError, Preemption, find_resume_checkpoint,
+                                          run_record)
+    from sora.training.vae_task import VAETask
 
     quiet_libraries()
-    from sora.config import check_train_values
-    from sora.errors import SoraError
-
-    check_train_values(cfg)  # ranges first: a bad number fails here, naming its key
-    if cfg.task.kind.value != "dit" and (cfg.train.strategy.value == "fsdp" or cfg.train.sequence_parallel_size != 1):
-        raise SoraError("train.strategy=fsdp and train.sequence_parallel_size split the DiT; task=vae trains with "
-                        "train.strategy=ddp or auto and train.sequence_parallel_size=1")
+    check_train_config(cfg)  # keys, ranges and settings that must agree: a bad value fails here, naming its key
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
     ckpt_dir = run_dir / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, ckpt_dir / "config.yaml", resolve=True)  # beside the checkpoints it describes
     prepare_data(cfg)
-    if cfg.task.kind.value == "dit":
+    is_dit = cfg.task.kind.value == "dit"
+    if is_dit:
         warn_missing_prompts(cfg)
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
 
-    is_dit = cfg.task.kind.value == "dit"
-    module = DiTModule(cfg) if is_dit else VAEModule(cfg)
-    log.info("task=%s  params: %s", cfg.task.kind.value,
-             f"dit {num_params(module.dit)}, text {num_params(module.text)}" if is_dit else f"vae {num_params(module.vae)}")
+    # The VAE (trained, from vae.ckpt) decides the frame rule: every bucket is checked against it before the
+    # DiT is built.
+    if is_dit:
+        vae, cfg = vae_from_config(cfg)
+        geometry = LatentGeometry.of(vae, cfg.dit.patch_size)
+    else:
+        with torch.device("meta"):
+            geometry = LatentGeometry.of(build_vae(cfg.vae))
+    check_against_vae(cfg, geometry)
+    module = DiTTask(cfg, ModelBundle.build(cfg, vae=vae)) if is_dit else VAETask(cfg)
+    log.info("task=%s  params: %s", cfg.task.kind.value, f"dit {num_params(module.model.dit)}, text "
+             f"{num_params(module.model.text)}" if is_dit else f"vae {num_params(module.vae)}")
 
     module.run_record = run_record()
     last = ckpt_dir / "last.ckpt"
@@ -207,16 +182,11 @@ def train(cfg, run_dir: Path) -> dict:
     if resume:
         log.info("resuming from %s", resume)
     if is_dit and cfg.data.latent_cache:
-        from sora.latent_cache import check_cache
+        from sora.data.latent_cache import check_cache
 
-        check_cache(cfg.data.latent_cache, module.vae, module.text)
-    # Per-bucket batch sizes need the VAE's compression and the patch size (tokens per clip).
-    buckets = BucketSet.from_config(module.cfg.data, module.cfg.vae, module.cfg.dit.patch_size if is_dit else (1, 1, 1))
+        check_cache(cfg.data.latent_cache, module.model.vae, module.model.text)
+    buckets = BucketSet.from_config(cfg.data, geometry)  # per-bucket batch sizes from the token budget
     sp = cfg.train.sequence_parallel_size
-    if is_dit and sp > 1:
-        check_sequence_parallel(module.cfg, buckets, sp)
-    if cfg.data.packing:
-        check_packing(module.cfg, is_dit, sp)
     datamodule = ClipDataModule(cfg.data, cfg.train.seed, buckets, sp if is_dit else 1)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
@@ -237,14 +207,17 @@ def train(cfg, run_dir: Path) -> dict:
     if trainer.is_global_zero:
         if cfg.train.final_samples:
             t0 = time.time()
+            final = run_dir / "samples" / "final"
             if is_dit:
-                results["probe"] = evaluate_dit(module, run_dir)
+                prompts = {"heldout": cfg.data.eval_prompts, "train": cfg.data.train_prompts}
+                results["probe"] = probe_prompts(module.sampling_bundle(ema=True), prompts, final,
+                                                 cfg.train.samples_per_prompt, SampleSettings.of(cfg))
             else:
                 eval_data = cfg.data.copy()
                 eval_data.shards, eval_data.num_workers = cfg.data.eval_shards or cfg.data.shards, 0
-                results.update(evaluate_vae(module, make_loader(eval_data, seed=1), run_dir))
+                results.update(reconstruct(module.vae, make_loader(eval_data, seed=1), final, cfg.data.sample_fps))
             results["eval_seconds"] = round(time.time() - t0, 1)
-            log.info("samples in %s", run_dir / "samples" / "final")
+            log.info("samples in %s", final)
         # Written only when a run finishes (not when preempted): its presence says the run is complete.
         (run_dir / "results.json").write_text(json.dumps(results, indent=1))
         print(json.dumps(results, indent=1), flush=True)

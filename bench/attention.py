@@ -1,6 +1,6 @@
 """Attention kernels at DiT shapes: forward + backward time of each backend behind `dit.attention_backend`.
 
-At 16k+ tokens attention is most of a DiT step's FLOPs (sora/flops.py), so the kernel decides the speed.
+At 16k+ tokens attention is most of a DiT step's FLOPs (sora/models/flops.py), so the kernel decides the speed.
 Rows: torch SDPA with its own choice, SDPA pinned to each of its kernels (flash, cuDNN, memory-efficient),
 xformers (which picks FlashAttention-3 on Hopper where it can), and FlexAttention. GPU only.
 
@@ -8,7 +8,7 @@ xformers (which picks FlashAttention-3 on Hopper where it can), and FlexAttentio
     python bench/attention.py --tokens 4096 --heads 6 --head-dim 64
 
 Prints one JSON object per row: milliseconds for forward + backward (median of CUDA-event timings) and
-TFLOP/s counted as 3 x the forward's 4 n^2 d h (the convention of sora/flops.py).
+TFLOP/s counted as 3 x the forward's 4 n^2 d h (the convention of sora/models/flops.py).
 """
 
 import argparse

@@ -5,7 +5,7 @@
   naive_pyav         each file opened with PyAV and decoded whole to RGB frames (as torchvision.io.read_video
                      does), then the clip taken and the same resize/crop
   pyav_stop_at_clip  for context: PyAV decoding in order from the start and stopping at the clip's last frame
-  latent_cache       latent shards written by sora/latent_cache.py (causal 4x8x8 VAE latents), read as training
+  latent_cache       latent shards written by sora/data/latent_cache.py (causal 4x8x8 VAE latents), read as training
                      reads them
 
 Sources are 10-second H.264 clips at 24 fps with a keyframe every 2 s (what web video platforms serve);
@@ -33,9 +33,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sora.buckets import BucketSet, resize_crop  # noqa: E402
-from sora.data import ClipStream, expand_shards, strip_bookkeeping  # noqa: E402
-from sora.shard_writer import Source, write_shards  # noqa: E402
+from sora.data.buckets import BucketSet, resize_crop  # noqa: E402
+from sora.data.stream import ClipStream, expand_shards, strip_bookkeeping  # noqa: E402
+from sora.data.shard_writer import Source, write_shards  # noqa: E402
 
 
 def make_clips(root: Path, n: int, frames: int, size: int, fps: int, gop: int) -> list[Path]:
@@ -141,14 +141,14 @@ def main() -> None:
             rows.append({**common, "path": name, "clips": total, "seconds": round(secs, 3), "clips_per_s": round(total / secs, 2)})
 
         # The latent cache of a 4x8x8 causal VAE (untrained: reading speed does not depend on the weights).
-        from sora.latent_cache import write_latent_cache
-        from sora.module import DiTModule
+        from sora.data.latent_cache import write_latent_cache
+        from sora.inference.bundle import ModelBundle
 
         full = compose_config("train", [*overrides, "vae=causal3d", "vae.base_channels=8", "dit.patch_size=[1,2,2]",
                                         f"data.latent_cache={root}/latents"])
-        module = DiTModule(full)
+        bundle = ModelBundle.build(full)
         t0 = time.perf_counter()
-        info = write_latent_cache(module.cfg, module.vae, module.text, str(root / "latents"))
+        info = write_latent_cache(bundle.cfg, bundle.vae, bundle.text, bundle.geometry, str(root / "latents"))
         write_s = time.perf_counter() - t0
         stream = ClipStream(expand_shards(f"{root}/latents/latents-*.tar"), full.data, BucketSet.from_config(full.data), seed=0)
         secs, n = time_stream(stream, total * 10)

@@ -3,8 +3,8 @@
 Each row builds one model from a small random config: the same width, depth, heads, 16 latent channels,
 1x2x2 patches, token count and text length. It runs forward + MSE loss + backward in a fresh process, so
 each row's peak memory is its own. Rows:
-  ours_cross       sora.dit.DiT, full attention + cross-attention to text (as Wan)
-  ours_joint       sora.dit.DiT, full attention with text in the attention (MM-DiT, as CogVideoX)
+  ours_cross       sora.models.dit.DiT, full attention + cross-attention to text (as Wan)
+  ours_joint       sora.models.dit.DiT, full attention with text in the attention (MM-DiT, as CogVideoX)
   wan              diffusers.WanTransformer3DModel
   cogvideox        diffusers.CogVideoXTransformer3DModel
 
@@ -13,7 +13,7 @@ each row's peak memory is its own. Rows:
     python bench/dit_step.py --preset XL --grid 32 32 32 --checkpoint-fraction 1 --models ours_cross
 
 Prints one JSON object per result row on stdout, then ratio rows (ours / peer step time as a speed-up).
-MFU is reported where the GPU's bf16 peak is known (sora/flops.py); model FLOPs are ours for every row,
+MFU is reported where the GPU's bf16 peak is known (sora/models/flops.py); model FLOPs are ours for every row,
 since all rows do the same work up to the variants' small differences.
 """
 
@@ -41,12 +41,13 @@ def build(name: str, width: int, depth: int, heads: int, grid, text_len: int, te
     """(model, step inputs -> prediction) for one row."""
     t, h, w = grid
     if name.startswith("ours"):
-        from sora.dit import DiT
+        from sora.models.conditioning import Conditioning
+        from sora.models.dit import DiT
 
         model = DiT(16, text_dim, hidden_size=width, depth=depth, num_heads=heads, patch_size=(1, 2, 2),
                     text_conditioning="joint" if name == "ours_joint" else "cross", checkpoint_fraction=ckpt_fraction,
                     attention_backend=backend)
-        return model, lambda x, ts, ctx, mask: model(x, ts, ctx, mask)
+        return model, lambda x, ts, ctx, mask: model(x, ts, Conditioning(ctx, mask))
     if name == "wan":
         from diffusers import WanTransformer3DModel
 
@@ -74,7 +75,7 @@ def build(name: str, width: int, depth: int, heads: int, grid, text_len: int, te
 
 def run_row(a) -> dict:
     """Time one model in this process (called in a fresh subprocess per row)."""
-    from sora.flops import device_peak_flops, dit_train_flops, mfu
+    from sora.models.flops import device_peak_flops, dit_train_flops, mfu
 
     device = torch.device(a.device)
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[a.dtype]
@@ -133,7 +134,7 @@ def run_row(a) -> dict:
                                           max_name_column_width=70)
         Path(a.profile_out).mkdir(parents=True, exist_ok=True)
         (Path(a.profile_out) / f"profile_{a.row}_{tokens}.txt").write_text(table)
-    from sora.dit import DiT
+    from sora.models.dit import DiT
 
     with torch.device("meta"):
         ref = DiT(16, a.text_dim, hidden_size=width, depth=depth, num_heads=heads, patch_size=(1, 2, 2),

@@ -4,7 +4,7 @@
     python train.py             data.latent_cache=cache/ vae=causal3d vae.ckpt=vae.ckpt     # no decoding
 
 Takes the same config and overrides as train.py (buckets, frames, size, VAE, text encoder); writes
-`data.latent_cache`/latents-NNNNNN.tar and cache_info.json. See sora/latent_cache.py for the format.
+`data.latent_cache`/latents-NNNNNN.tar and cache_info.json. See sora/data/latent_cache.py for the format.
 """
 
 import json
@@ -27,16 +27,22 @@ register_schemas()
 @hydra.main(version_base=None, config_path="../configs", config_name="train")
 @exit_on_user_error
 def main(cfg) -> None:
-    from sora.latent_cache import write_latent_cache
-    from sora.module import DiTModule
+    from sora.config import check_against_vae, check_train_config
+    from sora.data.latent_cache import write_latent_cache
+    from sora.inference.bundle import vae_from_config
+    from sora.models.geometry import LatentGeometry
+    from sora.models.text import build_text_encoder
 
+    check_train_config(cfg)
     if not cfg.data.latent_cache:
         raise SoraError("set data.latent_cache=DIR: where the cache is written (and later read by train.py)")
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
-    module = DiTModule(cfg)  # the VAE and text encoder exactly as train.py builds them (vae.ckpt, text.path)
+    vae, cfg = vae_from_config(cfg)  # the VAE and text encoder exactly as train.py builds them (vae.ckpt, text.path)
+    geometry = LatentGeometry.of(vae, cfg.dit.patch_size)
+    check_against_vae(cfg, geometry)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    info = write_latent_cache(module.cfg, module.vae, module.text, cfg.data.latent_cache, device)
+    info = write_latent_cache(cfg, vae, build_text_encoder(cfg.text), geometry, cfg.data.latent_cache, device)
     print(json.dumps(info, indent=1), flush=True)
     log.info("wrote %d samples to %s", info["num_samples"], cfg.data.latent_cache)
 

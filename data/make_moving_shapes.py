@@ -11,7 +11,7 @@ import argparse
 import time
 
 from sora.config import MovingShapesConfig
-from sora.moving_shapes import write_moving_shapes
+from sora.data.moving_shapes import write_moving_shapes
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
 from sora.errors import SoraError  # noqa: E402
-from sora.shard_writer import Filters, check_output_dir, read_manifest, scan_folder, write_shards  # noqa: E402
+from sora.data.shard_writer import Filters, check_output_dir, read_manifest, scan_folder, write_shards  # noqa: E402
 
 
 def main(argv=None) -> int:

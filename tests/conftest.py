@@ -19,7 +19,7 @@ def require_xformers() -> None:
     """Skip unless xformers is installed and its CUDA kernels load (a wheel built for another torch loads none)."""
     import torch
 
-    from sora.attention import attention
+    from sora.models.attention import attention
     from sora.errors import SoraError
 
     pytest.importorskip("xformers")
@@ -39,7 +39,7 @@ def compose_config(name: str = "train", overrides: list[str] = ()):
 @pytest.fixture(scope="session")
 def shapes_dir(tmp_path_factory) -> Path:
     """A small moving-shapes dataset: 64 train combos x 2 clips in 4 shards, 16 frames of 32x32."""
-    from sora.moving_shapes import write_moving_shapes
+    from sora.data.moving_shapes import write_moving_shapes
 
     root = tmp_path_factory.mktemp("data") / "moving_shapes"
     write_moving_shapes(MovingShapesConfig(root=str(root), clips_per_combo=2, clips_per_shard=32, num_frames=16, size_px=32))
@@ -83,7 +83,7 @@ def run_entry(script: str, *args: str, cwd: Path = ROOT, timeout: int = 600) -> 
 @pytest.fixture(scope="session")
 def mixed_shards(tmp_path_factory) -> Path:
     """Shards written by the real shard writer from a folder of square and wide videos and images, captioned."""
-    from sora.shard_writer import scan_folder, write_shards
+    from sora.data.shard_writer import scan_folder, write_shards
     from tests.media import moving_square, write_image, write_video
 
     src = tmp_path_factory.mktemp("mixed_src")

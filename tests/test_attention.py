@@ -5,7 +5,7 @@ import sys
 import pytest
 import torch
 
-from sora.attention import Segments, attention
+from sora.models.attention import Segments, attention
 from sora.errors import SoraError
 from tests.conftest import require_xformers
 

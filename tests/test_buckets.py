@@ -3,26 +3,32 @@
 import pytest
 import torch
 
-from sora.buckets import Bucket, BucketSet, check_bucket, latent_grid
-from sora.data import make_loader, strip_bookkeeping
-from sora.decode import BadSample
+from sora.config import check_against_vae, check_train_config
+from sora.data.buckets import Bucket, BucketSet
+from sora.data.decode import BadSample
+from sora.data.stream import make_loader, strip_bookkeeping
 from sora.errors import SoraError
-from sora.dit import DiT
-from sora.vae import build_vae
+from sora.models.conditioning import Conditioning
+from sora.models.dit import DiT
+from sora.models.geometry import LatentGeometry
+from sora.models.vae import build_vae
 from tests.conftest import compose_config, logged_losses, run_entry, shrunk_overrides
 
 BUCKETS = [[1, 32, 32], [1, 24, 40], [9, 32, 32], [9, 24, 40], [9, 40, 24], [5, 24, 40]]
+BASE = ["vae=causal3d", "dit.patch_size=[1,1,1]"]
+LATENT = LatentGeometry(4, 4, 8, True, (1, 1, 1))  # the causal 4x8x8 VAE
 
 
 def bucket_set(*overrides):
     cfg = compose_config("train", ["vae=causal3d", "vae.spatial_compression=8", "vae.temporal_compression=4",
                                    f"data.buckets={BUCKETS}", "data.tokens_per_batch=240", "dit.patch_size=[1,1,1]",
                                    *overrides])
-    return BucketSet.from_config(cfg.data, cfg.vae, cfg.dit.patch_size), cfg
+    geometry = LatentGeometry.of(build_vae(cfg.vae), cfg.dit.patch_size)
+    return BucketSet.from_config(cfg.data, geometry), cfg, geometry
 
 
 def test_assignment_keeps_aspect_then_length_then_size():
-    bs, _ = bucket_set()
+    bs, _, _ = bucket_set()
     pick = lambda *a: bs.buckets[bs.assign(*a, frame_stride=1)]  # noqa: E731
     assert pick(100, 720, 1280, False) == Bucket(9, 24, 40)  # wide video -> the wide, longest bucket
     assert pick(100, 1280, 720, False) == Bucket(9, 40, 24)  # portrait
@@ -34,39 +40,29 @@ def test_assignment_keeps_aspect_then_length_then_size():
 
 
 def test_batch_size_keeps_tokens_per_batch_near_the_target():
-    bs, cfg = bucket_set()
+    bs, cfg, geometry = bucket_set()
     for b, size in zip(bs.buckets, bs.batch_sizes):
-        tokens = torch.tensor(latent_grid(cfg.vae, cfg.dit.patch_size, b.num_frames, b.height, b.width)).prod().item()
+        tokens = torch.tensor(geometry.token_grid(b.num_frames, b.height, b.width)).prod().item()
         assert size == max(1, 240 // tokens)
         assert size * tokens <= 240 < (size + 1) * tokens
     assert bs.batch_sizes[0] > bs.batch_sizes[2]  # images batch more than 9-frame clips
 
 
-def test_latent_grid_matches_the_vae():
-    _, cfg = bucket_set()
-    vae = build_vae(cfg.vae)
-    for frames, h, w in BUCKETS:
-        _, t, lh, lw = vae.latent_shape(frames, h, w)
-        assert latent_grid(cfg.vae, [1, 1, 1], frames, h, w) == (t, lh, lw)
-
-
 def test_buckets_the_vae_cannot_cut_fail_at_start():
-    _, cfg = bucket_set()
-    with pytest.raises(SoraError, match=r"bucket \[8, 32, 32\].*temporal compression 4"):
-        check_bucket(Bucket(8, 32, 32), cfg.vae, [1, 1, 1])
+    with pytest.raises(SoraError, match=r"data.buckets: \[8, 32, 32\].*temporal compression 4"):
+        check_against_vae(compose_config("train", [*BASE, "data.buckets=[[8,32,32]]"]), LATENT)
     with pytest.raises(SoraError, match="divide by 8x1"):
-        check_bucket(Bucket(9, 30, 32), cfg.vae, [1, 1, 1])
+        check_against_vae(compose_config("train", [*BASE, "data.buckets=[[9,30,32]]"]), LATENT)
     with pytest.raises(SoraError, match="each bucket is"):
-        bucket_set("data.buckets=[[9,32]]")
+        check_train_config(compose_config("train", [*BASE, "data.buckets=[[9,32]]"]))
 
 
 def test_the_dit_takes_every_bucket_shape():
-    bs, cfg = bucket_set()
+    bs, cfg, geometry = bucket_set()
     dit = DiT(4, 16, hidden_size=32, depth=1, num_heads=2, patch_size=(1, 1, 1))
-    vae = build_vae(cfg.vae)
     for b in bs.buckets:
-        z = torch.randn(2, *vae.latent_shape(b.num_frames, b.height, b.width))
-        out = dit(z, torch.rand(2), torch.randn(2, 3, 16), torch.ones(2, 3, dtype=torch.bool))
+        z = torch.randn(2, *geometry.latent_shape(b.num_frames, b.height, b.width))
+        out = dit(z, torch.rand(2), Conditioning(torch.randn(2, 3, 16), torch.ones(2, 3, dtype=torch.bool)))
         assert out.shape == z.shape
 
 
@@ -92,7 +88,7 @@ PACK = ["vae=causal3d", "vae.spatial_compression=8", "vae.temporal_compression=4
 
 def test_packing_mixes_shapes_within_the_token_budget_and_keeps_every_clip(mixed_shards):
     cfg = compose_config("train", [f"data.shards={mixed_shards}/shard-*.tar", *PACK])
-    bs = BucketSet.from_config(cfg.data, cfg.vae, cfg.dit.patch_size)
+    bs = BucketSet.from_config(cfg.data, LatentGeometry.of(build_vae(cfg.vae), cfg.dit.patch_size))
     tokens_of = {(b.num_frames, b.height, b.width): n for b, n in zip(bs.buckets, bs.tokens)}
     captions, mixed = [], 0
     for raw in make_loader(cfg.data, seed=0, buckets=bs):
@@ -122,10 +118,10 @@ def test_train_py_trains_on_packed_batches(mixed_shards, shapes_dir, tmp_path, s
 
 def test_packed_stream_resumes_exactly(mixed_shards):
     """A pack's position (its members, the shuffle buffer, the RNG) restores the stream mid-epoch."""
-    from sora.data import ClipStream, expand_shards
+    from sora.data.stream import ClipStream, expand_shards
 
     cfg = compose_config("train", [f"data.shards={mixed_shards}/shard-*.tar", *PACK])
-    bs = BucketSet.from_config(cfg.data, cfg.vae, cfg.dit.patch_size)
+    bs = BucketSet.from_config(cfg.data, LatentGeometry.of(build_vae(cfg.vae), cfg.dit.patch_size))
     shards = expand_shards(cfg.data.shards)
     full = [b for _, b in zip(range(16), ClipStream(shards, cfg.data, bs, seed=1))]  # crosses an epoch
     cut = 5

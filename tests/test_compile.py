@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from sora.dit import DiT
+from sora.models.conditioning import Conditioning
+from sora.models.dit import DiT
 
 
 @pytest.mark.slow  # inductor compiles C++ on CPU: about a minute
@@ -18,7 +19,7 @@ def test_compiled_blocks_match_eager():
         block.compile()
     x, t, ctx, mask = torch.randn(2, 3, 2, 8, 8), torch.rand(2), torch.randn(2, 4, 16), torch.ones(2, 4, dtype=torch.bool)
     for model in (eager, compiled):
-        model(x, t, ctx, mask).square().mean().backward()
-    torch.testing.assert_close(compiled(x, t, ctx, mask), eager(x, t, ctx, mask), atol=1e-4, rtol=1e-4)
+        model(x, t, Conditioning(ctx, mask)).square().mean().backward()
+    torch.testing.assert_close(compiled(x, t, Conditioning(ctx, mask)), eager(x, t, Conditioning(ctx, mask)), atol=1e-4, rtol=1e-4)
     for a, b in zip(eager.parameters(), compiled.parameters()):
         torch.testing.assert_close(a.grad, b.grad, atol=1e-4, rtol=1e-4)

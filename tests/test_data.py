@@ -10,10 +10,10 @@ import pytest
 import torch
 import webdataset as wds
 
-import sora.data
-from sora.buckets import BucketSet, resize_crop
-from sora.data import ClipStream, check_shards, expand_shards, make_loader, strip_bookkeeping
-from sora.decode import BadSample, decode_clip
+import sora.data.stream
+from sora.data.buckets import BucketSet, resize_crop
+from sora.data.stream import ClipStream, check_shards, expand_shards, make_loader, strip_bookkeeping
+from sora.data.decode import BadSample, decode_clip
 from sora.errors import SoraError
 from tests.conftest import compose_config
 
@@ -30,6 +30,21 @@ def test_loader_yields_bcthw_in_range(shapes_dir):
     assert batch["video"].min() >= -1 and batch["video"].max() <= 1 and batch["video"].max() > 0.5
     assert all(c.startswith("a ") and " moving " in c for c in batch["caption"])
     assert position["reader"] == 0 and position["epoch"] == 0 and skipped == {}
+
+
+def test_random_crop_moves_the_window_and_can_be_turned_off(shapes_dir):
+    """A 32x32 clip covers a 16x24 bucket at 24x24: the crop's offset is random per sample (data.random_crop), or
+    always the centre (once it was always the centre, whatever the setting)."""
+    raw = next(iter(wds.WebDataset(f"{shapes_dir}/train-000000.tar", shardshuffle=False)))
+    crops = {}
+    for random_crop in (True, False):
+        cfg = data_cfg(shapes_dir, f"data.random_crop={random_crop}", "data.random_start=false")
+        stream = ClipStream(expand_shards(cfg.shards), cfg, BucketSet.from_config(cfg))
+        crops[random_crop] = [stream.process(raw, random.Random(i))[1]["video"] for i in range(8)]
+    assert any(not torch.equal(crops[True][0], c) for c in crops[True][1:])
+    assert all(torch.equal(crops[False][0], c) for c in crops[False])
+    centre = resize_crop(decode_clip(raw["mp4"], "mp4", 4, 3, None, json.loads(raw["json"])), 16, 24)
+    assert torch.equal(crops[False][0], centre)
 
 
 def test_shard_patterns(shapes_dir, tmp_path):
@@ -49,7 +64,7 @@ def _epoch_keys(stream, readers_per_rank, monkeypatch):
     """Keys each reader yields over its first epoch (captions carry the key in these tests)."""
     out = {}
     for worker in range(readers_per_rank):
-        monkeypatch.setattr(sora.data, "get_worker_info", lambda w=worker: SimpleNamespace(id=w, num_workers=readers_per_rank))
+        monkeypatch.setattr(sora.data.stream, "get_worker_info", lambda w=worker: SimpleNamespace(id=w, num_workers=readers_per_rank))
         keys = []
         for batch in stream:
             if batch["_position"]["epoch"] > 0:
@@ -125,7 +140,7 @@ def test_bad_samples_are_skipped_counted_and_logged(tmp_path, shapes_dir, caplog
     path, good = _mixed_shard(tmp_path, shapes_dir)
     cfg = data_cfg(shapes_dir, f"data.shards={path}", "data.shuffle_buffer=1", "data.batch_size_per_gpu=4")
     stream = ClipStream([str(path)], cfg, BucketSet.from_config(cfg))
-    with caplog.at_level(logging.WARNING, logger="sora.data"):
+    with caplog.at_level(logging.WARNING, logger="sora.data.stream"):
         first = next(iter(stream))
     assert first["caption"] == [good["txt"].decode()] * 4
     skipped = Counter(first["_skipped"])
@@ -178,7 +193,7 @@ class _Recorder:
 def test_lightning_resume_continues_the_loader_where_it_stopped(shapes_dir, tmp_path, num_workers):
     import lightning as L
 
-    from sora.data import ClipDataModule
+    from sora.training.datamodule import ClipDataModule
 
     cfg = data_cfg(shapes_dir, f"data.num_workers={num_workers}", "data.batch_size_per_gpu=3")
     kw = dict(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,

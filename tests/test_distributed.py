@@ -28,23 +28,22 @@ def init(rank: int, world: int, port: int) -> None:
 def _ddp_worker(rank, world, port, shapes_dir):
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    from sora.buckets import BucketSet
-    from sora.data import ClipStream, expand_shards, strip_bookkeeping
-    from sora.module import DiTModule
+    from sora.data.buckets import BucketSet
+    from sora.data.stream import ClipStream, expand_shards, strip_bookkeeping
+    from sora.inference.bundle import ModelBundle
 
     init(rank, world, port)
     try:
         cfg = compose_config("train", [o for o in shrunk_overrides(shapes_dir, "/tmp/unused") if not o.startswith("hydra.")])
         torch.manual_seed(0)
-        module = DiTModule(cfg)
+        bundle = ModelBundle.build(cfg)
         stream = ClipStream(expand_shards(cfg.data.shards), cfg.data, BucketSet.from_config(cfg.data), seed=0, rank=rank,
                             world_size=world)
         batch, _, _ = strip_bookkeeping(next(iter(stream)))
-        dit = DDP(module.dit)
+        dit = DDP(bundle.dit)
         torch.manual_seed(rank)  # different noise per rank, as in training
-        context, mask = module.text(batch["caption"])
-        module.objective.loss(dit, batch["video"], context, mask).backward()
-        grads = torch.cat([p.grad.flatten() for p in module.dit.parameters() if p.grad is not None])
+        bundle.objective.loss(dit, batch["video"], bundle.encode_text(batch["caption"])).backward()
+        grads = torch.cat([p.grad.flatten() for p in bundle.dit.parameters() if p.grad is not None])
         all_grads = [torch.empty_like(grads) for _ in range(world)]
         dist.all_gather(all_grads, grads)
         assert grads.abs().sum() > 0
@@ -66,9 +65,10 @@ def test_ddp_gradients_agree_and_ranks_see_different_samples(shapes_dir):
 
 
 def _ulysses_worker(rank, world, port):
-    from sora.attention import attention
-    from sora.dit import DiT
-    from sora.parallel import heads_to_seq, seq_to_heads, shard_tokens
+    from sora.distributed.sequence import heads_to_seq, seq_to_heads, shard_tokens
+    from sora.models.attention import attention
+    from sora.models.conditioning import Conditioning
+    from sora.models.dit import DiT
 
     init(rank, world, port)
     try:
@@ -88,12 +88,12 @@ def _ulysses_worker(rank, world, port):
         x, t = torch.randn(2, 3, 2, 8, 8, generator=g), torch.rand(2, generator=g)
         ctx, mask = torch.randn(2, 5, 16, generator=g), torch.ones(2, 5, dtype=torch.bool)
         mask[0, 3:] = False
-        ref = model(x, t, ctx, mask)
+        ref = model(x, t, Conditioning(ctx, mask))
         ref.square().mean().backward()
         ref_grads = [p.grad.clone() for p in model.parameters()]
         model.zero_grad()
         model.enable_sequence_parallel(group)
-        out = model(x, t, ctx, mask)
+        out = model(x, t, Conditioning(ctx, mask))
         torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
         out.square().mean().backward()
         for p, r in zip(model.parameters(), ref_grads):

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from sora.dit import DiT
+from sora.models.conditioning import Conditioning
+from sora.models.dit import DiT
 from tests.conftest import compose_config, require_xformers
 
 
@@ -20,7 +21,7 @@ def inputs(b=2, c=4, t=4, h=8, w=8, m=5, text_dim=32, device="cpu"):
 def test_tiny_output_shape_and_zero_init():
     model = build("tiny")
     x, t, ctx, mask = inputs()
-    out = model(x, t, ctx, mask)
+    out = model(x, t, Conditioning(ctx, mask))
     assert out.shape == x.shape
     assert out.abs().max() == 0  # adaLN-Zero: zeroed output layer predicts exactly 0 at init
 
@@ -31,7 +32,7 @@ def test_paper_presets_shapes(preset):
     with torch.device("meta"):
         model = build(preset)
         x, t, ctx, mask = inputs(device="meta")
-        assert model(x, t, ctx, mask).shape == x.shape
+        assert model(x, t, Conditioning(ctx, mask)).shape == x.shape
     widths = {"S": (384, 12), "B": (768, 12), "L": (1024, 24), "XL": (1152, 28), "3B": (2048, 32)}
     assert (model.final.norm.normalized_shape[0], len(model.blocks)) == widths[preset]
     if preset == "3B":
@@ -43,7 +44,7 @@ def test_any_grid_size_one_model():
     torch.nn.init.normal_(model.final.linear.weight)  # make the output depend on the input
     for t, h, w in [(2, 8, 8), (4, 16, 24), (6, 32, 8)]:  # the quick start patches 2x8x8
         x, tt, ctx, mask = inputs(c=3, t=t, h=h, w=w)
-        assert model(x, tt, ctx, mask).shape == x.shape
+        assert model(x, tt, Conditioning(ctx, mask)).shape == x.shape
 
 
 def test_padded_text_tokens_are_ignored():
@@ -52,12 +53,12 @@ def test_padded_text_tokens_are_ignored():
     for p in model.parameters():  # leave the zero init so every path contributes
         torch.nn.init.normal_(p, std=0.05)
     x, t, ctx, mask = inputs(c=3)
-    out = model(x, t, ctx, mask)
+    out = model(x, t, Conditioning(ctx, mask))
     ctx2 = ctx.clone()
     ctx2[0, 3:] = torch.randn_like(ctx2[0, 3:])  # change only padded tokens of sample 0
-    torch.testing.assert_close(model(x, t, ctx2, mask), out)
+    torch.testing.assert_close(model(x, t, Conditioning(ctx2, mask)), out)
     ctx2[0, 0] += 1.0  # a real token does change the output
-    assert not torch.allclose(model(x, t, ctx2, mask)[0], out[0])
+    assert not torch.allclose(model(x, t, Conditioning(ctx2, mask))[0], out[0])
 
 
 def randomized(**kw):
@@ -72,21 +73,35 @@ def randomized(**kw):
 def test_variants_shapes_and_text_padding(layout, text):
     model = randomized(attention_layout=layout, text_conditioning=text)
     x, t, ctx, mask = inputs(c=3, t=3, h=8, w=12)
-    out = model(x, t, ctx, mask)
+    out = model(x, t, Conditioning(ctx, mask))
     assert out.shape == x.shape
     ctx2 = ctx.clone()
     ctx2[0, 3:] = torch.randn_like(ctx2[0, 3:])  # padded tokens of sample 0
-    torch.testing.assert_close(model(x, t, ctx2, mask), out)
+    torch.testing.assert_close(model(x, t, Conditioning(ctx2, mask)), out)
 
 
 def test_factorized_attention_is_spatial_then_temporal():
     """Frames exchange information only through the temporal attention: a change in frame 2 reaches frame 0."""
     model = randomized(attention_layout="factorized")
     x, t, ctx, mask = inputs(c=3, t=3, h=8, w=8)
-    out = model(x, t, ctx, mask)
+    out = model(x, t, Conditioning(ctx, mask))
     x2 = x.clone()
     x2[:, :, 2] += 1.0
-    assert not torch.allclose(model(x2, t, ctx, mask)[:, :, 0], out[:, :, 0])  # frames talk (temporal attention)
+    assert not torch.allclose(model(x2, t, Conditioning(ctx, mask))[:, :, 0], out[:, :, 0])  # frames talk (temporal attention)
+
+
+@pytest.mark.parametrize("layout", ["full", "factorized"])
+def test_rope_theta_reaches_every_layout(layout):
+    """dit.rope_theta sets the rotary frequencies in full and factorized attention alike (factorized once ignored it)."""
+    x, t, ctx, mask = inputs(c=3, t=3, h=8, w=8)
+    out = {}
+    for theta in (10000.0, 10.0):  # the same weights (seeded), only theta differs
+        model = randomized(attention_layout=layout, rope_theta=theta)
+        for name, p in model.named_parameters():  # peaked attention, so where a key sits matters
+            if "q_norm" in name or "k_norm" in name:
+                torch.nn.init.constant_(p, 4.0)
+        out[theta] = model(x, t, Conditioning(ctx, mask))
+    assert (out[10000.0] - out[10.0]).abs().max() > 1e-3
 
 
 def test_joint_with_factorized_is_refused():
@@ -104,9 +119,9 @@ def check_packed_equals_alone(backend: str, device: str = "cpu", tol: float = 1e
     mask[0, 2:] = False
     mask[2, 4:] = False
     with torch.no_grad():
-        packed = model.forward_packed(xs, t, ctx, mask)
+        packed = model.forward_packed(xs, t, Conditioning(ctx, mask))
         for i, x in enumerate(xs):
-            alone = model(x[None], t[i : i + 1], ctx[i : i + 1], mask[i : i + 1])[0]
+            alone = model(x[None], t[i : i + 1], Conditioning(ctx[i : i + 1], mask[i : i + 1]))[0]
             assert packed[i].shape == x.shape
             torch.testing.assert_close(packed[i], alone, atol=tol, rtol=tol)
 
@@ -139,9 +154,9 @@ def test_bf16_autocast_step_on_gpu_is_close_to_fp32_and_finite(backend):
     model = randomized(attention_backend=backend).cuda()
     x, t, ctx, mask = inputs(c=3, t=2, h=8, w=8, device="cuda")
     with torch.no_grad():
-        ref = model(x, t, ctx, mask)
+        ref = model(x, t, Conditioning(ctx, mask))
     with torch.autocast("cuda", dtype=torch.bfloat16):
-        out = model(x, t, ctx, mask)
+        out = model(x, t, Conditioning(ctx, mask))
     assert out.shape == x.shape
     assert ((out.float() - ref).norm() / ref.norm()).item() < 3e-2  # bf16 operands: errors of order 1e-2
     out.float().square().mean().backward()
@@ -154,14 +169,14 @@ def test_activation_checkpointing_changes_nothing_but_memory():
     assert ckpt.num_checkpointed == 1
     x, t, ctx, mask = inputs(c=3, t=2, h=8, w=8)
     for model in (ref, ckpt):
-        model(x, t, ctx, mask).square().mean().backward()
-    torch.testing.assert_close(ref(x, t, ctx, mask), ckpt(x, t, ctx, mask))
+        model(x, t, Conditioning(ctx, mask)).square().mean().backward()
+    torch.testing.assert_close(ref(x, t, Conditioning(ctx, mask)), ckpt(x, t, Conditioning(ctx, mask)))
     for a, b in zip(ref.parameters(), ckpt.parameters()):
         torch.testing.assert_close(a.grad, b.grad)
 
 
 def test_text_padding_is_trimmed_and_an_all_real_batch_needs_no_mask():
-    from sora.dit import trim_text_padding
+    from sora.models.dit import trim_text_padding
 
     ctx = torch.randn(2, 5, 8)
     mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 0, 0, 0]], dtype=torch.bool)
@@ -179,4 +194,4 @@ def test_trailing_padding_changes_nothing(text):
     full = torch.ones(2, 5, dtype=torch.bool)
     padded_ctx = torch.cat([ctx, torch.randn(2, 3, 32)], dim=1)
     padded_mask = torch.cat([full, torch.zeros(2, 3, dtype=torch.bool)], dim=1)
-    torch.testing.assert_close(model(x, t, padded_ctx, padded_mask), model(x, t, ctx, full), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(model(x, t, Conditioning(padded_ctx, padded_mask)), model(x, t, Conditioning(ctx, full)), atol=1e-5, rtol=1e-5)

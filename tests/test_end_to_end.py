@@ -6,7 +6,7 @@ import av
 import pytest
 import torch
 
-from sora.video_io import GENERATED_TAG, read_video
+from sora.data.video_io import GENERATED_TAG, read_video
 from tests.conftest import run_entry, shrunk_overrides
 
 
@@ -20,6 +20,34 @@ def trained_run(tmp_path_factory, shapes_dir):
     run = tmp_path_factory.mktemp("run")
     ok(run_entry("train.py", *shrunk_overrides(shapes_dir, run)))
     return run
+
+
+def test_bundle_holds_one_dit_with_the_weights_asked_for(trained_run):
+    from sora.inference.bundle import ModelBundle
+    from sora.models.dit import DiT
+
+    ckpt = trained_run / "checkpoints" / "last.ckpt"
+    state = torch.load(ckpt, weights_only=True)["state_dict"]
+    for ema, prefix in ((True, "ema.model.dit."), (False, "model.dit.")):
+        bundle = ModelBundle.from_checkpoint(str(ckpt), ema=ema)
+        assert sum(isinstance(m, DiT) for m in bundle.modules()) == 1 and not bundle.training
+        for name, value in bundle.dit.state_dict().items():
+            torch.testing.assert_close(value, state[prefix + name], msg=name)
+    assert not torch.equal(state["ema.model.dit.x_embed.weight"], state["model.dit.x_embed.weight"])
+
+
+def test_a_checkpoint_of_the_first_format_still_loads(trained_run, tmp_path):
+    """Before the model bundle, keys were dit.*, text.*, vae.* (no sora_format): they are renamed on read."""
+    from sora.inference.bundle import ModelBundle
+
+    ckpt = torch.load(trained_run / "checkpoints" / "last.ckpt", weights_only=True)
+    old = dict(ckpt, state_dict={k.removeprefix("model."): v for k, v in ckpt["state_dict"].items()})
+    del old["sora_format"]
+    torch.save(old, tmp_path / "v1.ckpt")
+    a, b = ModelBundle.from_checkpoint(str(tmp_path / "v1.ckpt"), ema=False), ModelBundle.from_checkpoint(
+        str(trained_run / "checkpoints" / "last.ckpt"), ema=False)
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        torch.testing.assert_close(x, y, msg=name)
 
 
 def test_train_writes_a_complete_run(trained_run):
@@ -95,7 +123,7 @@ def test_train_and_sample_with_a_frozen_t5_from_disk(shapes_dir, tmp_path):
     ok(run_entry("train.py", *shrunk_overrides(shapes_dir, run), "text=hf", f"text.path={tmp_path / 't5'}",
                  "text.max_tokens=8", "train.max_steps=2", "train.final_samples=false"))
     state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-    assert not any(k.startswith("text.") for k in state)  # the frozen encoder is not copied into checkpoints
+    assert not any(k.startswith("model.text.") for k in state)  # the frozen encoder is not copied into checkpoints
     ok(run_entry("sample.py", f"ckpt={run / 'checkpoints' / 'last.ckpt'}", "prompt=a red circle", f"out={tmp_path / 'x.mp4'}"))
     assert (tmp_path / "x.mp4").exists()
 
@@ -120,6 +148,18 @@ def test_shard_path_that_matches_nothing(tmp_path):
 def test_unknown_config_key(tmp_path):
     one_line_error(run_entry("train.py", f"hydra.run.dir={tmp_path}", "dit.hidden_sise=64"), "hidden_sise")
     one_line_error(run_entry("sample.py", "ckpt=x", "prompt=a", "out=x.mp4", "tempreature=2"), "tempreature")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.shuffle_buffer=0", "error: data.shuffle_buffer must be >= 1, got 0"),
+    ("train.max_nonfinite_steps=0", "error: train.max_nonfinite_steps must be >= 1, got 0"),
+    ("train.ema_decay=1", "error: train.ema_decay must be in [0, 1), got 1.0"),
+    ("+no_such_key=1", "error: no_such_key is not a setting"),
+    ("+train.no_such_key=1", "error: train.no_such_key is not a setting"),
+])
+def test_values_that_once_failed_deep_and_keys_added_with_plus(tmp_path, override, message):
+    one_line_error(run_entry("train.py", f"hydra.run.dir={tmp_path}", override), message)
+    assert not (tmp_path / "checkpoints" / "last.ckpt").exists()  # refused before anything ran
 
 
 def test_out_of_range_value(tmp_path):
@@ -165,7 +205,7 @@ def test_ckpt_that_would_run_code_is_refused(tmp_path):
 def test_sample_size_the_model_cannot_cut_and_a_missing_device(trained_run, tmp_path):
     ckpt = trained_run / "checkpoints" / "last.ckpt"
     base = ["sample.py", f"ckpt={ckpt}", "prompt=a red circle moving left", f"out={tmp_path}/x.mp4", "steps=1"]
-    one_line_error(run_entry(*base, "height=15"), "num_frames, height, width: bucket", "must divide by")
+    one_line_error(run_entry(*base, "height=15"), "num_frames, height, width: [4, 15, 16]", "must divide by")
     if not torch.cuda.is_available():
         one_line_error(run_entry(*base, "device=cuda"), "device='cuda', but this torch sees no CUDA device")
 
@@ -182,24 +222,25 @@ def test_empty_prompt(trained_run, tmp_path):
 
 
 def test_export_ema_to_safetensors_and_sample_from_it(trained_run, tmp_path):
-    from safetensors import safe_open
-
-    from sora.checkpoint import load_dit_module
-
-    ckpt = trained_run / "checkpoints" / "last.ckpt"
-    out = tmp_path / "model.safetensors"
     import subprocess
     import sys
 
-    done = ok(subprocess.run([sys.executable, "-m", "sora.export", str(ckpt), str(out)], capture_output=True, text=True))
+    from safetensors import safe_open
+
+    from sora.inference.bundle import ModelBundle
+
+    ckpt = trained_run / "checkpoints" / "last.ckpt"
+    out = tmp_path / "model.safetensors"
+    done = ok(subprocess.run([sys.executable, "-m", "sora.inference.export", str(ckpt), str(out)], capture_output=True,
+                             text=True))
     assert json.loads(done.stdout)["weights"] == "ema"
     with safe_open(str(out), framework="pt") as f:
         meta = f.metadata()
         assert meta["format"] == "sora-dit-v1" and json.loads(meta["sora_config"])["dit"]["hidden_size"] == 32
         assert any(k.startswith("dit.") for k in f.keys()) and any(k.startswith("text.") for k in f.keys())  # pixel VAE: no tensors
-    module, _ = load_dit_module(str(ckpt))
-    exported, _ = load_dit_module(str(out))
-    for (name, a), b in zip(module.ema.model.state_dict().items(), exported.ema.model.state_dict().values()):
+    from_ckpt, exported = ModelBundle.from_checkpoint(str(ckpt)), ModelBundle.from_checkpoint(str(out))
+    assert from_ckpt.weights == exported.weights == "ema"
+    for (name, a), b in zip(from_ckpt.state_dict().items(), exported.state_dict().values()):
         torch.testing.assert_close(a, b, msg=name)
     video = tmp_path / "x.mp4"
     ok(run_entry("sample.py", f"ckpt={out}", "prompt=a red circle moving left", f"out={video}"))

@@ -4,8 +4,9 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from sora.dit import DiT
-from sora.flops import dit_forward_flops, dit_train_flops, mfu
+from sora.models.conditioning import Conditioning
+from sora.models.dit import DiT
+from sora.models.flops import dit_forward_flops, dit_train_flops, mfu
 
 
 @pytest.mark.parametrize("layout,text", [("full", "cross"), ("factorized", "cross"), ("full", "joint")])
@@ -15,7 +16,7 @@ def test_forward_flops_match_torch_counter(layout, text):
     b, grid, m = 2, (3, 4, 6), 7
     x = torch.randn(b, 4, grid[0], grid[1] * 2, grid[2] * 2)
     with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(x, torch.rand(b), torch.randn(b, m, 24), torch.ones(b, m, dtype=torch.bool))
+        model(x, torch.rand(b), Conditioning(torch.randn(b, m, 24), torch.ones(b, m, dtype=torch.bool)))
     counted = counter.get_total_flops()
     ours = dit_forward_flops(model, grid, m, b)
     assert abs(ours - counted) / counted < 0.01, (ours, counted)

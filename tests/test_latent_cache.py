@@ -8,9 +8,11 @@ import pytest
 import torch
 import webdataset as wds
 
+from sora.config import to_plain
+from sora.data.latent_cache import check_cache, sample_latent
 from sora.errors import SoraError
-from sora.latent_cache import check_cache, sample_latent
-from sora.module import DiTModule, VAEModule, to_plain
+from sora.inference.bundle import ModelBundle
+from sora.training.vae_task import VAETask
 from tests.conftest import compose_config, run_entry, shrunk_overrides
 
 SMALL_VAE = ["vae=causal3d", "vae.base_channels=8", "vae.channel_mult=[1,1,2,2]", "dit.patch_size=[1,1,1]",
@@ -19,7 +21,7 @@ SMALL_VAE = ["vae=causal3d", "vae.base_channels=8", "vae.channel_mult=[1,1,2,2]"
 
 def save_vae(path, seed: int):
     torch.manual_seed(seed)
-    module = VAEModule(compose_config("train", ["task=vae", "vae.base_channels=8", "vae.channel_mult=[1,1,2,2]"]))
+    module = VAETask(compose_config("train", ["task=vae", "vae.base_channels=8", "vae.channel_mult=[1,1,2,2]"]))
     torch.save({"state_dict": module.state_dict(), "sora_config": to_plain(module.cfg)}, path)
     return path
 
@@ -53,29 +55,29 @@ def test_cache_holds_every_sample_once_with_its_makers(cache, shapes_dir):
 def test_cached_moments_match_the_decode_path(cache, shapes_dir):
     root, overrides, _ = cache
     cfg = compose_config("train", [o for o in overrides if not o.startswith("hydra.")])
-    module = DiTModule(cfg)
-    from sora.data import make_loader, strip_bookkeeping
+    bundle = ModelBundle.build(cfg)
+    from sora.data.stream import make_loader, strip_bookkeeping
 
     data = cfg.data.copy()
-    data.latent_cache, data.random_start, data.shuffle_buffer, data.num_workers = None, False, 1, 0
+    data.latent_cache, data.random_start, data.random_crop, data.shuffle_buffer, data.num_workers = None, False, False, 1, 0
     data.batch_size_per_gpu = 1
     direct, _, _ = strip_bookkeeping(next(iter(make_loader(data, seed=0))))
     data.latent_cache = str(root / "latents")
     cached, _, _ = strip_bookkeeping(next(iter(make_loader(data, seed=0))))
     assert cached["caption"] == direct["caption"]
-    mean = module.vae.encode(direct["video"], sample=False)
+    mean = bundle.vae.encode(direct["video"], sample=False)
     torch.testing.assert_close(cached["latent"].float().chunk(2, 1)[0], mean, atol=2e-3, rtol=2e-3)
     assert sample_latent(cached["latent"]).shape == mean.shape
-    check_cache(str(root / "latents"), module.vae, module.text)  # same makers: accepted
+    check_cache(str(root / "latents"), bundle.vae, bundle.text)  # same makers: accepted
 
 
 def test_a_cache_made_by_other_weights_is_refused(cache):
     root, overrides, vae_b = cache
     base = [o for o in overrides if not o.startswith("hydra.")]
-    other_vae = DiTModule(compose_config("train", [o for o in base if not o.startswith("vae.ckpt")] + [f"vae.ckpt={vae_b}"]))
+    other_vae = ModelBundle.build(compose_config("train", [o for o in base if not o.startswith("vae.ckpt")] + [f"vae.ckpt={vae_b}"]))
     with pytest.raises(SoraError, match="made by another VAE"):
         check_cache(str(root / "latents"), other_vae.vae, other_vae.text)
-    own_text = DiTModule(compose_config("train", [o for o in base if not o.startswith("text")]))
+    own_text = ModelBundle.build(compose_config("train", [o for o in base if not o.startswith("text")]))
     with pytest.raises(SoraError, match="frozen text encoder"):
         check_cache(str(root / "latents"), own_text.vae, own_text.text)
 

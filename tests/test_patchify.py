@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from sora.patchify import patchify, unpatchify
+from sora.models.patchify import patchify, unpatchify
 
 
 @pytest.mark.parametrize("patch_size", [(1, 1, 1), (1, 2, 2), (2, 4, 4), (4, 2, 8)])

@@ -2,11 +2,11 @@ import numpy as np
 import pytest
 import webdataset as wds
 
-from sora.buckets import resize_crop
-from sora.decode import decode_clip
-from sora.moving_shapes import HELDOUT, TRAIN_COMBOS, caption, parse_caption, render_clip
-from sora.probe import analyze, score
-from sora.video_io import to_uint8_frames
+from sora.data.buckets import resize_crop
+from sora.data.decode import decode_clip
+from sora.data.moving_shapes import HELDOUT, TRAIN_COMBOS, caption, parse_caption, render_clip
+from sora.eval.probe import analyze, score
+from sora.data.video_io import to_uint8_frames
 
 
 def test_probe_reads_the_ground_truth(shapes_dir):

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from sora.errors import SoraError
-from sora.resilience import NonFiniteError, NonFiniteGuard, find_resume_checkpoint, rng_state, set_rng_state
+from sora.training.resilience import NonFiniteError, NonFiniteGuard, find_resume_checkpoint, rng_state, set_rng_state
 from tests.conftest import ROOT, logged_losses as losses, run_entry, shrunk_overrides
 
 EXACT = ["optim.schedule=constant", "optim.warmup_steps=2", "train.sample_every_n_steps=0", "train.final_samples=false",
@@ -78,6 +78,29 @@ def test_keep_last_n_and_fallback_past_a_corrupt_last_checkpoint(shapes_dir, tmp
         p.write_bytes(b"garbage")
     with pytest.raises(SoraError, match="no readable checkpoint"):
         find_resume_checkpoint(ckpts)
+
+
+class RunsCode:
+    def __reduce__(self):
+        return (print, ("this would have run on load",))
+
+
+def test_an_unsafe_last_checkpoint_is_refused_in_one_line_and_the_run_falls_back(shapes_dir, tmp_path):
+    from sora.inference.checkpoint import checkpoint_problem
+
+    run = tmp_path / "run"
+    args = [*shrunk_overrides(shapes_dir, run), "train.checkpoint_every_n_steps=2", "train.final_samples=false",
+            "train.sample_every_n_steps=0"]
+    ok(run_entry("train.py", *args, "train.max_steps=4"))
+    ckpts = run / "checkpoints"
+    torch.save({"state_dict": {}, "sora_config": {}, "payload": RunsCode()}, ckpts / "last.ckpt")
+    assert "would run code" in checkpoint_problem(ckpts / "last.ckpt")
+    assert find_resume_checkpoint(ckpts) == ckpts / "step0000004.ckpt"
+    proc = ok(run_entry("train.py", *args, "train.max_steps=5"))
+    out = proc.stdout + proc.stderr
+    assert "last.ckpt: it would run code when loaded, so it is refused" in out and "Traceback" not in out
+    assert "resuming from" in out and "step0000004.ckpt" in out and "this would have run" not in out
+    assert torch.load(ckpts / "last.ckpt", weights_only=True)["global_step"] == 5
 
 
 def test_nonfinite_guard_skips_then_stops():

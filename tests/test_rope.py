@@ -1,6 +1,6 @@
 import torch
 
-from sora.rope import apply_rope, axis_dims, grid_positions, rope_angles
+from sora.models.rope import apply_rope, axis_dims, grid_positions, rope_angles
 
 
 def rotate(x, positions, head_dim=24):

@@ -1,10 +1,13 @@
-"""Samplers on velocity fields whose exact flow is known."""
+"""Samplers on velocity fields whose exact flow is known; schedules; guidance; the objective's loss."""
 
 import pytest
 import torch
 
-from sora.objective import RectifiedFlow
-from sora.samplers import SAMPLERS, euler, heun
+from sora.diffusion.guidance import guided_velocity
+from sora.diffusion.objectives import RectifiedFlow
+from sora.diffusion.samplers import SAMPLERS, euler, heun
+from sora.diffusion.schedules import SCHEDULES, shifted, uniform
+from sora.models.conditioning import Conditioning
 
 
 def gaussian_velocity(mu: torch.Tensor, sigma: float):
@@ -24,7 +27,7 @@ def test_euler_is_exact_on_a_straight_path():
     c = torch.tensor([1.5, -2.0])
     noise = torch.randn(3, 2)
     # one data point c: every path is straight, v = noise - c is constant along it
-    out = euler(lambda x, t: (x - c) / t, noise, num_steps=1)
+    out = euler(lambda x, t: (x - c) / t, noise, uniform(1))
     torch.testing.assert_close(out, c.expand(3, 2))
 
 
@@ -34,7 +37,7 @@ def test_gaussian_flow_converges_at_its_order(name, order):
     mu, sigma = torch.tensor([2.0, -1.0, 0.5]), 0.3
     noise = torch.randn(64, 3)
     target = mu + sigma * noise
-    errors = [(SAMPLERS[name](gaussian_velocity(mu, sigma), noise, n) - target).abs().max().item() for n in (16, 64)]
+    errors = [(SAMPLERS[name](gaussian_velocity(mu, sigma), noise, uniform(n)) - target).abs().max().item() for n in (16, 64)]
     # 4x the steps divides the error by about 4^order
     assert errors[0] / errors[1] > 0.75 * 4**order
     assert errors[1] < (0.05 if order == 1 else 0.002)
@@ -44,7 +47,7 @@ def test_heun_beats_euler_at_equal_steps():
     mu, sigma = torch.tensor([1.0]), 0.5
     noise = torch.randn(256, 1)
     target = mu + sigma * noise
-    err = {f.__name__: (f(gaussian_velocity(mu, sigma), noise, 10) - target).abs().mean() for f in (euler, heun)}
+    err = {f.__name__: (f(gaussian_velocity(mu, sigma), noise, uniform(10)) - target).abs().mean() for f in (euler, heun)}
     assert err["heun"] < err["euler"] / 3
 
 
@@ -52,17 +55,17 @@ def test_rectified_flow_loss_vanishes_for_the_exact_velocity():
     c = torch.randn(1, 3, 2, 4, 4)
     x0 = c.expand(4, -1, -1, -1, -1)
 
-    def oracle(xt, t, ctx, mask):  # single data point c: v = (x_t - c) / t
+    def oracle(xt, t, cond):  # single data point c: v = (x_t - c) / t
         return (xt - c) / t.view(-1, 1, 1, 1, 1)
 
     flow = RectifiedFlow()
-    assert flow.loss(oracle, x0, None, None) < 1e-8
-    assert flow.loss(lambda xt, t, c_, m: torch.zeros_like(xt), x0, None, None) > 0.1
+    assert flow.loss(oracle, x0, None) < 1e-8
+    assert flow.loss(lambda xt, t, cond: torch.zeros_like(xt), x0, None) > 0.1
     # x0 prediction: the network that outputs the data point is exact, and v = (x_t - x0) / t
     flow = RectifiedFlow(prediction="x0", t_min=1e-6)
-    assert flow.loss(lambda xt, t, c_, m: c.expand_as(xt), x0, None, None) < 1e-8
+    assert flow.loss(lambda xt, t, cond: c.expand_as(xt), x0, None) < 1e-8
     xt, t = torch.randn(4, 3, 2, 4, 4), torch.full((4,), 0.25)
-    torch.testing.assert_close(flow.velocity(lambda *a: c.expand_as(xt), xt, t, None, None), (xt - c) / 0.25)
+    torch.testing.assert_close(flow.velocity(lambda *a: c.expand_as(xt), xt, t, None), (xt - c) / 0.25)
 
 
 def test_logit_normal_timesteps():
@@ -73,8 +76,8 @@ def test_logit_normal_timesteps():
 
 @pytest.mark.parametrize("prediction", ["velocity", "x0"])
 def test_packed_loss_is_the_loss_of_the_clips_run_alone(prediction):
-    """loss_packed through DiT.forward_packed equals the element-weighted loss of each clip run by itself."""
-    from sora.dit import DiT
+    """A pack's loss through DiT.forward_packed equals the element-weighted loss of each clip run by itself."""
+    from sora.models.dit import DiT
 
     torch.manual_seed(0)
     model = DiT(3, 8, hidden_size=32, depth=1, num_heads=2, patch_size=(1, 2, 2))
@@ -82,9 +85,9 @@ def test_packed_loss_is_the_loss_of_the_clips_run_alone(prediction):
         torch.nn.init.normal_(p, std=0.05)
     flow = RectifiedFlow(prediction=prediction)
     x0s = [torch.randn(3, 2, 4, 4), torch.randn(3, 1, 6, 8)]
-    ctx, mask = torch.randn(2, 4, 8), torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]], dtype=torch.bool)
+    cond = Conditioning(torch.randn(2, 4, 8), torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]], dtype=torch.bool))
     torch.manual_seed(1)
-    packed = flow.loss_packed(model, x0s, ctx, mask)
+    packed = flow.loss(model, x0s, cond)
 
     torch.manual_seed(1)  # the same draws, then every clip alone
     t = flow.sample_t(2, "cpu")
@@ -92,6 +95,93 @@ def test_packed_loss_is_the_loss_of_the_clips_run_alone(prediction):
     for i, x0 in enumerate(x0s):
         eps = torch.randn_like(x0)
         xt = (1 - t[i]) * x0 + t[i] * eps
-        v = flow.velocity(model, xt[None], t[i : i + 1], ctx[i : i + 1], mask[i : i + 1])[0]
+        v = flow.velocity(model, xt[None], t[i : i + 1], cond.rows(slice(i, i + 1)))[0]
         sq, n = sq + (v - (eps - x0)).square().sum(), n + x0.numel()
     torch.testing.assert_close(packed, sq / n, atol=1e-5, rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Schedules
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULES))
+def test_schedules_run_from_noise_to_data(name):
+    times = SCHEDULES[name](10, 3.0)
+    assert len(times) == 11 and times[0] == 1.0 and times[-1] == 0.0
+    assert all(a > b for a, b in zip(times, times[1:]))
+
+
+def test_shifted_schedule_is_sd3_eq_23():
+    s = 3.0
+    for t, t_shifted in zip(uniform(8), shifted(8, s)):
+        assert t_shifted == pytest.approx(s * t / (1 + (s - 1) * t))
+    assert shifted(8, 1.0) == pytest.approx(uniform(8))  # shift 1 is no shift
+    assert shifted(8, 3.0)[4] > uniform(8)[4]  # more of the steps spent at high noise
+
+
+def test_samplers_follow_the_schedule_and_report_progress():
+    seen, steps = [], []
+    schedule = shifted(5, 3.0)
+
+    def v(x, t):
+        seen.append(t)
+        return torch.zeros_like(x)
+
+    euler(v, torch.zeros(1), schedule, callback=lambda step, total: steps.append((step, total)))
+    assert seen == schedule[:-1] and steps == [(i, 5) for i in range(1, 6)]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Guidance
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class ReadsCondition(torch.nn.Module):
+    """A 'model' whose output is the mean of its text tokens, broadcast: it shows which conditioning it saw."""
+
+    def forward(self, x, t, cond):
+        return cond.text.mean(dim=(1, 2)).view(-1, 1, 1, 1, 1).expand_as(x)
+
+
+def test_guidance_is_uncond_plus_scale_times_the_difference():
+    flow, model, x = RectifiedFlow(), ReadsCondition(), torch.zeros(2, 1, 1, 2, 2)
+    mask = torch.ones(2, 1, dtype=torch.bool)
+    uncond, cond = Conditioning(torch.zeros(2, 1, 1), mask), Conditioning(torch.ones(2, 1, 1), mask)
+    assert guided_velocity(flow, model, [uncond, cond], [4.0])(x, 0.5).unique().tolist() == [4.0]  # 0 + 4 (1 - 0)
+    assert guided_velocity(flow, model, [uncond, cond], [1.0])(x, 0.5).unique().tolist() == [1.0]  # just cond
+
+
+def test_two_scales_weigh_each_step_of_the_chain():
+    flow, model, x = RectifiedFlow(), ReadsCondition(), torch.zeros(1, 1, 1, 2, 2)
+    mask = torch.ones(1, 1, dtype=torch.bool)
+    chain = [Conditioning(torch.full((1, 1, 1), v), mask) for v in (0.0, 1.0, 3.0)]  # none, visual, visual + text
+    v = guided_velocity(flow, model, chain, [2.0, 5.0])(x, 0.5)
+    assert v.unique().tolist() == [0.0 + 2.0 * (1.0 - 0.0) + 5.0 * (3.0 - 1.0)]
+
+
+def test_a_new_sampler_and_schedule_are_one_entry_each(monkeypatch):
+    """What docs/ARCHITECTURE.md promises: a function and an entry in SAMPLERS / SCHEDULES, nothing else."""
+    from sora.config import check_train_config
+    from sora.inference.bundle import ModelBundle
+    from sora.inference.pipeline import SampleSettings, generate
+    from tests.conftest import compose_config
+
+    visited = []
+
+    @torch.no_grad()
+    def midpoint(velocity_fn, noise, times, callback=None):
+        x = noise
+        for t, t_next in zip(times[:-1], times[1:]):
+            visited.append(t)
+            x = x + (t_next - t) * velocity_fn(x + 0.5 * (t_next - t) * velocity_fn(x, t), 0.5 * (t + t_next))
+        return x
+
+    monkeypatch.setitem(SAMPLERS, "midpoint", midpoint)
+    monkeypatch.setitem(SCHEDULES, "halves", lambda num_steps, shift: [1.0 / 2**i for i in range(num_steps)] + [0.0])
+    cfg = compose_config("train", ["sampler.name=midpoint", "sampler.schedule=halves", "sampler.steps=3",
+                                   "dit.hidden_size=32", "dit.depth=1", "dit.num_heads=2", "data.num_frames=2",
+                                   "data.height=16", "data.width=16", "dit.patch_size=[1,8,8]"])
+    check_train_config(cfg)
+    video = generate(ModelBundle.build(cfg).eval(), ["a red circle moving left"], 0, SampleSettings.of(cfg))
+    assert video.shape == (1, 3, 2, 16, 16) and visited == [1.0, 0.5, 0.25]

@@ -5,10 +5,10 @@ import json
 import pytest
 import webdataset as wds
 
-from sora.buckets import BucketSet
-from sora.data import ClipStream, expand_shards, strip_bookkeeping
+from sora.data.buckets import BucketSet
+from sora.data.stream import ClipStream, expand_shards, strip_bookkeeping
 from sora.errors import SoraError
-from sora.shard_writer import Filters, read_manifest, scan_folder, write_shards
+from sora.data.shard_writer import Filters, read_manifest, scan_folder, write_shards
 from tests.conftest import compose_config, run_entry
 from tests.media import moving_square, write_broken_folder, write_video
 
@@ -95,7 +95,7 @@ def test_without_decord_pyav_decodes_the_same_frames(tmp_path, monkeypatch):
     """decord has no wheels for macOS or aarch64: there PyAV decodes, and must pick the very same frames."""
     import random
 
-    import sora.decode as decode
+    import sora.data.decode as decode
 
     if not decode.HAVE_DECORD:
         pytest.skip("decord is not installed here: nothing to compare against")

@@ -1,7 +1,7 @@
 import pytest
 
 from sora.errors import SoraError
-from sora.text import BOS, PAD, UNK, HFTextEncoder, VocabTextEncoder, WordTokenizer
+from sora.models.text import BOS, PAD, UNK, HFTextEncoder, VocabTextEncoder, WordTokenizer
 
 WORDS = ["a", "red", "circle", "moving", "left"]
 
@@ -56,6 +56,8 @@ def test_hf_encoders_load_from_a_local_directory(tmp_path, kind, dim):
     assert tokens.shape == (2, 8, dim) and enc.dim == dim and not enc.trainable
     assert mask[0].sum() > mask[1].sum() >= 1
     assert all(not p.requires_grad for p in enc.parameters())
+    enc.train()  # as Lightning does to every registered module at fit start
+    assert not enc.training and not enc.model.training  # frozen: T5's dropout never runs
 
 
 def test_hf_missing_directory_is_a_clear_error(tmp_path):

@@ -1,0 +1,324 @@
+"""The config schema: every key a user can set, its type and default, in one dataclass per component.
+
+The YAML files under `configs/` hold values; these classes hold the keys. Each section names the constructor
+that consumes it (DiTConfig holds `sora.models.dit.DiT`'s plain arguments, and so on). Ranges and settings that
+must agree are checked in sora/config/checks.py.
+"""
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import List, Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+# ---------------------------------------------------------------------------------------------------------------
+# Model parts
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class AttentionLayout(str, Enum):
+    full = "full"  # self-attention over all spacetime tokens
+    factorized = "factorized"  # spatial then temporal attention (Latte / STDiT)
+
+
+class TextConditioning(str, Enum):
+    cross = "cross"  # cross-attention to text tokens (PixArt-alpha)
+    joint = "joint"  # text tokens join self-attention with their own weights (MM-DiT)
+
+
+class AttentionBackend(str, Enum):
+    sdpa = "sdpa"
+    xformers = "xformers"
+    flex = "flex"
+    math = "math"
+
+
+@dataclass
+class DiTConfig:
+    """Plain constructor arguments of `sora.models.dit.DiT` (presets live in configs/dit/)."""
+
+    hidden_size: int = 384
+    depth: int = 12
+    num_heads: int = 6
+    mlp_ratio: float = 4.0
+    patch_size: List[int] = field(default_factory=lambda: [1, 2, 2])  # (pt, ph, pw)
+    qk_norm: bool = True
+    rope_theta: float = 10000.0
+    # Add the mean of the text tokens to the adaLN conditioning vector, beside cross-attention (as the pooled
+    # CLIP vector in SD3, Esser et al. 2024, sec. 4): a global route for the caption that small models learn fast.
+    pooled_text: bool = True
+    attention_layout: AttentionLayout = AttentionLayout.full
+    text_conditioning: TextConditioning = TextConditioning.cross
+    attention_backend: AttentionBackend = AttentionBackend.sdpa
+    checkpoint_fraction: float = 0.0  # share of blocks (from the first) whose activations are recomputed in backward
+
+
+class VAEKind(str, Enum):
+    pixel = "pixel"  # identity: the DiT works on pixels
+    causal3d = "causal3d"  # causal 3D convolutional KL autoencoder
+
+
+@dataclass
+class VAEConfig:
+    """Plain constructor arguments of `sora.models.vae.CausalVAE` (or the identity `PixelVAE`); `ckpt` loads a trained
+    one (sora.inference.checkpoint.load_vae; its architecture then comes from the checkpoint)."""
+
+    kind: VAEKind = VAEKind.pixel
+    latent_channels: int = 3
+    temporal_compression: int = 1
+    spatial_compression: int = 1
+    base_channels: int = 64
+    channel_mult: List[int] = field(default_factory=lambda: [1, 2, 4, 4])
+    num_res_blocks: int = 1
+    ckpt: Optional[str] = None
+
+
+class TextKind(str, Enum):
+    vocab = "vocab"  # small trainable encoder over a word vocabulary
+    hf = "hf"  # frozen T5 or CLIP text encoder from the transformers library, loaded from a local directory
+
+
+@dataclass
+class TextConfig:
+    """`sora.models.text.build_text_encoder`: the word encoder's constructor arguments, or a frozen one's path."""
+
+    kind: TextKind = TextKind.vocab
+    # vocab: the words it knows (others map to <unk>); the built-in dataset's words by default.
+    vocab: List[str] = field(default_factory=list)
+    width: int = 128
+    depth: int = 1
+    num_heads: int = 4
+    max_tokens: int = 16
+    # hf: a directory written by `save_pretrained` holding the model and its tokenizer.
+    path: Optional[str] = None
+
+
+class Prediction(str, Enum):
+    velocity = "velocity"  # the network outputs v = eps - x0
+    x0 = "x0"  # the network outputs the clean latent; v = (x_t - x0) / t (JiT)
+
+
+@dataclass
+class ObjectiveConfig:
+    """Rectified flow with logit-normal timesteps (Esser et al. 2024, eq. 19); see sora/diffusion/objectives.py."""
+
+    logit_normal_mean: float = 0.0
+    logit_normal_std: float = 1.0
+    prediction: Prediction = Prediction.velocity
+    t_min: float = 0.05  # x0 prediction: floor of t in v = (x_t - x0) / t
+
+
+@dataclass
+class SamplerConfig:
+    """How samples are drawn (sora/diffusion/): the names are keys of SAMPLERS and SCHEDULES, checked at start."""
+
+    name: str = "euler"  # sora.diffusion.samplers.SAMPLERS
+    steps: int = 30
+    cfg: float = 4.0  # classifier-free guidance scale (1: none)
+    schedule: str = "uniform"  # sora.diffusion.schedules.SCHEDULES: uniform, or shifted (SD3 eq. 23)
+    shift: float = 3.0  # schedule=shifted: t' = shift t / (1 + (shift - 1) t); SD3 uses 3 at 1024^2
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class MovingShapesConfig:
+    """The built-in dataset: written to `root` on first use when its shards are missing."""
+
+    root: str = "data/moving_shapes"
+    clips_per_combo: int = 32
+    clips_per_shard: int = 256
+    num_frames: int = 16
+    size_px: int = 64
+    fps: int = 8
+    seed: int = 0
+
+
+@dataclass
+class DataConfig:
+    """The loader (`sora.data.stream.make_loader`, `BucketSet.from_config`) and what a run samples and evaluates."""
+
+    # Webdataset shards: a brace pattern (train-{000000..000007}.tar) or a glob (train-*.tar).
+    shards: str = "data/moving_shapes/train-*.tar"
+    moving_shapes: Optional[MovingShapesConfig] = field(default_factory=MovingShapesConfig)
+    num_frames: int = 8
+    frame_stride: int = 2
+    height: int = 32
+    width: int = 32
+    random_start: bool = True  # clips start at a random time (false: at frame 0)
+    random_crop: bool = True  # a random crop of what covers the bucket (false: the centre)
+    batch_size_per_gpu: int = 32
+    # Size and duration buckets, [[num_frames, height, width], ...] (null: the one bucket above); clips go to the
+    # nearest of their aspect ratio (sora/data/buckets.py). Buckets with num_frames 1 take images.
+    buckets: Optional[List[List[int]]] = None
+    # Per-bucket batch size that keeps DiT tokens per batch near this (null: batch_size_per_gpu for every bucket).
+    tokens_per_batch: Optional[int] = None
+    # Share of batches that are image batches (null: as they come from the data; packs mix the two themselves).
+    image_batch_ratio: Optional[float] = None
+    # Pack clips of any bucket into one sequence of up to tokens_per_batch tokens, with block-diagonal attention
+    # (NaViT; DiT.forward_packed), instead of one bucket per batch. Needs tokens_per_batch.
+    packing: bool = False
+    num_workers: int = 1
+    shuffle_buffer: int = 512
+    strict: bool = False  # true: stop at the first bad sample, naming it (false: skip, count, report)
+    min_side_px: int = 8  # smaller clips are skipped (too_small)
+    max_aspect: float = 6.0  # longer side / shorter side beyond this is skipped (extreme_aspect)
+    # A latent cache written by data/cache_latents.py: training reads latents and text embeddings, no decoding.
+    latent_cache: Optional[str] = None
+    sample_fps: int = 4  # frame rate of written samples: the source fps / frame_stride
+    # Held-out shards for the VAE's reconstruction PSNR at the end of task=vae (null: the training shards).
+    eval_shards: Optional[str] = "data/moving_shapes/test-*.tar"
+    # Prompt files for the samples logged during training and written at its end (one prompt a line).
+    eval_prompts: Optional[str] = "data/moving_shapes/heldout_prompts.txt"
+    train_prompts: Optional[str] = "data/moving_shapes/train_prompts.txt"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class TaskKind(str, Enum):
+    dit = "dit"  # text-to-video diffusion on (frozen) VAE latents
+    vae = "vae"  # train the VAE itself
+
+
+@dataclass
+class TaskConfig:
+    """Which task train.py runs (sora/training/dit_task.py or vae_task.py), and the VAE task's loss weights."""
+
+    kind: TaskKind = TaskKind.dit
+    kl_weight: float = 1e-6  # vae task: weight of the KL term against the L1 reconstruction
+
+
+class LRSchedule(str, Enum):
+    constant = "constant"  # linear warmup, then the peak rate (DiT)
+    wsd = "wsd"  # warmup, constant, then linear decay to 0 over the last decay_fraction (see sora/training/optim.py)
+
+
+@dataclass
+class OptimConfig:
+    """`sora.training.optim.adamw`: AdamW and its learning-rate schedule."""
+
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.99])
+    warmup_steps: int = 100
+    schedule: LRSchedule = LRSchedule.constant
+    decay_fraction: float = 0.2  # wsd: share of training (steps or minutes, whichever is further) spent decaying
+    grad_clip: float = 1.0
+
+
+class WandbMode(str, Enum):
+    offline = "offline"
+    online = "online"
+    disabled = "disabled"
+
+
+@dataclass
+class LoggerConfig:
+    """train.py's logger: wandb (offline by default) or CSV."""
+
+    wandb: WandbMode = WandbMode.offline
+    project: str = "sora"
+    name: Optional[str] = None
+
+
+class Strategy(str, Enum):
+    auto = "auto"  # Lightning's choice: one device, or DDP over several
+    ddp = "ddp"  # data parallel, every rank a full replica
+    fsdp = "fsdp"  # fully sharded data parallel (FSDP2): weights, gradients, optimizer state and EMA sharded
+
+
+@dataclass
+class TrainLoopConfig:
+    """train.py's loop: Lightning's Trainer, checkpoints, EMA, parallelism, the end-of-run evaluation."""
+
+    max_steps: int = 2000
+    # Wall-clock budget in minutes (null: none): training stops at whichever comes first, steps or time.
+    max_minutes: Optional[float] = None
+    seed: int = 0
+    ema_decay: float = 0.999
+    caption_dropout: float = 0.1  # captions dropped with this probability, for classifier-free guidance
+    accelerator: str = "auto"
+    devices: str = "auto"  # per node: "auto", a count ("8") or a list ("[0,1]")
+    num_nodes: int = 1
+    strategy: Strategy = Strategy.auto
+    # Ulysses sequence parallelism: each clip's tokens split over this many ranks (a divisor of the world size;
+    # needs attention_layout=full, text_conditioning=cross). 1: off.
+    sequence_parallel_size: int = 1
+    precision: Optional[str] = None  # null: bf16-mixed on GPU, 32-true on CPU
+    log_every_n_steps: int = 25
+    sample_every_n_steps: int = 500  # 0: never during training
+    checkpoint_every_n_steps: int = 250
+    keep_last_n: int = 2  # step checkpoints kept besides last.ckpt (older ones are deleted)
+    max_nonfinite_steps: int = 20  # NaN/Inf loss or gradient steps in a row before the run stops
+    num_threads: Optional[int] = None  # torch CPU threads (null: torch's default)
+    compile: bool = False  # torch.compile each DiT block (regional compilation)
+    # After training, sample `samples_per_prompt` videos of every eval and train prompt and score them with
+    # the moving-shapes probe (only meaningful on the built-in dataset).
+    final_samples: bool = True
+    samples_per_prompt: int = 2
+
+
+@dataclass
+class TrainConfig:
+    task: TaskConfig = field(default_factory=TaskConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    dit: DiTConfig = field(default_factory=DiTConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Sampling
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SampleConfig:
+    """sample.py's settings; null ones come from the checkpoint's config (sora.inference.pipeline.SampleSettings)."""
+
+    ckpt: str = "???"
+    prompt: Optional[str] = None  # one prompt -> `out`
+    prompts: Optional[str] = None  # a file, one prompt a line -> out_dir/000.mp4, 001.mp4, ...
+    out: Optional[str] = None
+    out_dir: Optional[str] = None
+    seed: int = 0
+    steps: Optional[int] = None  # null: the checkpoint's sampler settings
+    cfg: Optional[float] = None
+    sampler: Optional[str] = None
+    schedule: Optional[str] = None
+    shift: Optional[float] = None
+    num_frames: Optional[int] = None  # null: what the checkpoint was trained on
+    height: Optional[int] = None
+    width: Optional[int] = None
+    fps: Optional[int] = None
+    ema: bool = True
+    batch_size: int = 8
+    device: str = "auto"
+
+
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Plain and typed views
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def to_plain(cfg) -> dict:
+    """A (structured) config -> plain dict of str/int/float/bool/list/None, safe for weights_only loading."""
+    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+
+
+def typed(cfg) -> DictConfig:
+    """A plain dict or DictConfig (a checkpoint's) -> a config checked against TrainConfig."""
+    return OmegaConf.merge(OmegaConf.structured(TrainConfig), cfg)

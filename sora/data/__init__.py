@@ -1,0 +1,1 @@
+"""Data: media decoding, shards, buckets, the training stream, latent caches, the built-in dataset, mp4 I/O."""

@@ -1,0 +1,356 @@
+"""Webdataset shards -> bucketed batches, split across ranks and workers, resumable to the exact sample.
+
+A shard sample is `KEY.<media>` (sora/data/decode.py lists the extensions), `KEY.txt` (caption) and optionally
+`KEY.json` (probed metadata, written by data/make_shards.py), or, in a latent cache (sora/data/latent_cache.py),
+`KEY.latent.npy` and the text encoder's `KEY.context.npy` / `KEY.mask.npy`.
+
+Splitting: every (rank, worker) pair is one *reader*. With at least as many shards as readers, each reader
+takes whole shards (`shards[reader::readers]`, shards shuffled per epoch); with fewer, every reader opens all
+shards and keeps every readers-th sample. Either way, an epoch gives each sample to exactly one reader.
+
+Exact resume: a reader's stream is a pure function of (seed, epoch, reader), so its position is small: the
+epoch, how many raw samples it has pulled, the indices waiting in its shuffle and bucket buffers, and its RNG
+state. Each batch carries the position *after* it; the DataModule keeps the latest one per reader and saves it
+in the checkpoint. On resume a reader re-reads its shards up to that point without decoding (tar bytes only)
+and rebuilds its buffers. The DataLoader always asks worker 0 first, so workers are renumbered to make the
+reader that was next be asked first: the resumed batch order is the uninterrupted one.
+
+Bad samples raise `BadSample` inside a reader; they are skipped, logged with their shard and key, counted by
+reason and reported by the trainer, or, with `data.strict=true`, stop the run naming the file.
+"""
+
+import glob
+import io
+import json
+import logging
+import os
+import random
+import tarfile
+from collections import Counter
+
+import braceexpand
+import numpy as np
+import torch
+import webdataset as wds
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from sora.data.buckets import BucketSet, resize_crop
+from sora.data.decode import MEDIA_EXTENSIONS, BadSample, decode_clip, probe
+from sora.errors import SoraError
+
+log = logging.getLogger(__name__)
+
+# ---------------------------------------------------------------------------------------------------------------
+# Shard lists
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def expand_shards(pattern: str) -> list[str]:
+    """Brace patterns (`a-{000..009}.tar`) and globs (`a-*.tar`) to a sorted list of existing shard files."""
+    if not pattern:
+        raise SoraError("data.shards is empty: give a shard pattern such as 'shards/train-{000000..000009}.tar'")
+    paths = []
+    for part in braceexpand.braceexpand(os.path.expanduser(pattern)):
+        matches = sorted(glob.glob(part)) if glob.has_magic(part) else ([part] if os.path.exists(part) else [])
+        paths += matches
+    if not paths:
+        raise SoraError(f"data.shards={pattern!r} matches no file (cwd: {os.getcwd()})")
+    missing = [p for p in braceexpand.braceexpand(pattern) if not glob.has_magic(p) and not os.path.exists(p)]
+    if missing:
+        raise SoraError(f"data.shards={pattern!r}: {len(missing)} shard(s) missing, first {missing[0]!r}")
+    return sorted(set(paths))
+
+
+def check_shards(paths: list[str]) -> None:
+    """Open every shard and read its first header: an unreadable shard stops the run at start, named."""
+    for path in paths:
+        try:
+            with tarfile.open(path, "r:") as tar:
+                tar.next()
+        except (OSError, tarfile.TarError) as e:
+            raise SoraError(f"shard {path!r} is not a readable tar file: {e}") from None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One reader's stream
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _rng_state(rng: random.Random) -> list:
+    version, internal, gauss = rng.getstate()
+    return [version, list(internal), gauss]
+
+
+def _set_rng_state(rng: random.Random, state: list) -> None:
+    rng.setstate((state[0], tuple(state[1]), state[2]))
+
+
+PACKED = "packed"  # the buffer key of data.packing: one buffer for clips of every bucket
+
+
+class _Reader:
+    """The stream of one (rank, worker): raw samples -> shuffle buffer -> decoded -> bucket buffers -> batches."""
+
+    def __init__(self, stream: "ClipStream", reader: int, readers: int, state: dict | None):
+        self.s, self.reader, self.readers = stream, reader, readers
+        self.state = state or {"epoch": 0, "consumed": 0}
+        self.skipped = Counter()  # since the last batch
+
+    def _raw(self, epoch: int):
+        """(index, raw sample) of this reader's share of the epoch, in order; tar errors are bad shards."""
+        shards = list(self.s.shards)
+        random.Random(self.s.seed * 1_000_003 + epoch).shuffle(shards)
+        whole = len(shards) >= self.readers
+        mine = shards[self.reader :: self.readers] if whole else shards
+
+        def on_tar_error(exn):
+            self._bad("bad_shard", str(exn).splitlines()[0][:200], "?")
+            return True  # skip the rest of that shard
+
+        urls = iter([{"url": u} for u in mine])
+        samples = wds.tarfile_to_samples(handler=on_tar_error)(urls)
+        n = 0
+        for i, raw in enumerate(samples):
+            if whole or i % self.readers == self.reader:
+                yield n, raw
+                n += 1
+
+    def _bad(self, reason: str, detail: str, where: str):
+        if self.s.strict:
+            raise SoraError(f"{where}: {reason}: {detail} (data.strict=true stops at the first bad sample)")
+        self.skipped[reason] += 1
+        log.warning("skipping %s: %s: %s", where, reason, detail)
+
+    def _process(self, n: int, raw: dict, epoch: int):
+        """(bucket key, item) of one raw sample, or None when it is skipped (counted)."""
+        where = f"{raw.get('__url__', '?')}:{raw.get('__key__', '?')}"
+        rng = random.Random(f"{self.s.seed}/{epoch}/{self.reader}/{n}")  # per sample: replays identically
+        try:
+            return self.s.process(raw, rng)
+        except BadSample as e:
+            self._bad(e.reason, e.detail, where)
+            return None
+
+    def __iter__(self):
+        st = self.state
+        while True:
+            yield from self._epoch(st)
+            st = {"epoch": st["epoch"] + 1, "consumed": 0}
+
+    def _epoch(self, st: dict):
+        epoch, consumed = st["epoch"], st["consumed"]
+        rng = random.Random(self.s.seed * 7919 + epoch * 104729 + self.reader)
+        if "rng" in st:
+            _set_rng_state(rng, st["rng"])
+        shuffle: list = []  # [(n, raw)]
+        buckets: dict[str, list] = {}  # key -> [(n, item)]
+        ready: list = []  # [(key, [(n, item)])], full batches not yet emitted
+        images, total = st.get("images", 0), st.get("total", 0)
+        raw_iter = self._raw(epoch)
+
+        if consumed:  # resume: re-read up to the saved position (no decoding), rebuild the buffers
+            wanted = set(st["shuffle"]) | {n for _, ns in st["buckets"] for n in ns} | {n for _, ns in st["ready"] for n in ns}
+            kept = {}
+            for n, raw in raw_iter:
+                if n in wanted:
+                    kept[n] = raw
+                if n + 1 >= consumed:
+                    break
+            shuffle = [(n, kept[n]) for n in st["shuffle"]]
+            for key, ns in st["buckets"]:
+                buckets[key] = [(n, self._process(n, kept[n], epoch)[1]) for n in ns]
+            ready = [(key, [(n, self._process(n, kept[n], epoch)[1]) for n in ns]) for key, ns in st["ready"]]
+
+        def position():
+            return {"epoch": epoch, "consumed": consumed, "rng": _rng_state(rng), "images": images, "total": total,
+                    "shuffle": [n for n, _ in shuffle], "buckets": [[k, [n for n, _ in v]] for k, v in buckets.items() if v],
+                    "ready": [[k, [n for n, _ in v]] for k, v in ready]}
+
+        def choose(final: bool) -> int | None:
+            """Which ready batch goes next: keeps the share of image batches near data.image_batch_ratio."""
+            if not ready:
+                return None
+            ratio = None if self.s.packing else self.s.image_batch_ratio  # packs mix images and clips already
+            if ratio is None or final:
+                return 0
+            want_image = ratio * (total + 1) - images >= 0.5
+            for i, (key, _) in enumerate(ready):
+                if self.s.is_image(key) == want_image:
+                    return i
+            # The wanted kind is not in the data (or is rare): do not hold batches back forever.
+            return 0 if len(ready) > 8 else None
+
+        def emit(final: bool = False):
+            nonlocal images, total
+            while (i := choose(final)) is not None:
+                key, members = ready.pop(i)
+                images, total = images + self.s.is_image(key), total + 1
+                batch = self.s.collate(key, [item for _, item in members])
+                batch["_position"] = {"reader": self.reader, **position()}
+                batch["_skipped"], self.skipped = dict(self.skipped), Counter()
+                yield batch
+
+        def add(n: int, raw: dict):
+            out = self._process(n, raw, epoch)
+            if out is None:
+                return
+            key, item = out
+            if self.s.packing:  # one pack of any shapes, closed before a clip would take it past the budget
+                pack = buckets.setdefault(PACKED, [])
+                if pack and sum(it["_tokens"] for _, it in pack) + item["_tokens"] > self.s.buckets.tokens_per_batch:
+                    ready.append((PACKED, pack[:]))
+                    pack.clear()
+                pack.append((n, item))
+                return
+            bucket = buckets.setdefault(key, [])
+            bucket.append((n, item))
+            if len(bucket) >= self.s.batch_size(key):
+                ready.append((key, bucket[:]))
+                bucket.clear()
+
+        for n, raw in raw_iter:
+            consumed = n + 1
+            shuffle.append((n, raw))
+            if len(shuffle) >= self.s.shuffle_buffer:
+                j = rng.randrange(len(shuffle))
+                shuffle[j], shuffle[-1] = shuffle[-1], shuffle[j]
+                add(*shuffle.pop())
+                yield from emit()
+        while shuffle:  # end of the epoch: drain the shuffle buffer, then the partly filled buckets
+            j = rng.randrange(len(shuffle))
+            shuffle[j], shuffle[-1] = shuffle[-1], shuffle[j]
+            add(*shuffle.pop())
+            yield from emit()
+        for key in list(buckets):
+            if buckets[key]:
+                ready.append((key, buckets.pop(key)))
+        yield from emit(final=True)
+        if total == st.get("total", 0) and not st.get("consumed"):  # a whole epoch without one batch: never will
+            raise SoraError(f"data: reader {self.reader} found no usable sample in {len(self.s.shards)} shard(s) "
+                            f"({consumed} read; skipped: {dict(self.skipped) or 'none'})")
+
+
+class ClipStream(IterableDataset):
+    """Endless stream of batches of one bucket each: {"video": b c t h w, "caption": [str]} (or cached latents).
+
+    `state` maps reader -> position from a checkpoint; `worker_offset` renumbers workers so that the reader
+    due next is asked first.
+    """
+
+    def __init__(self, shards: list[str], cfg, buckets: BucketSet, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 state: dict | None = None, worker_offset: int = 0):
+        super().__init__()
+        assert cfg.frame_stride >= 1, f"data.frame_stride must be >= 1, got {cfg.frame_stride}"
+        assert cfg.shuffle_buffer >= 1, f"data.shuffle_buffer must be >= 1, got {cfg.shuffle_buffer}"
+        self.shards, self.seed, self.rank, self.world_size = list(shards), seed, rank, world_size
+        self.buckets, self.frame_stride, self.random_start = buckets, cfg.frame_stride, cfg.random_start
+        self.shuffle_buffer, self.strict, self.image_batch_ratio = cfg.shuffle_buffer, cfg.strict, cfg.image_batch_ratio
+        self.min_side_px, self.max_aspect = cfg.min_side_px, cfg.max_aspect
+        self.packing, self.random_crop = cfg.packing, cfg.random_crop
+        assert not self.packing or buckets.tokens, "data.packing=true packs up to data.tokens_per_batch tokens a pack"
+        self.latent = bool(cfg.latent_cache)
+        self.state, self.worker_offset = state or {}, worker_offset
+
+    # -- per-sample work (video shards) -------------------------------------------------------------------------
+
+    def process(self, raw: dict, rng: random.Random):
+        if self.latent:
+            return self._process_latent(raw)
+        ext = next((e for e in MEDIA_EXTENSIONS if e in raw), None)
+        if ext is None:
+            other = [k for k in raw if not k.startswith("__") and k not in ("txt", "json")]
+            raise BadSample("not_media", f"no media file (found {', '.join(other) or 'nothing'})")
+        caption = raw.get("txt", b"").decode("utf-8", errors="replace").strip()
+        if not caption:
+            raise BadSample("no_caption", "missing or empty .txt")
+        info = {}
+        if "json" in raw:
+            try:
+                info = json.loads(raw["json"])
+            except (ValueError, UnicodeDecodeError):
+                info = {}
+        if not {"num_frames", "height", "width"} <= info.keys():
+            info = vars(probe(raw[ext], ext))  # shards not written by make_shards.py: probe once here
+        h, w = int(info["height"]), int(info["width"])
+        if min(h, w) < self.min_side_px:
+            raise BadSample("too_small", f"{h}x{w} is under data.min_side_px={self.min_side_px}")
+        if max(h, w) / min(h, w) > self.max_aspect:
+            raise BadSample("extreme_aspect", f"{h}x{w} is beyond data.max_aspect={self.max_aspect}")
+        is_image = bool(info.get("is_image")) or ext in ("jpg", "jpeg", "png", "webp")
+        b = self.buckets.assign(int(info["num_frames"]), h, w, is_image, self.frame_stride)
+        bucket = self.buckets.buckets[b]
+        frames = decode_clip(raw[ext], ext, bucket.num_frames, self.frame_stride, rng if self.random_start else None, info)
+        item = {"video": resize_crop(frames, bucket.height, bucket.width, rng if self.random_crop else None),
+                "caption": caption}
+        if self.packing:
+            item["_tokens"] = self.buckets.tokens[b]
+        return str(b), item
+
+    def _process_latent(self, raw: dict):
+        if "latent.npy" not in raw:
+            raise BadSample("not_latent", "no .latent.npy in a latent-cache shard")
+        item = {"latent": torch.from_numpy(np.load(io.BytesIO(raw["latent.npy"]), allow_pickle=False)),
+                "caption": raw.get("txt", b"").decode("utf-8", errors="replace").strip()}
+        for name in ("context", "mask"):
+            if f"{name}.npy" in raw:
+                item[name] = torch.from_numpy(np.load(io.BytesIO(raw[f"{name}.npy"]), allow_pickle=False))
+        key = "x".join(map(str, item["latent"].shape))  # 2c t h w: one bucket per latent shape
+        if self.packing:
+            item["_tokens"] = self._latent_tokens(key)
+        return key, item
+
+    def _latent_tokens(self, key: str) -> int:
+        return self.buckets.latent_tokens(tuple(map(int, key.split("x"))))
+
+    def batch_size(self, key: str) -> int:
+        if self.latent:  # key is the latent's "2c x t x h x w"
+            if not self.buckets.tokens_per_batch:
+                return self.buckets.batch_sizes[0]
+            return max(1, self.buckets.tokens_per_batch // self._latent_tokens(key))
+        return self.buckets.batch_sizes[int(key)]
+
+    def is_image(self, key: str) -> bool:
+        if key == PACKED:  # a pack mixes images and clips (choose() ignores image_batch_ratio for packs)
+            return False
+        if self.latent:
+            return int(key.split("x")[1]) == 1
+        return self.buckets.buckets[int(key)].is_image
+
+    def collate(self, key: str, items: list[dict]) -> dict:
+        batch = {"caption": [it["caption"] for it in items]}
+        for name in ("video", "latent", "context", "mask"):
+            if name in items[0]:
+                clips = [it[name] for it in items]
+                # A pack keeps its clips apart (each its own shape); cached text has one length, so it stacks.
+                batch[name] = clips if key == PACKED and name in ("video", "latent") else torch.stack(clips)  # b ...
+        return batch
+
+    # -- the stream --------------------------------------------------------------------------------------------
+
+    def __iter__(self):
+        info = get_worker_info()
+        worker, num_workers = (info.id, info.num_workers) if info else (0, 1)
+        worker = (worker + self.worker_offset) % num_workers
+        reader = self.rank * num_workers + worker
+        yield from _Reader(self, reader, self.world_size * num_workers, self.state.get(reader))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Loaders
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def make_loader(cfg, seed: int, rank: int = 0, world_size: int = 1, buckets: BucketSet | None = None,
+                state: dict | None = None, worker_offset: int = 0) -> DataLoader:
+    """A DataLoader over `cfg.shards` (a DataConfig) yielding one-bucket batches (see ClipStream)."""
+    shards = expand_shards(f"{cfg.latent_cache.rstrip('/')}/latents-*.tar" if cfg.latent_cache else cfg.shards)
+    check_shards(shards)
+    stream = ClipStream(shards, cfg, buckets or BucketSet.from_config(cfg), seed, rank, world_size, state, worker_offset)
+    return DataLoader(stream, batch_size=None, num_workers=cfg.num_workers,
+                      persistent_workers=cfg.num_workers > 0, pin_memory=torch.cuda.is_available())
+
+
+def strip_bookkeeping(batch: dict) -> tuple[dict, dict | None, dict]:
+    """Split a loader batch into (data, reader position, skipped counts)."""
+    batch = dict(batch)
+    return batch, batch.pop("_position", None), batch.pop("_skipped", {}) or {}

@@ -1,0 +1,1 @@
+"""Diffusion: objectives (loss and velocity), timestep schedules, samplers, classifier-free guidance."""

@@ -1,0 +1,36 @@
+"""Classifier-free guidance over a chain of conditionings, all run in one batch.
+
+`conds` goes from least to most conditioned: conds[0] is the unconditional branch (the empty caption), conds[-1]
+the full condition, and each scale weighs one step along the chain:
+
+    v = v_0 + sum_i scale_i * (v_i - v_{i-1})
+
+With two conditionings this is classifier-free guidance, v_u + s (v_c - v_u) (Ho & Salimans 2022). With three
+(nothing, a visual condition, visual condition + text) it gives the visual condition and the text separate scales
+(InstructPix2Pix, Brooks et al. 2023, eq. 3). Scales of 1 telescope to v at the full condition, so that case runs
+one forward instead of k.
+"""
+
+import torch
+
+from sora.diffusion.samplers import VelocityFn
+from sora.models.conditioning import Conditioning
+
+
+def guided_velocity(objective, model, conds: list[Conditioning], scales: list[float]) -> VelocityFn:
+    """velocity_fn(x, t) for a sampler: the objective's velocity under guidance, x a batch of len(conds[0]) clips."""
+    assert len(scales) == len(conds) - 1, f"{len(conds)} conditionings need {len(conds) - 1} scales, got {len(scales)}"
+    if all(s == 1.0 for s in scales):  # the sum telescopes to the fully conditioned velocity
+        cond = conds[-1]
+        return lambda x, t: objective.velocity(model, x, torch.full((x.shape[0],), t, device=x.device), cond)
+    k, both = len(conds), Conditioning.cat(conds)
+
+    def velocity_fn(x: torch.Tensor, t: float) -> torch.Tensor:
+        xs = torch.cat([x] * k)  # (k b) c t h w: every conditioning in one forward
+        vs = objective.velocity(model, xs, torch.full((xs.shape[0],), t, device=x.device), both).chunk(k)
+        v = vs[0]
+        for i, scale in enumerate(scales):
+            v = v + scale * (vs[i + 1] - vs[i])
+        return v
+
+    return velocity_fn

@@ -1,0 +1,87 @@
+"""Rectified flow (Liu et al. 2023; Esser et al. 2024): straight paths from data to noise, velocity loss.
+
+x_t = (1 - t) x_0 + t * eps, with t = 1 pure noise; the velocity is v = eps - x_0 = dx_t/dt, and the sampler
+integrates dx/dt = v from t = 1 down to t = 0. Training timesteps are logit-normal (SD3, eq. 19).
+
+What the network outputs is a switch, `prediction`:
+- "velocity": the network predicts v directly (SD3, Flux).
+- "x0": the network predicts the clean x_0 and v = (x_t - x_0) / t (JiT: Li & He 2025, "Back to Basics: Let
+  Denoising Generative Models Denoise"). The loss stays on v. A network narrower than its patches (hidden size
+  < pt*ph*pw*c) cannot carry the noise eps through to its output, but it can output the clean signal, which
+  lies on a low-dimensional manifold; so x0 prediction is what makes large patches work.
+
+An objective has two methods, and both take a batch (`b c t h w`) or a pack (a list of `c t h w` clips of any
+shapes, run as one sequence through `DiT.forward_packed`): `loss(model, x0, cond)` for training and
+`velocity(model, x, t, cond)` for the samplers. Packs are handled here once, by `each_clip`.
+"""
+
+import torch
+
+from sora.models.conditioning import Conditioning
+
+PREDICTIONS = ("velocity", "x0")
+
+Latent = torch.Tensor | list[torch.Tensor]  # b c t h w, or a pack: [c t h w]
+
+
+def each_clip(fn, x: Latent, *per_clip):
+    """fn(x, *args) on a batch, or fn(x_i, *args_i) on every clip of a pack (args indexed by clip)."""
+    if isinstance(x, list):
+        return [fn(xi, *(a[i] for a in per_clip)) for i, xi in enumerate(x)]
+    return fn(x, *per_clip)
+
+
+def as_list(x: Latent) -> list[torch.Tensor]:
+    """A pack as it is, a batch as a list of one tensor: for sums over clips."""
+    return x if isinstance(x, list) else [x]
+
+
+def broadcast_t(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Timesteps shaped to broadcast over x: b -> b 1 1 1 1 for a batch; a clip's 0-d t stays a scalar."""
+    return t.reshape(t.shape + (1,) * (x.ndim - t.ndim))
+
+
+class RectifiedFlow:
+    def __init__(self, logit_normal_mean: float = 0.0, logit_normal_std: float = 1.0, prediction: str = "velocity",
+                 t_min: float = 0.05):
+        assert logit_normal_std > 0, f"logit_normal_std must be > 0, got {logit_normal_std}"
+        prediction = getattr(prediction, "value", prediction)
+        assert prediction in PREDICTIONS, f"prediction must be one of {PREDICTIONS}, got {prediction!r}"
+        assert 0 < t_min < 1, f"t_min must be in (0, 1), got {t_min}"
+        self.mean, self.std, self.prediction, self.t_min = logit_normal_mean, logit_normal_std, prediction, t_min
+
+    def sample_t(self, num_clips: int, device, generator: torch.Generator | None = None) -> torch.Tensor:
+        """One timestep per clip in (0, 1): t = sigmoid(n) with n ~ N(mean, std^2)."""
+        n = torch.randn(num_clips, device=device, generator=generator)
+        return torch.sigmoid(self.mean + self.std * n)
+
+    @staticmethod
+    def noised(x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """x_t = (1 - t) x0 + t eps (t broadcast over the clip or batch)."""
+        t_ = broadcast_t(t, x0)
+        return (1 - t_) * x0 + t_ * eps
+
+    def _to_velocity(self, x: torch.Tensor, out: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if self.prediction == "velocity":
+            return out
+        # v = (x_t - x_0) / t; t is floored so the division stays bounded near the data end (JiT, sec. 4).
+        return (x - out) / broadcast_t(t.clamp(min=self.t_min), x)
+
+    def velocity(self, model, x: Latent, t: torch.Tensor, cond: Conditioning) -> Latent:
+        """The sampler's dx/dt at (x, t): x a batch (t: b) or a pack (t: one per clip)."""
+        out = model.forward_packed(x, t, cond) if isinstance(x, list) else model(x, t, cond)
+        return each_clip(self._to_velocity, x, out, t)
+
+    def loss(self, model, x0: Latent, cond: Conditioning) -> torch.Tensor:
+        """Mean squared velocity error over every latent element of the batch or pack (each element weighs the
+        same, so a pack's loss is the loss its clips would have as one batch)."""
+        num_clips = len(x0) if isinstance(x0, list) else x0.shape[0]
+        device = x0[0].device if isinstance(x0, list) else x0.device
+        t = self.sample_t(num_clips, device)
+        eps = each_clip(torch.randn_like, x0)
+        xt = each_clip(self.noised, x0, eps, t)
+        v = self.velocity(model, xt, t, cond)
+        err, count = 0.0, 0
+        for vi, ei, xi in zip(*(as_list(a) for a in (v, eps, x0))):
+            err, count = err + (vi.float() - (ei - xi).float()).square().sum(), count + xi.numel()
+        return err / count

@@ -1,0 +1,1 @@
+"""Evaluation without Lightning: metrics, the moving-shapes probe, end-of-run evaluations of a model bundle."""

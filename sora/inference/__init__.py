@@ -1,0 +1,1 @@
+"""Inference without Lightning: the model bundle (one copy of the weights), checkpoints, the sampling pipeline."""

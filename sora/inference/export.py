@@ -1,0 +1,41 @@
+"""Export a trained DiT checkpoint's EMA weights (plus the frozen VAE) to safetensors, with the resolved config.
+
+    python -m sora.inference.export RUN/checkpoints/last.ckpt model.safetensors          # EMA weights (default)
+    python -m sora.inference.export RUN/checkpoints/last.ckpt model.safetensors --raw    # the raw training weights
+    python sample.py ckpt=model.safetensors prompt="a red circle moving left" out=x.mp4
+
+safetensors holds tensors and string metadata only, so loading it can never run code. The file stores
+`dit.*`, `vae.*` and (for the built-in trainable text encoder) `text.*` tensors; the metadata holds the
+resolved config (`sora_config`, JSON), the training step and which weights were exported (ModelBundle.save).
+"""
+
+import argparse
+import json
+import sys
+
+from sora.errors import SoraError, exit_on_user_error
+from sora.inference.bundle import ModelBundle
+from sora.inference.checkpoint import load_checkpoint
+
+
+def export(ckpt_path: str, out_path: str, ema: bool = True) -> dict:
+    if str(ckpt_path).endswith(".safetensors"):
+        raise SoraError(f"{ckpt_path!r} is an export already; export reads a training checkpoint (.ckpt)")
+    bundle = ModelBundle.from_checkpoint(ckpt_path, ema=ema)
+    step = load_checkpoint(ckpt_path).get("global_step", 0)  # memory-mapped: reads the small pickle only
+    return bundle.save(out_path, step=step, source=str(ckpt_path))
+
+
+@exit_on_user_error
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("ckpt")
+    p.add_argument("out")
+    p.add_argument("--raw", action="store_true", help="export the raw training weights instead of the EMA")
+    a = p.parse_args(argv)
+    print(json.dumps(export(a.ckpt, a.out, ema=not a.raw)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Networks and their shapes: the DiT and its layers, VAEs, text encoders, the conditioning object, latent geometry."""

@@ -1,0 +1,297 @@
+"""Diffusion transformer over spacetime patches (DiT, Peebles & Xie 2023), conditioned on text.
+
+Each block is adaLN-Zero-modulated attention and MLP, with 3D RoPE and QK-norm. Two switches pick the variants
+the field compares:
+  attention_layout   full: self-attention over all spacetime tokens (Sora, Movie Gen);
+                     factorized: spatial attention within each frame, then temporal attention at each
+                     position (Latte, Ma et al. 2024; STDiT in Open-Sora)
+  text_conditioning  cross: cross-attention to the text tokens after self-attention (PixArt-alpha);
+                     joint: text tokens join the self-attention with their own weights (MM-DiT, SD3, Esser et al.
+                     2024)
+The model maps (noisy latent, timestep, text) to a tensor of the latent's shape; what that tensor means
+(velocity, clean latent, ...) is the objective's business, not the backbone's. `forward_packed` runs clips of
+different shapes as one packed sequence with block-diagonal attention.
+"""
+
+import math
+
+import torch
+import torch.nn as nn
+from einops import rearrange
+from torch.utils.checkpoint import checkpoint
+
+from sora.distributed.sequence import gather_tokens, shard_tokens
+from sora.models.attention import BACKENDS, CrossAttention, Segments, SelfAttention, attention
+from sora.models.conditioning import Conditioning
+from sora.models.norms import LayerNorm
+from sora.models.patchify import check_patchable, patchify, unpatchify
+from sora.models.rope import apply_rope, rope_for_grid
+
+LAYOUTS = ("full", "factorized")
+TEXT_MODES = ("cross", "joint")
+
+# ---------------------------------------------------------------------------------------------------------------
+# Conditioning
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """x: b n d; shift, scale: b 1 d (one per clip) or b n d (one per token, packed)."""
+    return x * (1 + scale) + shift
+
+
+def modulations(layer: nn.Module, c: torch.Tensor, n: int) -> tuple[torch.Tensor, ...]:
+    """c: b d (per clip) or b n d (per token) -> n tensors of b 1 d or b n d."""
+    out = layer(c)
+    return (out[:, None] if out.ndim == 2 else out).chunk(n, dim=-1)
+
+
+class TimestepEmbedder(nn.Module):
+    """t in [0, 1] -> sinusoidal features of 1000 t (as DDPM's integer steps) -> MLP."""
+
+    def __init__(self, dim: int, freq_dim: int = 256):
+        super().__init__()
+        self.freq_dim = freq_dim
+        self.mlp = nn.Sequential(nn.Linear(freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        half = self.freq_dim // 2
+        freqs = torch.exp(-math.log(10000) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+        args = 1000 * t.float()[:, None] * freqs[None]  # b half
+        return self.mlp(torch.cat([args.cos(), args.sin()], dim=-1))  # b dim
+
+
+def trim_text_padding(context: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Drop text positions that are padding in every caption; no mask at all when every key left is real.
+
+    SDPA's fastest kernels (flash, cuDNN) take no mask: with one, a joint text-video attention at 16k tokens
+    falls back to the memory-efficient kernel, 4x slower on an H100 (bench/attention.py).
+    """
+    if mask.device.type == "meta":  # shapes only (the preset tests): nothing to look at
+        return context, mask
+    keep = mask.any(0)  # m
+    if not bool(keep.all()):
+        context, mask = context[:, keep], mask[:, keep]  # b m' d, b m'
+    return context, (None if bool(mask.all()) else mask)
+
+
+def mlp(dim: int, ratio: float) -> nn.Sequential:
+    hidden = int(dim * ratio)
+    return nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Blocks
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class DiTBlock(nn.Module):
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, qk_norm: bool, layout: str = "full",
+                 text_conditioning: str = "cross", backend: str = "sdpa", rope_theta: float = 10000.0):
+        super().__init__()
+        self.layout, self.text_conditioning, self.backend = layout, text_conditioning, backend
+        self.rope_theta = rope_theta
+        self.norm1 = LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.attn = SelfAttention(dim, num_heads, qk_norm, backend)
+        n_mod = 6
+        if layout == "factorized":
+            self.norm_t = LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+            self.attn_t = SelfAttention(dim, num_heads, qk_norm, backend)
+            n_mod += 3
+        if text_conditioning == "cross":
+            self.norm_cross = LayerNorm(dim, eps=1e-6)
+            self.cross = CrossAttention(dim, dim, num_heads, qk_norm, backend)
+        else:  # joint: the text stream's own weights (MM-DiT)
+            self.text_norm1 = LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+            self.text_attn = SelfAttention(dim, num_heads, qk_norm, backend)  # its qkv, norms and proj
+            self.text_norm2 = LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+            self.text_mlp = mlp(dim, mlp_ratio)
+            self.text_adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+        self.norm2 = LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.mlp = mlp(dim, mlp_ratio)
+        self.n_mod = n_mod
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, n_mod * dim))
+
+    def forward(self, x, c, rope, context, self_seg, cross_seg, grid):
+        """x: b n d video tokens; c: b d or b n d; context: b m d text tokens; grid: (t, h, w) of x."""
+        mods = modulations(self.adaLN_modulation, c, self.n_mod)
+        shift_sa, scale_sa, gate_sa, shift_mlp, scale_mlp, gate_mlp = mods[:6]
+        h = modulate(self.norm1(x), shift_sa, scale_sa)
+        if self.text_conditioning == "joint":
+            attn_x, context = self._joint(h, c, rope, context, cross_seg)
+            x = x + gate_sa * attn_x
+        elif self.layout == "factorized":
+            x = x + gate_sa * self._spatial(h, grid)
+        else:
+            x = x + gate_sa * self.attn(h, rope, self_seg)
+        if self.layout == "factorized":
+            shift_t, scale_t, gate_t = mods[6:]
+            x = x + gate_t * self._temporal(modulate(self.norm_t(x), shift_t, scale_t), grid)
+        if self.text_conditioning == "cross":
+            x = x + self.cross(self.norm_cross(x), context, cross_seg)
+        return x + gate_mlp * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp)), context
+
+    def _spatial(self, h, grid):
+        t, hh, ww = grid
+        rope = rope_for_grid((1, hh, ww), self.attn.head_dim, self.rope_theta, h.device)
+        out = self.attn(rearrange(h, "b (t s) d -> (b t) s d", t=t), rope)  # (b t) (h w) d
+        return rearrange(out, "(b t) s d -> b (t s) d", t=t)
+
+    def _temporal(self, h, grid):
+        t, hh, ww = grid
+        rope = rope_for_grid((t, 1, 1), self.attn_t.head_dim, self.rope_theta, h.device)
+        out = self.attn_t(rearrange(h, "b (t s) d -> (b s) t d", t=t), rope)  # (b h w) t d
+        return rearrange(out, "(b s) t d -> b (t s) d", s=hh * ww)
+
+    def _joint(self, h, c, rope, context, text_seg):
+        """Video and text tokens in one attention, each with its own projections; RoPE on video tokens only."""
+        a, ta = self.attn, self.text_attn
+        t_shift, t_scale, t_gate, t_shift_mlp, t_scale_mlp, t_gate_mlp = modulations(self.text_adaLN_modulation, c, 6)
+        y = modulate(self.text_norm1(context), t_shift, t_scale)  # b m d
+        q, k, v = rearrange(a.qkv(h), "b n (three h d) -> three b h n d", three=3, h=a.num_heads)
+        q, k = apply_rope(a.q_norm(q), rope), apply_rope(a.k_norm(k), rope)
+        tq, tk, tv = rearrange(ta.qkv(y), "b m (three h d) -> three b h m d", three=3, h=ta.num_heads)
+        tq, tk = ta.q_norm(tq), ta.k_norm(tk)
+        n, seg = q.shape[2], Segments()
+        if text_seg.k_valid is not None:  # padded captions: mask their padding keys, never the video keys
+            seg.k_valid = torch.cat([torch.ones(q.shape[0], n, dtype=torch.bool, device=q.device), text_seg.k_valid], 1)
+        out = attention(torch.cat([q, tq], 2), torch.cat([k, tk], 2), torch.cat([v, tv], 2), self.backend,
+                        seg)  # b h (n+m) d
+        out = rearrange(out, "b h l d -> b l (h d)")
+        x_out, y_out = a.proj(out[:, :n]), ta.proj(out[:, n:])
+        context = context + t_gate * y_out
+        context = context + t_gate_mlp * self.text_mlp(modulate(self.text_norm2(context), t_shift_mlp, t_scale_mlp))
+        return x_out, context
+
+
+class FinalLayer(nn.Module):
+    def __init__(self, dim: int, out_dim: int):
+        super().__init__()
+        self.norm = LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.linear = nn.Linear(dim, out_dim)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
+
+    def forward(self, x, c):
+        shift, scale = modulations(self.adaLN_modulation, c, 2)
+        return self.linear(modulate(self.norm(x), shift, scale))  # b n out_dim
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Model
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class DiT(nn.Module):
+    def __init__(self, in_channels: int, text_dim: int, hidden_size: int = 384, depth: int = 12, num_heads: int = 6,
+                 mlp_ratio: float = 4.0, patch_size=(1, 2, 2), qk_norm: bool = True, rope_theta: float = 10000.0,
+                 pooled_text: bool = True, attention_layout: str = "full", text_conditioning: str = "cross",
+                 attention_backend: str = "sdpa", checkpoint_fraction: float = 0.0):
+        super().__init__()
+        assert len(patch_size) == 3 and all(p >= 1 for p in patch_size), f"patch_size must be (pt, ph, pw) >= 1, got {patch_size}"
+        assert hidden_size % num_heads == 0, f"hidden_size {hidden_size} does not divide by num_heads {num_heads}"
+        assert attention_layout in LAYOUTS, f"dit.attention_layout must be one of {LAYOUTS}, got {attention_layout!r}"
+        assert text_conditioning in TEXT_MODES, f"dit.text_conditioning must be one of {TEXT_MODES}, got {text_conditioning!r}"
+        assert not (attention_layout == "factorized" and text_conditioning == "joint"), (
+            "text_conditioning=joint attends over all spacetime tokens: use it with attention_layout=full")
+        assert attention_backend in BACKENDS, f"dit.attention_backend must be one of {BACKENDS}, got {attention_backend!r}"
+        assert 0.0 <= checkpoint_fraction <= 1.0, f"dit.checkpoint_fraction must be in [0, 1], got {checkpoint_fraction}"
+        self.in_channels, self.patch_size = in_channels, tuple(patch_size)
+        self.head_dim, self.rope_theta, self.pooled_text = hidden_size // num_heads, rope_theta, pooled_text
+        self.layout, self.text_conditioning = attention_layout, text_conditioning
+        self.sp_group = None  # see enable_sequence_parallel
+        # Activation checkpointing on the first share of blocks: recompute them in backward, keep only inputs.
+        self.num_checkpointed = round(checkpoint_fraction * depth)
+        patch_dim = in_channels * math.prod(patch_size)
+        self.x_embed = nn.Linear(patch_dim, hidden_size)
+        self.t_embed = TimestepEmbedder(hidden_size)
+        self.text_embed = nn.Sequential(nn.Linear(text_dim, hidden_size), nn.GELU(approximate="tanh"),
+                                        nn.Linear(hidden_size, hidden_size))
+        self.pool_embed = nn.Linear(hidden_size, hidden_size) if pooled_text else None
+        self.blocks = nn.ModuleList([DiTBlock(hidden_size, num_heads, mlp_ratio, qk_norm, attention_layout,
+                                              text_conditioning, attention_backend, rope_theta) for _ in range(depth)])
+        self.final = FinalLayer(hidden_size, patch_dim)
+        self.initialize_weights()
+
+    def initialize_weights(self):
+        """DiT's init: xavier linears, N(0, 0.02) timestep MLP, and zeroed adaLN and output layers (adaLN-Zero)."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+        for layer in self.t_embed.mlp[0], self.t_embed.mlp[2]:
+            nn.init.normal_(layer.weight, std=0.02)
+        # Zeroed modulation makes every block the identity at init, and the zeroed output predicts 0.
+        for block in self.blocks:
+            for name in ("adaLN_modulation", "text_adaLN_modulation"):
+                if hasattr(block, name):
+                    nn.init.zeros_(getattr(block, name)[-1].weight)
+                    nn.init.zeros_(getattr(block, name)[-1].bias)
+        for layer in self.final.adaLN_modulation[-1], self.final.linear:
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def _condition(self, t, cond: Conditioning):
+        """(t: b, cond of b rows) -> c: b hidden, context: b m hidden."""
+        context = self.text_embed(cond.text)  # b m hidden
+        c = self.t_embed(t)  # b hidden
+        if self.pool_embed is not None:
+            weights = cond.text_mask.to(context.dtype)[..., None]  # b m 1
+            c = c + self.pool_embed((context * weights).sum(1) / weights.sum(1).clamp(min=1))  # b hidden
+        return c, context
+
+    def _blocks(self, tokens, c, rope, context, self_seg, cross_seg, grid):
+        for i, block in enumerate(self.blocks):
+            if i < self.num_checkpointed and torch.is_grad_enabled():
+                tokens, context = checkpoint(block, tokens, c, rope, context, self_seg, cross_seg, grid, use_reentrant=False)
+            else:
+                tokens, context = block(tokens, c, rope, context, self_seg, cross_seg, grid)
+        return tokens
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        """x: b c t h w; t: b in [0, 1]; cond: b rows (text b m text_dim) -> b c t h w."""
+        assert x.shape[1] == self.in_channels, f"DiT built for {self.in_channels} channels, got {x.shape[1]}"
+        grid = check_patchable(x.shape, self.patch_size)
+        rope = rope_for_grid(grid, self.head_dim, self.rope_theta, x.device)
+        tokens = self.x_embed(patchify(x, self.patch_size))  # b n hidden
+        c, context = self._condition(t, cond)
+        context, context_mask = trim_text_padding(context, cond.text_mask)  # b m' hidden; None: no padding left
+        if self.sp_group is not None:  # this rank keeps n/P tokens (and their RoPE rotations) until the end
+            tokens, rope = shard_tokens(tokens, self.sp_group), shard_tokens(rope, self.sp_group, dim=0)  # b n/P hidden
+        tokens = self._blocks(tokens, c, rope, context, None, Segments(k_valid=context_mask), grid)
+        out = self.final(tokens, c)  # b n(/P) patch_dim
+        if self.sp_group is not None:
+            out = gather_tokens(out, self.sp_group)  # b n patch_dim
+        return unpatchify(out, self.patch_size, grid)  # b c t h w
+
+    def enable_sequence_parallel(self, group) -> None:
+        """Split every clip's tokens over the ranks of `group` (Ulysses); outputs are whole on every rank."""
+        assert self.layout == "full" and self.text_conditioning == "cross", (
+            "sequence parallelism supports attention_layout=full with text_conditioning=cross")
+        self.sp_group = group
+        for block in self.blocks:
+            block.attn.sp_group = group
+
+    def forward_packed(self, xs: list[torch.Tensor], t: torch.Tensor, cond: Conditioning) -> list[torch.Tensor]:
+        """Clips of different shapes as one sequence: xs[i]: c t h w; t: k; cond: k rows -> [c t h w].
+
+        Self-attention is block-diagonal over clips, each clip's tokens see only its own caption, RoPE
+        positions restart at every clip, and each token is modulated by its own clip's timestep (NaViT-style).
+        """
+        assert self.layout == "full" and self.text_conditioning == "cross", (
+            "forward_packed supports attention_layout=full with text_conditioning=cross")
+        assert len(xs) == len(t) == len(cond), f"{len(xs)} clips, {len(t)} timesteps, {len(cond)} conditioning rows"
+        grids = [check_patchable((1, *x.shape), self.patch_size) for x in xs]
+        lens = [math.prod(g) for g in grids]
+        tokens = self.x_embed(torch.cat([patchify(x[None], self.patch_size) for x in xs], dim=1))  # 1 N hidden
+        rope = torch.cat([rope_for_grid(g, self.head_dim, self.rope_theta, tokens.device) for g in grids])  # N head_dim/2
+        ids = torch.repeat_interleave(torch.arange(len(xs), device=tokens.device), torch.tensor(lens, device=tokens.device))
+        c, context = self._condition(t, cond)  # k hidden, k m hidden
+        c_tok = c[ids][None]  # 1 N hidden: each token's own clip conditioning
+        text_lens = cond.text_mask.sum(1)  # k
+        text = context[cond.text_mask][None]  # 1 M hidden: the real text tokens of every clip, in order
+        text_ids = torch.repeat_interleave(torch.arange(len(xs), device=tokens.device), text_lens)
+        self_seg = Segments(ids[None], ids[None], None, lens, lens)
+        cross_seg = Segments(ids[None], text_ids[None], None, lens, text_lens.tolist())
+        tokens = self._blocks(tokens, c_tok, rope, text, self_seg, cross_seg, None)
+        out = self.final(tokens, c_tok)[0]  # N patch_dim
+        return [unpatchify(o[None], self.patch_size, g)[0] for o, g in zip(out.split(lens), grids)]

@@ -1,0 +1,123 @@
+"""Text encoders: captions -> (tokens b m d, mask b m). A small trainable one, or a frozen T5 / CLIP from disk.
+
+Every caption yields at least one real token (a BOS token, or the tokenizer's own special tokens), so the
+empty caption that classifier-free guidance trains on still has something to attend to.
+"""
+
+import os
+import re
+
+import torch
+import torch.nn as nn
+
+from sora.errors import SoraError
+
+# ---------------------------------------------------------------------------------------------------------------
+# Trainable encoder over a word vocabulary
+# ---------------------------------------------------------------------------------------------------------------
+
+PAD, BOS, UNK = 0, 1, 2
+
+
+class WordTokenizer:
+    """Lower-cased words to ids; ids 0-2 are <pad>, <bos>, <unk>; every sequence starts with <bos>."""
+
+    def __init__(self, vocab: list[str], max_tokens: int):
+        assert max_tokens >= 2, f"max_tokens must be >= 2 (<bos> and one word), got {max_tokens}"
+        words = [w.lower() for w in vocab]
+        assert len(set(words)) == len(words), f"text.vocab has repeated words: {sorted(w for w in set(words) if words.count(w) > 1)}"
+        self.ids = {w: i + 3 for i, w in enumerate(words)}
+        self.size, self.max_tokens = len(words) + 3, max_tokens
+
+    def __call__(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """captions -> ids (b max_tokens), mask (b max_tokens); longer captions are cut."""
+        ids = torch.full((len(captions), self.max_tokens), PAD, dtype=torch.long)
+        for row, text in enumerate(captions):
+            seq = [BOS] + [self.ids.get(w, UNK) for w in re.findall(r"[a-z0-9']+", text.lower())]
+            seq = seq[: self.max_tokens]
+            ids[row, : len(seq)] = torch.tensor(seq)
+        return ids, ids != PAD
+
+
+class VocabTextEncoder(nn.Module):
+    """Word embeddings + learned positions + a few pre-norm transformer layers; trained with the DiT."""
+
+    trainable = True
+
+    def __init__(self, vocab: list[str], width: int = 128, depth: int = 1, num_heads: int = 4, max_tokens: int = 16):
+        super().__init__()
+        assert len(vocab) > 0, "text.vocab is empty: list the words the captions use"
+        self.tokenizer = WordTokenizer(vocab, max_tokens)
+        self.dim = width
+        self.embed = nn.Embedding(self.tokenizer.size, width)
+        self.pos = nn.Parameter(torch.randn(max_tokens, width) * 0.02)
+        layer = nn.TransformerEncoderLayer(width, num_heads, 4 * width, dropout=0.0, activation="gelu",
+                                           batch_first=True, norm_first=True)
+        self.layers = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False) if depth > 0 else None
+        self.norm = nn.LayerNorm(width)
+
+    def forward(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        ids, mask = self.tokenizer(captions)
+        ids, mask = ids.to(self.pos.device), mask.to(self.pos.device)
+        x = self.embed(ids) + self.pos[None, : ids.shape[1]]  # b m width
+        if self.layers is not None:
+            x = self.layers(x, src_key_padding_mask=~mask)
+        return self.norm(x), mask
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Frozen encoders from the transformers library
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class HFTextEncoder(nn.Module):
+    """A T5 encoder or CLIP text model, with its tokenizer, from a local `save_pretrained` directory; frozen."""
+
+    trainable = False
+
+    def __init__(self, path: str, max_tokens: int = 77):
+        super().__init__()
+        if not path or not os.path.isdir(path):
+            raise SoraError(f"text.path={path!r} is not a directory: point it at a local save_pretrained() folder "
+                            "(nothing is downloaded)")
+        try:
+            import transformers
+        except ImportError as e:
+            raise SoraError("text.kind=hf needs the transformers library: pip install 'sora[hf]'") from e
+        try:
+            config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
+            if config.model_type in ("t5", "mt5", "umt5"):
+                model = transformers.T5EncoderModel.from_pretrained(path, local_files_only=True)
+            elif config.model_type in ("clip", "clip_text_model"):
+                model = transformers.CLIPTextModel.from_pretrained(path, local_files_only=True)
+            else:
+                raise SoraError(f"text.path={path!r} holds a {config.model_type!r} model; expected T5 or CLIP")
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
+        except (OSError, ValueError) as e:
+            raise SoraError(f"cannot load a text encoder from {path!r}: {str(e).splitlines()[0]}") from e
+        self.model = model.eval().requires_grad_(False)
+        self.dim = model.config.d_model if hasattr(model.config, "d_model") else model.config.hidden_size
+        self.max_tokens = max_tokens
+
+    def train(self, mode: bool = True) -> "HFTextEncoder":
+        """Frozen: always in eval mode, whatever a trainer asks (T5's dropout must not perturb the embeddings)."""
+        return super().train(False)
+
+    @torch.no_grad()
+    def forward(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = self.tokenizer(list(captions), padding="max_length", truncation=True, max_length=self.max_tokens,
+                               return_tensors="pt")
+        device = next(self.model.parameters()).device
+        ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device).bool()
+        tokens = self.model(input_ids=ids, attention_mask=mask.long()).last_hidden_state  # b m d
+        return tokens, mask
+
+
+def build_text_encoder(cfg) -> nn.Module:
+    """A TextConfig -> encoder with `.dim`, `.trainable` and `forward(captions) -> (b m dim, b m)`."""
+    kind = getattr(cfg.kind, "value", cfg.kind)
+    if kind == "vocab":
+        return VocabTextEncoder(list(cfg.vocab), cfg.width, cfg.depth, cfg.num_heads, cfg.max_tokens)
+    if kind == "hf":
+        return HFTextEncoder(cfg.path, cfg.max_tokens)
+    raise SoraError(f"text.kind={kind!r}: expected 'vocab' or 'hf'")

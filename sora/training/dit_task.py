@@ -1,0 +1,147 @@
+"""Training text-to-video diffusion: a thin Lightning wrapper around a ModelBundle.
+
+The bundle (sora/inference/bundle.py) is the model: frozen VAE, text encoder, DiT, objective. This task adds
+what only training needs: the EMA copy of what trains, the loss step (latents from the VAE or a latent cache,
+the conditioning with caption dropout), and the plumbing of FSDP, sequence parallelism and compilation.
+"""
+
+import torch
+
+from sora.data.latent_cache import sample_latent
+from sora.diffusion.objectives import each_clip
+from sora.distributed.fsdp import fully_shard_trained, gather_full_state
+from sora.distributed.sequence import sequence_parallel_group, share_rng_state
+from sora.inference.bundle import ModelBundle
+from sora.models.conditioning import Conditioning
+from sora.training.ema import EMA
+from sora.training.task import Task
+
+
+class DiTTask(Task):
+    def __init__(self, cfg, bundle: ModelBundle | None = None):
+        bundle = bundle or ModelBundle.build(cfg)
+        super().__init__(bundle.cfg)  # the bundle's config records the VAE a vae.ckpt brought
+        self.model = bundle
+        # EMA of everything that trains: the DiT and, when it is trainable, the text encoder.
+        self.ema = EMA(bundle.trainable(), self.cfg.train.ema_decay)
+        self.sharded = False  # train.strategy=fsdp: see configure_model
+        self._gathered_ema: dict | None = None  # sharded runs: the whole EMA state, gathered on rank 0 to sample
+        self.last_step_shapes: list | None = None  # for sora.training.callbacks.Throughput
+
+    def trained_parameters(self):
+        return self.model.trainable().parameters()
+
+    # -- setup -----------------------------------------------------------------------------------------------
+
+    def configure_model(self):
+        """train.strategy=fsdp (Lightning's ModelParallelStrategy gives the mesh): shard what trains, and its EMA.
+
+        The EMA copy is sharded the same way, so its update is a per-shard lerp with no communication. The frozen
+        VAE and a frozen text encoder stay whole on every rank.
+        """
+        if self.device_mesh is None or self.sharded:
+            return
+        self.to(self.trainer.strategy.root_device)  # ModelParallelStrategy leaves placement to the module
+        dtype = torch.bfloat16 if str(self.trainer.precision).startswith("bf16") else None
+        for parts in (self.model.trainable(), self.ema.model):
+            fully_shard_trained(parts, self.device_mesh["data_parallel"], dtype)
+        self.sharded = True
+
+    def setup(self, stage: str):
+        dit, sp = self.model.dit, self.cfg.train.sequence_parallel_size
+        if sp > 1 and dit.sp_group is None:
+            # The DiT being trained splits tokens; the EMA copy (made in __init__) stays whole, for sampling.
+            dit.enable_sequence_parallel(sequence_parallel_group(sp, self.trainer.strategy.root_device.type))
+        if self.cfg.train.compile and not getattr(self, "_compiled", False):
+            # Regional compilation: each block compiled once and reused (all blocks share one graph), so
+            # compile time does not grow with depth; bucket shapes are dynamic dimensions.
+            for block in dit.blocks:
+                block.compile(dynamic=None)
+            self._compiled = True
+
+    # -- the step --------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def latents(self, batch: dict):
+        """b z t h w (or a pack: [z t h w]): drawn from a latent cache's moments, or the frozen VAE's encoding."""
+        if "latent" in batch:
+            return each_clip(lambda m: sample_latent(m[None])[0] if m.ndim == 4 else sample_latent(m), batch["latent"])
+        return each_clip(lambda v: self.model.vae.encode(v[None])[0] if v.ndim == 4 else self.model.vae.encode(v),
+                         batch["video"])
+
+    def conditioning(self, batch: dict, like: torch.Tensor) -> Conditioning:
+        """The batch's captions as a Conditioning, each replaced by the empty caption with probability
+        train.caption_dropout (what classifier-free guidance samples with)."""
+        captions = list(batch["caption"])
+        drop = torch.rand(len(captions)) < self.cfg.train.caption_dropout  # b
+        if "context" in batch:  # embeddings of a frozen text encoder, from a latent cache
+            cond = Conditioning(batch["context"].to(like.dtype), batch["mask"].bool())
+        else:
+            cond = self.model.encode_text(captions)
+        if drop.any():
+            with torch.set_grad_enabled(self.model.text.trainable):
+                cond = cond.where(drop, self.model.encode_text([""]))
+        return cond
+
+    def training_step(self, batch, batch_idx):
+        latent = self.latents(batch)
+        like = latent[0] if isinstance(latent, list) else latent  # the dtype and device of the latents
+        cond = self.conditioning(batch, like)
+        loss = self.model.objective.loss(self.model.dit, latent, cond)
+        if not self.loss_is_finite(loss):
+            return None  # Lightning skips backward and the optimizer step
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(cond))
+        # What Throughput needs to count this step's model FLOPs: (token grid, text length, clips).
+        clips = [(z.shape, 1) for z in latent] if isinstance(latent, list) else [(latent.shape, latent.shape[0])]
+        self.last_step_shapes = [(self.model.geometry.grid_of_latent(shape), cond.text.shape[1], n) for shape, n in clips]
+        return loss
+
+    def on_train_batch_start(self, batch, batch_idx):
+        super().on_train_batch_start(batch, batch_idx)
+        if self.model.dit.sp_group is not None:  # one clip, one noise draw: the group's ranks draw the same numbers
+            share_rng_state(self.model.dit.sp_group)
+
+    def optimizer_step(self, *args, **kwargs):
+        super().optimizer_step(*args, **kwargs)
+        # Here rather than in on_train_batch_end: checkpoint callbacks run before the module's batch-end hook,
+        # and a checkpoint must hold the EMA that includes its own step.
+        self.ema.update(self.model.trainable(), self.global_step)
+
+    # -- checkpoints -----------------------------------------------------------------------------------------
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        if not self.model.text.trainable:  # a frozen encoder is not ours to store: it reloads from text.path
+            for key in [k for k in checkpoint["state_dict"] if k.startswith("model.text.")]:
+                del checkpoint["state_dict"][key]
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        from sora.inference.checkpoint import upgrade
+
+        super().on_load_checkpoint(checkpoint)
+        upgrade(checkpoint)  # format-1 key names
+        if not self.model.text.trainable:  # the frozen encoder's own weights, loaded from text.path
+            checkpoint["state_dict"].update({f"model.text.{k}": v for k, v in self.model.text.state_dict().items()})
+
+    # -- sampling during training ----------------------------------------------------------------------------
+
+    def gather_for_sampling(self) -> None:
+        """Sharded runs: every rank calls this; rank 0 then holds the whole EMA state for sampling_bundle()."""
+        if self.sharded:
+            full = gather_full_state(self.ema.model)  # {"dit.*", "text.*"} on rank 0's CPU, {} elsewhere
+            self._gathered_ema = full if self.global_rank == 0 else None
+
+    def sampling_bundle(self, ema: bool = True) -> ModelBundle:
+        """A bundle of the frozen parts with the EMA (or raw) DiT and text encoder."""
+        if not self.sharded:  # share the weights: nothing is copied
+            parts = self.ema.model if ema else self.model.trainable()
+            text = parts["text"] if "text" in parts else self.model.text
+            return ModelBundle(self.cfg, self.model.vae, text, parts["dit"], "ema" if ema else "raw").eval()
+        # The sharded weights run only with every rank: rank 0 samples from the gathered copy.
+        assert ema and self._gathered_ema is not None, "a sharded run samples its EMA after gather_for_sampling()"
+        state = self._gathered_ema
+        parts = {name: {k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + ".")} for name in ("dit", "text")}
+        frozen_text = None if self.model.text.trainable else self.model.text
+        with torch.random.fork_rng(devices=[]):  # a rebuilt word encoder's init must not move the training RNG
+            bundle = ModelBundle.assemble(self.cfg, parts, vae=self.model.vae, text=frozen_text, where="gathered EMA")
+        return bundle.to(self.device)

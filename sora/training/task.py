@@ -1,0 +1,80 @@
+"""The base of every training task: what the DiT and the VAE tasks share, written once.
+
+A task is a LightningModule that holds what trains and defines its loss; this base adds the rest of a run:
+AdamW with the configured schedule, skipping non-finite steps on every rank alike, the RNG state and run
+record in every checkpoint (all loadable with weights_only=True), and putting the RNG back on resume.
+"""
+
+import lightning as L
+import torch
+
+from sora.config import to_plain
+from sora.inference.checkpoint import FORMAT
+from sora.training.optim import adamw, training_progress
+from sora.training.resilience import NonFiniteGuard, grads_finite, rng_state, set_rng_state
+
+
+class Task(L.LightningModule):
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        self.guard = NonFiniteGuard(cfg.train.max_nonfinite_steps)
+        self.run_record: dict | None = None  # set by train.py; saved in checkpoints
+        self._pending_rng = None
+
+    def trained_parameters(self):
+        """The parameters the optimizer updates."""
+        raise NotImplementedError
+
+    # -- optimizer -------------------------------------------------------------------------------------------
+
+    def configure_optimizers(self):
+        return adamw(self.trained_parameters(), self.cfg.optim, self.progress)
+
+    def progress(self) -> float:
+        return training_progress(self._trainer, self.cfg.train.max_minutes)
+
+    # -- non-finite steps ------------------------------------------------------------------------------------
+
+    def all_ranks_agree(self, ok: bool) -> bool:
+        """True only if `ok` on every rank: a step is skipped everywhere or nowhere (else DDP/FSDP would hang)."""
+        trainer = self._trainer
+        return ok if trainer is None else bool(trainer.strategy.reduce_boolean_decision(ok, all=True))
+
+    def loss_is_finite(self, loss: torch.Tensor) -> bool:
+        """False (and counted) when this step's loss is NaN/Inf on any rank: the step is then skipped."""
+        return self.guard.check("loss", self.all_ranks_agree(bool(torch.isfinite(loss))), self.global_step)
+
+    def on_before_optimizer_step(self, optimizer):
+        """Drop this step's gradients when any is NaN/Inf: AdamW then leaves every weight as it was."""
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        if all(p.grad is None for p in params):  # training_step skipped this step already (non-finite loss)
+            return
+        # Under FSDP each rank holds a shard of every gradient: each checks its own, then all agree.
+        if not self.guard.check("gradient", self.all_ranks_agree(grads_finite(params)), self.global_step):
+            for p in params:
+                p.grad = None
+
+    # -- checkpoints and resume ------------------------------------------------------------------------------
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Plain config, RNG state, non-finite counters and the run record: all loadable with weights_only=True."""
+        checkpoint["sora_format"] = FORMAT
+        checkpoint["sora_config"] = to_plain(self.cfg)
+        checkpoint["sora_rng"] = rng_state()
+        checkpoint["sora_guard"] = self.guard.state_dict()
+        if self.run_record is not None:
+            checkpoint["sora_run"] = self.run_record
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # The RNG state is put back just before the first resumed step (on_train_batch_start), not now:
+        # building the DataLoader iterator in between draws from torch's generator, which the uninterrupted
+        # run did not.
+        self._pending_rng = checkpoint.get("sora_rng")
+        if "sora_guard" in checkpoint:
+            self.guard.load_state_dict(checkpoint["sora_guard"])
+
+    def on_train_batch_start(self, batch, batch_idx):
+        if self._pending_rng is not None:
+            set_rng_state(self._pending_rng)
+            self._pending_rng = None
