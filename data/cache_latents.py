@@ -29,6 +29,7 @@ register_schemas()
 def main(cfg) -> None:
     from sora.config import check_against_vae, check_train_config
     from sora.data.latent_cache import write_latent_cache
+    from sora.diffusion.frame_modes import gives_frames
     from sora.inference.bundle import vae_from_config
     from sora.models.geometry import LatentGeometry
     from sora.models.text import build_text_encoder
@@ -42,7 +43,8 @@ def main(cfg) -> None:
     geometry = LatentGeometry.of(vae, cfg.dit.patch_size)
     check_against_vae(cfg, geometry)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    info = write_latent_cache(cfg, vae, build_text_encoder(cfg.text), geometry, cfg.data.latent_cache, device)
+    info = write_latent_cache(cfg, vae, build_text_encoder(cfg.text), geometry, cfg.data.latent_cache, device,
+                              frames_alone=gives_frames(cfg.conditioning.modes))
     print(json.dumps(info, indent=1), flush=True)
     log.info("wrote %d samples to %s", info["num_samples"], cfg.data.latent_cache)
 

@@ -20,9 +20,9 @@ def test_rows_and_cat_keep_every_field_aligned():
     assert len(both) == 5 and torch.equal(both.text[3:], two.text) and torch.equal(both.text_mask[:3], c.text_mask)
 
 
-def test_where_replaces_the_chosen_rows_from_a_one_row_conditioning():
+def test_with_text_replaces_the_chosen_rows_from_a_one_row_conditioning():
     c, empty = cond(), cond(b=1, fill=7)
-    dropped = c.where(torch.tensor([False, True, False]), empty)
+    dropped = c.with_text(torch.tensor([False, True, False]), empty)
     assert torch.equal(dropped.text[0], c.text[0]) and torch.equal(dropped.text[2], c.text[2])
     assert (dropped.text[1] == 7).all() and torch.equal(dropped.text_mask[1], empty.text_mask[0])
 

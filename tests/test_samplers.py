@@ -58,14 +58,14 @@ def test_rectified_flow_loss_vanishes_for_the_exact_velocity():
     def oracle(xt, t, cond):  # single data point c: v = (x_t - c) / t
         return (xt - c) / t.view(-1, 1, 1, 1, 1)
 
-    flow = RectifiedFlow()
-    assert flow.loss(oracle, x0, None) < 1e-8
-    assert flow.loss(lambda xt, t, cond: torch.zeros_like(xt), x0, None) > 0.1
+    flow, text_only = RectifiedFlow(), Conditioning(torch.zeros(4, 1, 1), torch.ones(4, 1, dtype=torch.bool))
+    assert flow.loss(oracle, x0, text_only) < 1e-8
+    assert flow.loss(lambda xt, t, cond: torch.zeros_like(xt), x0, text_only) > 0.1
     # x0 prediction: the network that outputs the data point is exact, and v = (x_t - x0) / t
     flow = RectifiedFlow(prediction="x0", t_min=1e-6)
-    assert flow.loss(lambda xt, t, cond: c.expand_as(xt), x0, None) < 1e-8
+    assert flow.loss(lambda xt, t, cond: c.expand_as(xt), x0, text_only) < 1e-8
     xt, t = torch.randn(4, 3, 2, 4, 4), torch.full((4,), 0.25)
-    torch.testing.assert_close(flow.velocity(lambda *a: c.expand_as(xt), xt, t, None), (xt - c) / 0.25)
+    torch.testing.assert_close(flow.velocity(lambda *a: c.expand_as(xt), xt, t, text_only), (xt - c) / 0.25)
 
 
 def test_logit_normal_timesteps():

@@ -18,6 +18,7 @@ import typing
 from omegaconf import DictConfig, OmegaConf
 
 from sora.config.schema import SampleConfig, TrainConfig
+from sora.diffusion.frame_modes import MODES
 from sora.diffusion.samplers import SAMPLERS
 from sora.diffusion.schedules import SCHEDULES
 from sora.errors import SoraError
@@ -110,7 +111,9 @@ TRAIN_LIMITS = {
 SAMPLE_LIMITS = {
     "steps": _at_least(1), "cfg": _at_least(0), "num_frames": _at_least(1), "height": _at_least(1),
     "width": _at_least(1), "fps": _at_least(1), "batch_size": _at_least(1), "sampler": _one_of(SAMPLERS),
-    "schedule": _one_of(SCHEDULES), "shift": _above(0),
+    "schedule": _one_of(SCHEDULES), "shift": _above(0), "image_at": _one_of({"first", "last"}),
+    "extend": _one_of({"forward", "backward"}), "strength": _within(0, 1), "cfg_visual": _at_least(0),
+    "overlap_frames": _at_least(1),
 }
 
 
@@ -187,6 +190,17 @@ def _require_full_cross(d, setting: str) -> None:
                         f"(got {layout}, {text})")
 
 
+def _check_conditioning(cfg) -> None:
+    c = cfg.conditioning
+    for name, p in c.modes.items():
+        if p < 0:
+            raise SoraError(f"conditioning.modes.{name} must be >= 0, got {p}")
+    if sum(c.modes.values()) <= 0:
+        raise SoraError("conditioning.modes: the probabilities must not all be 0 (none: 1 trains text only)")
+    if not 0 <= c.frame_noise < 1:
+        raise SoraError(f"conditioning.frame_noise must be in [0, 1), got {c.frame_noise}")
+
+
 def _check_training(cfg) -> None:
     t = cfg.train
     if len(cfg.optim.betas) != 2 or not all(0 <= b < 1 for b in cfg.optim.betas):
@@ -234,6 +248,7 @@ def check_train_config(cfg) -> None:
     _check_dit(cfg.dit)
     _check_vae(cfg.vae)
     _check_text(cfg.text)
+    _check_conditioning(cfg)
     _check_training(cfg)
 
 

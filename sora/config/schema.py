@@ -119,6 +119,29 @@ class SamplerConfig:
     shift: float = 3.0  # schedule=shifted: t' = shift t / (1 + (shift - 1) t); SD3 uses 3 at 1024^2
 
 
+@dataclass
+class FrameModes:
+    """Relative probability of each mode of sora.diffusion.frame_modes.MODES (normalised by their sum)."""
+
+    none: float = 1.0  # text to video
+    first: float = 0.0  # the first frame given: image to video
+    first_k: float = 0.0  # the first k: extend forwards
+    last_k: float = 0.0  # the last k: extend backwards
+    first_last: float = 0.0  # both ends: connect, loop, interpolate
+    keyframes: float = 0.0  # frames anywhere
+
+
+@dataclass
+class ConditioningConfig:
+    """Frames given as a condition in training (sora/diffusion/frame_modes.py, sora/training/dit_task.py): the
+    mixture of modes, and the noise on the given frames. The default trains text to video only."""
+
+    modes: FrameModes = field(default_factory=FrameModes)
+    # The given frames' timestep is drawn from [0, frame_noise] in training (noise augmentation, as CogVideoX and
+    # LTX-Video add); sampling gives them clean (t = 0).
+    frame_noise: float = 0.05
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Data
 # ---------------------------------------------------------------------------------------------------------------
@@ -272,6 +295,7 @@ class TrainConfig:
     dit: DiTConfig = field(default_factory=DiTConfig)
     text: TextConfig = field(default_factory=TextConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    conditioning: ConditioningConfig = field(default_factory=ConditioningConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
@@ -298,13 +322,25 @@ class SampleConfig:
     sampler: Optional[str] = None
     schedule: Optional[str] = None
     shift: Optional[float] = None
-    num_frames: Optional[int] = None  # null: what the checkpoint was trained on
+    num_frames: Optional[int] = None  # null: what the checkpoint was trained on; more: made window by window
     height: Optional[int] = None
     width: Optional[int] = None
     fps: Optional[int] = None
     ema: bool = True
     batch_size: int = 8
     device: str = "auto"
+    # Prompting with images and videos (sora/inference/prompting.py): one mode at a time.
+    image: Optional[str] = None  # animate a still
+    image_at: str = "first"  # first | last: where the image goes
+    video: Optional[str] = None  # with extend: the clip to continue
+    extend: Optional[str] = None  # forward | backward; num_frames new frames
+    loop: bool = False  # end where it starts (at image=, if given)
+    connect: Optional[List[str]] = None  # [A, B]: A, a transition, B
+    keyframes: List[str] = field(default_factory=list)  # ["FRAME:PATH", ...]: images pinned at frames
+    edit: Optional[str] = None  # re-make this clip from the prompt (SDEdit)
+    strength: float = 0.6  # edit: how far towards noise (0: the clip, 1: text to video)
+    cfg_visual: Optional[float] = None  # guidance scale towards the given frames (null: 1, none beyond the text's)
+    overlap_frames: Optional[int] = None  # frames a window is given from the one before (null: half a window)
 
 
 

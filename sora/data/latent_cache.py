@@ -27,6 +27,7 @@ from sora.data.buckets import BucketSet
 from sora.data.stream import make_loader, strip_bookkeeping
 from sora.errors import SoraError
 from sora.models.geometry import LatentGeometry
+from sora.models.vae import encode_frames_alone
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +63,12 @@ def sample_latent(moments: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def write_latent_cache(cfg, vae: nn.Module, text: nn.Module, geometry: LatentGeometry, out_dir: str,
-                       device: str = "cpu", samples_per_shard: int = 1000) -> dict:
-    """Encode every sample of `cfg.data.shards` once (one pass, one reader) into latent shards in `out_dir`."""
+                       device: str = "cpu", samples_per_shard: int = 1000, frames_alone: bool = False) -> dict:
+    """Encode every sample of `cfg.data.shards` once (one pass, one reader) into latent shards in `out_dir`.
+
+    `frames_alone` also stores `alone.npy`: the moments of each latent frame encoded from its own frames only
+    (sora.models.vae.encode_frames_alone), which training with frames given as a condition reads.
+    """
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -86,13 +91,17 @@ def write_latent_cache(cfg, vae: nn.Module, text: nn.Module, geometry: LatentGeo
             skipped.update(skip)
             if position["epoch"] > 0:  # one pass
                 break
-            moments = vae.moments(batch["video"].to(device)).to("cpu", torch.float16)  # b 2z t h w
+            video = batch["video"].to(device)
+            moments = vae.moments(video).to("cpu", torch.float16)  # b 2z t h w
+            alone = encode_frames_alone(vae, video, vae.moments).to("cpu", torch.float16) if frames_alone else None
             context = mask = None
             if text_frozen:
                 context, mask = text(batch["caption"])  # b m d, b m
                 context, mask = context.to("cpu", torch.float16), mask.cpu()
             for i, caption in enumerate(batch["caption"]):
                 sample = {"__key__": f"{written:09d}", "latent.npy": _npy(moments[i]), "txt": caption}
+                if alone is not None:
+                    sample["alone.npy"] = _npy(alone[i])
                 if context is not None:
                     sample["context.npy"], sample["mask.npy"] = _npy(context[i]), _npy(mask[i])
                 sink.write(sample)
@@ -104,14 +113,19 @@ def write_latent_cache(cfg, vae: nn.Module, text: nn.Module, geometry: LatentGeo
                     "ckpt": cfg.vae.ckpt},
             "text": {"fingerprint": fingerprint(text) if text_frozen else None, "cached": text_frozen,
                      "kind": str(getattr(cfg.text.kind, "value", cfg.text.kind)), "path": cfg.text.path},
-            "source_shards": cfg.data.shards, "num_samples": written, "latent_shapes": dict(shapes),
+            "frames_alone": frames_alone, "source_shards": cfg.data.shards, "num_samples": written,
+            "latent_shapes": dict(shapes),
             "skipped": dict(skipped), "seconds": round(time.time() - t0, 1)}
     (out / INFO).write_text(json.dumps(info, indent=1))
+    if frames_alone and not info.get("frames_alone"):
+        raise SoraError(f"data.latent_cache={cache_dir!r} holds no latents of frames given alone, which "
+                        "conditioning.modes needs: rebuild the cache with this run's conditioning settings")
     return info
 
 
-def check_cache(cache_dir: str, vae: nn.Module, text: nn.Module) -> dict:
-    """Refuse a cache made by another VAE or text encoder (their weights' fingerprints differ); return its info."""
+def check_cache(cache_dir: str, vae: nn.Module, text: nn.Module, frames_alone: bool = False) -> dict:
+    """Refuse a cache made by another VAE or text encoder (their weights' fingerprints differ), or one without the
+    given-frame latents a run that conditions on frames needs; return its info."""
     path = Path(cache_dir) / INFO
     if not path.is_file():
         raise SoraError(f"data.latent_cache={cache_dir!r}: no {INFO} there; write one with data/cache_latents.py")
@@ -132,4 +146,7 @@ def check_cache(cache_dir: str, vae: nn.Module, text: nn.Module) -> dict:
     elif not getattr(text, "trainable", True):
         raise SoraError(f"data.latent_cache={cache_dir!r} holds no text embeddings, but this run's text encoder "
                         "is frozen: rebuild the cache with it")
+    if frames_alone and not info.get("frames_alone"):
+        raise SoraError(f"data.latent_cache={cache_dir!r} holds no latents of frames given alone, which "
+                        "conditioning.modes needs: rebuild the cache with this run's conditioning settings")
     return info

@@ -2,7 +2,8 @@
 
 A shard sample is `KEY.<media>` (sora/data/decode.py lists the extensions), `KEY.txt` (caption) and optionally
 `KEY.json` (probed metadata, written by data/make_shards.py), or, in a latent cache (sora/data/latent_cache.py),
-`KEY.latent.npy` and the text encoder's `KEY.context.npy` / `KEY.mask.npy`.
+`KEY.latent.npy`, `KEY.alone.npy` (latent frames made alone, for frame conditioning) and the text encoder's
+`KEY.context.npy` / `KEY.mask.npy`.
 
 Splitting: every (rank, worker) pair is one *reader*. With at least as many shards as readers, each reader
 takes whole shards (`shards[reader::readers]`, shards shuffled per epoch); with fewer, every reader opens all
@@ -291,7 +292,7 @@ class ClipStream(IterableDataset):
             raise BadSample("not_latent", "no .latent.npy in a latent-cache shard")
         item = {"latent": torch.from_numpy(np.load(io.BytesIO(raw["latent.npy"]), allow_pickle=False)),
                 "caption": raw.get("txt", b"").decode("utf-8", errors="replace").strip()}
-        for name in ("context", "mask"):
+        for name in ("alone", "context", "mask"):
             if f"{name}.npy" in raw:
                 item[name] = torch.from_numpy(np.load(io.BytesIO(raw[f"{name}.npy"]), allow_pickle=False))
         key = "x".join(map(str, item["latent"].shape))  # 2c t h w: one bucket per latent shape
@@ -318,11 +319,11 @@ class ClipStream(IterableDataset):
 
     def collate(self, key: str, items: list[dict]) -> dict:
         batch = {"caption": [it["caption"] for it in items]}
-        for name in ("video", "latent", "context", "mask"):
+        for name in ("video", "latent", "alone", "context", "mask"):
             if name in items[0]:
                 clips = [it[name] for it in items]
                 # A pack keeps its clips apart (each its own shape); cached text has one length, so it stacks.
-                batch[name] = clips if key == PACKED and name in ("video", "latent") else torch.stack(clips)  # b ...
+                batch[name] = clips if key == PACKED and name in ("video", "latent", "alone") else torch.stack(clips)  # b ...
         return batch
 
     # -- the stream --------------------------------------------------------------------------------------------

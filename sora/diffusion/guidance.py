@@ -20,7 +20,9 @@ from sora.models.conditioning import Conditioning
 def guided_velocity(objective, model, conds: list[Conditioning], scales: list[float]) -> VelocityFn:
     """velocity_fn(x, t) for a sampler: the objective's velocity under guidance, x a batch of len(conds[0]) clips."""
     assert len(scales) == len(conds) - 1, f"{len(conds)} conditionings need {len(conds) - 1} scales, got {len(scales)}"
-    if all(s == 1.0 for s in scales):  # the sum telescopes to the fully conditioned velocity
+    while scales and scales[0] == 1.0:  # v_0 + 1 (v_1 - v_0) = v_1: the first link drops out, one forward fewer
+        conds, scales = conds[1:], scales[1:]
+    if not scales:  # every scale 1: the sum telescopes to the fully conditioned velocity
         cond = conds[-1]
         return lambda x, t: objective.velocity(model, x, torch.full((x.shape[0],), t, device=x.device), cond)
     k, both = len(conds), Conditioning.cat(conds)

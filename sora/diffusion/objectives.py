@@ -13,6 +13,10 @@ What the network outputs is a switch, `prediction`:
 An objective has two methods, and both take a batch (`b c t h w`) or a pack (a list of `c t h w` clips of any
 shapes, run as one sequence through `DiT.forward_packed`): `loss(model, x0, cond)` for training and
 `velocity(model, x, t, cond)` for the samplers. Packs are handled here once, by `each_clip`.
+
+Frames given as a condition (`cond.frame_mask`, sora/models/conditioning.py) are written into the noisy latent
+before the model runs; their velocity is zero (the sampler leaves them as given) and the loss covers only the
+frames that are not given. In training they carry noise at their own small timestep `cond.frame_t`.
 """
 
 import torch
@@ -29,6 +33,11 @@ def each_clip(fn, x: Latent, *per_clip):
     if isinstance(x, list):
         return [fn(xi, *(a[i] for a in per_clip)) for i, xi in enumerate(x)]
     return fn(x, *per_clip)
+
+
+def frames_like(mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A latent-frame mask shaped to broadcast over x: b t -> b 1 t 1 1 for a batch, t -> 1 t 1 1 for a clip."""
+    return mask.reshape(*mask.shape[:-1], 1, mask.shape[-1], 1, 1)
 
 
 def as_list(x: Latent) -> list[torch.Tensor]:
@@ -67,21 +76,42 @@ class RectifiedFlow:
         # v = (x_t - x_0) / t; t is floored so the division stays bounded near the data end (JiT, sec. 4).
         return (x - out) / broadcast_t(t.clamp(min=self.t_min), x)
 
+    @staticmethod
+    def with_given_frames(x: Latent, cond: Conditioning) -> Latent:
+        """x with the frames cond gives written in (x itself when none are)."""
+        if not cond.has_frames:
+            return x
+        return each_clip(lambda xi, fi, mi: torch.where(frames_like(mi, xi), fi.to(xi.dtype), xi), x, cond.frames,
+                         cond.frame_mask)
+
     def velocity(self, model, x: Latent, t: torch.Tensor, cond: Conditioning) -> Latent:
-        """The sampler's dx/dt at (x, t): x a batch (t: b) or a pack (t: one per clip)."""
+        """The sampler's dx/dt at (x, t): x a batch (t: b) or a pack (t: one per clip); zero on given frames."""
+        x = self.with_given_frames(x, cond)
         out = model.forward_packed(x, t, cond) if isinstance(x, list) else model(x, t, cond)
-        return each_clip(self._to_velocity, x, out, t)
+        v = each_clip(self._to_velocity, x, out, t)
+        if cond.has_frames:
+            v = each_clip(lambda vi, mi: vi.masked_fill(frames_like(mi, vi), 0.0), v, cond.frame_mask)
+        return v
 
     def loss(self, model, x0: Latent, cond: Conditioning) -> torch.Tensor:
-        """Mean squared velocity error over every latent element of the batch or pack (each element weighs the
-        same, so a pack's loss is the loss its clips would have as one batch)."""
+        """Mean squared velocity error over every latent element the condition does not give (each element weighs
+        the same, so a pack's loss is the loss its clips would have as one batch)."""
         num_clips = len(x0) if isinstance(x0, list) else x0.shape[0]
         device = x0[0].device if isinstance(x0, list) else x0.device
         t = self.sample_t(num_clips, device)
         eps = each_clip(torch.randn_like, x0)
         xt = each_clip(self.noised, x0, eps, t)
+        if cond.has_frames:  # the given frames at their own small timestep (noise augmentation, CogVideoX / LTX)
+            cond = cond.with_frames(each_clip(self.noised, cond.frames, eps, cond.frame_t), cond.frame_mask, cond.frame_t)
         v = self.velocity(model, xt, t, cond)
+        masks = as_list(cond.frame_mask) if cond.has_frames else [None] * len(as_list(x0))
         err, count = 0.0, 0
-        for vi, ei, xi in zip(*(as_list(a) for a in (v, eps, x0))):
-            err, count = err + (vi.float() - (ei - xi).float()).square().sum(), count + xi.numel()
-        return err / count
+        for vi, ei, xi, mi in zip(*(as_list(a) for a in (v, eps, x0)), masks):
+            sq = (vi.float() - (ei - xi).float()).square()
+            if mi is not None:  # only the frames the model has to make
+                keep = ~frames_like(mi, sq)
+                sq, n = sq * keep, keep.expand_as(sq).sum()
+            else:
+                n = xi.numel()
+            err, count = err + sq.sum(), count + n
+        return err / count.clamp(min=1) if torch.is_tensor(count) else err / count

@@ -40,10 +40,19 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
     return x * (1 + scale) + shift
 
 
-def modulations(layer: nn.Module, c: torch.Tensor, n: int) -> tuple[torch.Tensor, ...]:
-    """c: b d (per clip) or b n d (per token) -> n tensors of b 1 d or b n d."""
+def modulations(layer: nn.Module, c: torch.Tensor, n: int, alt=None) -> tuple[torch.Tensor, ...]:
+    """c: b d (per clip) or b n d (per token) -> n tensors of b 1 d or b n d.
+
+    alt = (c_alt: b d, tokens: b n bool): per-token timesteps with two values a clip (the given frames' and the
+    rest's). Both modulations are computed per clip and the marked tokens take c_alt's, so a per-token timestep
+    costs no per-token matmul.
+    """
     out = layer(c)
-    return (out[:, None] if out.ndim == 2 else out).chunk(n, dim=-1)
+    out = out[:, None] if out.ndim == 2 else out  # b 1 (n d) or b N (n d)
+    if alt is not None:
+        c_alt, tokens = alt
+        out = torch.where(tokens[..., None], layer(c_alt)[:, None], out)  # b N (n d)
+    return out.chunk(n, dim=-1)
 
 
 class TimestepEmbedder(nn.Module):
@@ -112,9 +121,10 @@ class DiTBlock(nn.Module):
         self.n_mod = n_mod
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, n_mod * dim))
 
-    def forward(self, x, c, rope, context, self_seg, cross_seg, grid):
-        """x: b n d video tokens; c: b d or b n d; context: b m d text tokens; grid: (t, h, w) of x."""
-        mods = modulations(self.adaLN_modulation, c, self.n_mod)
+    def forward(self, x, c, rope, context, self_seg, cross_seg, grid, alt=None):
+        """x: b n d video tokens; c: b d or b n d; context: b m d text tokens; grid: (t, h, w) of x; alt: per-token
+        timesteps (see `modulations`)."""
+        mods = modulations(self.adaLN_modulation, c, self.n_mod, alt)
         shift_sa, scale_sa, gate_sa, shift_mlp, scale_mlp, gate_mlp = mods[:6]
         h = modulate(self.norm1(x), shift_sa, scale_sa)
         if self.text_conditioning == "joint":
@@ -171,8 +181,8 @@ class FinalLayer(nn.Module):
         self.linear = nn.Linear(dim, out_dim)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
 
-    def forward(self, x, c):
-        shift, scale = modulations(self.adaLN_modulation, c, 2)
+    def forward(self, x, c, alt=None):
+        shift, scale = modulations(self.adaLN_modulation, c, 2, alt)
         return self.linear(modulate(self.norm(x), shift, scale))  # b n out_dim
 
 
@@ -231,34 +241,51 @@ class DiT(nn.Module):
             nn.init.zeros_(layer.bias)
 
     def _condition(self, t, cond: Conditioning):
-        """(t: b, cond of b rows) -> c: b hidden, context: b m hidden."""
+        """(t: b, cond of b rows) -> c: b hidden, context: b m hidden, and the given frames' c_alt: b hidden."""
         context = self.text_embed(cond.text)  # b m hidden
-        c = self.t_embed(t)  # b hidden
+        pooled = 0.0
         if self.pool_embed is not None:
             weights = cond.text_mask.to(context.dtype)[..., None]  # b m 1
-            c = c + self.pool_embed((context * weights).sum(1) / weights.sum(1).clamp(min=1))  # b hidden
-        return c, context
+            pooled = self.pool_embed((context * weights).sum(1) / weights.sum(1).clamp(min=1))  # b hidden
+        c = self.t_embed(t) + pooled  # b hidden
+        c_alt = self.t_embed(cond.frame_t) + pooled if cond.has_frames else None  # b hidden
+        return c, context, c_alt
 
-    def _blocks(self, tokens, c, rope, context, self_seg, cross_seg, grid):
+    def given_tokens(self, frame_mask: torch.Tensor, grid) -> torch.Tensor:
+        """b T latent-frame mask -> b n token mask (a token is given when its temporal patch's first frame is)."""
+        t, h, w = grid
+        assert frame_mask.shape[-1] == t * self.patch_size[0], f"a mask of {frame_mask.shape[-1]} frames for {t} token frames"
+        per_time = frame_mask[..., :: self.patch_size[0]]  # b t
+        return per_time[..., None].expand(*per_time.shape, h * w).flatten(-2)  # b (t h w)
+
+    def _blocks(self, tokens, c, rope, context, self_seg, cross_seg, grid, alt=None):
         for i, block in enumerate(self.blocks):
             if i < self.num_checkpointed and torch.is_grad_enabled():
-                tokens, context = checkpoint(block, tokens, c, rope, context, self_seg, cross_seg, grid, use_reentrant=False)
+                tokens, context = checkpoint(block, tokens, c, rope, context, self_seg, cross_seg, grid, alt,
+                                             use_reentrant=False)
             else:
-                tokens, context = block(tokens, c, rope, context, self_seg, cross_seg, grid)
+                tokens, context = block(tokens, c, rope, context, self_seg, cross_seg, grid, alt)
         return tokens
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
-        """x: b c t h w; t: b in [0, 1]; cond: b rows (text b m text_dim) -> b c t h w."""
+        """x: b c t h w; t: b in [0, 1]; cond: b rows (text b m text_dim; frames given) -> b c t h w.
+
+        Tokens of the frames `cond.frame_mask` gives are modulated by `cond.frame_t` instead of t: per-token
+        timesteps. Writing the given frames into x is the objective's job.
+        """
         assert x.shape[1] == self.in_channels, f"DiT built for {self.in_channels} channels, got {x.shape[1]}"
         grid = check_patchable(x.shape, self.patch_size)
         rope = rope_for_grid(grid, self.head_dim, self.rope_theta, x.device)
         tokens = self.x_embed(patchify(x, self.patch_size))  # b n hidden
-        c, context = self._condition(t, cond)
+        c, context, c_alt = self._condition(t, cond)
+        given = self.given_tokens(cond.frame_mask, grid) if cond.has_frames else None  # b n
         context, context_mask = trim_text_padding(context, cond.text_mask)  # b m' hidden; None: no padding left
         if self.sp_group is not None:  # this rank keeps n/P tokens (and their RoPE rotations) until the end
             tokens, rope = shard_tokens(tokens, self.sp_group), shard_tokens(rope, self.sp_group, dim=0)  # b n/P hidden
-        tokens = self._blocks(tokens, c, rope, context, None, Segments(k_valid=context_mask), grid)
-        out = self.final(tokens, c)  # b n(/P) patch_dim
+            given = None if given is None else shard_tokens(given, self.sp_group)  # b n/P
+        alt = None if given is None else (c_alt, given)
+        tokens = self._blocks(tokens, c, rope, context, None, Segments(k_valid=context_mask), grid, alt)
+        out = self.final(tokens, c, alt)  # b n(/P) patch_dim
         if self.sp_group is not None:
             out = gather_tokens(out, self.sp_group)  # b n patch_dim
         return unpatchify(out, self.patch_size, grid)  # b c t h w
@@ -275,7 +302,8 @@ class DiT(nn.Module):
         """Clips of different shapes as one sequence: xs[i]: c t h w; t: k; cond: k rows -> [c t h w].
 
         Self-attention is block-diagonal over clips, each clip's tokens see only its own caption, RoPE
-        positions restart at every clip, and each token is modulated by its own clip's timestep (NaViT-style).
+        positions restart at every clip, and each token is modulated by its own clip's timestep (NaViT-style), or
+        its clip's frame_t for the frames it gives.
         """
         assert self.layout == "full" and self.text_conditioning == "cross", (
             "forward_packed supports attention_layout=full with text_conditioning=cross")
@@ -285,8 +313,11 @@ class DiT(nn.Module):
         tokens = self.x_embed(torch.cat([patchify(x[None], self.patch_size) for x in xs], dim=1))  # 1 N hidden
         rope = torch.cat([rope_for_grid(g, self.head_dim, self.rope_theta, tokens.device) for g in grids])  # N head_dim/2
         ids = torch.repeat_interleave(torch.arange(len(xs), device=tokens.device), torch.tensor(lens, device=tokens.device))
-        c, context = self._condition(t, cond)  # k hidden, k m hidden
+        c, context, c_alt = self._condition(t, cond)  # k hidden, k m hidden, k hidden
         c_tok = c[ids][None]  # 1 N hidden: each token's own clip conditioning
+        if cond.has_frames:  # tokens of given frames take their clip's frame_t
+            given = torch.cat([self.given_tokens(m[None], g)[0] for m, g in zip(cond.frame_mask, grids)])  # N
+            c_tok = torch.where(given[None, :, None], c_alt[ids][None], c_tok)  # 1 N hidden
         text_lens = cond.text_mask.sum(1)  # k
         text = context[cond.text_mask][None]  # 1 M hidden: the real text tokens of every clip, in order
         text_ids = torch.repeat_interleave(torch.arange(len(xs), device=tokens.device), text_lens)

@@ -172,6 +172,41 @@ class CausalVAE(nn.Module):
         return torch.cat([mean, (0.5 * logvar).exp()], dim=1) / self.latent_scale
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Frames given as a condition
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def encode_frames_alone(vae: nn.Module, video: torch.Tensor, encode=None) -> torch.Tensor:
+    """b 3 T h w -> b z t h w where latent frame j is made from its own pixel frames only.
+
+    A causal VAE's latent frame j > 0 sees every earlier frame. A frame given as a condition must not: when a
+    clip is extended backwards, or a keyframe pins its middle, the frames before it are the ones to be made,
+    so at sampling time they do not exist. So a given latent frame is always the encoding of its own frames on
+    their own: frame 0 alone (as the VAE encodes it anyway), and each later group of temporal_compression frames
+    as a clip of its own, its first frame repeated in front as the causal first frame (1 + tc frames -> 2
+    latents, the second kept). Training and sampling both use this, so what the DiT sees given is the same.
+    `encode` is vae.encode by default (vae.moments for a latent cache).
+    """
+    encode = encode or vae.encode
+    tc, first_alone = vae.temporal_compression, getattr(vae, "first_frame_alone", False)
+    b, frames = video.shape[0], video.shape[2]
+    if tc == 1:  # every frame is its own latent frame
+        out = encode(rearrange(video, "b c t h w -> (b t) c 1 h w"))  # (b t) z 1 h w
+        return rearrange(out, "(b t) z 1 h w -> b z t h w", b=b)
+    assert (frames - first_alone) % tc == 0, f"{frames} frames: this VAE takes {'1 + ' * first_alone}k * {tc}"
+    rest = video[:, :, 1:] if first_alone else video  # the frames after the causal first frame
+    if first_alone and rest.shape[2] == 0:  # an image: its one latent frame is its own already
+        return encode(video)
+    groups = rearrange(rest, "b c (g k) h w -> (b g) c k h w", k=tc)  # (b g) c tc h w
+    if first_alone:
+        groups = torch.cat([groups[:, :, :1], groups], dim=2)  # (b g) c (1 + tc) h w: first frame repeated in front
+    latent = rearrange(encode(groups)[:, :, -1:], "(b g) z 1 h w -> b z g h w", b=b)  # the group's own latent
+    if not first_alone:
+        return latent
+    return torch.cat([encode(video[:, :, :1]), latent], dim=2)  # b z (1 + g) h w
+
+
 def build_vae(cfg) -> nn.Module:
     """A VAEConfig -> PixelVAE or CausalVAE (untrained; sora.inference.checkpoint.load_vae loads trained ones)."""
     kind = getattr(cfg.kind, "value", cfg.kind)

@@ -8,13 +8,19 @@ the conditioning with caption dropout), and the plumbing of FSDP, sequence paral
 import torch
 
 from sora.data.latent_cache import sample_latent
-from sora.diffusion.objectives import each_clip
+from sora.diffusion.frame_modes import draw_frame_masks, gives_frames
 from sora.distributed.fsdp import fully_shard_trained, gather_full_state
 from sora.distributed.sequence import sequence_parallel_group, share_rng_state
 from sora.inference.bundle import ModelBundle
 from sora.models.conditioning import Conditioning
+from sora.models.vae import encode_frames_alone
 from sora.training.ema import EMA
 from sora.training.task import Task
+
+
+def as_batches(fn, x):
+    """fn on a batch (b ...); on a pack, fn on each clip as a batch of one."""
+    return [fn(v[None])[0] for v in x] if isinstance(x, list) else fn(x)
 
 
 class DiTTask(Task):
@@ -65,14 +71,23 @@ class DiTTask(Task):
     def latents(self, batch: dict):
         """b z t h w (or a pack: [z t h w]): drawn from a latent cache's moments, or the frozen VAE's encoding."""
         if "latent" in batch:
-            return each_clip(lambda m: sample_latent(m[None])[0] if m.ndim == 4 else sample_latent(m), batch["latent"])
-        return each_clip(lambda v: self.model.vae.encode(v[None])[0] if v.ndim == 4 else self.model.vae.encode(v),
-                         batch["video"])
+            return as_batches(sample_latent, batch["latent"])
+        return as_batches(self.model.vae.encode, batch["video"])
 
-    def conditioning(self, batch: dict, like: torch.Tensor) -> Conditioning:
+    @torch.no_grad()
+    def given_latents(self, batch: dict):
+        """The latent frames a condition may give: each made from its own pixel frames only, with no causal
+        look-back (sora.models.vae.encode_frames_alone; in pixel space, the frames themselves)."""
+        if "latent" in batch:  # a latent cache holds them beside the clip's latent (data/cache_latents.py)
+            return as_batches(sample_latent, batch["alone"])
+        return as_batches(lambda v: encode_frames_alone(self.model.vae, v), batch["video"])
+
+    def conditioning(self, batch: dict, latent) -> Conditioning:
         """The batch's captions as a Conditioning, each replaced by the empty caption with probability
-        train.caption_dropout (what classifier-free guidance samples with)."""
+        train.caption_dropout (what classifier-free guidance samples with); and, when conditioning.modes
+        gives frames, each clip's given frames drawn from the mixture (sora/diffusion/frame_modes.py)."""
         captions = list(batch["caption"])
+        like = latent[0] if isinstance(latent, list) else latent  # the dtype and device of the latents
         drop = torch.rand(len(captions)) < self.cfg.train.caption_dropout  # b
         if "context" in batch:  # embeddings of a frozen text encoder, from a latent cache
             cond = Conditioning(batch["context"].to(like.dtype), batch["mask"].bool())
@@ -80,13 +95,21 @@ class DiTTask(Task):
             cond = self.model.encode_text(captions)
         if drop.any():
             with torch.set_grad_enabled(self.model.text.trainable):
-                cond = cond.where(drop, self.model.encode_text([""]))
-        return cond
+                cond = cond.with_text(drop, self.model.encode_text([""]))
+        c = self.cfg.conditioning
+        if not gives_frames(c.modes):
+            return cond
+        modes, pt = dict(c.modes), self.model.dit.patch_size[0]
+        if isinstance(latent, list):  # a pack: one mask a clip, each its own length
+            masks = [draw_frame_masks(1, z.shape[1], pt, modes)[0][0].to(like.device) for z in latent]
+        else:
+            masks = draw_frame_masks(latent.shape[0], latent.shape[2], pt, modes)[0].to(like.device)  # b t
+        frame_t = torch.rand(len(captions), device=like.device) * c.frame_noise  # b: noise augmentation level
+        return cond.with_frames(self.given_latents(batch), masks, frame_t)
 
     def training_step(self, batch, batch_idx):
         latent = self.latents(batch)
-        like = latent[0] if isinstance(latent, list) else latent  # the dtype and device of the latents
-        cond = self.conditioning(batch, like)
+        cond = self.conditioning(batch, latent)
         loss = self.model.objective.loss(self.model.dit, latent, cond)
         if not self.loss_is_finite(loss):
             return None  # Lightning skips backward and the optimizer step

@@ -1,0 +1,80 @@
+"""Which latent frames a clip gives as a condition: the training mixture of modes, and the masks sampling uses.
+
+One mechanism serves image-to-video, extension forwards and backwards, loops, transitions and keyframes: a mask
+over the clip's frames marks the ones given (clean, at their own timestep) and the DiT makes the rest
+(sora/models/conditioning.py). Masks are drawn in units of the DiT's temporal patch (a token frame: one DiT token
+row in time), then spread over that unit's latent frames, so a given unit is always whole tokens.
+
+Modes (the names `conditioning.modes` takes, with their probabilities):
+  none        nothing given: text to video
+  first       the first unit: image-to-video (CogVideoX / Wan I2V)
+  first_k     the first k units, k uniform in [1, units - 1]: extend forwards
+  last_k      the last k units: extend backwards
+  first_last  the first and the last unit: connect two clips, loop, interpolate (Open-Sora 2.0's head/tail)
+  keyframes   each unit given with probability 1/4, at least one and not all: frames pinned anywhere (LTX-Video)
+"""
+
+import torch
+
+
+def _first_k(units: int, g: torch.Generator) -> torch.Tensor:
+    return torch.arange(units) < int(torch.randint(1, units, (1,), generator=g))
+
+
+def _last_k(units: int, g: torch.Generator) -> torch.Tensor:
+    return _first_k(units, g).flip(0)
+
+
+def _first_last(units: int, g: torch.Generator) -> torch.Tensor:
+    mask = torch.zeros(units, dtype=torch.bool)
+    mask[0] = mask[-1] = True
+    return mask
+
+
+def _keyframes(units: int, g: torch.Generator) -> torch.Tensor:
+    mask = torch.rand(units, generator=g) < 0.25
+    if not mask.any():
+        mask[int(torch.randint(units, (1,), generator=g))] = True
+    return mask
+
+
+MODES = {
+    "none": lambda units, g: torch.zeros(units, dtype=torch.bool),
+    "first": lambda units, g: torch.arange(units) < 1,
+    "first_k": _first_k,
+    "last_k": _last_k,
+    "first_last": _first_last,
+    "keyframes": _keyframes,
+}
+
+
+def gives_frames(probs: dict[str, float]) -> bool:
+    """True when a mixture ever gives frames (a mode other than `none` has a probability above 0)."""
+    return any(p > 0 for name, p in probs.items() if name != "none")
+
+
+def units_to_frames(unit_mask: torch.Tensor, frames_per_unit: int) -> torch.Tensor:
+    """... u unit mask -> ... (u p) latent-frame mask."""
+    return unit_mask.repeat_interleave(frames_per_unit, dim=-1)
+
+
+def draw_frame_masks(num_clips: int, num_frames: int, frames_per_unit: int, probs: dict[str, float],
+                     generator: torch.Generator | None = None) -> tuple[torch.Tensor, list[str]]:
+    """(b num_frames latent-frame masks, the mode each clip drew) for a mixture {mode: probability}.
+
+    Drawn from torch's generator (the global one by default), so a resumed run draws what the uninterrupted one
+    would have.
+    """
+    names = [name for name, p in probs.items() if p > 0]
+    weights = torch.tensor([probs[n] for n in names], dtype=torch.float64)
+    picks = torch.multinomial(weights, num_clips, replacement=True, generator=generator)  # b
+    units = num_frames // frames_per_unit
+    if units < 2:  # an image (or a one-unit clip): nothing can be given and something still made
+        return torch.zeros(num_clips, num_frames, dtype=torch.bool), ["none"] * num_clips
+    masks = []
+    for i in picks.tolist():
+        mask = MODES[names[i]](units, generator)
+        if mask.all():  # keep something to make (first_last or keyframes on a short clip)
+            mask[-1] = False
+        masks.append(units_to_frames(mask, frames_per_unit))
+    return torch.stack(masks), [names[i] for i in picks.tolist()]
