@@ -107,7 +107,8 @@ def train(cfg, run_dir: Path) -> dict:
     from sora.data.buckets import BucketSet
     from sora.data.stream import make_loader
     from sora.errors import SoraError
-    from sora.eval.end_of_run import probe_prompts, read_prompts, reconstruct
+    from sora.diffusion.frame_modes import gives_frames
+    from sora.eval.end_of_run import probe_modes, probe_prompts, read_prompts, reconstruct
     from sora.inference.bundle import ModelBundle, vae_from_config
     from sora.inference.pipeline import SampleSettings
     from sora.models.flops import num_params
@@ -184,7 +185,7 @@ def train(cfg, run_dir: Path) -> dict:
     if is_dit and cfg.data.latent_cache:
         from sora.data.latent_cache import check_cache
 
-        check_cache(cfg.data.latent_cache, module.model.vae, module.model.text)
+        check_cache(cfg.data.latent_cache, module.model.vae, module.model.text, gives_frames(cfg.conditioning.modes))
     buckets = BucketSet.from_config(cfg.data, geometry)  # per-bucket batch sizes from the token budget
     sp = cfg.train.sequence_parallel_size
     datamodule = ClipDataModule(cfg.data, cfg.train.seed, buckets, sp if is_dit else 1)
@@ -210,8 +211,11 @@ def train(cfg, run_dir: Path) -> dict:
             final = run_dir / "samples" / "final"
             if is_dit:
                 prompts = {"heldout": cfg.data.eval_prompts, "train": cfg.data.train_prompts}
-                results["probe"] = probe_prompts(module.sampling_bundle(ema=True), prompts, final,
-                                                 cfg.train.samples_per_prompt, SampleSettings.of(cfg))
+                bundle = module.sampling_bundle(ema=True)
+                results["probe"] = probe_prompts(bundle, prompts, final, cfg.train.samples_per_prompt,
+                                                 SampleSettings.of(cfg))
+                if gives_frames(cfg.conditioning.modes):  # it learnt to take frames: score each prompting mode
+                    results["modes"] = probe_modes(bundle, cfg.data, final / "modes", SampleSettings.of(cfg))
             else:
                 eval_data = cfg.data.copy()
                 eval_data.shards, eval_data.num_workers = cfg.data.eval_shards or cfg.data.shards, 0

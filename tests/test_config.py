@@ -15,7 +15,7 @@ GROUP_OPTIONS = [(d.name, f.stem) for d in sorted(CONFIGS.iterdir()) if d.is_dir
 
 
 def test_every_group_option_is_listed():
-    assert {g for g, _ in GROUP_OPTIONS} == {"dit", "vae", "text", "task"}
+    assert {g for g, _ in GROUP_OPTIONS} == {"dit", "vae", "text", "task", "conditioning"}
     for group in {g for g, _ in GROUP_OPTIONS}:  # a group exists only with at least two real options
         assert sum(g == group for g, _ in GROUP_OPTIONS) >= 2, group
 

@@ -2,9 +2,12 @@
 
 - `probe_prompts`: sample every held-out and training prompt a few times and score the videos with the
   moving-shapes probe (sora/eval/probe.py);
+- `probe_modes`: for a model trained to take given frames, each prompting mode on held-out clips
+  (sora/eval/modes.py);
 - `reconstruct`: the VAE's reconstruction PSNR on held-out clips.
 """
 
+import glob
 import json
 import logging
 from pathlib import Path
@@ -46,6 +49,21 @@ def probe_prompts(bundle, prompt_files: dict[str, str | None], out_dir: Path, sa
         results[split] = {k: v for k, v in scores.items() if k != "videos"}
         (out / "probe.json").write_text(json.dumps(scores, indent=1))
     return results
+
+
+def probe_modes(bundle, data_cfg, out_dir: Path, settings: SampleSettings, num_clips: int = 16) -> dict | None:
+    """{mode: scores} on the first held-out clips of `data_cfg.eval_shards` (sora/eval/modes.py); None when the
+    run has no held-out shards or they are not moving-shapes clips (the modes are still usable, just unscored)."""
+    from sora.eval.modes import evaluate_modes
+
+    if not data_cfg.eval_shards or not glob.glob(data_cfg.eval_shards):
+        log.info("prompting modes not scored: no data.eval_shards")
+        return None
+    try:
+        return evaluate_modes(bundle, data_cfg, data_cfg.eval_shards, Path(out_dir), settings, num_clips)
+    except SoraError as e:  # captions that are not moving-shapes captions: nothing to score against
+        log.info("prompting modes not scored: %s", e)
+        return None
 
 
 @torch.no_grad()

@@ -23,6 +23,17 @@ BRIGHT = 100  # a pixel belongs to the shape if its brightest channel exceeds th
 MIN_PIXELS = 3  # frames with fewer bright pixels show no shape
 
 
+def centroids(frames: np.ndarray) -> np.ndarray:
+    """uint8 t h w 3 -> t 2 (x, y) centre of the bright pixels of each frame; NaN where no shape is seen."""
+    mask = frames.max(axis=-1) > BRIGHT  # t h w
+    out = np.full((len(frames), 2), np.nan)
+    for i, m in enumerate(mask):
+        if m.sum() >= MIN_PIXELS:
+            ys, xs = np.nonzero(m)
+            out[i] = xs.mean(), ys.mean()
+    return out
+
+
 def analyze(frames: np.ndarray) -> dict:
     """uint8 t h w 3 -> {"color", "shape", "direction"}; "none" where nothing can be seen."""
     mask = frames.max(axis=-1) > BRIGHT  # t h w
