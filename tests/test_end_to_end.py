@@ -60,6 +60,12 @@ def test_train_writes_a_complete_run(trained_run):
     assert (run / "samples" / "step_0000002" / "000.mp4").exists()
     results = json.loads((run / "results.json").read_text())
     assert set(results["probe"]) == {"heldout", "train"} and results["probe"]["heldout"]["n"] == 8
+    # trained with the default mixture of given frames: each prompting mode is scored on held-out clips
+    modes = results["modes"]
+    assert set(modes) == {"image", "forward", "backward", "long", "loop", "connect"}, modes
+    # given, so it comes out as given up to H.264 (CRF 18 at 16x16 px is what costs the dBs here)
+    assert modes["image"]["n"] == 8 and modes["image"]["first_frame_psnr_db"] > 25
+    assert len(list((run / "samples" / "final" / "modes" / "loop").glob("*.mp4"))) == 8
     assert not list(run.rglob("*.tmp")), "a temporary checkpoint was left behind"
 
 

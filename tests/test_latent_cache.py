@@ -50,6 +50,18 @@ def test_cache_holds_every_sample_once_with_its_makers(cache, shapes_dir):
     latent = np.load(io.BytesIO(sample["latent.npy"]), allow_pickle=False)
     assert latent.shape == (8, 2, 2, 2) and latent.dtype == np.float16  # mean and std of 4 channels, 2 x 16/8 x 16/8
     assert np.load(io.BytesIO(sample["context.npy"])).shape == (8, 24)
+    # the default conditioning gives frames, so each latent frame encoded alone is cached beside the clip's
+    assert info["frames_alone"] and np.load(io.BytesIO(sample["alone.npy"])).shape == latent.shape
+
+
+def test_a_cache_without_frames_alone_is_refused_for_a_run_that_gives_frames(cache, tmp_path):
+    root, overrides, _ = cache
+    bundle = ModelBundle.build(compose_config("train", [o for o in overrides if not o.startswith("hydra.")]))
+    info = json.loads((root / "latents" / "cache_info.json").read_text())
+    (tmp_path / "cache_info.json").write_text(json.dumps({**info, "frames_alone": False}))  # as conditioning=text writes
+    check_cache(str(tmp_path), bundle.vae, bundle.text)  # a text-only run may use it
+    with pytest.raises(SoraError, match="holds no latents of frames given alone"):
+        check_cache(str(tmp_path), bundle.vae, bundle.text, frames_alone=True)
 
 
 def test_cached_moments_match_the_decode_path(cache, shapes_dir):

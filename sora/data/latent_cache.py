@@ -117,9 +117,6 @@ def write_latent_cache(cfg, vae: nn.Module, text: nn.Module, geometry: LatentGeo
             "latent_shapes": dict(shapes),
             "skipped": dict(skipped), "seconds": round(time.time() - t0, 1)}
     (out / INFO).write_text(json.dumps(info, indent=1))
-    if frames_alone and not info.get("frames_alone"):
-        raise SoraError(f"data.latent_cache={cache_dir!r} holds no latents of frames given alone, which "
-                        "conditioning.modes needs: rebuild the cache with this run's conditioning settings")
     return info
 
 

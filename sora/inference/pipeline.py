@@ -58,6 +58,11 @@ class SampleSettings:
         """Frames the model makes in one run of the sampler (what it trained on)."""
         return self.window_frames or self.num_frames
 
+    @property
+    def overlap(self) -> int:
+        """Frames a window is given from the video so far: overlap_frames, or half a window."""
+        return self.overlap_frames if self.overlap_frames is not None else self.window // 2
+
 
 def check_prompts(prompts: list[str]) -> list[str]:
     """Strip prompts; an empty one is a user error (the empty caption is the unconditional branch of CFG)."""
@@ -187,7 +192,7 @@ def generate_long(bundle, prompts: list[str], seed: int, settings: SampleSetting
     window, total = s.window, s.num_frames
     if total <= window:
         return generate(bundle, prompts, seed, s, given, callback=callback)
-    overlap = s.overlap_frames if s.overlap_frames is not None else window // 2
+    overlap = s.overlap
     one = replace(s, num_frames=window)
     video = generate(bundle, prompts, seed, one, given, callback=callback)  # b 3 window h w
     parts, made, w = [video], window, 1
@@ -217,7 +222,7 @@ def num_windows(settings: SampleSettings) -> int:
     window, total = settings.window, settings.num_frames
     if total <= window:
         return 1
-    overlap = settings.overlap_frames if settings.overlap_frames is not None else window // 2
+    overlap = settings.overlap
     return 1 + -(-(total - window) // (window - overlap))
 
 

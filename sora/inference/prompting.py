@@ -180,8 +180,7 @@ def make(bundle, prompts: list[str], seed: int, settings: SampleSettings, visual
     if mode == "extend":
         backward = visual.extend == "backward"
         clip = _per_video(visual.clip, b, 4)  # b 3 n h w
-        overlap = s.overlap_frames if s.overlap_frames is not None else window // 2
-        g = min(overlap, clip.shape[2])
+        g = min(s.overlap, clip.shape[2])
         at = list(range(window - g, window)) if backward else list(range(g))
         given = _given(clip[:, :, :g] if backward else clip[:, :, -g:], at, b, window)
         made = generate_long(bundle, prompts, seed, replace(s, num_frames=s.num_frames + g), given,
