@@ -1,6 +1,6 @@
 """Videos side by side as one PNG: a row a video, its frames left to right (for READMEs and reports).
 
-    python -m sora.eval.montage OUT.png VIDEO.mp4 [VIDEO.mp4 ...] [--scale 4] [--labels a,b,...]
+    python -m sora.eval.montage OUT.png VIDEO.mp4 [VIDEO.mp4 ...] [--scale 4]
 """
 
 import argparse

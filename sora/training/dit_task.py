@@ -104,6 +104,8 @@ class DiTTask(Task):
             masks = [draw_frame_masks(1, z.shape[1], pt, modes)[0][0].to(like.device) for z in latent]
         else:
             masks = draw_frame_masks(latent.shape[0], latent.shape[2], pt, modes)[0].to(like.device)  # b t
+        if not any(m.any() for m in (masks if isinstance(masks, list) else [masks])):
+            return cond  # nothing given in this batch: no given latents to encode (a second VAE pass)
         frame_t = torch.rand(len(captions), device=like.device) * c.frame_noise  # b: noise augmentation level
         return cond.with_frames(self.given_latents(batch), masks, frame_t)
 
