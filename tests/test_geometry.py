@@ -42,3 +42,12 @@ def test_a_size_that_cannot_be_cut_is_named():
         geometry.check(8, 64, 64, "data.buckets")
     with pytest.raises(SoraError, match="height and width must divide by 8x2 and 8x2"):
         geometry.check(9, 60, 64, "height, width")
+
+
+def test_latent_index_follows_the_frame_rule():
+    causal = LatentGeometry(16, 4, 8, True, (1, 2, 2))
+    assert causal.latent_index(9).tolist() == [0, 1, 1, 1, 1, 2, 2, 2, 2]  # frame 0 alone, then groups of 4
+    assert LatentGeometry(16, 4, 8, False, (1, 2, 2)).latent_index(8).tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
+    assert LatentGeometry(3, 1, 1, False, (1, 1, 1)).latent_index(3).tolist() == [0, 1, 2]  # pixel space
+    for n in (1, 5, 9, 17):  # the last pixel frame falls in the last latent frame
+        assert int(causal.latent_index(n)[-1]) + 1 == causal.latent_frames(n)

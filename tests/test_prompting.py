@@ -9,21 +9,13 @@ from sora.data.video_io import encode_mp4, read_video
 from sora.diffusion.frame_modes import MODES, draw_frame_masks, gives_frames
 from sora.diffusion.objectives import RectifiedFlow
 from sora.models.conditioning import Conditioning
-from sora.models.dit import DiT
 from sora.models.vae import CausalVAE, PixelVAE, encode_frames_alone
 from tests.conftest import run_entry, shrunk_overrides
-
-
-def randomized(**kw):
-    torch.manual_seed(0)
-    model = DiT(3, 8, hidden_size=32, depth=2, num_heads=2, patch_size=(1, 2, 2), **kw)
-    for p in model.parameters():  # leave the zero init so every path contributes
-        torch.nn.init.normal_(p, std=0.05)
-    return model
+from tests.test_dit import randomized
 
 
 def text(b=2, m=3):
-    return Conditioning(torch.randn(b, m, 8), torch.ones(b, m, dtype=torch.bool))
+    return Conditioning(torch.randn(b, m, 32), torch.ones(b, m, dtype=torch.bool))  # randomized()'s text width
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -129,6 +121,11 @@ def test_the_mixture_draws_every_mode_and_keeps_something_to_make():
             assert units[0] and units[-1] and not units[1:-1].any()
     assert not draw_frame_masks(4, 1, 1, probs)[0].any()  # an image: nothing given
     assert gives_frames({"none": 1.0, "first": 0.1}) and not gives_frames({"none": 1.0, "first": 0.0})
+    from dataclasses import fields
+
+    from sora.config.schema import FrameModes
+
+    assert [f.name for f in fields(FrameModes)] == list(MODES)  # conditioning.modes.NAME for every mode, no other
 
 
 # ---------------------------------------------------------------------------------------------------------------

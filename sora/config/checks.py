@@ -18,7 +18,6 @@ import typing
 from omegaconf import DictConfig, OmegaConf
 
 from sora.config.schema import SampleConfig, TrainConfig
-from sora.diffusion.frame_modes import MODES
 from sora.diffusion.samplers import SAMPLERS
 from sora.diffusion.schedules import SCHEDULES
 from sora.errors import SoraError

@@ -95,7 +95,7 @@ class Given:
     mask: torch.Tensor  # b T bool: which frames are given
 
     def latents(self, bundle) -> tuple[torch.Tensor, torch.Tensor]:
-        """(b z t h w latents, b t latent-frame mask) for the DiT, and the pixel frames to paste back.
+        """(b z t h w latents, b t latent-frame mask) for the DiT.
 
         A latent frame is given when any of its pixel frames is, and whole temporal patches (the DiT's token
         frames) are given together. Pixel frames inside a given unit that the caller did not give are filled
@@ -104,7 +104,7 @@ class Given:
         """
         geometry, pt = bundle.geometry, bundle.dit.patch_size[0]
         frames, mask = self.frames, self.mask.clone()
-        owner = pixel_to_latent(geometry, frames.shape[2])  # T: the latent frame of each pixel frame
+        owner = geometry.latent_index(frames.shape[2])  # T: the latent frame of each pixel frame
         t_lat = int(owner[-1]) + 1
         lat_mask = torch.stack([mask[:, owner == j].any(1) for j in range(t_lat)], dim=1)  # b t
         units = lat_mask.reshape(lat_mask.shape[0], -1, pt).any(-1)  # b u: a unit is given whole
@@ -112,14 +112,6 @@ class Given:
         filled = fill_from_nearest(frames, mask, lat_mask[:, owner])  # b 3 T h w
         latents = encode_frames_alone(bundle.vae, filled.to(bundle.device))
         return latents, lat_mask.to(bundle.device)
-
-
-def pixel_to_latent(geometry: LatentGeometry, num_frames: int) -> torch.Tensor:
-    """T -> the index of the latent frame each pixel frame falls in (the VAE's frame rule)."""
-    f, tc = torch.arange(num_frames), geometry.temporal_compression
-    if tc == 1:
-        return f
-    return (f + tc - 1) // tc if geometry.first_frame_alone else f // tc
 
 
 def fill_from_nearest(frames: torch.Tensor, given: torch.Tensor, wanted: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,8 @@ causal first frame) plugs in without touching any caller.
 import math
 from dataclasses import dataclass
 
+import torch
+
 from sora.errors import SoraError
 
 
@@ -34,6 +36,11 @@ class LatentGeometry:
         if tc == 1:
             return num_frames
         return 1 + (num_frames - 1) // tc if self.first_frame_alone else num_frames // tc
+
+    def latent_index(self, num_frames: int) -> torch.Tensor:
+        """T -> the latent frame each pixel frame falls in (frame 0 alone, then groups of tc; or groups of tc)."""
+        f, tc = torch.arange(num_frames), self.temporal_compression
+        return (f + tc - 1) // tc if self.first_frame_alone else f // tc
 
     def frame_rule(self) -> str:
         """The clip lengths the VAE takes, in words (for error messages)."""
