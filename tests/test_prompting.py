@@ -209,6 +209,7 @@ def test_sdedit_at_strength_1_is_text_to_video_and_at_0_returns_the_clip(mixed_r
     (["keyframes=[9:{root}/still.png]"], "keyframes: frame 9 is outside the video's 4 frames"),
     (["extend=sideways", "video={root}/a.mp4"], "extend must be one of backward, forward"),
     (["strength=1.5", "edit={root}/a.mp4"], "strength must be in [0, 1]"),
+    (["keyframes=[0:{root}/still.png]", "num_frames=8"], "keyframes makes one window of 4 frames; num_frames=8"),
 ])
 def test_bad_inputs_through_sample_py_get_one_line_and_write_nothing(mixed_run, tmp_path, args, message):
     out = tmp_path / "x.mp4"

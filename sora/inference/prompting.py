@@ -106,6 +106,9 @@ def load(settings: SampleSettings, frame_stride: int, image: str | None = None, 
     if len(asked) > 1:
         raise SoraError(f"give one of image=, video= with extend=, loop=, connect=, keyframes=, edit=; got {', '.join(asked)}")
     mode = asked[0] if asked else "text"
+    if mode in ("loop", "connect", "keyframes", "edit") and settings.num_frames > settings.window:
+        raise SoraError(f"{mode} makes one window of {settings.window} frames; num_frames={settings.num_frames} "
+                        "longer than that is for text, image= and extend=")
     h, w = settings.height, settings.width
     if mode == "image":
         return VisualPrompt("image", image=load_image(image, h, w), image_at=image_at)
