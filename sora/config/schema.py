@@ -134,7 +134,8 @@ class FrameModes:
 @dataclass
 class ConditioningConfig:
     """Frames given as a condition in training (sora/diffusion/frame_modes.py, sora/training/dit_task.py): the
-    mixture of modes, and the noise on the given frames. The default trains text to video only."""
+    mixture of modes, and the noise on the given frames. configs/conditioning/ holds the mixtures (the quick start's
+    is `mixed`); these defaults, text to video only, are what checkpoints written before frame conditioning read."""
 
     modes: FrameModes = field(default_factory=FrameModes)
     # The given frames' timestep is drawn from [0, frame_noise] in training (noise augmentation, as CogVideoX and

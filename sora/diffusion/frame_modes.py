@@ -1,4 +1,5 @@
-"""Which latent frames a clip gives as a condition: the training mixture of modes, and the masks sampling uses.
+"""Which latent frames a training clip gives as a condition: the mixture of modes (sampling builds its own masks
+from files, sora/inference/prompting.py).
 
 One mechanism serves image-to-video, extension forwards and backwards, loops, transitions and keyframes: a mask
 over the clip's frames marks the ones given (clean, at their own timestep) and the DiT makes the rest

@@ -24,19 +24,10 @@ Frames = torch.Tensor | list[torch.Tensor]  # b c t h w (or a pack's [c t h w])
 FrameMask = torch.Tensor | list[torch.Tensor]  # b t bool (or a pack's [t])
 
 
-def _rows(x, index):
-    """x[index] for a batch tensor; the same selection from a pack's list of per-clip tensors."""
-    if not isinstance(x, list):
-        return x[index]
-    if isinstance(index, slice):
-        return x[index]
-    index = torch.as_tensor(index)
-    picked = index.nonzero().flatten() if index.dtype == torch.bool else index.flatten()
-    return [x[i] for i in picked.tolist()]
-
-
 @dataclass
 class Conditioning:
+    """What the DiT is conditioned on, one row per clip: text, and optionally frames given as a condition."""
+
     text: torch.Tensor  # b m d: the text encoder's tokens
     text_mask: torch.Tensor  # b m bool: True for real tokens
     frames: Frames | None = None  # clean latent frames (only the ones frame_mask marks are read)
@@ -68,9 +59,8 @@ class Conditioning:
         return self._map(lambda x: x.to(device=device, dtype=dtype if x.is_floating_point() else None))
 
     def rows(self, index) -> "Conditioning":
-        """The rows (clips) selected by an index, slice or bool mask."""
-        return replace(self, **{f.name: None if getattr(self, f.name) is None else _rows(getattr(self, f.name), index)
-                                for f in fields(self)})
+        """The rows (clips) of a batch conditioning selected by an index, slice or bool mask."""
+        return self._map(lambda x: x[index])
 
     def with_text(self, rows: torch.Tensor, other: "Conditioning") -> "Conditioning":
         """Row i's text from `other` where rows[i], else its own (caption dropout); `other` has 1 row or len(self)."""
