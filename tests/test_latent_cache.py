@@ -15,13 +15,14 @@ from sora.inference.bundle import ModelBundle
 from sora.training.vae_task import VAETask
 from tests.conftest import compose_config, run_entry, shrunk_overrides
 
-SMALL_VAE = ["vae=causal3d", "vae.base_channels=8", "vae.channel_mult=[1,1,2,2]", "dit.patch_size=[1,1,1]",
+SMALL_VAE = ["vae=causal3d", "vae.latent_channels=4", "vae.base_channels=8", "vae.channel_mult=[1,1,2,2]", "dit.patch_size=[1,1,1]",
              "data.num_frames=5", "data.frame_stride=1"]
 
 
 def save_vae(path, seed: int):
     torch.manual_seed(seed)
-    module = VAETask(compose_config("train", ["task=vae", "vae.base_channels=8", "vae.channel_mult=[1,1,2,2]"]))
+    module = VAETask(compose_config("train", ["task=vae", "vae.latent_channels=4", "vae.base_channels=8",
+                                                   "vae.channel_mult=[1,1,2,2]"]))
     torch.save({"state_dict": module.state_dict(), "sora_config": to_plain(module.cfg)}, path)
     return path
 

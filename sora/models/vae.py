@@ -10,6 +10,7 @@ causal VAEs of CogVideoX and Open-Sora-Plan). Clips have 1 + k * temporal_compre
 """
 
 import math
+from contextlib import contextmanager
 
 import torch
 import torch.nn as nn
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from sora.models.geometry import LatentGeometry
+from sora.models.vae_tiling import plan, tiled
 
 # ---------------------------------------------------------------------------------------------------------------
 # Pixel space
@@ -45,16 +47,29 @@ class PixelVAE(nn.Module):
 
 
 class CausalConv3d(nn.Module):
-    """3D convolution padded only at the start of time (by repeating the first frame): no look-ahead."""
+    """3D convolution padded only at the start of time (by repeating the first frame): no look-ahead.
+
+    Streaming (sora/models/vae_tiling.py): while `streaming`, each call is the next chunk of one clip, and the
+    input frames the next chunk's first outputs still need are carried over (the feature cache), so chunk by chunk
+    gives what the whole clip gives.
+    """
 
     def __init__(self, c_in: int, c_out: int, kernel: int = 3, stride=(1, 1, 1)):
         super().__init__()
-        self.time_pad = kernel - 1
+        self.time_pad, self.time_stride = kernel - 1, stride[0]
         self.conv = nn.Conv3d(c_in, c_out, kernel, stride=stride, padding=(0, kernel // 2, kernel // 2))
+        self.streaming, self.carry = False, None
 
     def forward(self, x):
-        first = x[:, :, :1].expand(-1, -1, self.time_pad, -1, -1)  # b c pad h w
-        return self.conv(torch.cat([first, x], dim=2))
+        if self.streaming and self.carry is not None:
+            x = torch.cat([self.carry, x], dim=2)  # b c (carried + t) h w
+        else:
+            first = x[:, :, :1].expand(-1, -1, self.time_pad, -1, -1)  # b c pad h w
+            x = torch.cat([first, x], dim=2)  # b c (pad + t) h w
+        if self.streaming:  # keep the frames from the first one no output of this chunk has started at
+            outputs = (x.shape[2] - self.time_pad - 1) // self.time_stride + 1
+            self.carry = x[:, :, outputs * self.time_stride:].clone()  # clone: do not hold the whole chunk
+        return self.conv(x)
 
 
 class FrameNorm(nn.GroupNorm):
@@ -81,30 +96,95 @@ class ResBlock(nn.Module):
         return self.skip(x) + self.body(x)
 
 
-class Downsample(nn.Module):
-    """Stride-2 causal conv: halves h and w, and t (1 + 2k -> 1 + k) if temporal."""
+class _FirstChunk(nn.Module):
+    """A layer that treats a clip's first frame apart: `first_done` says, while streaming, that it was seen."""
 
-    def __init__(self, channels: int, temporal: bool):
+    streaming, first_done = False, False
+
+    def starts_clip(self) -> bool:
+        return not (self.streaming and self.first_done)
+
+
+class Downsample(_FirstChunk):
+    """Stride-2 causal conv: halves h and w, and t (1 + 2k -> 1 + k) if temporal.
+
+    With `shortcut` (DC-AE, Chen et al. 2024, sec. 3.1) the output adds a parameter-free path: space (and time)
+    folded into channels, then groups of channels averaged down to c_out. The conv then learns a residual over
+    an average pool, which keeps deep compression trainable. In time the first frame is paired with itself, so
+    frame j >= 1 of the output folds input frames 2j - 1 and 2j: still causal.
+    """
+
+    def __init__(self, c_in: int, c_out: int, temporal: bool, shortcut: bool = False):
         super().__init__()
-        self.conv = CausalConv3d(channels, channels, 3, stride=(2 if temporal else 1, 2, 2))
+        self.temporal, self.shortcut = temporal, shortcut
+        self.conv = CausalConv3d(c_in, c_out, 3, stride=(2 if temporal else 1, 2, 2))
+        folded = c_in * (8 if temporal else 4)
+        assert not shortcut or folded % c_out == 0, f"shortcut: {folded} folded channels do not average to {c_out}"
+        self.group = folded // c_out
 
     def forward(self, x):
-        return self.conv(x)
-
-
-class Upsample(nn.Module):
-    """Nearest 2x in h and w, and in t (1 + k -> 1 + 2k, the first frame not doubled) if temporal; then a conv."""
-
-    def __init__(self, channels: int, temporal: bool):
-        super().__init__()
-        self.temporal = temporal
-        self.conv = CausalConv3d(channels, channels)
-
-    def forward(self, x):
+        out = self.conv(x)
+        if not self.shortcut:
+            return out
         if self.temporal:
-            x = x.repeat_interleave(2, dim=2)[:, :, 1:]  # b c t h w -> b c (2t - 1) h w
-        x = F.interpolate(x, scale_factor=(1, 2, 2), mode="nearest")  # b c t 2h 2w
-        return self.conv(x)
+            if self.starts_clip():
+                x = torch.cat([x[:, :, :1], x], dim=2)  # b c (1 + t) h w: the first frame paired with itself
+            self.first_done = True
+            x = rearrange(x, "b c (t pt) (h ph) (w pw) -> b (c pt ph pw) t h w", pt=2, ph=2, pw=2)
+        else:
+            x = rearrange(x, "b c t (h ph) (w pw) -> b (c ph pw) t h w", ph=2, pw=2)
+        return out + rearrange(x, "b (c g) t h w -> b c g t h w", g=self.group).mean(dim=2)  # b c_out t h w
+
+
+class Upsample(_FirstChunk):
+    """Nearest 2x in h and w, and in t (1 + k -> 1 + 2k, the first frame not doubled) if temporal; then a conv.
+
+    With `shortcut` (DC-AE) the output adds channels repeated up to c_out * 4 (or * 8) and unfolded into space
+    (and time): the inverse of Downsample's shortcut.
+    """
+
+    def __init__(self, c_in: int, c_out: int, temporal: bool, shortcut: bool = False):
+        super().__init__()
+        self.temporal, self.shortcut = temporal, shortcut
+        self.conv = CausalConv3d(c_in, c_out)
+        unfolded = c_out * (8 if temporal else 4)
+        assert not shortcut or unfolded % c_in == 0, f"shortcut: {c_in} channels do not repeat to {unfolded}"
+        self.repeats = unfolded // c_in
+
+    def forward(self, x):
+        first = self.starts_clip()  # the clip's first latent frame is not doubled
+        self.first_done = True
+        up = x
+        if self.temporal:
+            up = up.repeat_interleave(2, dim=2)[:, :, 1 if first else 0:]  # b c t h w -> b c (2t - first) h w
+        out = self.conv(F.interpolate(up, scale_factor=(1, 2, 2), mode="nearest"))  # b c_out t' 2h 2w
+        if not self.shortcut:
+            return out
+        x = x.repeat_interleave(self.repeats, dim=1)  # b (c_out pt ph pw) t h w
+        if self.temporal:
+            x = rearrange(x, "b (c pt ph pw) t h w -> b c (t pt) (h ph) (w pw)", pt=2, ph=2, pw=2)
+            x = x[:, :, 1 if first else 0:]  # b c_out (2t - first) 2h 2w
+        else:
+            x = rearrange(x, "b (c ph pw) t h w -> b c t (h ph) (w pw)", ph=2, pw=2)
+        return out + x
+
+
+@contextmanager
+def streaming(module: nn.Module):
+    """Within it, each call of `module` is the next chunk of one clip (see CausalConv3d); fresh state each time."""
+    layers = [m for m in module.modules() if isinstance(m, (CausalConv3d, _FirstChunk))]
+
+    def reset(on: bool):
+        for m in layers:
+            m.streaming, m.first_done = on, False
+            if isinstance(m, CausalConv3d):
+                m.carry = None
+
+    reset(True)
+    try:
+        yield
+    finally:
+        reset(False)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -116,7 +196,9 @@ class CausalVAE(nn.Module):
     first_frame_alone = True  # causal in time: clips have 1 + k * temporal_compression frames
 
     def __init__(self, latent_channels: int = 4, temporal_compression: int = 4, spatial_compression: int = 8,
-                 base_channels: int = 64, channel_mult=(1, 2, 4, 4), num_res_blocks: int = 1):
+                 base_channels: int = 64, channel_mult=(1, 2, 4, 4), num_res_blocks: int = 1, shortcuts: bool = False,
+                 chunk_frames: int | None = None, tile_px: int | None = None, tile_overlap_px: int = 32,
+                 memory_budget_gb: float = 2.0):
         super().__init__()
         n_spatial, n_temporal = math.log2(spatial_compression), math.log2(temporal_compression)
         assert n_spatial.is_integer() and n_temporal.is_integer(), (
@@ -127,36 +209,87 @@ class CausalVAE(nn.Module):
         assert n_temporal <= n_spatial, "temporal_compression may not exceed spatial_compression"
         self.latent_channels = latent_channels
         self.temporal_compression, self.spatial_compression = temporal_compression, spatial_compression
+        self.chunk_frames, self.tile_px, self.tile_overlap_px = chunk_frames, tile_px, tile_overlap_px
+        self.memory_budget_bytes = memory_budget_gb * 2**30
         chans = [base_channels * m for m in channel_mult]
         # Time is halved at the deepest `n_temporal` downsamples, and restored at the first upsamples.
         temporal_at = [i >= n_spatial - n_temporal for i in range(n_spatial)]
+        # Without shortcuts a level's channels change in its first ResBlock; with them, in the resampling layer,
+        # whose shortcut then folds space into exactly those channels (DC-AE).
+        down_out = [chans[i + 1] if shortcuts else chans[i] for i in range(n_spatial)]
+        up_out = [chans[i - 1] if shortcuts else chans[i] for i in range(n_spatial + 1)]
 
         enc = [CausalConv3d(3, chans[0])]
         for i in range(n_spatial + 1):
-            c_prev = chans[max(i - 1, 0)]
-            enc += [ResBlock(c_prev if j == 0 else chans[i], chans[i]) for j in range(num_res_blocks)]
+            c_in = down_out[i - 1] if i > 0 else chans[0]
+            enc += [ResBlock(c_in if j == 0 else chans[i], chans[i]) for j in range(num_res_blocks)]
             if i < n_spatial:
-                enc.append(Downsample(chans[i], temporal_at[i]))
+                enc.append(Downsample(chans[i], down_out[i], temporal_at[i], shortcuts))
         enc += [ResBlock(chans[-1], chans[-1]), _norm(chans[-1]), nn.SiLU(), CausalConv3d(chans[-1], 2 * latent_channels)]
         self.encoder = nn.Sequential(*enc)
 
         dec = [CausalConv3d(latent_channels, chans[-1]), ResBlock(chans[-1], chans[-1])]
         for i in reversed(range(n_spatial + 1)):
-            c_next = chans[min(i + 1, n_spatial)]
-            dec += [ResBlock(c_next if j == 0 else chans[i], chans[i]) for j in range(num_res_blocks)]
+            c_in = up_out[i + 1] if i < n_spatial else chans[-1]
+            dec += [ResBlock(c_in if j == 0 else chans[i], chans[i]) for j in range(num_res_blocks)]
             if i > 0:
-                dec.append(Upsample(chans[i], temporal_at[i - 1]))
+                dec.append(Upsample(chans[i], up_out[i], temporal_at[i - 1], shortcuts))
         dec += [_norm(chans[0]), nn.SiLU(), CausalConv3d(chans[0], 3)]
         self.decoder = nn.Sequential(*dec)
         # Latents are divided by this so the DiT sees unit variance (SD's scale factor); set during VAE training.
         self.register_buffer("latent_scale", torch.ones(()))
+        # Activation bytes held at once per full-resolution voxel (t h w) in float32: about five tensors of the
+        # widest full-resolution layer (the decoder's last upsampling feeds it chans[1] channels); measured by
+        # bench/vae.py (`memory`), and what `plan` sizes chunks and tiles with.
+        self.bytes_per_voxel = 4 * 5 * max(chans[0], chans[min(1, n_spatial)])
+
+    # -- chunks and tiles --------------------------------------------------------------------------------------
+
+    def plan(self, num_frames: int, height: int, width: int):
+        """How one encode or decode of a clip this size is cut (sora/models/vae_tiling.py), in pixels."""
+        return plan(num_frames, height, width, self.bytes_per_voxel, self.memory_budget_bytes,
+                    self.temporal_compression, self.spatial_compression, self.chunk_frames, self.tile_px,
+                    self.tile_overlap_px)
+
+    def _chunked(self, net: nn.Module, x: torch.Tensor, chunk: int) -> torch.Tensor:
+        """net over x (b c t h w) in causal chunks along t: the first frame, then `chunk` frames at a time."""
+        if not chunk or x.shape[2] <= 1 + chunk:
+            return net(x)
+        with streaming(net):
+            parts = [net(x[:, :, :1])] + [net(x[:, :, s:s + chunk]) for s in range(1, x.shape[2], chunk)]
+        return torch.cat(parts, dim=2)  # b c' t' h' w'
+
+    def run_encoder(self, video: torch.Tensor) -> torch.Tensor:
+        """b 3 T H W -> b 2z t h w, in the chunks and tiles `plan` chooses (the same result, to float tolerance,
+        without tiles)."""
+        p = self.plan(*video.shape[2:])
+        sc = self.spatial_compression
+        fn = lambda v: self._chunked(self.encoder, v, p.chunk_frames)  # noqa: E731
+        return tiled(fn, video, p.tile_px, p.overlap_px, 1 / sc) if p.tile_px else fn(video)
+
+    def run_decoder(self, z: torch.Tensor) -> torch.Tensor:
+        """b z t h w -> b 3 T H W, chunked and tiled as the pixel-space clip it makes would be."""
+        tc, sc = self.temporal_compression, self.spatial_compression
+        p = self.plan(1 + (z.shape[2] - 1) * tc, z.shape[3] * sc, z.shape[4] * sc)
+        fn = lambda v: self._chunked(self.decoder, v, p.chunk_frames // tc)  # noqa: E731
+        return tiled(fn, z, p.tile_px // sc, p.overlap_px // sc, sc) if p.tile_px else fn(z)
+
+    # -- the VAE interface -------------------------------------------------------------------------------------
 
     def posterior(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """b 3 t h w -> (mean, logvar), each b z t' h' w' (unscaled)."""
         problems = LatentGeometry.of(self).problems(*video.shape[2:])
         assert not problems, f"video of {tuple(video.shape[2:])} (t h w): " + "; ".join(problems)
-        mean, logvar = self.encoder(video).chunk(2, dim=1)
+        mean, logvar = self.run_encoder(video).chunk(2, dim=1)
         return mean, logvar.clamp(-30, 20)
+
+    def decode_raw(self, z: torch.Tensor) -> torch.Tensor:
+        """An unscaled latent (a draw from `posterior`) -> video; what VAE training reconstructs through."""
+        return self.run_decoder(z)
+
+    def last_layer(self) -> nn.Parameter:
+        """The decoder's output convolution: VQGAN's adaptive GAN weight balances gradients there."""
+        return self.decoder[-1].conv.weight
 
     def encode(self, video: torch.Tensor, sample: bool = True) -> torch.Tensor:
         mean, logvar = self.posterior(video)
@@ -164,7 +297,7 @@ class CausalVAE(nn.Module):
         return z / self.latent_scale
 
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
-        return self.decoder(latent * self.latent_scale)
+        return self.run_decoder(latent * self.latent_scale)
 
     def moments(self, video: torch.Tensor) -> torch.Tensor:
         """b 3 t h w -> b 2z t' h' w': posterior mean and std, scaled as encode() scales, for the latent cache."""
@@ -208,9 +341,16 @@ def encode_frames_alone(vae: nn.Module, video: torch.Tensor, encode=None) -> tor
 
 
 def build_vae(cfg) -> nn.Module:
-    """A VAEConfig -> PixelVAE or CausalVAE (untrained; sora.inference.checkpoint.load_vae loads trained ones)."""
+    """A VAEConfig -> PixelVAE, CausalVAE (untrained; sora.inference.checkpoint.load_vae loads trained ones) or a
+    pretrained diffusers VAE from vae.path."""
     kind = getattr(cfg.kind, "value", cfg.kind)
     if kind == "pixel":
         return PixelVAE()
+    if kind == "diffusers":
+        from sora.models.diffusers_vae import DiffusersVAE
+
+        return DiffusersVAE.from_config(cfg)
     return CausalVAE(cfg.latent_channels, cfg.temporal_compression, cfg.spatial_compression, cfg.base_channels,
-                     tuple(cfg.channel_mult), cfg.num_res_blocks)
+                     tuple(cfg.channel_mult), cfg.num_res_blocks, cfg.get("shortcuts", False),
+                     cfg.get("chunk_frames"), cfg.get("tile_px"), cfg.get("tile_overlap_px", 32),
+                     cfg.get("memory_budget_gb", 2.0))
