@@ -22,7 +22,8 @@ def test_every_group_option_is_listed():
 
 @pytest.mark.parametrize("group, option", GROUP_OPTIONS)
 def test_group_option_composes(group, option):
-    overrides = [f"{group}={option}"] + (["text.path=/some/dir"] if (group, option) == ("text", "hf") else [])
+    paths = {("text", "hf"): ["text.path=/some/dir"], ("vae", "diffusers"): ["vae.path=/some/dir"]}
+    overrides = [f"{group}={option}"] + paths.get((group, option), [])
     cfg = compose_config("train", overrides)
     OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # no ??? left, every interpolation resolves
     check_train_config(cfg)  # every preset's numbers are in range (heads divide the width, RoPE's head dim)
@@ -90,6 +91,10 @@ def test_typed_rejects_stray_keys_in_saved_configs():
     ("sampler.name=ddim", "sampler.name must be one of euler, heun, got ddim"),
     ("sampler.schedule=cosine", "sampler.schedule must be one of shifted, uniform, got cosine"),
     ("task=vae vae=pixel", "task=vae trains a learnable VAE: set vae=causal3d"),
+    ("task=vae task.lpips_weight=0.1", "task.lpips_weight > 0 needs task.lpips_backbone"),
+    ("vae=causal3d vae.shortcuts=true vae.channel_mult=[1,8,8,8]", "vae.shortcuts=true folds each level"),
+    ("vae=causal3d vae.tile_px=-1", "vae.tile_px must be"),
+    ("task=vae task.gan_start_step=-5", "task.gan_start_step must be"),
     ("data.packing=true", "data.packing=true packs clips up to data.tokens_per_batch tokens"),
     ("train.sequence_parallel_size=2 train.devices=3 dit.num_heads=2 dit.hidden_size=64",
      "train.sequence_parallel_size=2 must divide the number of processes (train.devices x train.num_nodes = 3)"),

@@ -98,7 +98,10 @@ TRAIN_LIMITS = {
     "data.moving_shapes.clips_per_combo": _at_least(1), "data.moving_shapes.clips_per_shard": _at_least(1),
     "data.moving_shapes.num_frames": _at_least(1), "data.moving_shapes.size_px": _at_least(8),
     "data.moving_shapes.fps": _at_least(1),
-    "task.kl_weight": _at_least(0),
+    "task.kl_weight": _at_least(0), "task.lpips_weight": _at_least(0), "task.gan_weight": _at_least(0),
+    "task.gan_start_step": _at_least(0), "task.disc_channels": _at_least(1),
+    "vae.chunk_frames": _at_least(0), "vae.tile_px": _at_least(0), "vae.tile_overlap_px": _at_least(0),
+    "vae.memory_budget_gb": _above(0),
     "optim.lr": _above(0), "optim.weight_decay": _at_least(0), "optim.warmup_steps": _at_least(0),
     "optim.decay_fraction": _within(0, 1), "optim.grad_clip": _at_least(0),
     "train.max_minutes": _above(0), "train.ema_decay": _below_one(), "train.caption_dropout": _within(0, 1),
@@ -143,6 +146,8 @@ def _check_dit(d) -> None:
 
 
 def _check_vae(v) -> None:
+    if v.kind.value == "diffusers" and not v.path:  # what is in the directory is checked when it is read
+        raise SoraError("vae=diffusers needs vae.path: a local directory written by diffusers' save_pretrained")
     if v.kind.value != "causal3d" or v.ckpt:  # a checkpoint brings its own (already checked) architecture
         return
     for key in ("temporal_compression", "spatial_compression"):
@@ -155,6 +160,12 @@ def _check_vae(v) -> None:
     if len(v.channel_mult) != levels + 1:
         raise SoraError(f"vae.channel_mult needs log2(vae.spatial_compression) + 1 = {levels + 1} entries, "
                         f"got {list(v.channel_mult)}")
+    if v.shortcuts:  # each shortcut folds space (x4, or x8 with time) into the next level's channels, evenly
+        chans = [v.base_channels * m for m in v.channel_mult]
+        for a, b in zip(chans, chans[1:]):
+            if (4 * a) % b or (4 * b) % a:
+                raise SoraError(f"vae.shortcuts=true folds each level's channels 4x (8x with time) into the next: "
+                                f"{a} -> {b} channels in vae.channel_mult={list(v.channel_mult)} do not divide")
 
 
 def _check_text(t) -> None:
@@ -216,8 +227,11 @@ def _check_training(cfg) -> None:
             raise SoraError(f"data.buckets: each bucket is [num_frames, height, width] >= 1, got {list(row)}")
     sp, is_dit = t.sequence_parallel_size, cfg.task.kind.value == "dit"
     if not is_dit:
-        if cfg.vae.kind.value != "causal3d":
-            raise SoraError("task=vae trains a learnable VAE: set vae=causal3d")
+        if cfg.vae.kind.value == "pixel":
+            raise SoraError("task=vae trains a learnable VAE: set vae=causal3d (or vae=diffusers vae.path=DIR)")
+        if cfg.task.lpips_weight > 0 and not cfg.task.lpips_backbone:
+            raise SoraError("task.lpips_weight > 0 needs task.lpips_backbone: a local VGG16 weights file "
+                            "(nothing is downloaded; README \"Training the VAE\" says how to make one)")
         if t.strategy.value == "fsdp" or sp != 1:
             raise SoraError("train.strategy=fsdp and train.sequence_parallel_size split the DiT; task=vae trains "
                             "with train.strategy=ddp or auto and train.sequence_parallel_size=1")

@@ -56,12 +56,15 @@ class DiTConfig:
 class VAEKind(str, Enum):
     pixel = "pixel"  # identity: the DiT works on pixels
     causal3d = "causal3d"  # causal 3D convolutional KL autoencoder
+    diffusers = "diffusers"  # a diffusers video VAE (Wan, CogVideoX, HunyuanVideo, LTX-Video) from a local directory
 
 
 @dataclass
 class VAEConfig:
     """Plain constructor arguments of `sora.models.vae.CausalVAE` (or the identity `PixelVAE`); `ckpt` loads a trained
-    one (sora.inference.checkpoint.load_vae; its architecture then comes from the checkpoint)."""
+    one (sora.inference.checkpoint.load_vae; its architecture then comes from the checkpoint); kind=diffusers loads
+    a pretrained one from `path` (sora/models/diffusers_vae.py). The last four keys bound encode/decode memory
+    for every kind (sora/models/vae_tiling.py)."""
 
     kind: VAEKind = VAEKind.pixel
     latent_channels: int = 3
@@ -70,7 +73,21 @@ class VAEConfig:
     base_channels: int = 64
     channel_mult: List[int] = field(default_factory=lambda: [1, 2, 4, 4])
     num_res_blocks: int = 1
+    # Residual space-to-channel shortcuts around every down- and upsampling (DC-AE, Chen et al. 2024): what lets a
+    # high-compression autoencoder train as well as a shallow one.
+    shortcuts: bool = False
     ckpt: Optional[str] = None
+    # kind=diffusers: a directory written by diffusers' save_pretrained (config.json + weights).
+    path: Optional[str] = None
+    # Causal chunked encode/decode: pixel frames a chunk after the first frame (a multiple of temporal_compression;
+    # the result equals the whole clip's). null: chosen from memory_budget_gb; 0: the whole clip at once.
+    chunk_frames: Optional[int] = None
+    # Spatial tiles of tile_px pixels overlapping by tile_overlap_px, blended linearly. null: chosen from
+    # memory_budget_gb; 0: never tiled.
+    tile_px: Optional[int] = None
+    tile_overlap_px: int = 32
+    # Activation memory one encode or decode may use when chunk_frames / tile_px are null.
+    memory_budget_gb: float = 2.0
 
 
 class TextKind(str, Enum):
@@ -215,7 +232,16 @@ class TaskConfig:
     """Which task train.py runs (sora/training/dit_task.py or vae_task.py), and the VAE task's loss weights."""
 
     kind: TaskKind = TaskKind.dit
-    kl_weight: float = 1e-6  # vae task: weight of the KL term against the L1 reconstruction
+    # vae task: the loss is L1 + kl_weight KL + lpips_weight LPIPS + adaptive-weighted gan_weight GAN (VQGAN, Esser
+    # et al. 2021, eq. 7), as Wan-VAE, HunyuanVideo and Open-Sora's autoencoders train (sora/training/vae_task.py).
+    kl_weight: float = 1e-6  # KL to N(0, I) against the L1 reconstruction
+    lpips_weight: float = 0.0  # LPIPS perceptual loss (Zhang et al. 2018); needs lpips_backbone
+    # LPIPS's VGG16 `features` weights (a torchvision-layout state dict, .pth or .safetensors): never downloaded.
+    # When set, LPIPS is also logged (val and train) whatever lpips_weight is.
+    lpips_backbone: Optional[str] = None
+    gan_weight: float = 0.0  # hinge GAN with a 3D patch discriminator; 0: no discriminator at all
+    gan_start_step: int = 2000  # the discriminator trains and the generator sees it from this step on
+    disc_channels: int = 64  # the discriminator's first layer width (then x2, x4)
 
 
 class LRSchedule(str, Enum):
