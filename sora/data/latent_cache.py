@@ -110,7 +110,7 @@ def write_latent_cache(cfg, vae: nn.Module, text: nn.Module, geometry: LatentGeo
     finally:
         sink.close()
     info = {"vae": {"fingerprint": fingerprint(vae), "kind": str(getattr(cfg.vae.kind, "value", cfg.vae.kind)),
-                    "ckpt": cfg.vae.ckpt},
+                    "ckpt": cfg.vae.ckpt, "path": cfg.vae.get("path")},
             "text": {"fingerprint": fingerprint(text) if text_frozen else None, "cached": text_frozen,
                      "kind": str(getattr(cfg.text.kind, "value", cfg.text.kind)), "path": cfg.text.path},
             "frames_alone": frames_alone, "source_shards": cfg.data.shards, "num_samples": written,
@@ -131,8 +131,9 @@ def check_cache(cache_dir: str, vae: nn.Module, text: nn.Module, frames_alone: b
     except ValueError as e:
         raise SoraError(f"{path}: not valid JSON ({e})") from None
     if info["vae"]["fingerprint"] != fingerprint(vae):
+        made_by = f"path={info['vae']['path']}" if info["vae"].get("path") else f"ckpt={info['vae']['ckpt']}"
         raise SoraError(f"data.latent_cache={cache_dir!r} was made by another VAE ({info['vae']['kind']}, "
-                        f"ckpt={info['vae']['ckpt']}); this run's VAE has different weights: rebuild the cache")
+                        f"{made_by}); this run's VAE has different weights: rebuild the cache")
     if info["text"]["cached"]:
         if getattr(text, "trainable", True):
             raise SoraError(f"data.latent_cache={cache_dir!r} holds embeddings of a frozen text encoder "
