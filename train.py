@@ -219,7 +219,8 @@ def train(cfg, run_dir: Path) -> dict:
             else:
                 eval_data = cfg.data.copy()
                 eval_data.shards, eval_data.num_workers = cfg.data.eval_shards or cfg.data.shards, 0
-                results.update(reconstruct(module.vae, make_loader(eval_data, seed=1), final, cfg.data.sample_fps))
+                results.update(reconstruct(module.vae, make_loader(eval_data, seed=1), final, cfg.data.sample_fps,
+                                           lpips=module.lpips))
             results["eval_seconds"] = round(time.time() - t0, 1)
             log.info("samples in %s", final)
         # Written only when a run finishes (not when preempted): its presence says the run is complete.

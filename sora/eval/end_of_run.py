@@ -4,7 +4,7 @@
   moving-shapes probe (sora/eval/probe.py);
 - `probe_modes`: for a model trained to take given frames, each prompting mode on held-out clips
   (sora/eval/modes.py);
-- `reconstruct`: the VAE's reconstruction PSNR on held-out clips.
+- `reconstruct`: the VAE's reconstruction PSNR, SSIM (and LPIPS, given its weights) on held-out clips.
 """
 
 import glob
@@ -16,7 +16,7 @@ import torch
 
 from sora.data.video_io import write_mp4
 from sora.errors import SoraError
-from sora.eval.metrics import psnr
+from sora.eval.metrics import psnr, ssim
 from sora.eval.probe import score_dir
 from sora.inference.pipeline import SampleSettings, generate_to_dir
 
@@ -67,15 +67,26 @@ def probe_modes(bundle, data_cfg, out_dir: Path, settings: SampleSettings, num_c
 
 
 @torch.no_grad()
-def reconstruct(vae, loader, out_dir: Path, fps: int, num_batches: int = 8) -> dict:
-    """Reconstruction PSNR (dB) over a few batches of held-out clips; writes one input|reconstruction mp4."""
+def reconstruct(vae, loader, out_dir: Path, fps: int, num_batches: int = 8, lpips=None) -> dict:
+    """Reconstruction PSNR (dB), SSIM and, with an LPIPS network, LPIPS over a few batches of held-out clips
+    (posterior means, as sampling decodes them); writes one input|reconstruction mp4."""
+    from sora.models.lpips import video_lpips
+
     device = next(vae.parameters()).device
     vae.eval()
-    values = []
+    scores = {"psnr": [], "ssim": [], "lpips": []}
     for i, batch in zip(range(num_batches), loader):
         video = batch["video"].to(device)
         recon = vae.decode(vae.encode(video, sample=False)).clamp(-1, 1)
-        values.append(psnr(recon, video).item())
+        scores["psnr"].append(psnr(recon, video).item())
+        scores["ssim"].append(ssim(recon, video).item())
+        if lpips is not None:
+            scores["lpips"].append(video_lpips(lpips, recon, video).item())
         if i == 0:
             write_mp4(Path(out_dir) / "reconstruction.mp4", torch.cat([video[0], recon[0]], dim=-1), fps)
-    return {"reconstruction_psnr_db": sum(values) / max(len(values), 1), "num_batches": len(values)}
+    mean = lambda v: round(sum(v) / len(v), 4) if v else None  # noqa: E731
+    results = {"reconstruction_psnr_db": mean(scores["psnr"]), "reconstruction_ssim": mean(scores["ssim"]),
+               "num_batches": len(scores["psnr"])}
+    if lpips is not None:
+        results["reconstruction_lpips"] = mean(scores["lpips"])
+    return results

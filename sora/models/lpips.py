@@ -117,16 +117,20 @@ class LPIPS(nn.Module):
 
     @classmethod
     def from_files(cls, backbone: str, heads: Optional[str] = None, key: str = "task.lpips_backbone") -> "LPIPS":
-        """The frozen network from a VGG16 `features` state dict and lpips' heads (default: the lpips package's)."""
+        """The frozen network from a VGG16 `features` state dict and lpips' heads: from `heads`, else from the
+        backbone file itself when it holds them (`features.*` beside `lin{k}.model.1.weight`: a whole LPIPS in one
+        file), else the lpips package's."""
         net = cls()
-        _load_into(net.features, _features_state(_read(backbone, key)), backbone, key,
-                   "a torchvision VGG16 `features` state dict")
+        raw = _read(backbone, key)
+        _load_into(net.features, _features_state(raw), backbone, key, "a torchvision VGG16 `features` state dict")
+        if heads is None and "lin0.model.1.weight" in raw:
+            heads = backbone
         if heads is None:
             heads = shipped_heads()
             if heads is None:
                 raise SoraError(f"{key}: LPIPS needs its linear heads: `pip install lpips==0.1.4 --no-deps` "
                                 "(it ships them in weights/v0.1/vgg.pth) or give the heads file's path")
-        state = _read(heads, f"{key} (heads)")
+        state = raw if heads == backbone else _read(heads, f"{key} (heads)")
         state = {f"{i}.weight": state.get(f"lin{i}.model.1.weight") for i in range(len(TAP_CHANNELS))}
         missing = [f"lin{k[0]}.model.1.weight" for k, v in state.items() if v is None]
         if missing:
@@ -176,7 +180,7 @@ def _features_state(state: dict) -> dict:
     """Accept `features` alone (`0.weight`) or a whole vgg16 state dict (`features.0.weight`, `classifier...`)."""
     if any(k.startswith("features.") for k in state):
         state = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
-    return state
+    return {k: v for k, v in state.items() if not k.startswith("lin")}  # a whole-LPIPS file's heads are read apart
 
 
 def _load_into(module: nn.Module, state: dict, path: str, key: str, what: str) -> None:
