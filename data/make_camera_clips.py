@@ -15,7 +15,6 @@ Output: OUT/train-NNNNNN.tar (clips and images), OUT/test-NNNNNN.tar (clips), OU
 
 import argparse
 import importlib.util
-import io
 import json
 import os
 from pathlib import Path
@@ -54,15 +53,11 @@ def read_frames(path: Path, short_side: int) -> tuple[np.ndarray, float]:
 
 
 def png_bytes(frame: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    with av.open(buf, mode="w", format="image2", options={"update": "1"}) as c:
-        s = c.add_stream("png")
-        s.width, s.height, s.pix_fmt = frame.shape[1], frame.shape[0], "rgb24"
-        for packet in s.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-            c.mux(packet)
-        for packet in s.encode():
-            c.mux(packet)
-    return buf.getvalue()
+    """One uint8 h w 3 frame as PNG bytes (FFmpeg's encoder: a PNG packet is the whole file)."""
+    codec = av.CodecContext.create("png", "w")
+    codec.width, codec.height, codec.pix_fmt = frame.shape[1], frame.shape[0], "rgb24"
+    packets = codec.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")) + codec.encode(None)
+    return b"".join(bytes(p) for p in packets)
 
 
 def main() -> None:

@@ -86,3 +86,13 @@ def test_vae_with_lpips_and_gan_trains_logs_and_resumes_exactly(shapes_dir, tmp_
         assert name in header
     results = json.loads((resumed / "results.json").read_text())
     assert {"reconstruction_psnr_db", "reconstruction_ssim", "reconstruction_lpips"} <= set(results)
+
+
+def test_an_image_batch_trains_the_same_networks():
+    """Images are 1-frame clips: bucket [1, h, w] batches go through the causal VAE and the 3D discriminator."""
+    torch.manual_seed(0)
+    task = VAETask(compose_config("train", SMALL))
+    loss = task.training_step({"video": torch.rand(2, 3, 1, 24, 24) * 2 - 1}, 0)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(p.grad is not None for p in task.discriminator.parameters())
