@@ -112,10 +112,11 @@ def build(kind: str, **kw) -> torch.nn.Module:
 
 
 @torch.no_grad()
-def measure(kind: str, frames: int, size: int, repeats: int, chunk_frames, memory_budget_gb: float) -> dict:
+def measure(kind: str, frames: int, size: int, repeats: int, chunk_frames, memory_budget_gb: float,
+            tile_px=None) -> dict:
     """Encode + decode one 1 3 frames size size clip: seconds (best of `repeats`) and peak memory (MB)."""
     torch.manual_seed(0)
-    kw = {} if kind == "wan" else {"chunk_frames": chunk_frames, "memory_budget_gb": memory_budget_gb}
+    kw = {} if kind == "wan" else {"chunk_frames": chunk_frames, "memory_budget_gb": memory_budget_gb, "tile_px": tile_px}
     vae = build(kind, **kw).eval()
     video = torch.rand(1, 3, frames, size, size) * 2 - 1
     before = peak_rss_mb()
@@ -160,7 +161,7 @@ def chunks(frames: int, size: int) -> dict:
     rows = {}
     for name, f, chunk in (("short_whole", frames, 0), ("short_chunked", frames, 4), ("long_whole", long, 0),
                            ("long_chunked", long, 4)):
-        rows[name] = in_subprocess("ours", f, size, 1, chunk, 2.0)
+        rows[name] = in_subprocess("ours", f, size, 1, chunk, 2.0, 0)  # no tiles: chunked must equal whole
     a, b = (torch.load(f"/tmp/_bench_vae_latent_{long}_{c}.pt") for c in (0, 4))
     return {"short_frames": frames, "long_frames": long, "size": size, **rows,
             "long_chunked_over_short_chunked_memory": round(rows["long_chunked"]["peak_mb"] / rows["short_chunked"]["peak_mb"], 2),
@@ -171,9 +172,9 @@ def chunks(frames: int, size: int) -> dict:
 
 def main() -> None:
     if sys.argv[1:2] == ["_measure"]:
-        kind, frames, size, repeats, chunk, budget = sys.argv[2:8]
-        chunk = None if chunk == "none" else int(chunk)
-        print(json.dumps(measure(kind, int(frames), int(size), int(repeats), chunk, float(budget))))
+        kind, frames, size, repeats, chunk, budget, tile = (sys.argv[2:9] + ["none"])[:7]
+        chunk, tile = (None if v == "none" else int(v) for v in (chunk, tile))
+        print(json.dumps(measure(kind, int(frames), int(size), int(repeats), chunk, float(budget), tile)))
         return
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     common = argparse.ArgumentParser(add_help=False)
