@@ -106,6 +106,8 @@ TRAIN_LIMITS = {
     "train.log_every_n_steps": _at_least(1), "train.sample_every_n_steps": _at_least(0),
     "train.checkpoint_every_n_steps": _at_least(1), "train.keep_last_n": _at_least(-1),
     "train.max_nonfinite_steps": _at_least(1), "train.num_threads": _at_least(1), "train.samples_per_prompt": _at_least(1),
+    "train.progress_every_s": _above(0),
+    "val.every_n_steps": _at_least(0), "val.num_clips": _at_least(1), "val.batch_size": _at_least(1),
 }
 SAMPLE_LIMITS = {
     "steps": _at_least(1), "cfg": _at_least(0), "num_frames": _at_least(1), "height": _at_least(1),
@@ -239,6 +241,11 @@ def _check_training(cfg) -> None:
                             f"(train.devices x train.num_nodes = {world})")
 
 
+def _check_val(v) -> None:
+    if not v.timesteps or not all(0 < t <= 1 for t in v.timesteps):
+        raise SoraError(f"val.timesteps must be a non-empty list of numbers in (0, 1], got {list(v.timesteps)}")
+
+
 def check_train_config(cfg) -> None:
     """Everything about a composed train config that can be known without building a model."""
     check_keys(cfg, TrainConfig)
@@ -249,6 +256,7 @@ def check_train_config(cfg) -> None:
     _check_text(cfg.text)
     _check_conditioning(cfg)
     _check_training(cfg)
+    _check_val(cfg.val)
 
 
 def check_against_vae(cfg, geometry) -> None:
