@@ -16,20 +16,18 @@ log = logging.getLogger("sora.progress")
 
 
 def _minutes(seconds: float) -> str:
-    return f"{seconds / 60:.1f} min"
+    return f"{seconds:.0f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
 
 
 def progress_line(step: int, max_steps: int, elapsed_s: float, budget_s: float | None, steps_per_s: float | None,
                   loss: float | None = None) -> str:
     """One line: the step, time against the budget, time left to whichever limit comes first, speed, loss."""
-    parts = [f"step {step}" + (f" of {max_steps}" if max_steps > 0 and budget_s is None else "")]
     left_steps = (max_steps - step) / steps_per_s if max_steps > 0 and steps_per_s else None
     left_time = max(0.0, budget_s - elapsed_s) if budget_s is not None else None
-    if budget_s is not None:
-        parts.append(f"{_minutes(elapsed_s)} of {_minutes(budget_s)}")
-    else:
-        parts.append(f"{_minutes(elapsed_s)} elapsed")
-    if left_time is not None and (left_steps is None or left_time <= left_steps):
+    by_time = left_time is not None and (left_steps is None or left_time <= left_steps)
+    parts = [f"step {step}" + (f" of {max_steps}" if max_steps > 0 and not by_time else "")]
+    parts.append(f"{_minutes(elapsed_s)} of {_minutes(budget_s)}" if budget_s is not None else f"{_minutes(elapsed_s)} elapsed")
+    if by_time:
         parts.append(f"{_minutes(left_time)} left (time budget)")
     elif left_steps is not None:
         parts.append(f"{_minutes(left_steps)} left (max_steps={max_steps})")
