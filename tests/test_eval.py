@@ -110,6 +110,7 @@ def test_missing_weights_and_unknown_metric_fail_in_one_line(trained_run, tmp_pa
     ckpt = trained_run / "checkpoints" / "last.ckpt"
     for args, message in ((["metrics=[fvd]", "fvd.i3d=/nope.pt"], "fvd.i3d='/nope.pt' is not a file"),
                           (["metrics=[clip]"], "clip.path=None is not a directory"),
-                          (["metrics=[fid]"], "'fid' is not a metric")):
+                          (["metrics=[fid]"], "'fid' is not a metric"),
+                          (["fvd.num_frames=0"], "fvd.num_frames must be >= 1, got 0")):
         proc = run_entry("-m", "sora.eval", f"ckpt={ckpt}", f"out={tmp_path}/x.json", *args)
         assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]

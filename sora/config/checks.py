@@ -17,7 +17,7 @@ import typing
 
 from omegaconf import DictConfig, OmegaConf
 
-from sora.config.schema import SampleConfig, TrainConfig
+from sora.config.schema import EvalConfig, SampleConfig, TrainConfig
 from sora.diffusion.samplers import SAMPLERS
 from sora.diffusion.schedules import SCHEDULES
 from sora.errors import SoraError
@@ -115,6 +115,12 @@ SAMPLE_LIMITS = {
     "schedule": _one_of(SCHEDULES), "shift": _above(0), "image_at": _one_of({"first", "last"}),
     "extend": _one_of({"forward", "backward"}), "strength": _within(0, 1), "cfg_visual": _at_least(0),
     "overlap_frames": _at_least(1),
+}
+
+EVAL_LIMITS = {
+    "batch_size": _at_least(1), "steps": _at_least(1), "recon_clips": _at_least(1), "samples_per_prompt": _at_least(1),
+    "fvd.num_real": _at_least(2), "fvd.num_generated": _at_least(2), "fvd.num_frames": _at_least(1),
+    "fvd.frame_stride": _at_least(1), "clip.samples_per_prompt": _at_least(1),
 }
 
 
@@ -283,3 +289,10 @@ def check_sample_config(cfg) -> None:
         raise SoraError("prompt= needs out=FILE.mp4")
     if cfg.prompts is not None and not cfg.out_dir:
         raise SoraError("prompts= needs out_dir=DIR")
+
+
+def check_eval_config(cfg) -> None:
+    """`python -m sora.eval`'s settings (data.* left null come from the checkpoint, checked when it trained)."""
+    check_keys(cfg, EvalConfig)
+    check_no_missing(cfg)
+    check_limits(cfg, EVAL_LIMITS)

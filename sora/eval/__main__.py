@@ -12,8 +12,7 @@ import hydra
 import torch
 
 from sora.config import register_schemas
-from sora.config.checks import check_keys, check_no_missing
-from sora.config.schema import EvalConfig
+from sora.config.checks import check_eval_config
 from sora.errors import SoraError, exit_on_user_error
 
 log = logging.getLogger("sora.eval")
@@ -37,8 +36,7 @@ def main(cfg) -> None:
     from sora.inference.bundle import ModelBundle
     from sora.inference.checkpoint import load_checkpoint
 
-    check_keys(cfg, EvalConfig)
-    check_no_missing(cfg)
+    check_eval_config(cfg)
     device = _device(cfg.device)
     bundle = ModelBundle.from_checkpoint(cfg.ckpt, ema=cfg.ema).to(device)
     step = load_checkpoint(cfg.ckpt).get("global_step") if str(cfg.ckpt).endswith(".ckpt") else None
