@@ -32,14 +32,14 @@ def make_logger(cfg, run_dir: Path):
     if mode == "disabled":
         return CSVLogger(run_dir, name="", version="")
     os.environ.setdefault("WANDB_SILENT", "true")
-    group, name = sweep_of(run_dir), cfg.logger.name
+    group, name = sweep_of(), cfg.logger.name
     if group and not name:  # a sweep's run is named by its overrides
         name = HydraConfig.get().job.override_dirname or run_dir.name
     return WandbLogger(project=cfg.logger.project, name=name, save_dir=str(run_dir), offline=mode == "offline",
                        group=group, config=OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
 
 
-def sweep_of(run_dir: Path) -> str | None:
+def sweep_of() -> str | None:
     """The sweep a multirun job belongs to (`python train.py -m ...`: its sweep directory), or None."""
     from hydra.types import RunMode
 
