@@ -8,6 +8,7 @@
 import json
 import logging
 import os
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -31,8 +32,19 @@ def make_logger(cfg, run_dir: Path):
     if mode == "disabled":
         return CSVLogger(run_dir, name="", version="")
     os.environ.setdefault("WANDB_SILENT", "true")
-    return WandbLogger(project=cfg.logger.project, name=cfg.logger.name, save_dir=str(run_dir), offline=mode == "offline",
-                       config=OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
+    group, name = sweep_of(), cfg.logger.name
+    if group and not name:  # a sweep's run is named by its overrides
+        name = HydraConfig.get().job.override_dirname or run_dir.name
+    return WandbLogger(project=cfg.logger.project, name=name, save_dir=str(run_dir), offline=mode == "offline",
+                       group=group, config=OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
+
+
+def sweep_of() -> str | None:
+    """The sweep a multirun job belongs to (`python train.py -m ...`: its sweep directory), or None."""
+    from hydra.types import RunMode
+
+    hc = HydraConfig.get() if HydraConfig.initialized() else None
+    return str(Path(hc.sweep.dir)) if hc is not None and hc.mode == RunMode.MULTIRUN else None
 
 
 def prepare_data(cfg) -> None:
@@ -115,6 +127,8 @@ def train(cfg, run_dir: Path) -> dict:
     from sora.models.geometry import LatentGeometry
     from sora.models.vae import build_vae
     from sora.training.callbacks import DataReport, SampleVideos, Throughput
+    from sora.training.progress import Progress
+    from sora.training.validation import Validation
     from sora.training.datamodule import ClipDataModule
     from sora.training.dit_task import DiTTask
     from sora.training.resilience import (AtomicCheckpointIO, NonFiniteError, Preemption, find_resume_checkpoint,
@@ -147,15 +161,30 @@ def train(cfg, run_dir: Path) -> dict:
     log.info("task=%s  params: %s", cfg.task.kind.value, f"dit {num_params(module.model.dit)}, text "
              f"{num_params(module.model.text)}" if is_dit else f"vae {num_params(module.vae)}")
 
+    if cfg.train.dry_run:
+        from sora.training.dry_run import dry_run
+
+        if not is_dit:
+            raise SoraError("train.dry_run=true reports on a DiT run (task=dit)")
+        report = dry_run(cfg, module.model, BucketSet.from_config(cfg.data, geometry))
+        (run_dir / "dry_run.json").write_text(json.dumps(report, indent=1))
+        log.info("dry run: nothing trained; the report is in %s", run_dir / "dry_run.json")
+        return {"dry_run": report}
     module.run_record = run_record()
     last = ckpt_dir / "last.ckpt"
     # Keep the newest keep_last_n step checkpoints (monitor the step, keep the largest) besides last.ckpt.
     callbacks = [ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:07d}", auto_insert_metric_name=False,
                                  every_n_train_steps=cfg.train.checkpoint_every_n_steps,
                                  save_top_k=cfg.train.keep_last_n, monitor="step", mode="max", save_last=True),
-                 LearningRateMonitor("step"), DataReport(), Preemption(last)]
+                 LearningRateMonitor("step"), DataReport(), Preemption(last),
+                 Progress(cfg.train.max_minutes, cfg.train.progress_every_s)]
+    buckets = BucketSet.from_config(cfg.data, geometry)  # per-bucket batch sizes from the token budget
+    validation = None
     if is_dit:
         callbacks.append(Throughput(window=cfg.train.log_every_n_steps))
+        if cfg.data.eval_shards:  # the validation loss: every val.every_n_steps and at the end
+            validation = Validation(cfg.data, cfg.val, buckets, run_dir / "val_loss.jsonl")
+            callbacks.append(validation)
     if is_dit and cfg.train.sample_every_n_steps > 0:
         callbacks.append(SampleVideos(read_prompts(cfg.data.eval_prompts), run_dir / "samples", cfg.train.sample_every_n_steps))
     on_gpu = torch.cuda.is_available() and cfg.train.accelerator in ("auto", "gpu", "cuda")
@@ -171,6 +200,7 @@ def train(cfg, run_dir: Path) -> dict:
             log_every_n_steps=cfg.train.log_every_n_steps,
             logger=logger, callbacks=callbacks, plugins=[AtomicCheckpointIO()],
             default_root_dir=run_dir, enable_model_summary=False, num_sanity_val_steps=0,
+            enable_progress_bar=False,  # Progress reports against the nearer limit, steps or minutes
         )
     except (ValueError, ModuleNotFoundError, MisconfigurationException) as e:  # Lightning's own checks of these keys
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -186,7 +216,6 @@ def train(cfg, run_dir: Path) -> dict:
         from sora.data.latent_cache import check_cache
 
         check_cache(cfg.data.latent_cache, module.model.vae, module.model.text, gives_frames(cfg.conditioning.modes))
-    buckets = BucketSet.from_config(cfg.data, geometry)  # per-bucket batch sizes from the token budget
     sp = cfg.train.sequence_parallel_size
     datamodule = ClipDataModule(cfg.data, cfg.train.seed, buckets, sp if is_dit else 1)
     try:
@@ -203,6 +232,9 @@ def train(cfg, run_dir: Path) -> dict:
         return {"steps": trainer.global_step, "checkpoint": str(last), "preempted": preempted}
 
     results = {"steps": trainer.global_step, "checkpoint": str(last), "skipped_samples": dict(datamodule.skipped)}
+    if validation is not None and validation.history:  # the last evaluation is the final weights' (on_train_end)
+        final = validation.history[-1]
+        results["val_loss"], results["val"] = final["loss"], final
     if is_dit and cfg.train.final_samples:
         module.gather_for_sampling()  # sharded runs: every rank takes part, rank 0 samples
     if trainer.is_global_zero:
@@ -233,7 +265,11 @@ def train(cfg, run_dir: Path) -> dict:
 @exit_on_user_error
 def main(cfg) -> None:
     t0 = time.time()
-    train(cfg, Path(HydraConfig.get().runtime.output_dir))
+    try:
+        train(cfg, Path(HydraConfig.get().runtime.output_dir))
+    finally:
+        if "wandb" in sys.modules:  # a sweep runs its jobs in one process: each job's wandb run ends with it
+            sys.modules["wandb"].finish()
     log.info("done in %.1f min", (time.time() - t0) / 60)
 
 

@@ -73,10 +73,11 @@ def logged_losses(run_dir: Path) -> dict[int, float]:
 
 
 def run_entry(script: str, *args: str, cwd: Path = ROOT, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run train.py / sample.py as a user would; returns the finished process (stdout+stderr captured)."""
+    """Run train.py / sample.py (or `-m MODULE`) as a user would; returns the finished process (stdout+stderr captured)."""
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0"}
     env.pop("WANDB_API_KEY", None)
-    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd, capture_output=True, text=True,
+    target = [script] if script.startswith("-") else [str(ROOT / script)]  # "-m", "sora.eval": a module
+    return subprocess.run([sys.executable, *target, *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env=env)
 
 

@@ -2,6 +2,7 @@
 attention gives the single-process output and gradients; train.py runs DDP, and FSDP with DDP's losses."""
 
 import gc
+import json
 import os
 import socket
 
@@ -116,6 +117,11 @@ def test_train_py_with_ddp_on_two_cpu_processes(shapes_dir, tmp_path):
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 3
     assert len(ckpt["ClipDataModule"]["positions"]) == 2  # both ranks' readers, for exact resume
+    # The validation loss the 2 ranks computed at the end is the one a single process computes for the checkpoint.
+    proc = run_entry("-m", "sora.eval", f"ckpt={run}/checkpoints/last.ckpt", f"out={run}/eval.json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    logged = json.loads((run / "results.json").read_text())["val"]
+    assert json.loads((run / "eval.json").read_text())["val_loss"] == logged["loss"] and logged["num_clips"] == 8
 
 
 # 4 steps on 2 CPU processes whose losses can be compared step by step (a constant LR after 2 warm-up steps).

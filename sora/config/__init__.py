@@ -7,9 +7,9 @@ OmegaConf then rejects a value that does not convert to its field's type, and `c
 from hydra.core.config_store import ConfigStore
 
 from sora.config.checks import check_against_vae, check_sample_config, check_train_config
-from sora.config.schema import MovingShapesConfig, SampleConfig, TrainConfig, to_plain, typed
+from sora.config.schema import EvalConfig, MovingShapesConfig, SampleConfig, TrainConfig, to_plain, typed
 
-__all__ = ["MovingShapesConfig", "SampleConfig", "TrainConfig", "check_against_vae", "check_sample_config",
+__all__ = ["EvalConfig", "MovingShapesConfig", "SampleConfig", "TrainConfig", "check_against_vae", "check_sample_config",
            "check_train_config", "register_schemas", "to_plain", "typed"]
 
 
@@ -17,3 +17,4 @@ def register_schemas() -> None:
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="sample_schema", node=SampleConfig)
+    cs.store(name="eval_schema", node=EvalConfig)

@@ -17,7 +17,7 @@ import typing
 
 from omegaconf import DictConfig, OmegaConf
 
-from sora.config.schema import SampleConfig, TrainConfig
+from sora.config.schema import EvalConfig, SampleConfig, TrainConfig
 from sora.diffusion.samplers import SAMPLERS
 from sora.diffusion.schedules import SCHEDULES
 from sora.errors import SoraError
@@ -109,6 +109,8 @@ TRAIN_LIMITS = {
     "train.log_every_n_steps": _at_least(1), "train.sample_every_n_steps": _at_least(0),
     "train.checkpoint_every_n_steps": _at_least(1), "train.keep_last_n": _at_least(-1),
     "train.max_nonfinite_steps": _at_least(1), "train.num_threads": _at_least(1), "train.samples_per_prompt": _at_least(1),
+    "train.progress_every_s": _above(0),
+    "val.every_n_steps": _at_least(0), "val.num_clips": _at_least(1), "val.batch_size": _at_least(1),
 }
 SAMPLE_LIMITS = {
     "steps": _at_least(1), "cfg": _at_least(0), "num_frames": _at_least(1), "height": _at_least(1),
@@ -116,6 +118,12 @@ SAMPLE_LIMITS = {
     "schedule": _one_of(SCHEDULES), "shift": _above(0), "image_at": _one_of({"first", "last"}),
     "extend": _one_of({"forward", "backward"}), "strength": _within(0, 1), "cfg_visual": _at_least(0),
     "overlap_frames": _at_least(1),
+}
+
+EVAL_LIMITS = {
+    "batch_size": _at_least(1), "steps": _at_least(1), "recon_clips": _at_least(1), "samples_per_prompt": _at_least(1),
+    "fvd.num_real": _at_least(2), "fvd.num_generated": _at_least(2), "fvd.num_frames": _at_least(1),
+    "fvd.frame_stride": _at_least(1), "clip.samples_per_prompt": _at_least(1),
 }
 
 
@@ -253,6 +261,11 @@ def _check_training(cfg) -> None:
                             f"(train.devices x train.num_nodes = {world})")
 
 
+def _check_val(v) -> None:
+    if not v.timesteps or not all(0 < t <= 1 for t in v.timesteps):
+        raise SoraError(f"val.timesteps must be a non-empty list of numbers in (0, 1], got {list(v.timesteps)}")
+
+
 def check_train_config(cfg) -> None:
     """Everything about a composed train config that can be known without building a model."""
     check_keys(cfg, TrainConfig)
@@ -263,6 +276,7 @@ def check_train_config(cfg) -> None:
     _check_text(cfg.text)
     _check_conditioning(cfg)
     _check_training(cfg)
+    _check_val(cfg.val)
 
 
 def check_against_vae(cfg, geometry) -> None:
@@ -289,3 +303,10 @@ def check_sample_config(cfg) -> None:
         raise SoraError("prompt= needs out=FILE.mp4")
     if cfg.prompts is not None and not cfg.out_dir:
         raise SoraError("prompts= needs out_dir=DIR")
+
+
+def check_eval_config(cfg) -> None:
+    """`python -m sora.eval`'s settings (data.* left null come from the checkpoint, checked when it trained)."""
+    check_keys(cfg, EvalConfig)
+    check_no_missing(cfg)
+    check_limits(cfg, EVAL_LIMITS)

@@ -210,7 +210,8 @@ class DataConfig:
     # A latent cache written by data/cache_latents.py: training reads latents and text embeddings, no decoding.
     latent_cache: Optional[str] = None
     sample_fps: int = 4  # frame rate of written samples: the source fps / frame_stride
-    # Held-out shards for the VAE's reconstruction PSNR at the end of task=vae (null: the training shards).
+    # Held-out shards: the DiT's validation loss (val.*) and the VAE's reconstruction at the end of task=vae (null:
+    # no validation loss; the VAE then reconstructs training shards).
     eval_shards: Optional[str] = "data/moving_shapes/test-*.tar"
     # Prompt files for the samples logged during training and written at its end (one prompt a line).
     eval_prompts: Optional[str] = "data/moving_shapes/heldout_prompts.txt"
@@ -312,6 +313,24 @@ class TrainLoopConfig:
     # the moving-shapes probe (only meaningful on the built-in dataset).
     final_samples: bool = True
     samples_per_prompt: int = 2
+    # Print the data's bucket histogram, tokens and FLOPs per step, parameters and a peak-memory estimate per
+    # device, then stop before training (sora/training/dry_run.py).
+    dry_run: bool = False
+    # Seconds between progress lines (a log file, or any output that is not a terminal, gets lines, not a bar).
+    progress_every_s: float = 30.0
+
+
+@dataclass
+class ValConfig:
+    """Validation loss on held-out clips (sora/eval/validation.py): the same clips, noise and timesteps for every
+    run and checkpoint, so two runs of an ablation compare (SD3, Esser et al. 2024, ranks its models this way)."""
+
+    every_n_steps: int = 500  # also once at the end of the run; 0: only at the end
+    num_clips: int = 64  # the first usable clips of data.eval_shards, in shard order
+    # Fixed timesteps, equally spaced: the loss at each, and their mean.
+    timesteps: List[float] = field(default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
+    seed: int = 0  # the noise of clip i at timestep k comes from a generator seeded by (seed, i, k)
+    batch_size: Optional[int] = None  # clips per forward (null: each bucket's training batch size)
 
 
 @dataclass
@@ -327,6 +346,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    val: ValConfig = field(default_factory=ValConfig)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -370,6 +390,59 @@ class SampleConfig:
     overlap_frames: Optional[int] = None  # frames a window is given from the one before (null: half a window)
 
 
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Evaluating a checkpoint
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EvalDataConfig:
+    """What `python -m sora.eval` reads instead of the checkpoint's own data settings (null: the checkpoint's)."""
+
+    eval_shards: Optional[str] = None
+    eval_prompts: Optional[str] = None
+    train_prompts: Optional[str] = None
+
+
+@dataclass
+class FVDConfig:
+    """FVD by StyleGAN-V's fvd2048_16f protocol (sora/eval/fvd.py)."""
+
+    i3d: Optional[str] = None  # StyleGAN-V's i3d_torchscript.pt, at a local path
+    num_real: int = 2048
+    num_generated: int = 2048
+    num_frames: int = 16
+    frame_stride: Optional[int] = None  # null: the checkpoint's data.frame_stride
+
+
+@dataclass
+class CLIPScoreConfig:
+    """CLIP score and CLIPSIM (sora/eval/clip_score.py)."""
+
+    path: Optional[str] = None  # a transformers CLIPModel and tokenizer, saved with save_pretrained
+    samples_per_prompt: int = 4  # videos of each prompt of data.eval_prompts
+
+
+@dataclass
+class EvalConfig:
+    """`python -m sora.eval`: a checkpoint's metrics to one JSON file (sora/eval/evaluate.py)."""
+
+    ckpt: str = "???"
+    out: str = "???"
+    # val_loss is always computed; add any of fvd, clip, recon, probe.
+    metrics: List[str] = field(default_factory=lambda: ["val_loss"])
+    ema: bool = True
+    device: str = "auto"
+    seed: int = 0
+    batch_size: int = 8  # videos generated at once
+    steps: Optional[int] = None  # sampler steps of generated videos (null: the checkpoint's)
+    recon_clips: int = 32  # recon: held-out clips through the VAE
+    samples_per_prompt: int = 4  # probe: videos of each held-out and training prompt
+    data: EvalDataConfig = field(default_factory=EvalDataConfig)
+    fvd: FVDConfig = field(default_factory=FVDConfig)
+    clip: CLIPScoreConfig = field(default_factory=CLIPScoreConfig)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -257,6 +257,18 @@ class ClipStream(IterableDataset):
     def process(self, raw: dict, rng: random.Random):
         if self.latent:
             return self._process_latent(raw)
+        ext, caption, info, b = self.locate(raw)
+        bucket = self.buckets.buckets[b]
+        frames = decode_clip(raw[ext], ext, bucket.num_frames, self.frame_stride, rng if self.random_start else None, info)
+        item = {"video": resize_crop(frames, bucket.height, bucket.width, rng if self.random_crop else None),
+                "caption": caption}
+        if self.packing:
+            item["_tokens"] = self.buckets.tokens[b]
+        return str(b), item
+
+    def locate(self, raw: dict) -> tuple[str, str, dict, int]:
+        """(media extension, caption, metadata, bucket index) of a raw video sample, decoding nothing when the
+        shard carries .json metadata; BadSample when it would be skipped (the dry run counts these)."""
         ext = next((e for e in MEDIA_EXTENSIONS if e in raw), None)
         if ext is None:
             other = [k for k in raw if not k.startswith("__") and k not in ("txt", "json")]
@@ -278,14 +290,7 @@ class ClipStream(IterableDataset):
         if max(h, w) / min(h, w) > self.max_aspect:
             raise BadSample("extreme_aspect", f"{h}x{w} is beyond data.max_aspect={self.max_aspect}")
         is_image = bool(info.get("is_image")) or ext in ("jpg", "jpeg", "png", "webp")
-        b = self.buckets.assign(int(info["num_frames"]), h, w, is_image, self.frame_stride)
-        bucket = self.buckets.buckets[b]
-        frames = decode_clip(raw[ext], ext, bucket.num_frames, self.frame_stride, rng if self.random_start else None, info)
-        item = {"video": resize_crop(frames, bucket.height, bucket.width, rng if self.random_crop else None),
-                "caption": caption}
-        if self.packing:
-            item["_tokens"] = self.buckets.tokens[b]
-        return str(b), item
+        return ext, caption, info, self.buckets.assign(int(info["num_frames"]), h, w, is_image, self.frame_stride)
 
     def _process_latent(self, raw: dict):
         if "latent.npy" not in raw:
@@ -349,6 +354,15 @@ def make_loader(cfg, seed: int, rank: int = 0, world_size: int = 1, buckets: Buc
     stream = ClipStream(shards, cfg, buckets or BucketSet.from_config(cfg), seed, rank, world_size, state, worker_offset)
     return DataLoader(stream, batch_size=None, num_workers=cfg.num_workers,
                       persistent_workers=cfg.num_workers > 0, pin_memory=torch.cuda.is_available())
+
+
+def raw_samples(paths: list[str]):
+    """Every raw (undecoded) sample of the shards, in shard order then file order: what the validation loss and
+    the dry run read, with no shuffle and no split over readers."""
+    def on_tar_error(exn):
+        raise SoraError(f"a shard could not be read: {str(exn).splitlines()[0][:200]}")
+
+    yield from wds.tarfile_to_samples(handler=on_tar_error)(iter([{"url": p} for p in paths]))
 
 
 def strip_bookkeeping(batch: dict) -> tuple[dict, dict | None, dict]:

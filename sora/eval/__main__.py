@@ -1,0 +1,51 @@
+"""Evaluate a checkpoint: `python -m sora.eval ckpt=PATH out=FILE.json [metrics=[...]] [data.eval_shards=...]`.
+
+Hydra-style overrides as the entry points take them; the keys are sora/config/schema.py:EvalConfig, and
+sora/eval/evaluate.py says what each metric is.
+"""
+
+import json
+import logging
+from pathlib import Path
+
+import hydra
+import torch
+
+from sora.config import register_schemas
+from sora.config.checks import check_eval_config
+from sora.errors import SoraError, exit_on_user_error
+
+log = logging.getLogger("sora.eval")
+register_schemas()
+
+
+def _device(name: str) -> torch.device:
+    try:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else torch.device(name)
+    except RuntimeError as e:
+        raise SoraError(f"device={name!r}: {e}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SoraError(f"device={name!r}, but this torch sees no CUDA device (use device=auto or cpu)")
+    return device
+
+
+@hydra.main(version_base=None, config_path="../../configs", config_name="eval")
+@exit_on_user_error
+def main(cfg) -> None:
+    from sora.eval.evaluate import evaluate
+    from sora.inference.bundle import ModelBundle
+    from sora.inference.checkpoint import load_checkpoint
+
+    check_eval_config(cfg)
+    device = _device(cfg.device)
+    bundle = ModelBundle.from_checkpoint(cfg.ckpt, ema=cfg.ema).to(device)
+    step = load_checkpoint(cfg.ckpt).get("global_step") if str(cfg.ckpt).endswith(".ckpt") else None
+    result = evaluate(bundle, cfg, device, step)
+    out = Path(cfg.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    log.info("wrote %s", out)
+
+
+if __name__ == "__main__":
+    main()
