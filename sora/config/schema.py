@@ -439,6 +439,8 @@ class EvalConfig:
     batch_size: int = 8  # videos generated at once
     steps: Optional[int] = None  # sampler steps of generated videos (null: the checkpoint's)
     recon_clips: int = 32  # recon: held-out clips through the VAE
+    # recon: LPIPS's VGG16 weights (as task.lpips_backbone: README "Losses"); null: PSNR and SSIM only.
+    lpips: Optional[str] = None
     samples_per_prompt: int = 4  # probe: videos of each held-out and training prompt
     data: EvalDataConfig = field(default_factory=EvalDataConfig)
     fvd: FVDConfig = field(default_factory=FVDConfig)

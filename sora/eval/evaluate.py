@@ -127,21 +127,23 @@ def clip(bundle, cfg, ecfg, settings: SampleSettings, device) -> dict:
 @torch.no_grad()
 def recon(bundle, cfg, ecfg, device) -> dict:
     from sora.eval.metrics import psnr, ssim
+    from sora.models.lpips import LPIPS, video_lpips
 
     vae, d = bundle.vae, cfg.data
-    psnrs, ssims, n = [], [], 0
+    lpips = LPIPS.from_files(ecfg.lpips, key="lpips").to(device) if ecfg.lpips else None
+    psnrs, ssims, lpipses, n = [], [], [], 0
     for video, _, _ in held_out(d, d.num_frames, d.frame_stride, d.height, d.width, ecfg.recon_clips):
         video = video.to(device)
         out = vae.decode(vae.encode(video, sample=False)).clamp(-1, 1)
         psnrs.append(psnr(out, video).item() * len(video))
         ssims.append(ssim(out, video).item() * len(video))
+        if lpips is not None:
+            lpipses.append(video_lpips(lpips, out, video).item() * len(video))
         n += len(video)
     if n == 0:
         raise SoraError("recon: data.eval_shards holds no usable clip")
     return {"psnr_db": sum(psnrs) / n, "ssim": sum(ssims) / n, "num_clips": n,
-            # LPIPS hook (issue 14): the lead wires sora.models.lpips.LPIPS (backbone weights from a local path)
-            # in here after merging; until then this metric reports PSNR and SSIM only.
-            "lpips": None,
+            "lpips": sum(lpipses) / n if lpipses else None, "lpips_weights": ecfg.lpips,
             "vae": cfg.vae.ckpt or f"{cfg.vae.kind.value} (no trained weights: pixel space is the identity)"}
 
 
