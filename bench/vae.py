@@ -3,7 +3,7 @@ memory of causal chunked encoding. Results: docs/BENCHMARKS.md ("Video VAE").
 
     python bench/vae.py quality --runs ours=RUN_DIR wan=RUN_DIR ... --shards data/camera/test-*.tar \
         --lpips weights/lpips_vgg16.safetensors
-    python bench/vae.py speed [--frames 17 --size 256 --repeats 3]
+    python bench/vae.py speed [--frames 17 --size 256 --repeats 2 --chunk-frames 4]
     python bench/vae.py chunks [--frames 17 --size 128]
 
 `quality` reconstructs every held-out clip at its full stored size (cropped to a multiple of 8) with each run's
@@ -22,6 +22,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,6 +31,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+TMP = os.environ.get("SORA_BENCH_TMP") or tempfile.mkdtemp(prefix="bench_vae_")  # latents the processes compare
 WAN_SAME_SIZE = dict(base_dim=46, z_dim=16, num_res_blocks=2)  # 29.3M parameters: our causal3d preset has 29.6M
 
 
@@ -54,7 +56,7 @@ def held_out_clips(pattern: str) -> list[torch.Tensor]:
         with tarfile.open(shard) as tar:
             for member in tar.getmembers():
                 if member.name.endswith(".mp4"):
-                    path = Path("/tmp") / f"_bench_vae_{os.getpid()}.mp4"
+                    path = Path(TMP) / "clip.mp4"
                     path.write_bytes(tar.extractfile(member).read())
                     frames, _ = read_video(path)  # t h w 3 uint8
                     path.unlink()
@@ -136,20 +138,20 @@ def measure(kind: str, frames: int, size: int, repeats: int, chunk_frames, memor
     if kind == "ours":
         result["plan"] = vae.plan(frames, size, size).__dict__
         result["latent_sum"] = float(z.double().sum())  # compared across processes by `chunks`
-        torch.save(z, f"/tmp/_bench_vae_latent_{frames}_{chunk_frames}.pt")
+        torch.save(z, Path(os.environ["SORA_BENCH_TMP"]) / f"latent_{frames}_{chunk_frames}.pt")
     return result
 
 
 def in_subprocess(*args) -> dict:
-    out = subprocess.run([sys.executable, __file__, "_measure", *map(str, args)], capture_output=True, text=True,
-                         env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")})
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"), "SORA_BENCH_TMP": TMP}
+    out = subprocess.run([sys.executable, __file__, "_measure", *map(str, args)], capture_output=True, text=True, env=env)
     if out.returncode:
         raise SystemExit(out.stderr[-2000:])
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def speed(frames: int, size: int, repeats: int) -> dict:
-    ours = in_subprocess("ours", frames, size, repeats, "none", 2.0)
+def speed(frames: int, size: int, repeats: int, chunk_frames: str) -> dict:
+    ours = in_subprocess("ours", frames, size, repeats, chunk_frames, 2.0)
     wan = in_subprocess("wan", frames, size, repeats, "none", 2.0)
     ratio = {"speedup": round(wan["seconds"] / ours["seconds"], 2),
              "memory_ratio": round(ours["peak_mb"] / wan["peak_mb"], 2)}
@@ -162,7 +164,7 @@ def chunks(frames: int, size: int) -> dict:
     for name, f, chunk in (("short_whole", frames, 0), ("short_chunked", frames, 4), ("long_whole", long, 0),
                            ("long_chunked", long, 4)):
         rows[name] = in_subprocess("ours", f, size, 1, chunk, 2.0, 0)  # no tiles: chunked must equal whole
-    a, b = (torch.load(f"/tmp/_bench_vae_latent_{long}_{c}.pt") for c in (0, 4))
+    a, b = (torch.load(Path(TMP) / f"latent_{long}_{c}.pt") for c in (0, 4))
     return {"short_frames": frames, "long_frames": long, "size": size, **rows,
             "long_chunked_over_short_chunked_memory": round(rows["long_chunked"]["peak_mb"] / rows["short_chunked"]["peak_mb"], 2),
             "long_chunked_over_short_whole_memory": round(rows["long_chunked"]["peak_mb"] / rows["short_whole"]["peak_mb"], 2),
@@ -189,6 +191,8 @@ def main() -> None:
     s.add_argument("--frames", type=int, default=17)
     s.add_argument("--size", type=int, default=256)
     s.add_argument("--repeats", type=int, default=2)
+    s.add_argument("--chunk-frames", default="none", help="ours: vae.chunk_frames (none: from the 2 GB budget; Wan "
+                   "always encodes 1 + 4 frames at a time)")
     c = sub.add_parser("chunks", parents=[common])
     c.add_argument("--frames", type=int, default=17)
     c.add_argument("--size", type=int, default=128)
@@ -197,7 +201,7 @@ def main() -> None:
     if a.cmd == "quality":
         result = quality(dict(r.split("=", 1) for r in a.runs), a.shards, a.lpips, a.frames)
     elif a.cmd == "speed":
-        result = speed(a.frames, a.size, a.repeats)
+        result = speed(a.frames, a.size, a.repeats, a.chunk_frames)
     else:
         result = chunks(a.frames, a.size)
     result = {"bench": a.cmd, "torch": torch.__version__, "threads": torch.get_num_threads(), **result}

@@ -36,3 +36,15 @@ def test_dit_step_rejects_heads_that_do_not_divide_the_width():
     assert done.returncode == 2
     assert "--heads 5 does not divide the cpu preset's width 384" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_vae_chunks_bench_at_a_tiny_size():
+    """bench/vae.py chunks: the 4x longer clip in chunks equals it whole, and each row reports its peak memory."""
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "vae.py"), "chunks", "--frames", "5", "--size", "16"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    assert result["long_frames"] == 17 and result["chunked_vs_whole_max_abs_diff"] < 1e-4
+    assert all(result[row]["peak_mb"] >= 0 and result[row]["seconds"] > 0
+               for row in ("short_whole", "short_chunked", "long_whole", "long_chunked"))
+    assert result["long_chunked"]["plan"]["chunk_frames"] == 4 and result["long_whole"]["plan"]["tile_px"] == 0
