@@ -330,6 +330,7 @@ def test_shards_to_latent_cache_to_dit_to_sample_py(saved, shards, name, tmp_pat
     frames, px = clip_size(name)
     overrides = [
         f"data.shards={shards}/shard-*.tar", "data.moving_shapes=null", "data.eval_prompts=null",
+        f"data.eval_shards={shards}/shard-*.tar", "val.num_clips=2",  # the validation loss through this VAE too
         "data.train_prompts=null", f"data.num_frames={frames}", "data.frame_stride=1", f"data.height={px}",
         f"data.width={px}", "data.batch_size_per_gpu=2", "data.num_workers=0", "data.shuffle_buffer=4",
         f"data.latent_cache={tmp_path / 'latents'}", "vae=diffusers", f"vae.path={saved[name]}",
