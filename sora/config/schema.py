@@ -288,6 +288,23 @@ class TrainLoopConfig:
     samples_per_prompt: int = 2
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Provenance (sora/provenance): what every video we write carries
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ProvenanceConfig:
+    """`sora.provenance.stamp.Provenance`'s arguments: a signed C2PA manifest and an invisible watermark."""
+
+    c2pa: bool = True  # a signed manifest hard-bound to the file's bytes (gone if the file is re-encoded)
+    watermark: bool = True  # a payload in the pixels (survives re-encoding, resizing, cropping; not a forger)
+    cert: Optional[str] = None  # PEM: signing certificate then its chain; null: a local untrusted development CA
+    key: Optional[str] = None  # PEM private key of cert
+    include_prompt: bool = False  # the manifest holds the prompt's SHA-256; true: the prompt itself too
+    watermark_psnr_db: float = 42.0  # strength: the PSNR of marked against unmarked frames
+
+
 @dataclass
 class TrainConfig:
     task: TaskConfig = field(default_factory=TaskConfig)
@@ -301,6 +318,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    provenance: ProvenanceConfig = field(default_factory=ProvenanceConfig)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -342,6 +360,7 @@ class SampleConfig:
     strength: float = 0.6  # edit: how far towards noise (0: the clip, 1: text to video)
     cfg_visual: Optional[float] = None  # guidance scale towards the given frames (null: 1, none beyond the text's)
     overlap_frames: Optional[int] = None  # frames a window is given from the one before (null: half a window)
+    provenance: ProvenanceConfig = field(default_factory=ProvenanceConfig)  # C2PA manifest, watermark
 
 
 
