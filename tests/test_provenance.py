@@ -159,3 +159,24 @@ def test_payload_bits_round_trip_and_the_crc_catches_an_error():
     assert watermark.bits_payload(bits) == (0xBEEF, True)
     bits[3] *= -1
     assert not watermark.bits_payload(bits)[1]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Config
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, overrides, message", [
+    ("sample", ["ckpt=x", "prompt=p", "out=x.mp4", "provenance.cert=/no/cert.pem"], "provenance.cert and provenance.key"),
+    ("sample", ["ckpt=x", "prompt=p", "out=x.mp4", "provenance.cert=/no/c.pem", "provenance.key=/no/k.pem"],
+     "provenance.cert='/no/c.pem' is not a file"),
+    ("train", ["provenance.watermark_psnr_db=20"], "provenance.watermark_psnr_db must be in [30, 60], got 20"),
+])
+def test_bad_provenance_settings_fail_in_one_line(name, overrides, message):
+    from sora.config import check_sample_config, check_train_config
+    from tests.conftest import compose_config
+
+    cfg = compose_config(name, overrides)
+    assert cfg.provenance.c2pa and cfg.provenance.watermark  # on by default
+    with pytest.raises(SoraError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        (check_sample_config if name == "sample" else check_train_config)(cfg)

@@ -7,7 +7,7 @@
 import hashlib
 import logging
 import os
-import secrets
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -60,8 +60,14 @@ def model_fingerprint(tensors: dict[str, torch.Tensor]) -> str:
 
 
 def payload_of(model_sha256: str, generation_id: int) -> int:
-    """The watermark's 16 bits: the model fingerprint's first 8 bits, then an 8-bit generation id (random)."""
+    """The watermark's 16 bits: the model fingerprint's first 8 bits, then an 8-bit generation id."""
     return (int(model_sha256[:2], 16) << 8) | (generation_id & 0xFF)
+
+
+def generation_id(gen: Generation) -> int:
+    """8 bits from the seed, prompt and sampler settings: the same generation gets the same id (and frames)."""
+    key = json.dumps([gen.seed, gen.prompt, _plain(gen.sampler)], sort_keys=True).encode()
+    return hashlib.sha256(key).digest()[0]
 
 
 _warned_dev_key = False
@@ -77,7 +83,7 @@ def write_generated(path, video: torch.Tensor, fps: int, prov: Provenance, gen: 
     if prov.include_prompt:
         record["prompt"] = gen.prompt
     if prov.watermark:
-        payload = payload_of(gen.model_sha256, secrets.randbits(8))
+        payload = payload_of(gen.model_sha256, generation_id(gen))
         frames = watermark.embed(frames, payload, prov.watermark_psnr_db)
         record["watermark"] = {"payload": f"{payload:04x}", "method": "sora-tiled-spread-spectrum-v1"}
     data = encode_mp4(frames, fps, generated=True)
