@@ -180,3 +180,12 @@ def test_bad_provenance_settings_fail_in_one_line(name, overrides, message):
     assert cfg.provenance.c2pa and cfg.provenance.watermark  # on by default
     with pytest.raises(SoraError, match=message.replace("[", r"\[").replace("]", r"\]")):
         (check_sample_config if name == "sample" else check_train_config)(cfg)
+
+
+def test_the_model_fingerprint_covers_every_tensor_and_changes_with_any_weight():
+    from sora.provenance.stamp import model_fingerprint
+
+    tensors = {"dit.w": torch.ones(2, 3), "vae.scale": torch.tensor(0.5), "text.e": torch.zeros(0, 4, dtype=torch.bfloat16)}
+    base = model_fingerprint(tensors)
+    assert base == model_fingerprint(dict(reversed(tensors.items())))  # order-free
+    assert base != model_fingerprint({**tensors, "vae.scale": torch.tensor(0.25)})  # a 0-dim tensor counts
