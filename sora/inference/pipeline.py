@@ -231,7 +231,7 @@ def generate_to_files(bundle, prompts: list[str], paths: list, seed: int, settin
     from sora.provenance.stamp import Generation, Provenance, model_fingerprint, write_generated
 
     prompts = check_prompts(prompts)
-    prov = provenance if isinstance(provenance, Provenance) else Provenance.of(provenance or bundle.cfg.get("provenance"))
+    prov = provenance if isinstance(provenance, Provenance) else Provenance.of(provenance or bundle.cfg.provenance)
     fingerprint = model_fingerprint(bundle.tensors())
     assert len(paths) == len(prompts), f"{len(paths)} output paths for {len(prompts)} prompts"
     make = make or (lambda batch, batch_seed, callback: generate_long(bundle, batch, batch_seed, settings,

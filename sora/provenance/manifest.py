@@ -89,7 +89,8 @@ def read_manifest(data: bytes, mime: str = MIME) -> ManifestReport:
 
 def summarise(active: dict, state: str | None) -> dict:
     """What a manifest says: the generator, source type, our generation assertion, and who signed it."""
-    out = {"generator": None, "digital_source_type": None, "generation": None, "signer": None, "trusted": state == "Trusted"}
+    out = {"generator": None, "digital_source_type": None, "generation": None, "signer": None,
+           "trusted": state == "Trusted"}
     gens = active.get("claim_generator_info") or []
     if gens:
         out["generator"] = " ".join(str(gens[0].get(k, "")) for k in ("name", "version")).strip()

@@ -19,8 +19,8 @@ and Kalker et al. (1999), with the payload as spread-spectrum chips (Cox et al. 
   **Brightness** gain scales signal and noise alike in the self-normalised statistic below.
 - **Detection.** Mean luma over frames -> resized so that a cell is one pixel -> minus its local mean (the
   content's coarse structure, which would swamp the mark), clipped at 1.5 robust std (edges) -> folded into
-  one K x K tile (averaging every tile the frame holds) -> z = sum_k s_k f_k / sqrt(sum_k f_k^2) over the sync cells, at every shift. Without the
-  mark the key's signs s_k are independent of the content, so by Hoeffding P(z > tau) <= exp(-tau^2 / 2) for one
+  one K x K tile (averaging every tile the frame holds) -> z = sum_k s_k f_k / sqrt(sum_k f_k^2) over the sync
+  cells, at every shift. Without the mark the key's signs s_k are independent of the content, so by Hoeffding P(z > tau) <= exp(-tau^2 / 2) for one
   (size, shift) whatever the video; over all G tried the false-positive rate is at most G exp(-tau^2 / 2),
   and `confidence` is one minus that bound.
 """
