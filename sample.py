@@ -1,4 +1,5 @@
-"""Sample videos from a checkpoint (EMA weights by default); every video is tagged as AI-generated.
+"""Sample videos from a checkpoint (EMA weights by default); every video carries a signed C2PA manifest and an
+invisible watermark (provenance.c2pa=false / provenance.watermark=false turn them off; see README).
 
     python sample.py ckpt=PATH prompt="a red circle moving left" out=x.mp4 seed=0
     python sample.py ckpt=PATH prompts=FILE out_dir=DIR seed=0      # DIR/000.mp4, 001.mp4, ... in order
@@ -83,7 +84,7 @@ def sample(cfg) -> list[Path]:
              settings.as_dict())
     t0 = time.time()
     generate_to_files(bundle, prompts, outs, cfg.seed, settings, batch_size=cfg.batch_size,
-                      progress=sys.stderr.isatty(),
+                      progress=sys.stderr.isatty(), provenance=cfg.provenance,
                       make=lambda batch, seed, callback: make(bundle, batch, seed, settings, visual, callback))
     for out in outs:
         print(out, flush=True)

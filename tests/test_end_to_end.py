@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from sora.data.video_io import GENERATED_TAG, read_video
+from sora.provenance.verify import verify_file
 from tests.conftest import run_entry, shrunk_overrides
 
 
@@ -58,6 +59,7 @@ def test_train_writes_a_complete_run(trained_run):
     assert (run / "checkpoints" / "config.yaml").exists()
     assert list((run / "wandb").glob("offline-run-*")), "wandb offline run directory missing"
     assert (run / "samples" / "step_0000002" / "000.mp4").exists()
+    assert verify_file(run / "samples" / "step_0000002" / "000.mp4")["manifest"] == "valid"  # training samples signed
     results = json.loads((run / "results.json").read_text())
     assert set(results["probe"]) == {"heldout", "train"} and results["probe"]["heldout"]["n"] == 8
     # trained with the default mixture of given frames: each prompting mode is scored on held-out clips
@@ -77,6 +79,7 @@ def test_sample_one_prompt_and_a_prompt_file(trained_run, tmp_path):
     assert frames.shape == (4, 16, 16, 3)  # the checkpoint's frames and size
     with av.open(str(out)) as container:
         assert container.metadata.get("comment") == GENERATED_TAG
+    assert verify_file(out)["claims"]["generation"]["seed"] == 0  # a signed C2PA manifest (sora/provenance)
 
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red circle moving left\na blue square moving up\na green triangle moving down\n")

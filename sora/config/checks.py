@@ -14,6 +14,7 @@ from a command-line value.
 import dataclasses
 import difflib
 import typing
+from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -119,6 +120,7 @@ SAMPLE_LIMITS = {
     "extend": _one_of({"forward", "backward"}), "strength": _within(0, 1), "cfg_visual": _at_least(0),
     "overlap_frames": _at_least(1),
 }
+TRAIN_LIMITS["provenance.watermark_psnr_db"] = SAMPLE_LIMITS["provenance.watermark_psnr_db"] = _within(30, 60)
 
 EVAL_LIMITS = {
     "batch_size": _at_least(1), "steps": _at_least(1), "recon_clips": _at_least(1), "samples_per_prompt": _at_least(1),
@@ -277,6 +279,7 @@ def check_train_config(cfg) -> None:
     _check_conditioning(cfg)
     _check_training(cfg)
     _check_val(cfg.val)
+    check_provenance(cfg.provenance, "provenance")
 
 
 def check_against_vae(cfg, geometry) -> None:
@@ -303,6 +306,17 @@ def check_sample_config(cfg) -> None:
         raise SoraError("prompt= needs out=FILE.mp4")
     if cfg.prompts is not None and not cfg.out_dir:
         raise SoraError("prompts= needs out_dir=DIR")
+    check_provenance(cfg.provenance, "provenance")
+
+
+def check_provenance(p, where: str) -> None:
+    """Certificate and key come together, and exist."""
+    if p.c2pa and (p.cert is None) != (p.key is None):
+        raise SoraError(f"{where}.cert and {where}.key come together (or neither: a local development key)")
+    for name in ("cert", "key"):
+        path = getattr(p, name)
+        if p.c2pa and path is not None and not Path(path).is_file():
+            raise SoraError(f"{where}.{name}={path!r} is not a file")
 
 
 def check_eval_config(cfg) -> None:

@@ -333,6 +333,23 @@ class ValConfig:
     batch_size: Optional[int] = None  # clips per forward (null: each bucket's training batch size)
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Provenance (sora/provenance): what every video we write carries
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ProvenanceConfig:
+    """`sora.provenance.stamp.Provenance`'s arguments: a signed C2PA manifest and an invisible watermark."""
+
+    c2pa: bool = True  # a signed manifest hard-bound to the file's bytes (gone if the file is re-encoded)
+    watermark: bool = True  # a payload in the pixels (survives re-encoding, resizing, cropping; not a forger)
+    cert: Optional[str] = None  # PEM: signing certificate then its chain; null: a local untrusted development CA
+    key: Optional[str] = None  # PEM private key of cert
+    include_prompt: bool = False  # the manifest holds the prompt's SHA-256; true: the prompt itself too
+    watermark_psnr_db: float = 42.0  # strength: the PSNR of marked against unmarked frames
+
+
 @dataclass
 class TrainConfig:
     task: TaskConfig = field(default_factory=TaskConfig)
@@ -347,6 +364,7 @@ class TrainConfig:
     train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     val: ValConfig = field(default_factory=ValConfig)
+    provenance: ProvenanceConfig = field(default_factory=ProvenanceConfig)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -388,6 +406,7 @@ class SampleConfig:
     strength: float = 0.6  # edit: how far towards noise (0: the clip, 1: text to video)
     cfg_visual: Optional[float] = None  # guidance scale towards the given frames (null: 1, none beyond the text's)
     overlap_frames: Optional[int] = None  # frames a window is given from the one before (null: half a window)
+    provenance: ProvenanceConfig = field(default_factory=ProvenanceConfig)  # C2PA manifest, watermark
 
 
 

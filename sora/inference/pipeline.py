@@ -219,17 +219,20 @@ def num_windows(settings: SampleSettings) -> int:
 
 
 def generate_to_files(bundle, prompts: list[str], paths: list, seed: int, settings: SampleSettings,
-                      batch_size: int = 8, progress: bool = False, make=None) -> list:
+                      batch_size: int = 8, progress: bool = False, make=None, provenance=None) -> list:
     """Write video i (seeded `seed + i`) of prompt i to paths[i], in batches; bf16 autocast on GPU.
 
     make(prompts, seed, callback) -> b 3 T h w makes a batch (default: text to video, window by window);
-    sora.inference.prompting.make gives frames as a condition.
+    sora.inference.prompting.make gives frames as a condition. provenance (a `Provenance`; default: the
+    bundle config's `provenance` node, both marks on) says what each file carries: a C2PA manifest, a watermark.
     """
     from tqdm import tqdm
 
-    from sora.data.video_io import write_mp4
+    from sora.provenance.stamp import Generation, Provenance, model_fingerprint, write_generated
 
     prompts = check_prompts(prompts)
+    prov = provenance if isinstance(provenance, Provenance) else Provenance.of(provenance or bundle.cfg.provenance)
+    fingerprint = model_fingerprint(bundle.tensors())
     assert len(paths) == len(prompts), f"{len(paths)} output paths for {len(prompts)} prompts"
     make = make or (lambda batch, batch_seed, callback: generate_long(bundle, batch, batch_seed, settings,
                                                                       callback=callback))
@@ -240,8 +243,9 @@ def generate_to_files(bundle, prompts: list[str], paths: list, seed: int, settin
         for start in batches:
             with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
                 videos = make(prompts[start : start + batch_size], seed + start, lambda step, total: bar.update(1))
-            for video, path in zip(videos, paths[start : start + batch_size]):
-                write_mp4(path, video, settings.fps)
+            for i, (video, path) in enumerate(zip(videos, paths[start : start + batch_size]), start):
+                gen = Generation(fingerprint, bundle.weights, settings.as_dict(), seed + i, prompts[i])
+                write_generated(path, video, settings.fps, prov, gen)
     return list(paths)
 
 

