@@ -164,7 +164,7 @@ def chunks(frames: int, size: int) -> dict:
     for name, f, chunk in (("short_whole", frames, 0), ("short_chunked", frames, 4), ("long_whole", long, 0),
                            ("long_chunked", long, 4)):
         rows[name] = in_subprocess("ours", f, size, 1, chunk, 2.0, 0)  # no tiles: chunked must equal whole
-    a, b = (torch.load(Path(TMP) / f"latent_{long}_{c}.pt") for c in (0, 4))
+    a, b = (torch.load(Path(TMP) / f"latent_{long}_{c}.pt", weights_only=True) for c in (0, 4))
     return {"short_frames": frames, "long_frames": long, "size": size, **rows,
             "long_chunked_over_short_chunked_memory": round(rows["long_chunked"]["peak_mb"] / rows["short_chunked"]["peak_mb"], 2),
             "long_chunked_over_short_whole_memory": round(rows["long_chunked"]["peak_mb"] / rows["short_whole"]["peak_mb"], 2),

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 
 from sora.config import MovingShapesConfig, register_schemas
@@ -99,3 +100,12 @@ def mixed_shards(tmp_path_factory) -> Path:
     sources, skipped = scan_folder(str(src))
     write_shards(sources, str(out), samples_per_shard=8, workers=1, skipped=skipped)
     return out
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny convolutions: one thread is fastest, and on a shared CPU a second one's spin-waits cost up to 30x."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

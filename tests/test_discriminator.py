@@ -4,13 +4,7 @@ import torch
 from sora.models.discriminator import PatchDiscriminator3D, adaptive_weight, hinge_d_loss, hinge_g_loss
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions: one thread is fastest, and on a shared CPU a second one's spin-waits cost 30x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: tiny convolutions run fastest on one thread
 
 
 @pytest.mark.parametrize("num_frames", [1, 9])

@@ -17,13 +17,7 @@ from sora.models.lpips import LPIPS, video_lpips
 SIZE = 32  # pixels: relu5_3 is 2x2
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small images: on a shared 2-core CPU a second thread's spin-waits cost more than it saves."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: tiny convolutions run fastest on one thread
 
 
 def random_backbone() -> dict:
