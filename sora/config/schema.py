@@ -347,7 +347,7 @@ class ProvenanceConfig:
     cert: Optional[str] = None  # PEM: signing certificate then its chain; null: a local untrusted development CA
     key: Optional[str] = None  # PEM private key of cert
     include_prompt: bool = False  # the manifest holds the prompt's SHA-256; true: the prompt itself too
-    watermark_psnr_db: float = 42.0  # strength: the PSNR of marked against unmarked frames
+    watermark_psnr_db: float = 40.0  # strength: the PSNR of marked against unmarked frames (at least)
 
 
 @dataclass

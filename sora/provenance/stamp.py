@@ -28,7 +28,7 @@ class Provenance:
     cert: str | None = None
     key: str | None = None
     include_prompt: bool = False
-    watermark_psnr_db: float = 42.0
+    watermark_psnr_db: float = 40.0
 
     @classmethod
     def of(cls, node) -> "Provenance":
@@ -85,7 +85,7 @@ def write_generated(path, video: torch.Tensor, fps: int, prov: Provenance, gen: 
     if prov.watermark:
         payload = payload_of(gen.model_sha256, generation_id(gen))
         frames = watermark.embed(frames, payload, prov.watermark_psnr_db)
-        record["watermark"] = {"payload": f"{payload:04x}", "method": "sora-tiled-spread-spectrum-v1"}
+        record["watermark"] = {"payload": f"{payload:04x}", "method": "sora-tiled-spread-spectrum-v2"}
     data = encode_mp4(frames, fps, generated=True)
     if prov.c2pa:
         from sora import __version__
