@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 PRESETS = {"cpu": (384, 4, 6), "S": (384, 12, 6), "B": (768, 12, 12), "L": (1024, 24, 16), "XL": (1152, 28, 16),
-           "3B": (2048, 32, 16)}
+           "XL128": (1152, 28, 9), "1.6B": (1536, 30, 12), "3B": (2048, 32, 16)}  # (width, depth, heads): configs/dit/
 
 
 def build(name: str, width: int, depth: int, heads: int, grid, text_len: int, text_dim: int, ckpt_fraction: float,

@@ -26,17 +26,27 @@ def test_tiny_output_shape_and_zero_init():
     assert out.abs().max() == 0  # adaLN-Zero: zeroed output layer predicts exactly 0 at init
 
 
-@pytest.mark.parametrize("preset", ["S", "B", "L", "XL", "3B"])
-def test_paper_presets_shapes(preset):
+@pytest.mark.parametrize("preset", ["S", "B", "L", "XL", "XL128", "1.6B", "3B"])
+def test_presets_shapes(preset):
     # Built on the meta device: shapes and parameter counts without allocating hundreds of MB.
     with torch.device("meta"):
         model = build(preset)
         x, t, ctx, mask = inputs(device="meta")
         assert model(x, t, Conditioning(ctx, mask)).shape == x.shape
-    widths = {"S": (384, 12), "B": (768, 12), "L": (1024, 24), "XL": (1152, 28), "3B": (2048, 32)}
-    assert (model.final.norm.normalized_shape[0], len(model.blocks)) == widths[preset]
+    shapes = {"S": (384, 12, 6), "B": (768, 12, 12), "L": (1024, 24, 16), "XL": (1152, 28, 16), "XL128": (1152, 28, 9),
+              "1.6B": (1536, 30, 12), "3B": (2048, 32, 16)}
+    assert (model.final.norm.normalized_shape[0], len(model.blocks), model.blocks[0].attn.num_heads) == shapes[preset]
+    params = sum(p.numel() for p in model.parameters())
+    if preset in ("XL128", "1.6B", "3B"):  # the presets built for 128-wide heads
+        assert model.head_dim == 128
+    if preset == "XL128":  # XL's parameters: only the heads' split differs, and so the 4 QK-norms' widths a block
+        with torch.device("meta"):
+            xl = sum(p.numel() for p in build("XL").parameters())
+        assert params == xl + 28 * 4 * (128 - 72)
+    if preset == "1.6B":
+        assert 1.5e9 < params < 1.7e9
     if preset == "3B":
-        assert 2.7e9 < sum(p.numel() for p in model.parameters()) < 3.3e9
+        assert 2.7e9 < params < 3.3e9
 
 
 def test_any_grid_size_one_model():
