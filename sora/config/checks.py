@@ -22,6 +22,7 @@ from sora.config.schema import EvalConfig, SampleConfig, TrainConfig
 from sora.diffusion.samplers import SAMPLERS
 from sora.diffusion.schedules import SCHEDULES
 from sora.errors import SoraError
+from sora.models.attention import backend_unavailable
 
 # ---------------------------------------------------------------------------------------------------------------
 # Keys
@@ -263,6 +264,15 @@ def _check_training(cfg) -> None:
                             f"(train.devices x train.num_nodes = {world})")
 
 
+def _check_machine(cfg) -> None:
+    """What needs this machine: a GPU-only attention backend (not for a dry run, which plans a run from anywhere)."""
+    if cfg.task.kind.value != "dit" or cfg.train.dry_run:
+        return
+    device = "cpu" if str(cfg.train.accelerator) == "cpu" else None
+    if problem := backend_unavailable(cfg.dit.attention_backend.value, device):
+        raise SoraError(problem)
+
+
 def _check_val(v) -> None:
     if not v.timesteps or not all(0 < t <= 1 for t in v.timesteps):
         raise SoraError(f"val.timesteps must be a non-empty list of numbers in (0, 1], got {list(v.timesteps)}")
@@ -280,6 +290,7 @@ def check_train_config(cfg) -> None:
     _check_training(cfg)
     _check_val(cfg.val)
     check_provenance(cfg.provenance, "provenance")
+    _check_machine(cfg)
 
 
 def check_against_vae(cfg, geometry) -> None:

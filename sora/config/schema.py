@@ -26,8 +26,11 @@ class TextConditioning(str, Enum):
     joint = "joint"  # text tokens join self-attention with their own weights (MM-DiT)
 
 
-class AttentionBackend(str, Enum):
-    sdpa = "sdpa"
+class AttentionBackend(str, Enum):  # sora/models/attention.py
+    sdpa = "sdpa"  # torch's SDPA, its own kernel choice
+    cudnn = "cudnn"  # SDPA pinned to cuDNN attention (GPU)
+    flash = "flash"  # SDPA pinned to FlashAttention(-2)
+    fa4 = "fa4"  # FlashAttention-4, CuTe DSL (Hopper / Blackwell; the fa4 extra)
     xformers = "xformers"
     flex = "flex"
     math = "math"

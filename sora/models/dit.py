@@ -290,6 +290,13 @@ class DiT(nn.Module):
             out = gather_tokens(out, self.sp_group)  # b n patch_dim
         return unpatchify(out, self.patch_size, grid)  # b c t h w
 
+    def set_attention_backend(self, backend: str) -> None:
+        """Every attention layer's backend (`dit.attention_backend`); the weights do not depend on it."""
+        assert backend in BACKENDS, f"dit.attention_backend must be one of {BACKENDS}, got {backend!r}"
+        for m in self.modules():
+            if isinstance(m, (DiTBlock, SelfAttention, CrossAttention)):
+                m.backend = backend
+
     def enable_sequence_parallel(self, group) -> None:
         """Split every clip's tokens over the ranks of `group` (Ulysses); outputs are whole on every rank."""
         assert self.layout == "full" and self.text_conditioning == "cross", (
