@@ -34,7 +34,7 @@ from einops import rearrange
 from sora.distributed.sequence import heads_to_seq, seq_to_heads
 from sora.errors import SoraError
 from sora.models.norms import RMSNorm
-from sora.models.rope import apply_rope
+from sora.models.fused import qk_norm_rope
 
 BACKENDS = ("sdpa", "cudnn", "flash", "fa4", "xformers", "flex", "math")
 GPU_ONLY = ("cudnn", "fa4", "xformers")
@@ -338,7 +338,7 @@ class SelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, rope, seg: Optional[Segments] = None) -> torch.Tensor:
         """x: b n dim; rope: complex n head_dim/2 rotations (sora/models/rope.py)."""
         q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.num_heads)
-        q, k = apply_rope(self.q_norm(q), rope), apply_rope(self.k_norm(k), rope)
+        q, k = qk_norm_rope(q, self.q_norm, rope), qk_norm_rope(k, self.k_norm, rope)
         if self.sp_group is not None:  # Ulysses: all tokens, a share of the heads, then back (sora/distributed/sequence.py)
             q, k, v = (seq_to_heads(x, self.sp_group) for x in (q, k, v))  # b h/P n d
             out = heads_to_seq(attention(q, k, v, self.backend, seg), self.sp_group)  # b h n/P d
