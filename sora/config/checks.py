@@ -23,6 +23,7 @@ from sora.diffusion.samplers import SAMPLERS
 from sora.diffusion.schedules import SCHEDULES
 from sora.errors import SoraError
 from sora.models.attention import backend_unavailable
+from sora.models.fp8 import RECIPES as FP8_RECIPES, fp8_unavailable
 
 # ---------------------------------------------------------------------------------------------------------------
 # Keys
@@ -111,7 +112,7 @@ TRAIN_LIMITS = {
     "train.log_every_n_steps": _at_least(1), "train.sample_every_n_steps": _at_least(0),
     "train.checkpoint_every_n_steps": _at_least(1), "train.keep_last_n": _at_least(-1),
     "train.max_nonfinite_steps": _at_least(1), "train.num_threads": _at_least(1), "train.samples_per_prompt": _at_least(1),
-    "train.progress_every_s": _above(0),
+    "train.progress_every_s": _above(0), "train.fp8": _one_of(FP8_RECIPES),
     "val.every_n_steps": _at_least(0), "val.num_clips": _at_least(1), "val.batch_size": _at_least(1),
 }
 SAMPLE_LIMITS = {
@@ -265,9 +266,16 @@ def _check_training(cfg) -> None:
 
 
 def _check_machine(cfg) -> None:
-    """What needs this machine: a GPU-only attention backend (not for a dry run, which plans a run from anywhere)."""
-    if cfg.task.kind.value != "dit" or cfg.train.dry_run:
+    """What needs this machine: a GPU-only attention backend, FP8 (not for a dry run, which plans from anywhere)."""
+    fp8 = cfg.train.fp8
+    if cfg.task.kind.value != "dit":
+        if fp8 is not None:
+            raise SoraError(f"train.fp8={fp8} trains the DiT's linears in FP8; task=vae takes train.fp8=null")
         return
+    if cfg.train.dry_run:
+        return
+    if fp8 is not None and (problem := fp8_unavailable(fp8)):
+        raise SoraError(problem)
     device = "cpu" if str(cfg.train.accelerator) == "cpu" else None
     if problem := backend_unavailable(cfg.dit.attention_backend.value, device):
         raise SoraError(problem)

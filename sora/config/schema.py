@@ -312,6 +312,9 @@ class TrainLoopConfig:
     max_nonfinite_steps: int = 20  # NaN/Inf loss or gradient steps in a row before the run stops
     num_threads: Optional[int] = None  # torch CPU threads (null: torch's default)
     compile: bool = False  # torch.compile each DiT block (regional compilation)
+    # FP8 matmuls in the DiT's blocks (torchao float8 training, sora/models/fp8.py): null (off), tensorwise or
+    # rowwise. Needs the fp8 extra and a GPU of compute capability 8.9+.
+    fp8: Optional[str] = None
     # After training, sample `samples_per_prompt` videos of every eval and train prompt and score them with
     # the moving-shapes probe (only meaningful on the built-in dataset).
     final_samples: bool = True
