@@ -159,7 +159,7 @@ def main() -> None:
     p.add_argument("--dtype", default=None, choices=["bf16", "fp32"], help="default: bf16 on GPU, fp32 on CPU")
     p.add_argument("--models", default="ours_cross,ours_joint,wan,cogvideox")
     p.add_argument("--checkpoint-fraction", type=float, default=0.0, help="share of blocks with activation checkpointing")
-    p.add_argument("--attention-backend", default="sdpa", help="ours: dit.attention_backend (sdpa, xformers, flex, math)")
+    p.add_argument("--attention-backend", default="sdpa", help="ours: dit.attention_backend (sdpa, cudnn, flash, fa4, xformers, flex, math)")
     p.add_argument("--compile", action="store_true", help="torch.compile each transformer block of every row")
     p.add_argument("--profile-out", help="write each row's per-kernel profile of one step to this folder")
     p.add_argument("--steps", type=int, default=5)
