@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 PRESETS = {"cpu": (384, 4, 6), "S": (384, 12, 6), "B": (768, 12, 12), "L": (1024, 24, 16), "XL": (1152, 28, 16),
-           "3B": (2048, 32, 16)}
+           "XL128": (1152, 28, 9), "1.6B": (1536, 30, 12), "3B": (2048, 32, 16)}  # (width, depth, heads): configs/dit/
 
 
 def build(name: str, width: int, depth: int, heads: int, grid, text_len: int, text_dim: int, ckpt_fraction: float,
@@ -159,7 +159,7 @@ def main() -> None:
     p.add_argument("--dtype", default=None, choices=["bf16", "fp32"], help="default: bf16 on GPU, fp32 on CPU")
     p.add_argument("--models", default="ours_cross,ours_joint,wan,cogvideox")
     p.add_argument("--checkpoint-fraction", type=float, default=0.0, help="share of blocks with activation checkpointing")
-    p.add_argument("--attention-backend", default="sdpa", help="ours: dit.attention_backend (sdpa, xformers, flex, math)")
+    p.add_argument("--attention-backend", default="sdpa", help="ours: dit.attention_backend (sdpa, cudnn, flash, fa4, xformers, flex, math)")
     p.add_argument("--compile", action="store_true", help="torch.compile each transformer block of every row")
     p.add_argument("--profile-out", help="write each row's per-kernel profile of one step to this folder")
     p.add_argument("--steps", type=int, default=5)

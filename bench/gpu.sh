@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every GPU figure in docs/BENCHMARKS.md, in the order they appear there: one script so a lent GPU's few minutes
-# go to measuring, not typing. Usage: bash bench/gpu.sh OUT_DIR [kernels|gputests|steps|xformers|tokens|compile|heads128|suite]...
+# go to measuring, not typing. Usage: bash bench/gpu.sh OUT_DIR [kernels|gputests|steps|xformers|tokens|compile|heads128|backends|suite]...
 # JSON rows go to OUT_DIR/*.jsonl; each part has its own time limit so one slow part cannot eat the rest.
 # The peers need diffusers (pip install -e '.[dev]'); the xformers part needs an xformers built for this torch.
 set -u
@@ -37,8 +37,10 @@ for part in $parts; do
         | tee "$out/attention_9x128.jsonl"
       timeout 240 python3 bench/dit_step.py --preset XL --heads 9 --grid 16 32 32 --batch-size 1 \
         | tee "$out/xl_9x128_16k.jsonl" ;;
+    backends)  # XL128 (9 heads of 128) at 16k and 32k tokens: each attention backend, eager and compiled, and Wan
+      timeout 590 python3 bench/backends.py --timeout 150 | tee "$out/xl128_backends.jsonl" ;;
     gputests)  # the GPU-marked tests
-      timeout 120 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_attention.py tests/test_dit.py 2>&1 \
+      timeout 120 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_attention.py tests/test_dit.py tests/test_fp8.py 2>&1 \
         | tee "$out/pytest_gpu.txt" ;;
     suite)  # the whole default suite with CUDA visible (Lightning picks the GPU in every train.py it runs)
       timeout 400 python3 -m pytest -q -p no:cacheprovider tests 2>&1 | tee "$out/pytest_all.txt" ;;

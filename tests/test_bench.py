@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "bench" / "dit_step.py"
@@ -36,6 +37,20 @@ def test_dit_step_rejects_heads_that_do_not_divide_the_width():
     assert done.returncode == 2
     assert "--heads 5 does not divide the cpu preset's width 384" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_backends_bench_rows_at_a_tiny_size():
+    """bench/backends.py --tiny: one row per backend (a backend this machine lacks is an error row, not a stop)."""
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "backends.py"), "--tiny", "--backends", "flash,cudnn",
+                           "--peer", "none"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = {r["backend"]: r for r in map(json.loads, done.stdout.splitlines())}
+    assert set(rows) == {"flash", "cudnn"} and all(r["bench"] == "backends" and r["mode"] == "eager" for r in rows.values())
+    flash = rows["flash"]
+    assert flash["model"] == "ours_cross" and flash["attention_backend"] == "flash" and flash["tokens"] == 4
+    assert flash["step_s"] > 0 and flash["peak_mem_mb"] >= 0 and "mfu" in flash, flash
+    if not torch.cuda.is_available():
+        assert "runs on a CUDA GPU" in rows["cudnn"]["error"], rows["cudnn"]
 
 
 def test_vae_chunks_bench_at_a_tiny_size():

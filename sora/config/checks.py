@@ -22,6 +22,8 @@ from sora.config.schema import EvalConfig, SampleConfig, TrainConfig
 from sora.diffusion.samplers import SAMPLERS
 from sora.diffusion.schedules import SCHEDULES
 from sora.errors import SoraError
+from sora.models.attention import backend_unavailable
+from sora.models.fp8 import RECIPES as FP8_RECIPES, fp8_unavailable
 
 # ---------------------------------------------------------------------------------------------------------------
 # Keys
@@ -110,7 +112,7 @@ TRAIN_LIMITS = {
     "train.log_every_n_steps": _at_least(1), "train.sample_every_n_steps": _at_least(0),
     "train.checkpoint_every_n_steps": _at_least(1), "train.keep_last_n": _at_least(-1),
     "train.max_nonfinite_steps": _at_least(1), "train.num_threads": _at_least(1), "train.samples_per_prompt": _at_least(1),
-    "train.progress_every_s": _above(0),
+    "train.progress_every_s": _above(0), "train.fp8": _one_of(FP8_RECIPES),
     "val.every_n_steps": _at_least(0), "val.num_clips": _at_least(1), "val.batch_size": _at_least(1),
 }
 SAMPLE_LIMITS = {
@@ -263,6 +265,22 @@ def _check_training(cfg) -> None:
                             f"(train.devices x train.num_nodes = {world})")
 
 
+def _check_machine(cfg) -> None:
+    """What needs this machine: a GPU-only attention backend, FP8 (not for a dry run, which plans from anywhere)."""
+    fp8 = cfg.train.fp8
+    if cfg.task.kind.value != "dit":
+        if fp8 is not None:
+            raise SoraError(f"train.fp8={fp8} trains the DiT's linears in FP8; task=vae takes train.fp8=null")
+        return
+    if cfg.train.dry_run:
+        return
+    if fp8 is not None and (problem := fp8_unavailable(fp8)):
+        raise SoraError(problem)
+    device = "cpu" if str(cfg.train.accelerator) == "cpu" else None
+    if problem := backend_unavailable(cfg.dit.attention_backend.value, device):
+        raise SoraError(problem)
+
+
 def _check_val(v) -> None:
     if not v.timesteps or not all(0 < t <= 1 for t in v.timesteps):
         raise SoraError(f"val.timesteps must be a non-empty list of numbers in (0, 1], got {list(v.timesteps)}")
@@ -280,6 +298,7 @@ def check_train_config(cfg) -> None:
     _check_training(cfg)
     _check_val(cfg.val)
     check_provenance(cfg.provenance, "provenance")
+    _check_machine(cfg)
 
 
 def check_against_vae(cfg, geometry) -> None:

@@ -26,8 +26,11 @@ class TextConditioning(str, Enum):
     joint = "joint"  # text tokens join self-attention with their own weights (MM-DiT)
 
 
-class AttentionBackend(str, Enum):
-    sdpa = "sdpa"
+class AttentionBackend(str, Enum):  # sora/models/attention.py
+    sdpa = "sdpa"  # torch's SDPA, its own kernel choice
+    cudnn = "cudnn"  # SDPA pinned to cuDNN attention (GPU)
+    flash = "flash"  # SDPA pinned to FlashAttention(-2)
+    fa4 = "fa4"  # FlashAttention-4, CuTe DSL (Hopper / Blackwell; the fa4 extra)
     xformers = "xformers"
     flex = "flex"
     math = "math"
@@ -309,6 +312,9 @@ class TrainLoopConfig:
     max_nonfinite_steps: int = 20  # NaN/Inf loss or gradient steps in a row before the run stops
     num_threads: Optional[int] = None  # torch CPU threads (null: torch's default)
     compile: bool = False  # torch.compile each DiT block (regional compilation)
+    # FP8 matmuls in the DiT's blocks (torchao float8 training, sora/models/fp8.py): null (off), tensorwise or
+    # rowwise. Needs the fp8 extra and a GPU of compute capability 8.9+.
+    fp8: Optional[str] = None
     # After training, sample `samples_per_prompt` videos of every eval and train prompt and score them with
     # the moving-shapes probe (only meaningful on the built-in dataset).
     final_samples: bool = True

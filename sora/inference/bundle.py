@@ -7,6 +7,7 @@ training needs: the EMA copy, the optimizer, the loss step.
 """
 
 import json
+import logging
 from pathlib import Path
 
 import torch
@@ -17,11 +18,14 @@ from sora.config import to_plain, typed
 from sora.diffusion.objectives import RectifiedFlow
 from sora.errors import SoraError
 from sora.inference.checkpoint import load_checkpoint, load_vae, read_safetensors, submodule_state
+from sora.models.attention import backend_unavailable
 from sora.models.conditioning import Conditioning
 from sora.models.dit import DiT
 from sora.models.geometry import LatentGeometry
 from sora.models.text import build_text_encoder
 from sora.models.vae import build_vae
+
+log = logging.getLogger(__name__)
 
 EXPORT_FORMAT = "sora-dit-v1"
 
@@ -93,9 +97,13 @@ class ModelBundle(nn.Module):
         text encoder is loaded from parts["text"], a frozen one from text.path."""
         cfg = typed(cfg)
         text = text if text is not None else build_text_encoder(cfg.text)
+        dit_args = to_plain(cfg.dit)
+        if problem := backend_unavailable(dit_args["attention_backend"]):  # the weights do not depend on it
+            log.warning("%s: %s; this model runs with dit.attention_backend=sdpa here", where, problem)
+            dit_args["attention_backend"] = "sdpa"
         with torch.device("meta"):
             new_vae = build_vae(cfg.vae) if vae is None else None
-            dit = DiT((vae or new_vae).latent_channels, text.dim, **to_plain(cfg.dit))
+            dit = DiT((vae or new_vae).latent_channels, text.dim, **dit_args)
         for name, module in (("vae", new_vae), ("dit", dit)):
             if module is not None:
                 _load(module, parts.get(name, {}), f"{where}: {name}", assign=True)

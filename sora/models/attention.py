@@ -1,10 +1,19 @@
-"""Attention: one function over four backends, and the self-, cross- and joint-attention layers built on it.
+"""Attention: one function over seven backends, and the self-, cross- and joint-attention layers built on it.
 
 Backends (`dit.attention_backend`), all taking q, k, v as `b h n d` and an optional `Segments` mask:
-  sdpa     torch's scaled_dot_product_attention (flash / memory-efficient kernels on GPU); the default
+  sdpa     torch's scaled_dot_product_attention, its own kernel choice (flash / cuDNN / memory-efficient); the default
+  cudnn    SDPA pinned to cuDNN's fused attention (GPU only)
+  flash    SDPA pinned to torch's FlashAttention kernel (FlashAttention-2 on GPU; torch's flash kernel on CPU)
+  fa4      FlashAttention-4 (`pip install flash-attn-4`, CuTe DSL; Hopper and Blackwell GPUs, bf16 / fp16)
   xformers xformers.ops.memory_efficient_attention, with its block-diagonal bias for packed sequences (GPU)
   flex     torch FlexAttention, the mask as a block mask built from segment ids
   math     softmax(q k^T / sqrt(d)) v written out: the reference the others are tested against
+
+The pinned kernels (cudnn, flash, fa4) take no mask. A masked call runs them on each group of queries that see the
+same keys (`mask_groups`): per clip of a pack (contiguous slices), or per row's real keys (padded text); fa4 runs
+all groups in one variable-length call. Unmasked calls, the common case in training (no padding left after
+`trim_text_padding`), go straight to the kernel. `backend_unavailable` says in one line why a backend cannot run
+here; the config check calls it before anything is built.
 
 Packed variable-length batches (NaViT, Dehghani et al. 2023) put several clips into one sequence; `Segments`
 says which query and key tokens belong to which clip, plus which text keys are padding, and each backend turns
@@ -12,6 +21,7 @@ that into its own mask. QK-norm (RMSNorm on queries and keys per head; Dehghani 
 attention logits bounded in bf16 at high learning rates.
 """
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Optional
@@ -24,9 +34,10 @@ from einops import rearrange
 from sora.distributed.sequence import heads_to_seq, seq_to_heads
 from sora.errors import SoraError
 from sora.models.norms import RMSNorm
-from sora.models.rope import apply_rope
+from sora.models.fused import qk_norm_rope
 
-BACKENDS = ("sdpa", "xformers", "flex", "math")
+BACKENDS = ("sdpa", "cudnn", "flash", "fa4", "xformers", "flex", "math")
+GPU_ONLY = ("cudnn", "fa4", "xformers")
 
 # ---------------------------------------------------------------------------------------------------------------
 # Masks
@@ -135,10 +146,159 @@ def _xformers(q, k, v, seg: Optional[Segments]):
                         f"or use dit.attention_backend=sdpa") from None
     return rearrange(out, "b n h d -> b h n d")
 
+# ---------------------------------------------------------------------------------------------------------------
+# Pinned kernels: one call without a mask, one call per group of queries that see the same keys with one
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Group:
+    """Queries of one row that see the same keys: each index is a slice (contiguous, packed) or an index tensor."""
+
+    row: int
+    q: slice | torch.Tensor
+    k: slice | torch.Tensor
+
+
+def mask_groups(seg: Segments, b: int, n: int, m: int) -> list[Group]:
+    """The mask of `seg` as groups of queries with their keys (a query in no group sees no key)."""
+    if seg.q_lens is not None and seg.k_valid is None and b == 1:  # a pack: block-diagonal, clips in order
+        groups, q0, k0 = [], 0, 0
+        for nq, nk in zip(seg.q_lens, seg.k_lens):
+            groups.append(Group(0, slice(q0, q0 + nq), slice(k0, k0 + nk)))
+            q0, k0 = q0 + nq, k0 + nk
+        return groups
+    groups = []
+    for row in range(b):
+        valid = seg.k_valid[row] if seg.k_valid is not None else None  # m
+        if seg.q_ids is None:
+            groups.append(Group(row, slice(0, n), valid.nonzero()[:, 0]))
+            continue
+        for i in seg.q_ids[row].unique().tolist():
+            keys = seg.k_ids[row] == i if valid is None else (seg.k_ids[row] == i) & valid
+            groups.append(Group(row, (seg.q_ids[row] == i).nonzero()[:, 0], keys.nonzero()[:, 0]))
+    return groups
+
+
+def _masked(seg: Optional[Segments]) -> bool:
+    return seg is not None and (seg.q_ids is not None or seg.k_valid is not None)
+
+
+def _scatter(q: torch.Tensor, groups: list[Group], outs: list[torch.Tensor]) -> torch.Tensor:
+    """Each group's output (1 h n_g d) at its row and queries of a b h n d result; queries in no group are 0."""
+    if all(isinstance(g.q, slice) for g in groups) and sum(o.shape[2] for o in outs) == q.shape[2] and q.shape[0] == 1:
+        return torch.cat(outs, dim=2)  # a pack: the clips' outputs in order
+    out = torch.zeros_like(q)
+    for g, o in zip(groups, outs):
+        out[g.row][:, g.q] = o[0]  # h n_g d; autograd records the writes (CopySlices)
+    return out
+
+
+def _grouped(kernel, q, k, v, seg: Segments) -> torch.Tensor:
+    """kernel(q, k, v) on each group of queries that see the same keys; b h n d."""
+    groups = mask_groups(seg, q.shape[0], q.shape[2], k.shape[2])
+    outs = [kernel(q[g.row][:, g.q][None], k[g.row][:, g.k][None], v[g.row][:, g.k][None]) for g in groups]  # 1 h n_g d
+    return _scatter(q, groups, outs)
+
+
+def _sdpa_pinned(kernel, name: str):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    chosen = getattr(SDPBackend, kernel)
+
+    def run(q, k, v):
+        with sdpa_kernel(chosen):
+            try:
+                return F.scaled_dot_product_attention(q, k, v)
+            except RuntimeError as e:  # "No available kernel": the pinned kernel refuses these inputs
+                raise SoraError(f"dit.attention_backend={name}: {kernel} has no kernel for q {tuple(q.shape)} "
+                                f"{q.dtype} on {q.device.type} ({str(e).strip().splitlines()[0][:160]}); use "
+                                f"dit.attention_backend=sdpa") from None
+
+    def attend(q, k, v, seg: Optional[Segments]):
+        return _grouped(run, q, k, v, seg) if _masked(seg) else run(q, k, v)
+
+    return attend
+
+
+_cudnn = _sdpa_pinned("CUDNN_ATTENTION", "cudnn")
+_flash = _sdpa_pinned("FLASH_ATTENTION", "flash")
+
+
+def _fa4_module():
+    try:
+        from flash_attn import cute
+    except ImportError:
+        raise SoraError("dit.attention_backend=fa4 needs FlashAttention-4: pip install -e '.[fa4]' (flash-attn-4; "
+                        "Hopper or Blackwell GPUs)") from None
+    return cute
+
+
+def _fa4(q, k, v, seg: Optional[Segments]):
+    """FlashAttention-4 (b n h d layout); a mask becomes one variable-length call over its groups."""
+    if problem := _fa4_gpu_problem(q.device):
+        raise SoraError(problem)
+    cute = _fa4_module()
+    first = lambda r: r[0] if isinstance(r, tuple) else r  # noqa: E731  (out, lse) in recent releases
+    if not _masked(seg):
+        q, k, v = (rearrange(x, "b h n d -> b n h d") for x in (q, k, v))
+        return rearrange(first(cute.flash_attn_func(q, k, v)), "b n h d -> b h n d")
+    groups = mask_groups(seg, q.shape[0], q.shape[2], k.shape[2])
+    take = lambda x, ix: [rearrange(x[g.row][:, getattr(g, ix)], "h n d -> n h d") for g in groups]  # noqa: E731
+    qs, ks, vs = take(q, "q"), take(k, "k"), take(v, "k")
+    cu = lambda xs: torch.tensor([0] + [x.shape[0] for x in xs], device=q.device).cumsum(0).int()  # noqa: E731
+    out = first(cute.flash_attn_varlen_func(torch.cat(qs), torch.cat(ks), torch.cat(vs), cu(qs), cu(ks),
+                                            max(x.shape[0] for x in qs), max(x.shape[0] for x in ks)))  # N h d
+    outs = [rearrange(o, "n h d -> 1 h n d") for o in out.split([x.shape[0] for x in qs])]
+    return _scatter(q, groups, outs)
+
+
+def backend_unavailable(backend: str, device: str | None = None) -> Optional[str]:
+    """Why `dit.attention_backend=BACKEND` cannot run on this machine (one line), or None when it can."""
+    if backend not in BACKENDS:
+        return f"dit.attention_backend={backend!r}: choose one of {', '.join(BACKENDS)}"
+    if backend not in GPU_ONLY:
+        return None
+    if device == "cpu" or not torch.cuda.is_available():
+        return _no_gpu(backend)
+    if backend == "fa4":
+        if problem := _fa4_gpu_problem(torch.device("cuda", torch.cuda.current_device())):
+            return problem
+        try:
+            _fa4_module()
+        except SoraError as e:
+            return str(e)
+    return None
+
+
+def _off_gpu(backend: str, q: torch.Tensor) -> bool:
+    """cuDNN and FA4 kernels run on CUDA tensors only (xformers says so itself)."""
+    return backend in ("cudnn", "fa4") and q.device.type != "cuda"
+
+
+def _no_gpu(backend: str) -> str:
+    return f"dit.attention_backend={backend} runs on a CUDA GPU and there is none here; use dit.attention_backend=sdpa"
+
+
+@functools.lru_cache(maxsize=None)
+def _fa4_gpu_problem(device: torch.device) -> Optional[str]:
+    """FlashAttention-4's kernels are for Hopper (sm90) and Blackwell (sm100, sm110)."""
+    if device.type != "cuda":
+        return _no_gpu("fa4")
+    major, minor = torch.cuda.get_device_capability(device)
+    if major not in (9, 10, 11):
+        return (f"dit.attention_backend=fa4 needs a Hopper or Blackwell GPU (compute capability 9.x-11.x); this "
+                f"{torch.cuda.get_device_name(device)} is {major}.{minor}: use dit.attention_backend=cudnn or flash")
+    return None
+
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = "sdpa",
               seg: Optional[Segments] = None) -> torch.Tensor:
     """q: b h n d, k and v: b h m d -> b h n d, with the named backend and an optional segment mask."""
+    if q.device.type == "meta" and backend in ("cudnn", "flash", "fa4"):  # shapes only (memory.py): one fused call
+        return _sdpa(q, k, v, seg)
+    if _off_gpu(backend, q):
+        raise SoraError(_no_gpu(backend))
     if backend == "sdpa":
         return _sdpa(q, k, v, seg)
     if backend == "math":
@@ -147,6 +307,12 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = 
         return _flex(q, k, v, seg)
     if backend == "xformers":
         return _xformers(q, k, v, seg)
+    if backend == "cudnn":
+        return _cudnn(q, k, v, seg)
+    if backend == "flash":
+        return _flash(q, k, v, seg)
+    if backend == "fa4":
+        return _fa4(q, k, v, seg)
     raise SoraError(f"dit.attention_backend={backend!r}: choose one of {', '.join(BACKENDS)}")
 
 
@@ -172,7 +338,7 @@ class SelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, rope, seg: Optional[Segments] = None) -> torch.Tensor:
         """x: b n dim; rope: complex n head_dim/2 rotations (sora/models/rope.py)."""
         q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.num_heads)
-        q, k = apply_rope(self.q_norm(q), rope), apply_rope(self.k_norm(k), rope)
+        q, k = qk_norm_rope(q, self.q_norm, rope), qk_norm_rope(k, self.k_norm, rope)
         if self.sp_group is not None:  # Ulysses: all tokens, a share of the heads, then back (sora/distributed/sequence.py)
             q, k, v = (seq_to_heads(x, self.sp_group) for x in (q, k, v))  # b h/P n d
             out = heads_to_seq(attention(q, k, v, self.backend, seg), self.sp_group)  # b h n/P d

@@ -25,7 +25,8 @@ from sora.models.attention import BACKENDS, CrossAttention, Segments, SelfAttent
 from sora.models.conditioning import Conditioning
 from sora.models.norms import LayerNorm
 from sora.models.patchify import check_patchable, patchify, unpatchify
-from sora.models.rope import apply_rope, rope_for_grid
+from sora.models.fused import gated_residual, norm_modulate, qk_norm_rope
+from sora.models.rope import rope_for_grid
 
 LAYOUTS = ("full", "factorized")
 TEXT_MODES = ("cross", "joint")
@@ -33,11 +34,6 @@ TEXT_MODES = ("cross", "joint")
 # ---------------------------------------------------------------------------------------------------------------
 # Conditioning
 # ---------------------------------------------------------------------------------------------------------------
-
-
-def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """x: b n d; shift, scale: b 1 d (one per clip) or b n d (one per token, packed)."""
-    return x * (1 + scale) + shift
 
 
 def modulations(layer: nn.Module, c: torch.Tensor, n: int, alt=None) -> tuple[torch.Tensor, ...]:
@@ -126,20 +122,20 @@ class DiTBlock(nn.Module):
         timesteps (see `modulations`)."""
         mods = modulations(self.adaLN_modulation, c, self.n_mod, alt)
         shift_sa, scale_sa, gate_sa, shift_mlp, scale_mlp, gate_mlp = mods[:6]
-        h = modulate(self.norm1(x), shift_sa, scale_sa)
+        h = norm_modulate(self.norm1, x, shift_sa, scale_sa)
         if self.text_conditioning == "joint":
             attn_x, context = self._joint(h, c, rope, context, cross_seg)
-            x = x + gate_sa * attn_x
+            x = gated_residual(x, gate_sa, attn_x)
         elif self.layout == "factorized":
-            x = x + gate_sa * self._spatial(h, grid)
+            x = gated_residual(x, gate_sa, self._spatial(h, grid))
         else:
-            x = x + gate_sa * self.attn(h, rope, self_seg)
+            x = gated_residual(x, gate_sa, self.attn(h, rope, self_seg))
         if self.layout == "factorized":
             shift_t, scale_t, gate_t = mods[6:]
-            x = x + gate_t * self._temporal(modulate(self.norm_t(x), shift_t, scale_t), grid)
+            x = gated_residual(x, gate_t, self._temporal(norm_modulate(self.norm_t, x, shift_t, scale_t), grid))
         if self.text_conditioning == "cross":
             x = x + self.cross(self.norm_cross(x), context, cross_seg)
-        return x + gate_mlp * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp)), context
+        return gated_residual(x, gate_mlp, self.mlp(norm_modulate(self.norm2, x, shift_mlp, scale_mlp))), context
 
     def _spatial(self, h, grid):
         t, hh, ww = grid
@@ -157,9 +153,9 @@ class DiTBlock(nn.Module):
         """Video and text tokens in one attention, each with its own projections; RoPE on video tokens only."""
         a, ta = self.attn, self.text_attn
         t_shift, t_scale, t_gate, t_shift_mlp, t_scale_mlp, t_gate_mlp = modulations(self.text_adaLN_modulation, c, 6)
-        y = modulate(self.text_norm1(context), t_shift, t_scale)  # b m d
+        y = norm_modulate(self.text_norm1, context, t_shift, t_scale)  # b m d
         q, k, v = rearrange(a.qkv(h), "b n (three h d) -> three b h n d", three=3, h=a.num_heads)
-        q, k = apply_rope(a.q_norm(q), rope), apply_rope(a.k_norm(k), rope)
+        q, k = qk_norm_rope(q, a.q_norm, rope), qk_norm_rope(k, a.k_norm, rope)
         tq, tk, tv = rearrange(ta.qkv(y), "b m (three h d) -> three b h m d", three=3, h=ta.num_heads)
         tq, tk = ta.q_norm(tq), ta.k_norm(tk)
         n, seg = q.shape[2], Segments()
@@ -169,8 +165,9 @@ class DiTBlock(nn.Module):
                         seg)  # b h (n+m) d
         out = rearrange(out, "b h l d -> b l (h d)")
         x_out, y_out = a.proj(out[:, :n]), ta.proj(out[:, n:])
-        context = context + t_gate * y_out
-        context = context + t_gate_mlp * self.text_mlp(modulate(self.text_norm2(context), t_shift_mlp, t_scale_mlp))
+        context = gated_residual(context, t_gate, y_out)
+        y = self.text_mlp(norm_modulate(self.text_norm2, context, t_shift_mlp, t_scale_mlp))  # b m d
+        context = gated_residual(context, t_gate_mlp, y)
         return x_out, context
 
 
@@ -183,7 +180,7 @@ class FinalLayer(nn.Module):
 
     def forward(self, x, c, alt=None):
         shift, scale = modulations(self.adaLN_modulation, c, 2, alt)
-        return self.linear(modulate(self.norm(x), shift, scale))  # b n out_dim
+        return self.linear(norm_modulate(self.norm, x, shift, scale))  # b n out_dim
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -289,6 +286,13 @@ class DiT(nn.Module):
         if self.sp_group is not None:
             out = gather_tokens(out, self.sp_group)  # b n patch_dim
         return unpatchify(out, self.patch_size, grid)  # b c t h w
+
+    def set_attention_backend(self, backend: str) -> None:
+        """Every attention layer's backend (`dit.attention_backend`); the weights do not depend on it."""
+        assert backend in BACKENDS, f"dit.attention_backend must be one of {BACKENDS}, got {backend!r}"
+        for m in self.modules():
+            if isinstance(m, (DiTBlock, SelfAttention, CrossAttention)):
+                m.backend = backend
 
     def enable_sequence_parallel(self, group) -> None:
         """Split every clip's tokens over the ranks of `group` (Ulysses); outputs are whole on every rank."""

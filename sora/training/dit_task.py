@@ -58,6 +58,11 @@ class DiTTask(Task):
         if sp > 1 and dit.sp_group is None:
             # The DiT being trained splits tokens; the EMA copy (made in __init__) stays whole, for sampling.
             dit.enable_sequence_parallel(sequence_parallel_group(sp, self.trainer.strategy.root_device.type))
+        if self.cfg.train.fp8 and not getattr(self, "_fp8", False):  # before sharding and compiling, as torchao asks
+            from sora.models.fp8 import convert_to_fp8
+
+            convert_to_fp8(dit, self.cfg.train.fp8)  # the EMA copy (made in __init__) stays in high precision
+            self._fp8 = True
         if self.cfg.train.compile and not getattr(self, "_compiled", False):
             # Regional compilation: each block compiled once and reused (all blocks share one graph), so
             # compile time does not grow with depth; bucket shapes are dynamic dimensions.
