@@ -21,6 +21,12 @@ from sora.errors import exit_on_user_error
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 register_schemas()
+# Every model here is tiny: one thread is fastest, and on a shared CPU a second one's spin-waits cost up to 10x
+# (a 4-step shrunk run: 0.7 s on one thread, 7 to 10 s on two while another process keeps a core busy).
+# The same for the processes the tests start: ONE_THREAD in their environment, train.num_threads=1 in the shrunk
+# config.
+torch.set_num_threads(1)
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def require_xformers() -> None:
@@ -68,7 +74,7 @@ def shrunk_overrides(shapes_dir: Path, run_dir: Path) -> list[str]:
         "data.shuffle_buffer=8",
         "dit.hidden_size=32", "dit.depth=1", "dit.num_heads=2", "text.width=16", "text.num_heads=2",
         "train.max_steps=3", "train.max_minutes=null", "train.checkpoint_every_n_steps=2", "train.sample_every_n_steps=2",
-        "train.samples_per_prompt=1", "sampler.steps=2", "logger.wandb=offline",
+        "train.samples_per_prompt=1", "sampler.steps=2", "logger.wandb=offline", "train.num_threads=1",
     ]
 
 
@@ -82,7 +88,7 @@ def logged_losses(run_dir: Path) -> dict[int, float]:
 
 def run_entry(script: str, *args: str, cwd: Path = ROOT, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run train.py / sample.py (or `-m MODULE`) as a user would; returns the finished process (stdout+stderr captured)."""
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0"}
+    env = {**os.environ, **ONE_THREAD, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0"}
     env.pop("WANDB_API_KEY", None)
     target = [script] if script.startswith("-") else [str(ROOT / script)]  # "-m", "sora.eval": a module
     return subprocess.run([sys.executable, *target, *args], cwd=cwd, capture_output=True, text=True,
@@ -165,12 +171,3 @@ def mixed_shards(tmp_path_factory) -> Path:
     sources, skipped = scan_folder(str(src))
     write_shards(sources, str(out), samples_per_shard=8, workers=1, skipped=skipped)
     return out
-
-
-@pytest.fixture
-def one_thread():
-    """Tiny convolutions: one thread is fastest, and on a shared CPU a second one's spin-waits cost up to 30x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

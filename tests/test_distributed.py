@@ -11,7 +11,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from tests.conftest import compose_config, logged_losses, run_entry, shrunk_overrides
+from tests.conftest import compose_config, logged_losses, run_entry, sample_in_process, shrunk_overrides, train_in_process
 
 
 def free_port() -> int:
@@ -163,8 +163,8 @@ def test_train_py_with_fsdp_trains_as_ddp_does_resumes_and_samples(shapes_dir, t
     assert "resuming from" in proc.stderr + proc.stdout
     assert_trained_alike(ddp, got, fsdp)
     assert len(list((fsdp / "samples" / "step_0000002").glob("*.mp4"))) > 0  # sampled from the gathered EMA
-    proc = run_entry("sample.py", f"ckpt={fsdp}/checkpoints/last.ckpt", "prompt=a red circle moving right",
-                     f"out={tmp_path}/out.mp4", "steps=2")
+    proc = sample_in_process(f"ckpt={fsdp}/checkpoints/last.ckpt", "prompt=a red circle moving right",
+                             f"out={tmp_path}/out.mp4", "steps=2")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "out.mp4").stat().st_size > 0
 
@@ -186,14 +186,14 @@ def test_train_py_with_sequence_parallel_trains_as_one_process_does(shapes_dir, 
 
 
 def test_sequence_parallel_settings_that_cannot_split_fail_at_start(shapes_dir, tmp_path):
-    proc = run_entry("train.py", *shrunk_overrides(shapes_dir, tmp_path), "train.accelerator=cpu", "train.devices=1",
-                     "train.sequence_parallel_size=2", "dit.num_heads=1", "dit.hidden_size=32")
+    proc = train_in_process(*shrunk_overrides(shapes_dir, tmp_path), "train.accelerator=cpu", "train.devices=1",
+                            "train.sequence_parallel_size=2", "dit.num_heads=1", "dit.hidden_size=32")
     assert proc.returncode != 0
     assert "sequence_parallel_size=2 must divide dit.num_heads=1" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_fsdp_for_the_vae_task_is_a_clear_error(shapes_dir, tmp_path):
-    proc = run_entry("train.py", *shrunk_overrides(shapes_dir, tmp_path), "task=vae", "vae=causal3d",
-                     "train.accelerator=cpu", "train.devices=1", "train.strategy=fsdp")
+    proc = train_in_process(*shrunk_overrides(shapes_dir, tmp_path), "task=vae", "vae=causal3d",
+                            "train.accelerator=cpu", "train.devices=1", "train.strategy=fsdp")
     assert proc.returncode != 0
     assert "task=vae trains with train.strategy=ddp or auto" in proc.stderr and "Traceback" not in proc.stderr

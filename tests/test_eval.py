@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from sora.eval.fvd import feature_stats, frechet_distance
-from tests.conftest import run_entry, shrunk_overrides
+from tests.conftest import run_entry, shrunk_overrides, train_in_process
 
 WORDS = "a red green blue yellow cyan magenta square circle triangle moving left right up down".split()
 
@@ -73,7 +73,7 @@ def save_tiny_clip(path):
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory, shapes_dir):
     run = tmp_path_factory.mktemp("run")
-    proc = run_entry("train.py", *shrunk_overrides(shapes_dir, run), "train.final_samples=false")
+    proc = train_in_process(*shrunk_overrides(shapes_dir, run), "train.final_samples=false")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return run
 
