@@ -134,10 +134,21 @@ def sample_in_process(*overrides: str) -> subprocess.CompletedProcess:
     """sample.py's main in this process, on the config its command line would compose: a user error prints its
     one line and exits 2 as there; any other exception propagates (a traceback fails the test). Hydra's own
     command-line parsing is not run: each user-facing command keeps tests through run_entry too."""
-    cfg = compose_config("sample", overrides)
+    return _main_in_process("sample", entry_module("sample").main, overrides)
+
+
+def eval_in_process(*overrides: str) -> subprocess.CompletedProcess:
+    """`python -m sora.eval` in this process, as sample_in_process runs sample.py."""
+    from sora.eval.__main__ import main
+
+    return _main_in_process("eval", main, overrides)
+
+
+def _main_in_process(config: str, main, overrides) -> subprocess.CompletedProcess:
+    cfg = compose_config(config, overrides)
     with _as_a_process() as finished:
-        entry_module("sample").main(cfg)  # hydra.main hands a given config straight to the wrapped main
-    finished.args = ["sample.py", *overrides]
+        main(cfg)  # hydra.main hands a given config straight to the wrapped main
+    finished.args = [config, *overrides]
     return finished
 
 
