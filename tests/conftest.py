@@ -21,10 +21,10 @@ from sora.errors import exit_on_user_error
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 register_schemas()
-# Every model here is tiny: one thread is fastest, and on a shared CPU a second one's spin-waits cost up to 10x
-# (a 4-step shrunk run: 0.7 s on one thread, 7 to 10 s on two while another process keeps a core busy).
-# The same for the processes the tests start: ONE_THREAD in their environment, train.num_threads=1 in the shrunk
-# config.
+# Every model here is tiny: one thread is fastest, and on a shared CPU a second one's spin-waits cost 10x and more
+# (a 4-step shrunk run in this process: 0.7 s on one thread, 7 to 10 s on two while another process kept a core
+# busy). The same for the processes the tests start: ONE_THREAD in their environment, train.num_threads=1 in the
+# shrunk config.
 torch.set_num_threads(1)
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
