@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,13 +10,16 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.conftest import ONE_THREAD
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "bench" / "dit_step.py"
 HAVE_DIFFUSERS = importlib.util.find_spec("diffusers") is not None
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, cwd=ROOT, timeout=300,
+                          env={**os.environ, **ONE_THREAD})
 
 
 @pytest.mark.skipif(not HAVE_DIFFUSERS, reason="the peers need diffusers (the dev extra)")
@@ -56,7 +60,7 @@ def test_backends_bench_rows_at_a_tiny_size():
 def test_vae_chunks_bench_at_a_tiny_size():
     """bench/vae.py chunks: the 4x longer clip in chunks equals it whole, and each row reports its peak memory."""
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "vae.py"), "chunks", "--frames", "5", "--size", "16"],
-                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+                          capture_output=True, text=True, cwd=ROOT, timeout=300, env={**os.environ, **ONE_THREAD})
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout)
     assert result["long_frames"] == 17 and result["chunked_vs_whole_max_abs_diff"] < 1e-4

@@ -12,7 +12,7 @@ from sora.models.conditioning import Conditioning
 from sora.models.dit import DiT
 from sora.models.geometry import LatentGeometry
 from sora.models.vae import build_vae
-from tests.conftest import compose_config, logged_losses, run_entry, shrunk_overrides
+from tests.conftest import compose_config, logged_losses, run_entry, shrunk_overrides, train_in_process
 
 BUCKETS = [[1, 32, 32], [1, 24, 40], [9, 32, 32], [9, 24, 40], [9, 40, 24], [5, 24, 40]]
 BASE = ["vae=causal3d", "dit.patch_size=[1,1,1]"]
@@ -107,7 +107,8 @@ def test_packing_mixes_shapes_within_the_token_budget_and_keeps_every_clip(mixed
 def test_train_py_trains_on_packed_batches(mixed_shards, shapes_dir, tmp_path, strategy):
     """One process, and FSDP on 2 (where forward_packed must gather the sharded embeddings as forward does)."""
     parallel = ["train.devices=2", "train.strategy=fsdp"] if strategy == "fsdp" else ["train.devices=1"]
-    proc = run_entry("train.py", *shrunk_overrides(shapes_dir, tmp_path), f"data.shards={mixed_shards}/shard-*.tar",
+    run = (lambda *a: run_entry("train.py", *a)) if strategy == "fsdp" else train_in_process  # 2 devices: 2 processes
+    proc = run(*shrunk_overrides(shapes_dir, tmp_path), f"data.shards={mixed_shards}/shard-*.tar",
                      *PACK, *parallel, "train.accelerator=cpu", "data.eval_shards=null", "train.max_steps=3",
                      "train.sample_every_n_steps=0", "train.final_samples=false", "logger.wandb=disabled",
                      "train.log_every_n_steps=1")
@@ -136,7 +137,7 @@ def test_packed_stream_resumes_exactly(mixed_shards):
 @pytest.mark.parametrize("setting,message", [("dit.text_conditioning=joint", "data.packing=true needs dit.attention_layout"),
                                              ("data.tokens_per_batch=null", "set data.tokens_per_batch")])
 def test_packing_settings_it_cannot_serve_fail_at_start(mixed_shards, shapes_dir, tmp_path, setting, message):
-    proc = run_entry("train.py", *shrunk_overrides(shapes_dir, tmp_path), f"data.shards={mixed_shards}/shard-*.tar",
-                     *PACK, setting, "train.accelerator=cpu", "train.devices=1")
+    proc = train_in_process(*shrunk_overrides(shapes_dir, tmp_path), f"data.shards={mixed_shards}/shard-*.tar", *PACK,
+                            setting, "train.accelerator=cpu", "train.devices=1")
     assert proc.returncode != 0
     assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]

@@ -2,7 +2,6 @@
 model of each class, written by save_pretrained, through the frame rule, the latent normalisation, the latent
 cache, DiT training and sampling; and the directories and buckets that must fail at start. Nothing downloads."""
 
-import importlib.util
 import json
 import logging
 import shutil
@@ -17,7 +16,7 @@ from sora.data.latent_cache import check_cache, fingerprint, sample_latent  # no
 from sora.errors import SoraError  # noqa: E402
 from sora.models.diffusers_vae import CLASSES, DiffusersVAE  # noqa: E402
 from sora.models.geometry import LatentGeometry  # noqa: E402
-from tests.conftest import ROOT, compose_config, run_entry  # noqa: E402
+from tests.conftest import compose_config, entry_module, run_entry  # noqa: E402
 
 # Each class at a few thousand to a few hundred thousand parameters: the real layer types (causal convs, their
 # caches, the mid-block attention, LTX's patchify), so every code path of the full-size model runs.
@@ -284,7 +283,7 @@ def test_train_py_refuses_a_bucket_off_the_frame_rule_and_a_directory_without_we
     assert error == ["error: data.num_frames, data.height, data.width: [5, 32, 32] (frames, height, width): the VAE "
                      "takes 1 + k * 8 frames (temporal compression 8), not 5"], proc.stderr[-3000:]
     assert not (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()
-    train_py = _entry("train")
+    train_py = entry_module("train")
     cfg = compose_config("train", [*data, "vae=diffusers", f"vae.path={_damaged(saved, tmp_path, 'no_weights')}"])
     with pytest.raises(SoraError, match="has config.json but no weights"):
         train_py.train(cfg, tmp_path / "run2")
@@ -293,14 +292,6 @@ def test_train_py_refuses_a_bucket_off_the_frame_rule_and_a_directory_without_we
 # ---------------------------------------------------------------------------------------------------------------
 # Shards -> latent cache -> DiT training -> sample.py, on each class
 # ---------------------------------------------------------------------------------------------------------------
-
-
-def _entry(name: str):
-    """train.py / sample.py as modules, to run their functions in this process (their imports paid once)."""
-    spec = importlib.util.spec_from_file_location(f"sora_entry_{name}", ROOT / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -347,12 +338,12 @@ def test_shards_to_latent_cache_to_dit_to_sample_py(saved, shards, name, tmp_pat
     assert info["latent_shapes"] == {"x".join(map(str, (2 * latent_shape[0], *latent_shape[1:]))): 4}
 
     caplog.set_level(logging.INFO, logger="sora.train")
-    results = _entry("train").train(cfg, tmp_path / "run")  # checks the cache's fingerprint, trains on it
+    results = entry_module("train").train(cfg, tmp_path / "run")  # checks the cache's fingerprint, trains on it
     assert results["steps"] == 2 and "1 latent-cache shard(s)" in caplog.text
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     assert torch.load(ckpt, weights_only=True)["sora_config"]["vae"]["path"] == str(saved[name])
 
     out = tmp_path / "sample.mp4"
-    _entry("sample").sample(compose_config("sample", [f"ckpt={ckpt}", "prompt=a red square moving right",
+    entry_module("sample").sample(compose_config("sample", [f"ckpt={ckpt}", "prompt=a red square moving right",
                                                       f"out={out}", "steps=2", "seed=0"]))
     assert read_video(out)[0].shape == (frames, px, px, 3)

@@ -4,9 +4,6 @@ import torch
 from sora.models.discriminator import PatchDiscriminator3D, adaptive_weight, hinge_d_loss, hinge_g_loss
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: tiny convolutions run fastest on one thread
-
-
 @pytest.mark.parametrize("num_frames", [1, 9])
 def test_one_logit_per_space_time_patch(num_frames):
     disc = PatchDiscriminator3D(base_channels=8, num_layers=3)

@@ -11,7 +11,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from tests.conftest import compose_config, logged_losses, run_entry, shrunk_overrides
+from tests.conftest import compose_config, logged_losses, run_entry, sample_in_process, shrunk_overrides, train_in_process
 
 
 def free_port() -> int:
@@ -109,21 +109,6 @@ def test_sequence_parallel_equals_single_process():
     mp.spawn(_ulysses_worker, args=(2, free_port()), nprocs=2)
 
 
-def test_train_py_with_ddp_on_two_cpu_processes(shapes_dir, tmp_path):
-    run = tmp_path / "ddp"
-    proc = run_entry("train.py", *shrunk_overrides(shapes_dir, run), "train.accelerator=cpu", "train.devices=2",
-                     "train.strategy=ddp", "train.max_steps=3", "train.sample_every_n_steps=0", "train.final_samples=false")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
-    assert ckpt["global_step"] == 3
-    assert len(ckpt["ClipDataModule"]["positions"]) == 2  # both ranks' readers, for exact resume
-    # The validation loss the 2 ranks computed at the end is the one a single process computes for the checkpoint.
-    proc = run_entry("-m", "sora.eval", f"ckpt={run}/checkpoints/last.ckpt", f"out={run}/eval.json")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    logged = json.loads((run / "results.json").read_text())["val"]
-    assert json.loads((run / "eval.json").read_text())["val_loss"] == logged["loss"] and logged["num_clips"] == 8
-
-
 # 4 steps on 2 CPU processes whose losses can be compared step by step (a constant LR after 2 warm-up steps).
 TWO_PROCESS_RUN = ["train.accelerator=cpu", "optim.schedule=constant", "optim.warmup_steps=2", "logger.wandb=disabled",
                    "train.log_every_n_steps=1", "train.checkpoint_every_n_steps=2", "train.sample_every_n_steps=2",
@@ -143,7 +128,29 @@ def assert_trained_alike(reference, losses: dict, run) -> None:
         torch.testing.assert_close(b[name], tensor, atol=1e-4, rtol=1e-4, msg=name)
 
 
-def test_train_py_with_fsdp_trains_as_ddp_does_resumes_and_samples(shapes_dir, tmp_path):
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory, shapes_dir):
+    """train.py under DDP on 2 CPU processes: 4 steps, each step's loss logged (the reference for FSDP too)."""
+    run = tmp_path_factory.mktemp("ddp")
+    proc = run_entry("train.py", *shrunk_overrides(shapes_dir, run), *TWO_PROCESS_RUN, "train.devices=2",
+                     "train.strategy=ddp", "train.max_steps=4")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run
+
+
+def test_train_py_with_ddp_on_two_cpu_processes(ddp_run):
+    run = ddp_run
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 4
+    assert len(ckpt["ClipDataModule"]["positions"]) == 2  # both ranks' readers, for exact resume
+    # The validation loss the 2 ranks computed at the end is the one a single process computes for the checkpoint.
+    proc = run_entry("-m", "sora.eval", f"ckpt={run}/checkpoints/last.ckpt", f"out={run}/eval.json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    logged = json.loads((run / "results.json").read_text())["val"]
+    assert json.loads((run / "eval.json").read_text())["val_loss"] == logged["loss"] and logged["num_clips"] == 8
+
+
+def test_train_py_with_fsdp_trains_as_ddp_does_resumes_and_samples(ddp_run, shapes_dir, tmp_path):
     """FSDP shards weights, gradients, optimizer state and EMA; the arithmetic must be DDP's.
 
     Checks, on 2 CPU processes: the per-step losses of an FSDP run that stops at step 2 and is resumed to
@@ -151,9 +158,7 @@ def test_train_py_with_fsdp_trains_as_ddp_does_resumes_and_samples(shapes_dir, t
     DDP's names and EMA; samples during training and sample.py work from it.
     """
     common = [*TWO_PROCESS_RUN, "train.devices=2"]
-    ddp, fsdp = tmp_path / "ddp", tmp_path / "fsdp"
-    proc = run_entry("train.py", *shrunk_overrides(shapes_dir, ddp), *common, "train.strategy=ddp", "train.max_steps=4")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    fsdp = tmp_path / "fsdp"
     got = {}
     for steps in (2, 4):  # stop at 2, then rerun the same command with more steps: a resume
         proc = run_entry("train.py", *shrunk_overrides(shapes_dir, fsdp), *common, "train.strategy=fsdp",
@@ -161,39 +166,47 @@ def test_train_py_with_fsdp_trains_as_ddp_does_resumes_and_samples(shapes_dir, t
         assert proc.returncode == 0, proc.stderr[-3000:]
         got.update(logged_losses(fsdp))  # a resumed run starts its metrics.csv afresh
     assert "resuming from" in proc.stderr + proc.stdout
-    assert_trained_alike(ddp, got, fsdp)
+    assert_trained_alike(ddp_run, got, fsdp)
     assert len(list((fsdp / "samples" / "step_0000002").glob("*.mp4"))) > 0  # sampled from the gathered EMA
-    proc = run_entry("sample.py", f"ckpt={fsdp}/checkpoints/last.ckpt", "prompt=a red circle moving right",
-                     f"out={tmp_path}/out.mp4", "steps=2")
+    proc = sample_in_process(f"ckpt={fsdp}/checkpoints/last.ckpt", "prompt=a red circle moving right",
+                             f"out={tmp_path}/out.mp4", "steps=2")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "out.mp4").stat().st_size > 0
 
 
+SP_RUN = [*TWO_PROCESS_RUN, "train.max_steps=4", "dit.num_heads=2"]
+
+
+@pytest.fixture(scope="module")
+def one_process_run(tmp_path_factory, shapes_dir):
+    """The sequence-parallel runs' reference: one process under DDP (DDP re-seeds after the model is built, so a
+    plain single-device run draws different noise from the start)."""
+    one = tmp_path_factory.mktemp("one")
+    proc = run_entry("train.py", *shrunk_overrides(shapes_dir, one), *SP_RUN, "train.devices=1", "train.strategy=ddp")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return one
+
+
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
-def test_train_py_with_sequence_parallel_trains_as_one_process_does(shapes_dir, tmp_path, strategy):
+def test_train_py_with_sequence_parallel_trains_as_one_process_does(one_process_run, shapes_dir, tmp_path, strategy):
     """2 processes, one sequence-parallel group: each clip's tokens split over both, and every step's loss is
     a single process's (same batches, same noise, the same update), under DDP and under FSDP."""
-    common = [*TWO_PROCESS_RUN, "train.max_steps=4", "dit.num_heads=2"]
-    one, sp = tmp_path / "one", tmp_path / "sp"
-    # The reference is one process under the same strategy: DDP re-seeds after the model is built, so a plain
-    # single-device run draws different noise from the start.
-    proc = run_entry("train.py", *shrunk_overrides(shapes_dir, one), *common, "train.devices=1", "train.strategy=ddp")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    proc = run_entry("train.py", *shrunk_overrides(shapes_dir, sp), *common, "train.devices=2",
+    sp = tmp_path / "sp"
+    proc = run_entry("train.py", *shrunk_overrides(shapes_dir, sp), *SP_RUN, "train.devices=2",
                      f"train.strategy={strategy}", "train.sequence_parallel_size=2")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert_trained_alike(one, logged_losses(sp), sp)
+    assert_trained_alike(one_process_run, logged_losses(sp), sp)
 
 
 def test_sequence_parallel_settings_that_cannot_split_fail_at_start(shapes_dir, tmp_path):
-    proc = run_entry("train.py", *shrunk_overrides(shapes_dir, tmp_path), "train.accelerator=cpu", "train.devices=1",
-                     "train.sequence_parallel_size=2", "dit.num_heads=1", "dit.hidden_size=32")
+    proc = train_in_process(*shrunk_overrides(shapes_dir, tmp_path), "train.accelerator=cpu", "train.devices=1",
+                            "train.sequence_parallel_size=2", "dit.num_heads=1", "dit.hidden_size=32")
     assert proc.returncode != 0
     assert "sequence_parallel_size=2 must divide dit.num_heads=1" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_fsdp_for_the_vae_task_is_a_clear_error(shapes_dir, tmp_path):
-    proc = run_entry("train.py", *shrunk_overrides(shapes_dir, tmp_path), "task=vae", "vae=causal3d",
-                     "train.accelerator=cpu", "train.devices=1", "train.strategy=fsdp")
+    proc = train_in_process(*shrunk_overrides(shapes_dir, tmp_path), "task=vae", "vae=causal3d",
+                            "train.accelerator=cpu", "train.devices=1", "train.strategy=fsdp")
     assert proc.returncode != 0
     assert "task=vae trains with train.strategy=ddp or auto" in proc.stderr and "Traceback" not in proc.stderr

@@ -8,7 +8,7 @@ import torch
 
 from sora.data.video_io import GENERATED_TAG, read_video
 from sora.provenance.verify import verify_file
-from tests.conftest import run_entry, shrunk_overrides
+from tests.conftest import run_entry, sample_in_process, shrunk_overrides, train_in_process
 
 
 def ok(proc):
@@ -83,14 +83,14 @@ def test_sample_one_prompt_and_a_prompt_file(trained_run, tmp_path):
 
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red circle moving left\na blue square moving up\na green triangle moving down\n")
-    ok(run_entry("sample.py", f"ckpt={ckpt}", f"prompts={prompts}", f"out_dir={tmp_path / 'many'}", "seed=0",
-                 "batch_size=2"))
+    ok(sample_in_process(f"ckpt={ckpt}", f"prompts={prompts}", f"out_dir={tmp_path / 'many'}", "seed=0",
+                         "batch_size=2"))
     assert sorted(p.name for p in (tmp_path / "many").glob("*.mp4")) == ["000.mp4", "001.mp4", "002.mp4"]
     # video i is seeded seed + i whatever the batching: line 0 of the file is the single-prompt video
     assert (read_video(tmp_path / "many" / "000.mp4")[0] == frames).all()
 
-    ok(run_entry("sample.py", f"ckpt={ckpt}", "prompt=a red circle moving left", f"out={out}", "num_frames=8",
-                 "height=24", "width=32", "steps=3", "cfg=1.0", "sampler=heun", "ema=false"))
+    ok(sample_in_process(f"ckpt={ckpt}", "prompt=a red circle moving left", f"out={out}", "num_frames=8",
+                         "height=24", "width=32", "steps=3", "cfg=1.0", "sampler=heun", "ema=false"))
     assert read_video(out)[0].shape == (8, 24, 32, 3)
 
 
@@ -99,7 +99,7 @@ def test_rerun_resumes_where_it_stopped(trained_run, shapes_dir, tmp_path):
 
     run = tmp_path / "resumed"
     shutil.copytree(trained_run, run)
-    proc = ok(run_entry("train.py", *shrunk_overrides(shapes_dir, run), "train.max_steps=5", "train.final_samples=false"))
+    proc = ok(train_in_process(*shrunk_overrides(shapes_dir, run), "train.max_steps=5", "train.final_samples=false"))
     assert "resuming from" in proc.stderr + proc.stdout
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 5
 
@@ -107,19 +107,19 @@ def test_rerun_resumes_where_it_stopped(trained_run, shapes_dir, tmp_path):
 def test_vae_then_dit_on_its_latents(shapes_dir, tmp_path):
     small_vae = ["vae.base_channels=8", "vae.channel_mult=[1,1,2,2]", "data.num_frames=5", "data.frame_stride=1",
                  "data.height=16", "data.width=16", "data.batch_size_per_gpu=2", "train.max_steps=2"]
-    ok(run_entry("train.py", *shrunk_overrides(shapes_dir, tmp_path / "vae"), "task=vae", *small_vae))
+    ok(train_in_process(*shrunk_overrides(shapes_dir, tmp_path / "vae"), "task=vae", *small_vae))
     results = json.loads((tmp_path / "vae" / "results.json").read_text())
     assert results["reconstruction_psnr_db"] > 0 and (tmp_path / "vae" / "samples" / "final" / "reconstruction.mp4").exists()
 
     vae_ckpt = tmp_path / "vae" / "checkpoints" / "last.ckpt"
-    ok(run_entry("train.py", *shrunk_overrides(shapes_dir, tmp_path / "dit"), "vae=causal3d", f"vae.ckpt={vae_ckpt}",
-                 "dit.patch_size=[1,1,1]", "data.num_frames=5", "data.frame_stride=1", "train.final_samples=false"))
+    ok(train_in_process(*shrunk_overrides(shapes_dir, tmp_path / "dit"), "vae=causal3d", f"vae.ckpt={vae_ckpt}",
+                         "dit.patch_size=[1,1,1]", "data.num_frames=5", "data.frame_stride=1", "train.final_samples=false"))
     saved = torch.load(tmp_path / "dit" / "checkpoints" / "last.ckpt", weights_only=True)["sora_config"]["vae"]
     assert saved["base_channels"] == 8 and saved["channel_mult"] == [1, 1, 2, 2]  # the VAE actually used
     vae_ckpt.unlink()  # the DiT checkpoint carries the frozen VAE: sampling needs no other file
     out = tmp_path / "latent.mp4"
-    ok(run_entry("sample.py", f"ckpt={tmp_path / 'dit' / 'checkpoints' / 'last.ckpt'}", "prompt=a red circle moving left",
-                 f"out={out}"))
+    ok(sample_in_process(f"ckpt={tmp_path / 'dit' / 'checkpoints' / 'last.ckpt'}", "prompt=a red circle moving left",
+                         f"out={out}"))
     assert read_video(out)[0].shape == (5, 16, 16, 3)
 
 
@@ -129,11 +129,11 @@ def test_train_and_sample_with_a_frozen_t5_from_disk(shapes_dir, tmp_path):
 
     _save_tiny_t5(tmp_path / "t5")
     run = tmp_path / "run"
-    ok(run_entry("train.py", *shrunk_overrides(shapes_dir, run), "text=hf", f"text.path={tmp_path / 't5'}",
-                 "text.max_tokens=8", "train.max_steps=2", "train.final_samples=false"))
+    ok(train_in_process(*shrunk_overrides(shapes_dir, run), "text=hf", f"text.path={tmp_path / 't5'}",
+                         "text.max_tokens=8", "train.max_steps=2", "train.final_samples=false"))
     state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert not any(k.startswith("model.text.") for k in state)  # the frozen encoder is not copied into checkpoints
-    ok(run_entry("sample.py", f"ckpt={run / 'checkpoints' / 'last.ckpt'}", "prompt=a red circle", f"out={tmp_path / 'x.mp4'}"))
+    ok(sample_in_process(f"ckpt={run / 'checkpoints' / 'last.ckpt'}", "prompt=a red circle", f"out={tmp_path / 'x.mp4'}"))
     assert (tmp_path / "x.mp4").exists()
 
 
@@ -150,7 +150,7 @@ def one_line_error(proc, *fragments):
 
 
 def test_shard_path_that_matches_nothing(tmp_path):
-    proc = run_entry("train.py", f"hydra.run.dir={tmp_path}", f"data.shards={tmp_path}/none-*.tar", "data.moving_shapes=null")
+    proc = train_in_process(f"hydra.run.dir={tmp_path}", f"data.shards={tmp_path}/none-*.tar", "data.moving_shapes=null")
     one_line_error(proc, "error: data.shards=", "matches no file")
 
 
@@ -167,7 +167,7 @@ def test_unknown_config_key(tmp_path):
     ("+train.no_such_key=1", "error: train.no_such_key is not a setting"),
 ])
 def test_values_that_once_failed_deep_and_keys_added_with_plus(tmp_path, override, message):
-    one_line_error(run_entry("train.py", f"hydra.run.dir={tmp_path}", override), message)
+    one_line_error(train_in_process(f"hydra.run.dir={tmp_path}", override), message)
     assert not (tmp_path / "checkpoints" / "last.ckpt").exists()  # refused before anything ran
 
 
@@ -178,10 +178,10 @@ def test_out_of_range_value(tmp_path):
 
 def test_settings_lightning_refuses_and_a_missing_latent_cache(shapes_dir, tmp_path):
     base = shrunk_overrides(shapes_dir, tmp_path / "run")
-    one_line_error(run_entry("train.py", *base, "train.precision=fp7"), "train.precision=fp7", "Lightning refused them")
-    one_line_error(run_entry("train.py", *base, f"data.latent_cache={tmp_path}/none"), "is not a directory")
-    proc = run_entry("train.py", *base, f"data.eval_prompts={tmp_path}/none.txt", "train.max_steps=1",
-                     "train.final_samples=false")
+    one_line_error(train_in_process(*base, "train.precision=fp7"), "train.precision=fp7", "Lightning refused them")
+    one_line_error(train_in_process(*base, f"data.latent_cache={tmp_path}/none"), "is not a directory")
+    proc = train_in_process(*base, f"data.eval_prompts={tmp_path}/none.txt", "train.max_steps=1",
+                            "train.final_samples=false")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "data.eval_prompts=" in proc.stderr + proc.stdout and "is not a file" in proc.stderr + proc.stdout
 
@@ -189,12 +189,12 @@ def test_settings_lightning_refuses_and_a_missing_latent_cache(shapes_dir, tmp_p
 def test_ckpt_that_is_not_a_checkpoint(trained_run, tmp_path):
     text = tmp_path / "notes.ckpt"
     text.write_text("hello")
-    one_line_error(run_entry("sample.py", f"ckpt={text}", "prompt=a red circle moving left", f"out={tmp_path}/x.mp4"),
+    one_line_error(sample_in_process(f"ckpt={text}", "prompt=a red circle moving left", f"out={tmp_path}/x.mp4"),
                    "error:", "not a readable checkpoint")
     truncated = tmp_path / "truncated.ckpt"
     truncated.write_bytes((trained_run / "checkpoints" / "last.ckpt").read_bytes()[:20000])
-    one_line_error(run_entry("sample.py", f"ckpt={truncated}", "prompt=a", f"out={tmp_path}/x.mp4"), "not a readable checkpoint")
-    one_line_error(run_entry("sample.py", f"ckpt={tmp_path}/missing.ckpt", "prompt=a", f"out={tmp_path}/x.mp4"),
+    one_line_error(sample_in_process(f"ckpt={truncated}", "prompt=a", f"out={tmp_path}/x.mp4"), "not a readable checkpoint")
+    one_line_error(sample_in_process(f"ckpt={tmp_path}/missing.ckpt", "prompt=a", f"out={tmp_path}/x.mp4"),
                    "does not exist")
 
 
@@ -206,25 +206,25 @@ class RunsCode:
 def test_ckpt_that_would_run_code_is_refused(tmp_path):
     evil = tmp_path / "evil.ckpt"
     torch.save({"state_dict": {}, "sora_config": {}, "payload": RunsCode()}, evil)
-    proc = run_entry("sample.py", f"ckpt={evil}", "prompt=a red circle moving left", f"out={tmp_path}/x.mp4")
+    proc = sample_in_process(f"ckpt={evil}", "prompt=a red circle moving left", f"out={tmp_path}/x.mp4")
     one_line_error(proc, "not a safe checkpoint")
     assert "this would have run" not in proc.stdout
 
 
 def test_sample_size_the_model_cannot_cut_and_a_missing_device(trained_run, tmp_path):
     ckpt = trained_run / "checkpoints" / "last.ckpt"
-    base = ["sample.py", f"ckpt={ckpt}", "prompt=a red circle moving left", f"out={tmp_path}/x.mp4", "steps=1"]
-    one_line_error(run_entry(*base, "height=15"), "num_frames, height, width: [4, 15, 16]", "must divide by")
+    base = [f"ckpt={ckpt}", "prompt=a red circle moving left", f"out={tmp_path}/x.mp4", "steps=1"]
+    one_line_error(sample_in_process(*base, "height=15"), "num_frames, height, width: [4, 15, 16]", "must divide by")
     if not torch.cuda.is_available():
-        one_line_error(run_entry(*base, "device=cuda"), "device='cuda', but this torch sees no CUDA device")
+        one_line_error(sample_in_process(*base, "device=cuda"), "device='cuda', but this torch sees no CUDA device")
 
 
 def test_empty_prompt(trained_run, tmp_path):
     ckpt = trained_run / "checkpoints" / "last.ckpt"
-    one_line_error(run_entry("sample.py", f"ckpt={ckpt}", "prompt=''", f"out={tmp_path}/x.mp4"), "prompt 0 is empty")
+    one_line_error(sample_in_process(f"ckpt={ckpt}", "prompt=''", f"out={tmp_path}/x.mp4"), "prompt 0 is empty")
     prompts = tmp_path / "p.txt"
     prompts.write_text("a red circle moving left\n   \n")  # blank lines are skipped, not errors
-    ok(run_entry("sample.py", f"ckpt={ckpt}", f"prompts={prompts}", f"out_dir={tmp_path}/d", "steps=1"))
+    ok(sample_in_process(f"ckpt={ckpt}", f"prompts={prompts}", f"out_dir={tmp_path}/d", "steps=1"))
     assert sorted(p.name for p in (tmp_path / "d").glob("*.mp4")) == ["000.mp4"]
 
 
@@ -252,8 +252,8 @@ def test_export_ema_to_safetensors_and_sample_from_it(trained_run, tmp_path):
     for (name, a), b in zip(from_ckpt.state_dict().items(), exported.state_dict().values()):
         torch.testing.assert_close(a, b, msg=name)
     video = tmp_path / "x.mp4"
-    ok(run_entry("sample.py", f"ckpt={out}", "prompt=a red circle moving left", f"out={video}"))
+    ok(sample_in_process(f"ckpt={out}", "prompt=a red circle moving left", f"out={video}"))
     assert read_video(video)[0].shape[0] == 4
     (tmp_path / "fake.safetensors").write_bytes(b"\x00" * 64)
-    bad = run_entry("sample.py", f"ckpt={tmp_path / 'fake.safetensors'}", "prompt=a red circle", f"out={tmp_path / 'y.mp4'}")
+    bad = sample_in_process(f"ckpt={tmp_path / 'fake.safetensors'}", "prompt=a red circle", f"out={tmp_path / 'y.mp4'}")
     assert bad.returncode == 2 and "not a readable safetensors" in bad.stderr and "Traceback" not in bad.stderr

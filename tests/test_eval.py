@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from sora.eval.fvd import feature_stats, frechet_distance
-from tests.conftest import run_entry, shrunk_overrides
+from tests.conftest import eval_in_process, run_entry, shrunk_overrides, train_in_process
 
 WORDS = "a red green blue yellow cyan magenta square circle triangle moving left right up down".split()
 
@@ -73,7 +73,7 @@ def save_tiny_clip(path):
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory, shapes_dir):
     run = tmp_path_factory.mktemp("run")
-    proc = run_entry("train.py", *shrunk_overrides(shapes_dir, run), "train.final_samples=false")
+    proc = train_in_process(*shrunk_overrides(shapes_dir, run), "train.final_samples=false")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return run
 
@@ -106,7 +106,7 @@ def test_every_metric_end_to_end_from_local_weights(trained_run, tmp_path):
     assert r["probe"]["heldout"]["n"] == 8
     # A second evaluation of the same checkpoint: the same validation loss, bit for bit.
     again = tmp_path / "again.json"
-    proc = run_entry("-m", "sora.eval", f"ckpt={ckpt}", f"out={again}")
+    proc = eval_in_process(f"ckpt={ckpt}", f"out={again}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads(again.read_text())["val"] == r["val"]
 
@@ -117,5 +117,5 @@ def test_missing_weights_and_unknown_metric_fail_in_one_line(trained_run, tmp_pa
                           (["metrics=[clip]"], "clip.path=None is not a directory"),
                           (["metrics=[fid]"], "'fid' is not a metric"),
                           (["fvd.num_frames=0"], "fvd.num_frames must be >= 1, got 0")):
-        proc = run_entry("-m", "sora.eval", f"ckpt={ckpt}", f"out={tmp_path}/x.json", *args)
+        proc = eval_in_process(f"ckpt={ckpt}", f"out={tmp_path}/x.json", *args)
         assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]

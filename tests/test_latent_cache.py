@@ -13,7 +13,7 @@ from sora.data.latent_cache import check_cache, sample_latent
 from sora.errors import SoraError
 from sora.inference.bundle import ModelBundle
 from sora.training.vae_task import VAETask
-from tests.conftest import compose_config, run_entry, shrunk_overrides
+from tests.conftest import compose_config, run_entry, shrunk_overrides, train_in_process
 
 SMALL_VAE = ["vae=causal3d", "vae.latent_channels=4", "vae.base_channels=8", "vae.channel_mult=[1,1,2,2]", "dit.patch_size=[1,1,1]",
              "data.num_frames=5", "data.frame_stride=1"]
@@ -99,9 +99,9 @@ def test_train_reads_the_cache(cache, shapes_dir, tmp_path):
     root, overrides, vae_b = cache
     run = [o for o in overrides if not o.startswith("hydra.")] + [f"hydra.run.dir={tmp_path / 'run'}",
                                                                   "train.final_samples=false", "train.max_steps=2"]
-    done = run_entry("train.py", *run)
+    done = train_in_process(*run)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "latent-cache shard" in done.stderr + done.stdout
-    refused = run_entry("train.py", *[o for o in run if not o.startswith("vae.ckpt")], f"vae.ckpt={vae_b}",
+    refused = train_in_process(*[o for o in run if not o.startswith("vae.ckpt")], f"vae.ckpt={vae_b}",
                         f"hydra.run.dir={tmp_path / 'run2'}")
     assert refused.returncode == 2 and "made by another VAE" in refused.stderr and "Traceback" not in refused.stderr

@@ -17,9 +17,6 @@ from sora.models.lpips import LPIPS, video_lpips
 SIZE = 32  # pixels: relu5_3 is 2x2
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: tiny convolutions run fastest on one thread
-
-
 def random_backbone() -> dict:
     """A VGG16 `features` state dict in torchvision's layout, He-initialised so deep activations keep their scale."""
     torch.manual_seed(0)

@@ -10,7 +10,7 @@ from sora.diffusion.frame_modes import MODES, draw_frame_masks, gives_frames
 from sora.diffusion.objectives import RectifiedFlow
 from sora.models.conditioning import Conditioning
 from sora.models.vae import CausalVAE, PixelVAE, encode_frames_alone
-from tests.conftest import run_entry, shrunk_overrides
+from tests.conftest import sample_in_process, shrunk_overrides, train_in_process
 from tests.test_dit import randomized
 
 
@@ -137,8 +137,8 @@ def test_the_mixture_draws_every_mode_and_keeps_something_to_make():
 def mixed_run(tmp_path_factory, shapes_dir):
     """A tiny model trained with the whole mixture of modes, and input files for every mode."""
     root = tmp_path_factory.mktemp("prompting")
-    proc = run_entry("train.py", *shrunk_overrides(shapes_dir, root / "run"), "train.max_steps=3",
-                     "dit.patch_size=[1,8,8]", "train.final_samples=false", "train.sample_every_n_steps=0")
+    proc = train_in_process(*shrunk_overrides(shapes_dir, root / "run"), "train.max_steps=3",
+                            "dit.patch_size=[1,8,8]", "train.final_samples=false", "train.sample_every_n_steps=0")
     assert proc.returncode == 0, proc.stderr[-3000:]
     from PIL import Image
 
@@ -167,8 +167,8 @@ def mixed_run(tmp_path_factory, shapes_dir):
 ])
 def test_every_mode_through_sample_py(mixed_run, tmp_path, args, frames):
     out = tmp_path / "x.mp4"
-    proc = run_entry("sample.py", f"ckpt={mixed_run}/run/checkpoints/last.ckpt", "prompt=a red circle moving right",
-                     f"out={out}", "steps=2", *[a.format(root=mixed_run) for a in args])
+    proc = sample_in_process(f"ckpt={mixed_run}/run/checkpoints/last.ckpt", "prompt=a red circle moving right",
+                             f"out={out}", "steps=2", *[a.format(root=mixed_run) for a in args])
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = read_video(out)[0]
     assert got.shape == (frames, 16, 16, 3)
@@ -213,8 +213,8 @@ def test_sdedit_at_strength_1_is_text_to_video_and_at_0_returns_the_clip(mixed_r
 ])
 def test_bad_inputs_through_sample_py_get_one_line_and_write_nothing(mixed_run, tmp_path, args, message):
     out = tmp_path / "x.mp4"
-    proc = run_entry("sample.py", f"ckpt={mixed_run}/run/checkpoints/last.ckpt", "prompt=a red circle moving right",
-                     f"out={out}", "steps=1", *[a.format(root=mixed_run) for a in args])
+    proc = sample_in_process(f"ckpt={mixed_run}/run/checkpoints/last.ckpt", "prompt=a red circle moving right",
+                             f"out={out}", "steps=1", *[a.format(root=mixed_run) for a in args])
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert message.format(root=mixed_run) in proc.stderr, proc.stderr[-2000:]
     assert not out.exists()
@@ -222,13 +222,13 @@ def test_bad_inputs_through_sample_py_get_one_line_and_write_nothing(mixed_run, 
 
 def test_a_text_only_checkpoint_refuses_frames(shapes_dir, tmp_path):
     run = tmp_path / "run"
-    assert run_entry("train.py", *shrunk_overrides(shapes_dir, run), "conditioning=text", "train.max_steps=1",
-                     "train.final_samples=false", "train.sample_every_n_steps=0").returncode == 0
+    assert train_in_process(*shrunk_overrides(shapes_dir, run), "conditioning=text", "train.max_steps=1",
+                            "train.final_samples=false", "train.sample_every_n_steps=0").returncode == 0
     from PIL import Image
 
     Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "still.png")
     for asked in (f"image={tmp_path}/still.png", "num_frames=16"):  # a long video is given each window's start
-        proc = run_entry("sample.py", f"ckpt={run}/checkpoints/last.ckpt", "prompt=a red circle moving right",
-                         f"out={tmp_path}/x.mp4", asked)
+        proc = sample_in_process(f"ckpt={run}/checkpoints/last.ckpt", "prompt=a red circle moving right",
+                                 f"out={tmp_path}/x.mp4", asked)
         assert proc.returncode == 2 and "was trained on text alone" in proc.stderr, proc.stderr[-2000:]
         assert "Traceback" not in proc.stderr and not (tmp_path / "x.mp4").exists()

@@ -13,7 +13,7 @@ import torch
 
 from sora.errors import SoraError
 from sora.training.resilience import NonFiniteError, NonFiniteGuard, find_resume_checkpoint, rng_state, set_rng_state
-from tests.conftest import ROOT, logged_losses as losses, run_entry, shrunk_overrides
+from tests.conftest import ROOT, logged_losses as losses, run_entry, shrunk_overrides, train_in_process
 
 EXACT = ["optim.schedule=constant", "optim.warmup_steps=2", "train.sample_every_n_steps=0", "train.final_samples=false",
          "logger.wandb=disabled", "train.log_every_n_steps=1", "train.checkpoint_every_n_steps=2"]
@@ -43,10 +43,10 @@ def test_sigterm_saves_stops_cleanly_and_the_resumed_loss_curve_is_the_uninterru
     shutil.copy(run / "metrics.csv", tmp_path / "first.csv")
 
     total = stopped + 4
-    ok(run_entry("train.py", *[a for a in args if not a.startswith("train.max_steps")], f"train.max_steps={total}"))
+    ok(train_in_process(*[a for a in args if not a.startswith("train.max_steps")], f"train.max_steps={total}"))
     resumed = losses(run)
     straight = tmp_path / "straight"
-    ok(run_entry("train.py", *shrunk_overrides(shapes_dir, straight), *EXACT, f"train.max_steps={total}"))
+    ok(train_in_process(*shrunk_overrides(shapes_dir, straight), *EXACT, f"train.max_steps={total}"))
     reference = losses(straight)
     assert sorted(reference) == list(range(total))
     for step in range(stopped):
@@ -69,7 +69,7 @@ def test_keep_last_n_and_fallback_past_a_corrupt_last_checkpoint(shapes_dir, tmp
     data = (ckpts / "last.ckpt").read_bytes()
     (ckpts / "last.ckpt").write_bytes(data[: len(data) // 2])  # a write cut short
     assert find_resume_checkpoint(ckpts) == ckpts / "step0000005.ckpt"
-    proc = ok(run_entry("train.py", *shrunk_overrides(shapes_dir, run), "train.max_steps=6", "train.final_samples=false"))
+    proc = ok(train_in_process(*shrunk_overrides(shapes_dir, run), "train.max_steps=6", "train.final_samples=false"))
     out = proc.stdout + proc.stderr
     assert "last.ckpt unreadable" in out and "resuming from" in out and "step0000005.ckpt" in out
     assert torch.load(ckpts / "last.ckpt", weights_only=True)["global_step"] == 6
@@ -91,12 +91,12 @@ def test_an_unsafe_last_checkpoint_is_refused_in_one_line_and_the_run_falls_back
     run = tmp_path / "run"
     args = [*shrunk_overrides(shapes_dir, run), "train.checkpoint_every_n_steps=2", "train.final_samples=false",
             "train.sample_every_n_steps=0"]
-    ok(run_entry("train.py", *args, "train.max_steps=4"))
+    ok(train_in_process(*args, "train.max_steps=4"))
     ckpts = run / "checkpoints"
     torch.save({"state_dict": {}, "sora_config": {}, "payload": RunsCode()}, ckpts / "last.ckpt")
     assert "would run code" in checkpoint_problem(ckpts / "last.ckpt")
     assert find_resume_checkpoint(ckpts) == ckpts / "step0000004.ckpt"
-    proc = ok(run_entry("train.py", *args, "train.max_steps=5"))
+    proc = ok(train_in_process(*args, "train.max_steps=5"))
     out = proc.stdout + proc.stderr
     assert "last.ckpt: it would run code when loaded, so it is refused" in out and "Traceback" not in out
     assert "resuming from" in out and "step0000004.ckpt" in out and "this would have run" not in out
@@ -117,9 +117,9 @@ def test_nonfinite_guard_skips_then_stops():
 def test_a_run_of_nan_steps_stops_with_a_message_and_a_checkpoint(shapes_dir, tmp_path):
     run = tmp_path / "nan"
     # A learning rate of 1e30 overflows the weights at the first update: every later loss is NaN/Inf.
-    proc = run_entry("train.py", *shrunk_overrides(shapes_dir, run), "optim.lr=1e30", "optim.warmup_steps=1",
-                     "optim.grad_clip=0", "train.max_steps=50", "train.max_nonfinite_steps=3", "train.final_samples=false",
-                     "train.sample_every_n_steps=0")
+    proc = train_in_process(*shrunk_overrides(shapes_dir, run), "optim.lr=1e30", "optim.warmup_steps=1",
+                            "optim.grad_clip=0", "train.max_steps=50", "train.max_nonfinite_steps=3",
+                            "train.final_samples=false", "train.sample_every_n_steps=0")
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "non-finite" in proc.stderr and "Checkpoint of the last good weights" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sora.training.vae_task import VAETask
-from tests.conftest import compose_config, logged_losses, run_entry, shrunk_overrides
+from tests.conftest import compose_config, logged_losses, shrunk_overrides, train_in_process
 from tests.test_perceptual import random_backbone, random_heads
 
 SMALL = ["task=vae", "vae.latent_channels=4", "vae.base_channels=8", "vae.channel_mult=[1,1,2,2]",
@@ -69,12 +69,10 @@ def test_vae_with_lpips_and_gan_trains_logs_and_resumes_exactly(shapes_dir, tmp_
             "optim.schedule=constant", "logger.wandb=disabled", "train.log_every_n_steps=1",
             "train.checkpoint_every_n_steps=2"]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    ok(run_entry("train.py", *shrunk_overrides(shapes_dir, straight), *args, "train.max_steps=4",
-                 "train.final_samples=false"))
-    ok(run_entry("train.py", *shrunk_overrides(shapes_dir, resumed), *args, "train.max_steps=2",
-                 "train.final_samples=false"))
+    ok(train_in_process(*shrunk_overrides(shapes_dir, straight), *args, "train.max_steps=4", "train.final_samples=false"))
+    ok(train_in_process(*shrunk_overrides(shapes_dir, resumed), *args, "train.max_steps=2", "train.final_samples=false"))
     first = logged_losses(resumed)
-    ok(run_entry("train.py", *shrunk_overrides(shapes_dir, resumed), *args, "train.max_steps=4"))
+    ok(train_in_process(*shrunk_overrides(shapes_dir, resumed), *args, "train.max_steps=4"))
     a, b = logged_losses(straight), {**first, **logged_losses(resumed)}
     assert sorted(a) == [0, 1, 2, 3] and all(a[s] == pytest.approx(b[s], rel=1e-5) for s in a)
     last = [torch.load(r / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"] for r in (straight, resumed)]

@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from tests.conftest import compose_config, run_entry, shrunk_overrides
+from tests.conftest import compose_config, run_entry, shrunk_overrides, train_in_process
 from tests.test_distributed import free_port
 
 
@@ -85,15 +85,15 @@ def _count_clips(pattern_dir) -> int:
 
 
 def test_dry_run_reports_and_fails_on_a_bucket_without_clips(shapes_dir, tmp_path):
-    proc = run_entry("train.py", *shrunk_overrides(shapes_dir, tmp_path / "ok"), "train.dry_run=true")
+    proc = train_in_process(*shrunk_overrides(shapes_dir, tmp_path / "ok"), "train.dry_run=true")
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((tmp_path / "ok" / "dry_run.json").read_text())
     (bucket,) = report["buckets"]
     assert bucket["clips"] == _count_clips(shapes_dir) and bucket["tokens_per_batch"] == 4 * 2 * 2 * 2
     assert bucket["tflops_per_step"] > 0 and bucket["peak_memory_gib"]["total"] > 0 and report["params"]["trained"] > 0
     assert not (tmp_path / "ok" / "checkpoints" / "last.ckpt").exists()  # nothing trained
-    proc = run_entry("train.py", *shrunk_overrides(shapes_dir, tmp_path / "bad"), "train.dry_run=true",
-                     "data.buckets=[[4,16,16],[4,16,32]]")
+    proc = train_in_process(*shrunk_overrides(shapes_dir, tmp_path / "bad"), "train.dry_run=true",
+                            "data.buckets=[[4,16,16],[4,16,32]]")
     assert proc.returncode == 2
     assert "data.buckets: bucket [4, 16, 32] (frames, height, width) receives no clip" in proc.stderr
     assert "Traceback" not in proc.stderr
