@@ -46,7 +46,8 @@ def test_dit_step_rejects_heads_that_do_not_divide_the_width():
 def test_backends_bench_rows_at_a_tiny_size():
     """bench/backends.py --tiny: one row per backend (a backend this machine lacks is an error row, not a stop)."""
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "backends.py"), "--tiny", "--backends", "flash,cudnn",
-                           "--peer", "none"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+                           "--peer", "none"], capture_output=True, text=True, cwd=ROOT, timeout=300,
+                          env={**os.environ, **ONE_THREAD})
     assert done.returncode == 0, done.stderr[-2000:]
     rows = {r["backend"]: r for r in map(json.loads, done.stdout.splitlines())}
     assert set(rows) == {"flash", "cudnn"} and all(r["bench"] == "backends" and r["mode"] == "eager" for r in rows.values())
