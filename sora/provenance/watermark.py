@@ -161,16 +161,24 @@ def embed(frames: np.ndarray, payload: int, psnr_target_db: float = 40.0, key: K
         cancel *= np.sqrt((1 - MIN_MARK_SHARE) * budget / spent)
     x = torch.from_numpy(frames).float()
     uu, uv, vv = float((mark**2).sum()), float((mark * cancel).sum()), float((cancel**2).sum())
-    for _ in range(4):  # clipping at 0 and 255 removes part of the change: raise the strength to meet the target
+    best = None
+    for _ in range(8):  # clipping at 0 and 255 removes part of the change: raise the strength to meet the target
         # amplitude a of the mark such that |a mark - cancel|^2 = budget
         a = (uv + np.sqrt(max(uv**2 - uu * (vv - budget), 0.0))) / uu
         change = torch.from_numpy(a * mark - cancel).float()[None, :, :, None]  # 1 h w 1
         out = (x + change).round().clamp(0, 255).to(torch.uint8).numpy()
         got = psnr_db(frames, out)
-        if 0 <= got - psnr_target_db < 0.3:  # at or just above the target: never more visible than asked
+        if got >= psnr_target_db and (best is None or got < best[0]):
+            best = (got, out)  # never more visible than asked: the strongest change that meets the target
+        if 0 <= got - psnr_target_db < 0.3:
             break
         budget *= min(10 ** ((got - psnr_target_db - 0.1) / 10), 4.0)
-    return out
+    while best is None:  # rounding alone misses the target (a tiny budget): halve the change until it meets it
+        a, cancel = a / 2, cancel / 2
+        out = (x + torch.from_numpy(a * mark - cancel).float()[None, :, :, None]).round().clamp(0, 255).to(torch.uint8).numpy()
+        if (got := psnr_db(frames, out)) >= psnr_target_db:
+            best = (got, out)
+    return best[1]
 
 
 # ---------------------------------------------------------------------------------------------------------------
