@@ -51,16 +51,20 @@ def with_grads(backend, q, k, v, seg):
     return (out, *torch.autograd.grad((out.float() * w.float()).sum(), (q, k, v)))
 
 
+def masked_case(mask: str):
+    """(q, k, v), the mask a backend gets and its dense form for the math reference: one packed row or two rows."""
+    if mask == "packed":
+        seg, dense = packed()
+        return qkv(b=1, n=24, m=16), seg, dense
+    seg = masks(2, 24, 30)[mask]
+    return qkv(n=24, m=30), seg, seg
+
+
 @pytest.mark.parametrize("backend", ["sdpa", "flash"])  # FlexAttention has no backward on a CPU
 @pytest.mark.parametrize("mask", ["none", "padding", "segments", "both", "packed"])
 def test_backends_forward_and_backward_match_the_math_reference(backend, mask):
     """Gradients too: a pinned kernel on a masked batch runs once per group of queries, and writes them back."""
-    if mask == "packed":
-        q, k, v = qkv(b=1, n=24, m=16)
-        seg, dense = packed()
-    else:
-        q, k, v = qkv(n=24, m=30)
-        seg = dense = masks(2, 24, 30)[mask]
+    (q, k, v), seg, dense = masked_case(mask)
     for got, want in zip(with_grads(backend, q, k, v, seg), with_grads("math", q, k, v, dense)):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
@@ -104,12 +108,7 @@ def fake_flash_attn_4(monkeypatch):
 @pytest.mark.parametrize("mask", ["none", "padding", "segments", "both", "packed"])
 def test_fa4_layout_and_varlen_packing_with_a_reference_kernel(monkeypatch, mask):
     fake_flash_attn_4(monkeypatch)
-    if mask == "packed":
-        q, k, v = qkv(b=1, n=24, m=16)
-        seg, dense = packed()
-    else:
-        q, k, v = qkv(n=24, m=30)
-        seg = dense = masks(2, 24, 30)[mask]
+    (q, k, v), seg, dense = masked_case(mask)
     for got, want in zip(with_grads("fa4", q, k, v, seg), with_grads("math", q, k, v, dense)):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 

@@ -292,6 +292,10 @@ def _fa4_gpu_problem(device: torch.device) -> Optional[str]:
     return None
 
 
+_KERNELS = {"sdpa": _sdpa, "cudnn": _cudnn, "flash": _flash, "fa4": _fa4, "xformers": _xformers, "flex": _flex,
+            "math": _math}  # one per name in BACKENDS
+
+
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = "sdpa",
               seg: Optional[Segments] = None) -> torch.Tensor:
     """q: b h n d, k and v: b h m d -> b h n d, with the named backend and an optional segment mask."""
@@ -299,20 +303,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = 
         return _sdpa(q, k, v, seg)
     if _off_gpu(backend, q):
         raise SoraError(_no_gpu(backend))
-    if backend == "sdpa":
-        return _sdpa(q, k, v, seg)
-    if backend == "math":
-        return _math(q, k, v, seg)
-    if backend == "flex":
-        return _flex(q, k, v, seg)
-    if backend == "xformers":
-        return _xformers(q, k, v, seg)
-    if backend == "cudnn":
-        return _cudnn(q, k, v, seg)
-    if backend == "flash":
-        return _flash(q, k, v, seg)
-    if backend == "fa4":
-        return _fa4(q, k, v, seg)
+    if kernel := _KERNELS.get(backend):
+        return kernel(q, k, v, seg)
     raise SoraError(f"dit.attention_backend={backend!r}: choose one of {', '.join(BACKENDS)}")
 
 

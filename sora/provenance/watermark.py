@@ -21,9 +21,9 @@ and Kalker et al. (1999), with the payload as spread-spectrum chips (Cox et al. 
   averages moving content away. **Brightness** gain scales signal and noise alike in the statistic below.
 - **Detection.** Mean luma over frames -> resampled at two samples a cell -> whitened: minus the mean of the 8
   neighbouring cells, over the local mean magnitude of that residual, clipped at 3 (a prediction-error filter,
-  so that smooth content and edges do not swamp the mark; this, against a plain local-mean filter, took 32
-  272x320 bikes clips from 25% to 94% detection after a CRF 28 re-encode, the same marks at 40 dB) -> folded into one tile (averaging
-  every tile the frame holds) -> z = sum_k s_k f_k / sqrt(sum_k f_k^2) over the sync cells, at every phase and
+  so that smooth content and edges do not swamp the mark; against a plain local-mean filter it took 32 272x320
+  bikes clips from 25% to 94% detection after a CRF 28 re-encode, the same marks at 40 dB) -> folded into one
+  tile (averaging every tile the frame holds) -> z = sum_k s_k f_k / sqrt(sum_k f_k^2) over the sync cells, at every phase and
   shift. Without the mark the key's signs s_k are independent of the content, so by Hoeffding
   P(z > tau) <= exp(-tau^2 / 2) for one (size, phase, shift) whatever the video; over all G tried the
   false-positive rate is at most G exp(-tau^2 / 2), and `confidence` is one minus that bound.
@@ -50,9 +50,10 @@ MIN_CELL_PX, MAX_CELL_PX = 1.25, 8.0  # cell sizes the detector searches (a tile
 MIN_TILES = 2.25  # a frame's shorter side holds at least this many tiles: smaller frames get smaller cells...
 MIN_EMBED_CELL_PX = 2.5  # ...down to this, which a halving leaves within the search
 SCALE_STEP = 1.015  # ratio between tried cell sizes: at most 0.75% off, a third of a cell over two tiles
-THRESHOLD_Z = 6.5  # G <= 125 sizes x 4 phases x 576 shifts: a false-positive bound of 2e-4 a video (7e-6 at 7)
+THRESHOLD_Z = 6.5  # G <= 125 sizes x 4 PHASES x 576 shifts: a false-positive bound of 2e-4 a video (7e-6 at 7)
 INFORMED = 0.5  # the share of the content's fold that embedding cancels (ISS's lambda)
 MIN_MARK_SHARE = 0.4  # of the energy budget, kept for the keyed pattern whatever the cancelling would take
+PHASES = ((0, 0), (0, 1), (1, 0), (1, 1))  # half-cell offsets of the grid the detector tries (a crop between cells)
 DEFAULT_KEY = 0x50A4  # the public default key; a deployment that wants a private mark sets its own
 
 
@@ -145,7 +146,7 @@ def embed(frames: np.ndarray, payload: int, psnr_target_db: float = 40.0, key: K
     of it (at most 1 - MIN_MARK_SHARE of the energy), and the rest is the keyed pattern.
     """
     key = key or Key.make()
-    t, h, w, _ = frames.shape
+    h, w = frames.shape[1:3]
     cell_px = cell_px or embed_cell_px(h, w)
     tile = key.tile(payload)
     mark = pattern(h, w, tile, cell_px)  # h w, the keyed +-1 cells
@@ -160,24 +161,27 @@ def embed(frames: np.ndarray, payload: int, psnr_target_db: float = 40.0, key: K
     if spent > (1 - MIN_MARK_SHARE) * budget:
         cancel *= np.sqrt((1 - MIN_MARK_SHARE) * budget / spent)
     x = torch.from_numpy(frames).float()
+
+    def marked(change: np.ndarray) -> tuple[float, np.ndarray]:  # h w change -> (PSNR, uint8 t h w 3)
+        out = (x + torch.from_numpy(change).float()[None, :, :, None]).round().clamp(0, 255).to(torch.uint8).numpy()
+        return psnr_db(frames, out), out
+
     uu, uv, vv = float((mark**2).sum()), float((mark * cancel).sum()), float((cancel**2).sum())
     best = None
     for _ in range(8):  # clipping at 0 and 255 removes part of the change: raise the strength to meet the target
         # amplitude a of the mark such that |a mark - cancel|^2 = budget
         a = (uv + np.sqrt(max(uv**2 - uu * (vv - budget), 0.0))) / uu
-        change = torch.from_numpy(a * mark - cancel).float()[None, :, :, None]  # 1 h w 1
-        out = (x + change).round().clamp(0, 255).to(torch.uint8).numpy()
-        got = psnr_db(frames, out)
+        got, out = marked(a * mark - cancel)
         if got >= psnr_target_db and (best is None or got < best[0]):
             best = (got, out)  # never more visible than asked: the strongest change that meets the target
         if 0 <= got - psnr_target_db < 0.3:
             break
         budget *= min(10 ** ((got - psnr_target_db - 0.1) / 10), 4.0)
+    change = a * mark - cancel
     while best is None:  # rounding alone misses the target (a tiny budget): halve the change until it meets it
-        a, cancel = a / 2, cancel / 2
-        out = (x + torch.from_numpy(a * mark - cancel).float()[None, :, :, None]).round().clamp(0, 255).to(torch.uint8).numpy()
-        if (got := psnr_db(frames, out)) >= psnr_target_db:
-            best = (got, out)
+        change = change / 2
+        if (tried := marked(change))[0] >= psnr_target_db:
+            best = tried
     return best[1]
 
 
@@ -215,7 +219,7 @@ def cell_sizes(height: int, width: int) -> np.ndarray:
 _NEIGHBOURS = torch.tensor([[1.0, 1, 1], [1, 0, 1], [1, 1, 1]])[None, None] / 8  # 1 1 3 3
 
 
-def fold(img: torch.Tensor, cell_px: float, whiten: bool = True) -> torch.Tensor:
+def fold(img: torch.Tensor, cell_px: float) -> torch.Tensor:
     """1 1 h w luma -> 2K 2K: resampled to two samples a cell, whitened, every tile the frame holds averaged.
 
     Whitening: each sample minus the mean of its 8 neighbours one cell away (content is smooth at that scale, the
@@ -226,9 +230,8 @@ def fold(img: torch.Tensor, cell_px: float, whiten: bool = True) -> torch.Tensor
     hs, ws = max(2 * TILE, round(2 * h / cell_px)), max(2 * TILE, round(2 * w / cell_px))
     x = F.interpolate(img, size=(hs, ws), mode="bilinear", antialias=True, align_corners=False)  # 1 1 hs ws
     x = x - F.conv2d(F.pad(x, (2, 2, 2, 2), mode="replicate"), _NEIGHBOURS, dilation=2)  # 1 1 hs ws
-    if whiten:
-        scale = F.avg_pool2d(x.abs(), 7, stride=1, padding=3, count_include_pad=False) + 1e-3
-        x = (x / scale).clamp(-3.0, 3.0)
+    scale = F.avg_pool2d(x.abs(), 7, stride=1, padding=3, count_include_pad=False) + 1e-3  # 3.5 cells around
+    x = (x / scale).clamp(-3.0, 3.0)
     k2 = 2 * TILE
     ph, pw = -hs % k2, -ws % k2
     x = F.pad(x, (0, pw, 0, ph))[0, 0]  # H W, multiples of 2K
@@ -255,7 +258,7 @@ def detect(frames: np.ndarray, key: Key | None = None, threshold_z: float = THRE
     sizes = cell_sizes(h, w)
     for cell in sizes:
         f2 = fold(img, float(cell))
-        for phase in ((0, 0), (0, 1), (1, 0), (1, 1)):
+        for phase in PHASES:
             f = torch.from_numpy(cells(f2, *phase))  # K K
             # Cyclic cross-correlation at every shift (dy, dx): the tile read from f starting at (dy, dx).
             num = torch.fft.ifft2(torch.fft.fft2(f) * sync_f.conj()).real
@@ -272,6 +275,6 @@ def detect(frames: np.ndarray, key: Key | None = None, threshold_z: float = THRE
     bits = np.where(soft >= 0, 1.0, -1.0)
     payload, crc_ok = bits_payload(bits)
     found = z_best >= threshold_z
-    bound = len(sizes) * 4 * TILE * TILE * np.exp(-z_best**2 / 2)
+    bound = len(sizes) * len(PHASES) * TILE * TILE * np.exp(-z_best**2 / 2)
     return Detection(found, payload if (found and crc_ok) else None, float(max(0.0, 1 - bound)) if found else 0.0,
                      z_best, cell, bits)
