@@ -11,6 +11,7 @@ each row's peak memory is its own. Rows:
     python bench/dit_step.py                                    # CPU: width 384, depth 4, 4x8x8 tokens
     python bench/dit_step.py --preset XL --grid 16 32 32        # GPU: the XL preset at 16k tokens, bf16
     python bench/dit_step.py --preset XL --grid 32 32 32 --checkpoint-fraction 1 --models ours_cross
+    python bench/dit_step.py --preset XL128 --grid 16 32 32 --models ours_cross --compile --fp8 tensorwise
 
 Prints one JSON object per result row on stdout, then ratio rows (ours / peer step time as a speed-up).
 MFU is reported where the GPU's bf16 peak is known (sora/models/flops.py); model FLOPs are ours for every row,
@@ -88,6 +89,10 @@ def run_row(a) -> dict:
         model, step = build(a.row, width, depth, heads, a.grid, a.text_len, a.text_dim, a.checkpoint_fraction,
                             a.attention_backend)
     model.to(device).train()
+    if a.fp8 and a.row.startswith("ours"):  # before compiling, as torchao asks (train.fp8 does the same)
+        from sora.models.fp8 import convert_to_fp8
+
+        convert_to_fp8(model, a.fp8)
     if a.compile:  # regional compilation of every row's repeated blocks, as train.compile does for ours
         blocks = getattr(model, "blocks", None) or model.transformer_blocks
         for block in blocks:
@@ -161,6 +166,7 @@ def main() -> None:
     p.add_argument("--checkpoint-fraction", type=float, default=0.0, help="share of blocks with activation checkpointing")
     p.add_argument("--attention-backend", default="sdpa", help="ours: dit.attention_backend (sdpa, cudnn, flash, fa4, xformers, flex, math)")
     p.add_argument("--compile", action="store_true", help="torch.compile each transformer block of every row")
+    p.add_argument("--fp8", choices=["tensorwise", "rowwise"], help="ours: the blocks' linears in FP8 (train.fp8; torchao)")
     p.add_argument("--profile-out", help="write each row's per-kernel profile of one step to this folder")
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
@@ -176,7 +182,7 @@ def main() -> None:
               "cpus": os.cpu_count(), "torch": torch.__version__, "preset": a.preset, "grid": a.grid,
               "tokens": a.grid[0] * a.grid[1] * a.grid[2] * a.batch_size, "batch_size": a.batch_size, "text_len": a.text_len,
               "dtype": a.dtype, "checkpoint_fraction": a.checkpoint_fraction,
-              "attention_backend": a.attention_backend, "compile": a.compile}
+              "attention_backend": a.attention_backend, "compile": a.compile, "fp8": a.fp8}
     try:
         import diffusers
 

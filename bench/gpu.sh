@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Every GPU figure in docs/BENCHMARKS.md, in the order they appear there: one script so a lent GPU's few minutes
-# go to measuring, not typing. Usage: bash bench/gpu.sh OUT_DIR [kernels|gputests|steps|xformers|tokens|compile|heads128|backends|suite]...
+# go to measuring, not typing. Usage: bash bench/gpu.sh OUT_DIR [kernels|gputests|steps|xformers|tokens|compile|heads128|backends|fp8|trainpy|suite]...
 # JSON rows go to OUT_DIR/*.jsonl; each part has its own time limit so one slow part cannot eat the rest.
-# The peers need diffusers (pip install -e '.[dev]'); the xformers part needs an xformers built for this torch.
+# The peers need diffusers (pip install -e '.[dev]'); the xformers part needs an xformers built for this torch;
+# fp8 needs torchao ('.[fp8]'), fa4 rows flash-attn-4 ('.[fa4]'). Wheels installed with --target into a PYTHONPATH
+# folder: add its nvidia_cutlass_dsl/dsl_packages too (FA4's CuTe DSL registers that path in a .pth file, and
+# Python reads .pth files only from site-packages).
 set -u
 out=${1:?usage: bash bench/gpu.sh OUT_DIR [part ...]}
 shift
@@ -39,8 +42,20 @@ for part in $parts; do
         | tee "$out/xl_9x128_16k.jsonl" ;;
     backends)  # XL128 (9 heads of 128) at 16k and 32k tokens: each attention backend, eager and compiled, and Wan
       timeout 590 python3 bench/backends.py --timeout 150 | tee "$out/xl128_backends.jsonl" ;;
+    fp8)  # FP8 linears: speed at XL128 16k tokens compiled (bf16's row is the backends part's), then the loss of
+          # 500 train.py steps against bf16, side by side (dit=B, 8 frames of 32x32, 4 clips)
+      for recipe in tensorwise rowwise; do
+        timeout 150 python3 bench/dit_step.py --preset XL128 --grid 16 32 32 --batch-size 1 --models ours_cross --compile \
+          --fp8 $recipe | tee -a "$out/xl128_fp8.jsonl"
+      done
+      timeout 300 python3 bench/train_runs.py fp8 --preset B --frames 8 --size-px 32 --batch-size 4 --steps 500 \
+        --out "$out/fp8_runs" | tee "$out/fp8_loss.jsonl" ;;
+    trainpy)  # the Throughput callback's MFU in a real train.py run against dit_step.py's row, XL128 16k compiled
+      timeout 400 python3 bench/train_runs.py mfu --preset XL128 --frames 16 --size-px 64 --compile --steps 60 \
+        --out "$out/train_runs" | tee "$out/train_mfu.jsonl" ;;
     gputests)  # the GPU-marked tests
-      timeout 120 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_attention.py tests/test_dit.py tests/test_fp8.py 2>&1 \
+      timeout 150 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_attention.py tests/test_dit.py tests/test_fp8.py \
+        tests/test_fused.py 2>&1 \
         | tee "$out/pytest_gpu.txt" ;;
     suite)  # the whole default suite with CUDA visible (Lightning picks the GPU in every train.py it runs)
       timeout 400 python3 -m pytest -q -p no:cacheprovider tests 2>&1 | tee "$out/pytest_all.txt" ;;

@@ -68,3 +68,28 @@ def test_vae_chunks_bench_at_a_tiny_size():
     assert all(result[row]["peak_mb"] >= 0 and result[row]["seconds"] > 0
                for row in ("short_whole", "short_chunked", "long_whole", "long_chunked"))
     assert result["long_chunked"]["plan"]["chunk_frames"] == 4 and result["long_whole"]["plan"]["tile_px"] == 0
+
+
+def run_train_bench(tmp_path, *args: str) -> list[dict]:
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "train_runs.py"), *args, "--preset", "tiny", "--frames", "2",
+                           "--size-px", "16", "--workers", "0", "--data", str(tmp_path / "shapes"), "--out", str(tmp_path / "runs")],
+                          capture_output=True, text=True, cwd=ROOT, timeout=600, env={**os.environ, **ONE_THREAD})
+    assert done.returncode == 0, done.stderr[-2000:]
+    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+
+
+def test_train_runs_mfu_reads_the_throughput_callback_of_a_real_run(tmp_path):
+    (row,) = run_train_bench(tmp_path, "mfu", "--steps", "40")
+    assert row["bench"] == "train_runs.mfu" and row["grid"] == [2, 8, 8] and row["tokens"] == 128, row
+    assert row["windows"] == 2 and row["train_tflops"] > 0 and row["train_tokens_per_s"] > 0, row  # 4 windows, 2 skipped
+    assert row["train_mfu"] is None or torch.cuda.is_available(), row  # no MFU without a known GPU peak
+
+
+def test_train_runs_fp8_compares_losses_and_reports_a_run_that_cannot_start(tmp_path):
+    rows = {r["run"]: r for r in run_train_bench(tmp_path, "fp8", "--steps", "30", "--recipes", "tensorwise")}
+    bf16 = rows["bf16"]
+    assert bf16["logged_points"] == 3 and bf16["loss_last100"] > 0 and bf16["val_loss"] > 0, bf16
+    if not torch.cuda.is_available():  # train.fp8 stops at the config check: an error row naming its log
+        assert "exited 2" in rows["tensorwise"]["error"], rows["tensorwise"]
+        log = (tmp_path / "runs" / "fp8_tensorwise.log").read_text()
+        assert "train.fp8=tensorwise" in log and "Traceback" not in log, log[-2000:]
