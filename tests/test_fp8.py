@@ -42,8 +42,8 @@ def test_without_a_gpu_the_key_is_named(monkeypatch):
 def test_only_the_blocks_matmuls_are_chosen():
     dit = DiT(3, 16, hidden_size=64, depth=2, num_heads=2)
     chosen = sorted(name for name, m in dit.named_modules() if fp8.fp8_linear(m, name))
-    assert len(chosen) == 2 * 7  # qkv, proj, cross q, kv, proj, two MLP layers; not adaLN, not embeddings or output
-    assert all(name.startswith("blocks.") and "adaLN" not in name for name in chosen)
+    assert len(chosen) == 2 * 6  # qkv, proj, cross q, proj, two MLP layers; not adaLN, the text's kv, embeddings, output
+    assert all(name.startswith("blocks.") and "adaLN" not in name and "cross.kv" not in name for name in chosen)
 
 
 @pytest.mark.gpu
@@ -60,10 +60,12 @@ def test_fp8_step_is_close_to_bf16(recipe):
         torch.nn.init.normal_(p, std=0.05)
     model = DiT(16, 64, hidden_size=256, depth=2, num_heads=2).cuda()
     model.load_state_dict(ref.state_dict())
-    assert fp8.convert_to_fp8(model, recipe) == 14
+    assert fp8.convert_to_fp8(model, recipe) == 12
     assert model.state_dict().keys() == ref.state_dict().keys()  # checkpoints and the EMA see the same weights
-    x, t = torch.randn(2, 16, 2, 16, 16, device="cuda"), torch.rand(2, device="cuda")
-    cond = Conditioning(torch.randn(2, 8, 64, device="cuda"), torch.ones(2, 8, dtype=torch.bool, device="cuda"))
+    # 3 clips of 3x5x7 tokens (315 rows) and 7 text tokens: no multiple of 16 anywhere, as native sizes give;
+    # an H200 run of train.fp8 stopped in the backward on 3 x 8 text rows before the padding.
+    x, t = torch.randn(3, 16, 3, 10, 14, device="cuda"), torch.rand(3, device="cuda")
+    cond = Conditioning(torch.randn(3, 7, 64, device="cuda"), torch.ones(3, 7, dtype=torch.bool, device="cuda"))
     with torch.autocast("cuda", dtype=torch.bfloat16):
         want, got = ref(x, t, cond), model(x, t, cond)
     assert ((got.float() - want.float()).norm() / want.float().norm()).item() < 0.1

@@ -1,6 +1,12 @@
 """FP8 training of the DiT's linears with torchao's float8 recipes (`train.fp8`): the blocks' matmuls run on FP8
-tensor cores with fp32 master weights; what is kept in high precision is everything outside the blocks and
-adaLN's modulation (one row a clip: no gain from FP8).
+tensor cores with fp32 master weights; what is kept in high precision is everything outside the blocks,
+adaLN's modulation (one row a clip: no gain from FP8) and cross-attention's key/value projection of the text
+(batch x text length rows: too few to gain, and rarely a multiple of 16).
+
+FP8 matmuls need every inner dimension to be a multiple of 16, and the weight gradient's inner dimension is the
+number of tokens, which native sizes, buckets and packs make arbitrary (a 5x9x15 grid is 675): the linears pad
+it with zeros (torchao's pad_inner_dim), which changes no sum. An H200 run without this stopped at the first
+backward with "trailing dimension of mat1 to be divisible by 16" (docs/BENCHMARKS.md, FP8).
 
   tensorwise  one scale per tensor (torchao's fastest recipe)
   rowwise     one scale per row (more accurate, slower)
@@ -9,6 +15,7 @@ torchao (`pip install -e '.[fp8]'`) and a CUDA GPU with FP8 tensor cores (comput
 Blackwell) are required; `fp8_unavailable` says in one line why not, and the config check calls it first.
 """
 
+import dataclasses
 from typing import Optional
 
 import torch
@@ -37,9 +44,10 @@ def fp8_unavailable(recipe: str) -> Optional[str]:
 
 
 def fp8_linear(module: nn.Module, fqn: str) -> bool:
-    """Which linears go to FP8: inside the blocks, not adaLN's, both sides a multiple of 16 (the FP8 matmul's rule)."""
+    """Which linears go to FP8: inside the blocks, on video tokens (not adaLN's, not the text's key/value), both
+    sides a multiple of 16 (the FP8 matmul's rule)."""
     return (isinstance(module, nn.Linear) and fqn.startswith("blocks.") and "adaLN_modulation" not in fqn
-            and module.in_features % 16 == 0 and module.out_features % 16 == 0)
+            and not fqn.endswith("cross.kv") and module.in_features % 16 == 0 and module.out_features % 16 == 0)
 
 
 def convert_to_fp8(dit: nn.Module, recipe: str) -> int:
@@ -49,5 +57,6 @@ def convert_to_fp8(dit: nn.Module, recipe: str) -> int:
     from torchao.float8 import Float8LinearConfig, convert_to_float8_training
 
     before = sum(fp8_linear(m, name) for name, m in dit.named_modules())
-    convert_to_float8_training(dit, module_filter_fn=fp8_linear, config=Float8LinearConfig.from_recipe_name(recipe))
+    config = dataclasses.replace(Float8LinearConfig.from_recipe_name(recipe), pad_inner_dim=True)  # any token count
+    convert_to_float8_training(dit, module_filter_fn=fp8_linear, config=config)
     return before
