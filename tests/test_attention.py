@@ -91,7 +91,10 @@ def fake_flash_attn_4(monkeypatch):
         out = attention(*(x.transpose(1, 2) for x in (q, k, v)), "math").transpose(1, 2)
         return out, None
 
-    def flash_attn_varlen_func(q, k, v, cu_q, cu_k, max_q, max_k):  # N h d, int32 offsets
+    # flash-attn-4 4.0.0b40's order (pyproject pins it): `qv` comes before the lengths, so a positional call fails.
+    def flash_attn_varlen_func(q, k, v, qv=None, cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=None, max_seqlen_k=None):
+        assert qv is None, "the offsets were passed as qv"
+        cu_q, cu_k, max_q, max_k = cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k  # N h d, int32 offsets
         assert cu_q.dtype == cu_k.dtype == torch.int32 and len(cu_q) == len(cu_k)
         assert max_q == int((cu_q[1:] - cu_q[:-1]).max()) and max_k == int((cu_k[1:] - cu_k[:-1]).max())
         outs = [flash_attn_func(q[None, a:b], k[None, c:d], v[None, c:d])[0][0]

@@ -247,8 +247,10 @@ def _fa4(q, k, v, seg: Optional[Segments]):
     take = lambda x, ix: [rearrange(x[g.row][:, getattr(g, ix)], "h n d -> n h d") for g in groups]  # noqa: E731
     qs, ks, vs = take(q, "q"), take(k, "k"), take(v, "k")
     cu = lambda xs: torch.tensor([0] + [x.shape[0] for x in xs], device=q.device).cumsum(0).int()  # noqa: E731
-    out = first(cute.flash_attn_varlen_func(torch.cat(qs), torch.cat(ks), torch.cat(vs), cu(qs), cu(ks),
-                                            max(x.shape[0] for x in qs), max(x.shape[0] for x in ks)))  # N h d
+    # By keyword: 4.0.0b40 put a `qv` argument fourth, and positional lengths then failed on an H200.
+    out = first(cute.flash_attn_varlen_func(torch.cat(qs), torch.cat(ks), torch.cat(vs), cu_seqlens_q=cu(qs), cu_seqlens_k=cu(ks),
+                                            max_seqlen_q=max(x.shape[0] for x in qs),
+                                            max_seqlen_k=max(x.shape[0] for x in ks)))  # N h d
     outs = [rearrange(o, "n h d -> 1 h n d") for o in out.split([x.shape[0] for x in qs])]
     return _scatter(q, groups, outs)
 
