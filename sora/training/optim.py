@@ -24,7 +24,11 @@ def lr_factor(step: int, progress: float, warmup_steps: int, schedule: str, deca
 def adamw(params, cfg, progress: Callable[[], float]) -> dict:
     """AdamW with the configured schedule, stepped every optimizer step; `progress()` is the share of training done."""
     assert 0.0 <= cfg.decay_fraction <= 1.0, f"optim.decay_fraction must be in [0, 1], got {cfg.decay_fraction}"
-    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    params = list(params)
+    # On a GPU, one fused kernel reads each weight, gradient and moment once; the default multi-tensor AdamW makes
+    # several memory-bound passes over them. train.py ran at 0.84x bench/dit_step.py's MFU (docs/BENCHMARKS.md).
+    fused = bool(params) and all(p.is_cuda for p in params)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, fused=fused or None)
     schedule = cfg.schedule.value if hasattr(cfg.schedule, "value") else str(cfg.schedule)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda step: lr_factor(step, progress(), cfg.warmup_steps, schedule, cfg.decay_fraction))
