@@ -126,7 +126,7 @@ def train(cfg, run_dir: Path) -> dict:
     from sora.models.flops import num_params
     from sora.models.geometry import LatentGeometry
     from sora.models.vae import build_vae
-    from sora.training.callbacks import DataReport, SampleVideos, Throughput
+    from sora.training.callbacks import DataReport, Profile, SampleVideos, Throughput
     from sora.training.progress import Progress
     from sora.training.validation import Validation
     from sora.training.datamodule import ClipDataModule
@@ -185,6 +185,8 @@ def train(cfg, run_dir: Path) -> dict:
         if cfg.data.eval_shards:  # the validation loss: every val.every_n_steps and at the end
             validation = Validation(cfg.data, cfg.val, buckets, run_dir / "val_loss.jsonl")
             callbacks.append(validation)
+    if cfg.train.profile_steps > 0:  # a window from one step's start to a later one's: every callback's work inside
+        callbacks.append(Profile(run_dir / "profile", cfg.train.profile_start_step, cfg.train.profile_steps))
     if is_dit and cfg.train.sample_every_n_steps > 0:
         callbacks.append(SampleVideos(read_prompts(cfg.data.eval_prompts), run_dir / "samples", cfg.train.sample_every_n_steps))
     on_gpu = torch.cuda.is_available() and cfg.train.accelerator in ("auto", "gpu", "cuda")

@@ -33,6 +33,7 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--tiny", action="store_true", help="CPU smoke run: cpu preset, 1x2x2 tokens, CPU backends, eager")
     p.add_argument("--timeout", type=int, default=600, help="seconds per dit_step.py run")
+    p.add_argument("--profile-out", help="a per-kernel profile of one step of each of our rows, into this folder")
     a = p.parse_args()
     extra = []
     if a.tiny:
@@ -50,6 +51,8 @@ def main() -> None:
                 args = [sys.executable, str(STEP), "--preset", a.preset, "--grid", str(t), str(h), str(w),
                         "--batch-size", "1", "--models", models, "--attention-backend", backend,
                         "--steps", str(a.steps), "--warmup", str(a.warmup), *extra] + (["--compile"] if mode == "compiled" else [])
+                if a.profile_out:
+                    args += ["--profile-out", a.profile_out]
                 try:
                     done = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=a.timeout)
                     lines = done.stdout.strip().splitlines()

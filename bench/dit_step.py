@@ -138,7 +138,8 @@ def run_row(a) -> dict:
         table = prof.key_averages().table(sort_by="cuda_time_total" if on_gpu else "self_cpu_time_total", row_limit=30,
                                           max_name_column_width=70)
         Path(a.profile_out).mkdir(parents=True, exist_ok=True)
-        (Path(a.profile_out) / f"profile_{a.row}_{tokens}.txt").write_text(table)
+        mode = "compiled" if a.compile else "eager"
+        (Path(a.profile_out) / f"profile_{a.row}_{a.attention_backend}_{mode}{'_fp8' if a.fp8 else ''}_{tokens}.txt").write_text(table)
     from sora.models.dit import DiT
 
     with torch.device("meta"):

@@ -41,7 +41,7 @@ for part in $parts; do
       timeout 240 python3 bench/dit_step.py --preset XL --heads 9 --grid 16 32 32 --batch-size 1 \
         | tee "$out/xl_9x128_16k.jsonl" ;;
     backends)  # XL128 (9 heads of 128) at 16k and 32k tokens: each attention backend, eager and compiled, and Wan
-      timeout 590 python3 bench/backends.py --timeout 150 | tee "$out/xl128_backends.jsonl" ;;
+      timeout 590 python3 bench/backends.py --timeout 150 --profile-out "$out" | tee "$out/xl128_backends.jsonl" ;;
     fp8)  # FP8 linears: speed at XL128 16k tokens compiled (bf16's row is the backends part's), then the loss of
           # 500 train.py steps against bf16, side by side (dit=B, 8 frames of 32x32, 4 clips)
       for recipe in tensorwise rowwise; do
@@ -50,9 +50,10 @@ for part in $parts; do
       done
       timeout 300 python3 bench/train_runs.py fp8 --preset B --frames 8 --size-px 32 --batch-size 4 --steps 500 \
         --out "$out/fp8_runs" | tee "$out/fp8_loss.jsonl" ;;
-    trainpy)  # the Throughput callback's MFU in a real train.py run against dit_step.py's row, XL128 16k compiled
+    trainpy)  # the Throughput callback's MFU in a real train.py run against dit_step.py's row, XL128 16k compiled,
+              # then a profile of 5 steps of it (the device's busy share says whether the gap is host-side)
       timeout 400 python3 bench/train_runs.py mfu --preset XL128 --frames 16 --size-px 64 --compile --steps 60 \
-        --out "$out/train_runs" | tee "$out/train_mfu.jsonl" ;;
+        --profile-steps 5 --out "$out/train_runs" | tee "$out/train_mfu.jsonl" ;;
     gputests)  # the GPU-marked tests
       timeout 150 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_attention.py tests/test_dit.py tests/test_fp8.py \
         tests/test_fused.py 2>&1 \

@@ -6,7 +6,7 @@
   fp8  train.fp8=tensorwise / rowwise against bf16: the same seed, data and steps, run side by side; the loss
        curves, their mean gap, and the validation loss at the end.
 
-    python bench/train_runs.py mfu --preset XL128 --frames 16 --size-px 64 --compile --backend cudnn   # GPU: 16k tokens
+    python bench/train_runs.py mfu --preset XL128 --frames 16 --size-px 64 --compile --profile-steps 5  # GPU: 16k tokens
     python bench/train_runs.py fp8 --preset B --frames 8 --size-px 32 --batch-size 4 --steps 500          # GPU
     python bench/train_runs.py mfu --preset tiny --frames 2 --size-px 16 --steps 30                         # CPU smoke run
 
@@ -60,12 +60,15 @@ def run_mfu(a) -> None:
     build_data(a)
     run_dir = Path(a.out) / "mfu"
     t0 = time.perf_counter()
-    done = subprocess.run(train_args(a, run_dir, a.steps, ["data.eval_shards=null"]), cwd=ROOT, capture_output=True, text=True)
+    # A profile, if asked for, covers the steps after the measured ones: its overhead stays out of the MFU windows.
+    extra = ["data.eval_shards=null", f"train.profile_steps={a.profile_steps}", f"train.profile_start_step={a.steps}"]
+    steps = a.steps + (a.profile_steps + 1 if a.profile_steps else 0)
+    done = subprocess.run(train_args(a, run_dir, steps, extra), cwd=ROOT, capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"train.py failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
     # The Throughput callback logs once per train.log_every_n_steps (10) window; the first two hold compilation
     # (and a recompilation at the second step) and warm-up.
-    windows = [r for r in read_metrics(run_dir) if "perf/tflops_per_device" in r][2:]
+    windows = [r for r in read_metrics(run_dir) if "perf/tflops_per_device" in r and r["step"] < a.steps][2:]
     if not windows:
         sys.exit(f"{a.steps} steps gave no Throughput window after the first two: use --steps 40 or more")
     mean = lambda key: sum(r[key] for r in windows) / len(windows) if all(key in r for r in windows) else None  # noqa: E731
@@ -74,6 +77,10 @@ def run_mfu(a) -> None:
            "batch_size": a.batch_size, "backend": a.backend, "compile": a.compile, "windows": len(windows),
            "train_tflops": round(mean("perf/tflops_per_device"), 2), "train_tokens_per_s": round(mean("perf/tokens_per_s"), 1),
            "train_mfu": None if mean("perf/mfu") is None else round(mean("perf/mfu"), 4), "wall_s": round(time.perf_counter() - t0, 1)}
+    if a.profile_steps:  # where a step's wall time goes: RUN/profile/{summary.json, table.txt, trace.json}
+        summary = json.loads((run_dir / "profile" / "summary.json").read_text())
+        row.update({f"profile_{k}": summary[k] for k in ("steps", "wall_ms_per_step", "device_busy_ms_per_step", "device_busy_share")},
+                   profile_dir=str(run_dir / "profile"))
     if a.bench_row and a.batch_size == 1 and a.preset != "tiny":  # dit_step.py's presets are the config files' (width, depth, heads)
         step = [sys.executable, str(ROOT / "bench" / "dit_step.py"), "--preset", a.preset, "--grid", *map(str, grid),
                 "--batch-size", "1", "--models", "ours_cross", "--attention-backend", a.backend, "--text-len", str(TEXT_LEN),
@@ -131,6 +138,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--backend", default="sdpa", help="dit.attention_backend")
     p.add_argument("--compile", action="store_true", help="train.compile=true")
+    p.add_argument("--profile-steps", type=int, default=0, help="mfu: then profile this many steps (train.profile_steps)")
     p.add_argument("--no-bench-row", dest="bench_row", action="store_false",
                    help="mfu: skip dit_step.py's row (compare with bench/backends.py's row of the same session instead)")
     p.add_argument("--recipes", default="tensorwise,rowwise", help="fp8: the train.fp8 recipes beside bf16")
@@ -138,8 +146,8 @@ def main() -> None:
     p.add_argument("--data", default="/tmp/sora_bench_shapes", help="the moving-shapes dataset (built here if absent)")
     p.add_argument("--out", default="/tmp/sora_bench_runs", help="run directories")
     a = p.parse_args()
-    if a.size_px % 2 or a.frames < 1 or a.steps < 1:
-        p.error("--size-px must be even; --frames and --steps at least 1")
+    if a.size_px % 2 or a.frames < 1 or a.steps < 1 or a.profile_steps < 0:
+        p.error("--size-px must be even; --frames and --steps at least 1; --profile-steps at least 0")
     Path(a.out).mkdir(parents=True, exist_ok=True)
     {"mfu": run_mfu, "fp8": run_fp8}[a.bench](a)
 

@@ -79,10 +79,14 @@ def run_train_bench(tmp_path, *args: str) -> list[dict]:
 
 
 def test_train_runs_mfu_reads_the_throughput_callback_of_a_real_run(tmp_path):
-    (row,) = run_train_bench(tmp_path, "mfu", "--steps", "40")
+    (row,) = run_train_bench(tmp_path, "mfu", "--steps", "40", "--profile-steps", "2")
     assert row["bench"] == "train_runs.mfu" and row["grid"] == [2, 8, 8] and row["tokens"] == 128, row
     assert row["windows"] == 2 and row["train_tflops"] > 0 and row["train_tokens_per_s"] > 0, row  # 4 windows, 2 skipped
     assert row["train_mfu"] is None or torch.cuda.is_available(), row  # no MFU without a known GPU peak
+    # train.profile_steps: two whole steps after the measured ones, written beside the run
+    assert row["profile_steps"] == 2 and row["profile_wall_ms_per_step"] > 0, row
+    profile = Path(row["profile_dir"])
+    assert "aten::" in (profile / "table.txt").read_text() and (profile / "trace.json").stat().st_size > 0
 
 
 def test_train_runs_fp8_compares_losses_and_reports_a_run_that_cannot_start(tmp_path):

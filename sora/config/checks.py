@@ -112,7 +112,8 @@ TRAIN_LIMITS = {
     "train.log_every_n_steps": _at_least(1), "train.sample_every_n_steps": _at_least(0),
     "train.checkpoint_every_n_steps": _at_least(1), "train.keep_last_n": _at_least(-1),
     "train.max_nonfinite_steps": _at_least(1), "train.num_threads": _at_least(1), "train.samples_per_prompt": _at_least(1),
-    "train.progress_every_s": _above(0), "train.fp8": _one_of(FP8_RECIPES),
+    "train.progress_every_s": _above(0), "train.fp8": _one_of(FP8_RECIPES), "train.profile_steps": _at_least(0),
+    "train.profile_start_step": _at_least(1),
     "val.every_n_steps": _at_least(0), "val.num_clips": _at_least(1), "val.batch_size": _at_least(1),
 }
 SAMPLE_LIMITS = {

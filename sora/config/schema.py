@@ -324,6 +324,11 @@ class TrainLoopConfig:
     dry_run: bool = False
     # Seconds between progress lines (a log file, or any output that is not a terminal, gets lines, not a bar).
     progress_every_s: float = 30.0
+    # Profile this many whole steps (data wait, forward, backward, optimizer, EMA, callbacks) from
+    # profile_start_step on, past compilation and warm-up: RUN/profile/ gets the kernel table, a summary with
+    # the device's busy share of the wall time, and a Chrome trace (sora/training/callbacks.py: Profile). 0: off.
+    profile_steps: int = 0
+    profile_start_step: int = 20
 
 
 @dataclass

@@ -1,5 +1,6 @@
-"""What runs beside training: sample videos every N steps, skipped-sample reports, throughput."""
+"""What runs beside training: sample videos every N steps, skipped-sample reports, throughput, a profile."""
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -94,3 +95,61 @@ def log_videos(trainer, paths, prompts, step: int) -> None:
 
             logger.experiment.log({"samples": [wandb.Video(str(p), caption=c, format="mp4") for p, c in zip(paths, prompts)]},
                                   step=step)
+
+
+class Profile(L.Callback):
+    """`steps` whole steps under torch.profiler from global step `start`: RUN/profile/{table.txt, summary.json, trace.json}.
+
+    A window runs from one step's start to the start of the step `steps` later, so it holds everything a step
+    costs: the wait for data, the step itself, and the callbacks after it. The summary's device_busy_share is
+    summed kernel time over wall time. Below 1, the GPU idles: it waits on the host (Python, syncs, data), and
+    no faster kernel wins that time back."""
+
+    def __init__(self, out_dir: Path, start: int, steps: int):
+        self.out_dir, self.start, self.steps = Path(out_dir), start, steps
+        self.prof = self.t0 = None
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        step = trainer.global_step
+        if self.prof is None and step == self.start and trainer.is_global_zero:
+            from torch.profiler import ProfilerActivity, profile
+
+            on_gpu = module.device.type == "cuda"
+            self.prof = profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else []))
+            Throughput._sync(module)
+            self.prof.__enter__()
+            self.t0 = time.perf_counter()
+        elif self.prof is not None and self.t0 is not None and step == self.start + self.steps:
+            self._finish(module)
+
+    def on_train_end(self, trainer, module):
+        if self.prof is not None and self.t0 is not None:  # the run ended inside the window
+            self._finish(module, steps=trainer.global_step - self.start)
+
+    def _finish(self, module, steps: int | None = None) -> None:
+        Throughput._sync(module)
+        wall_s = time.perf_counter() - self.t0
+        self.prof.__exit__(None, None, None)
+        steps, self.t0 = steps or self.steps, None
+        from torch.autograd import DeviceType
+
+        events = self.prof.key_averages()
+        on_gpu = module.device.type == "cuda"
+        key = "self_device_time_total" if on_gpu else "self_cpu_time_total"
+        # The device's own events (kernels, copies), as the profiler's table totals them; an op's row repeats its kernels.
+        kernels = [e for e in events if e.device_type == DeviceType.CUDA and not e.is_user_annotation]
+        busy_us = sum(e.self_device_time_total for e in kernels) if on_gpu else None
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        table = events.table(sort_by=key, row_limit=40, max_name_column_width=80)
+        (self.out_dir / "table.txt").write_text(table)
+        top = sorted(kernels if on_gpu else events, key=lambda e: getattr(e, key, 0), reverse=True)[:15]
+        summary = {"steps": steps, "start_step": self.start, "wall_ms_per_step": round(1e3 * wall_s / max(steps, 1), 2),
+                   "device_busy_ms_per_step": None if busy_us is None else round(busy_us / 1e3 / max(steps, 1), 2),
+                   "device_busy_share": None if busy_us is None else round(busy_us / 1e6 / wall_s, 3),
+                   "top_ms_per_step": {e.key: round(getattr(e, key, 0) / 1e3 / max(steps, 1), 3) for e in top}}
+        (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+        self.prof.export_chrome_trace(str(self.out_dir / "trace.json"))
+        log.info("profile of steps %d-%d: %.1f ms a step%s; %s", self.start, self.start + steps - 1,
+                 summary["wall_ms_per_step"], "" if busy_us is None else
+                 f", the device busy {summary['device_busy_ms_per_step']} ms ({summary['device_busy_share']:.0%})",
+                 self.out_dir)
