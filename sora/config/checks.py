@@ -16,6 +16,7 @@ import difflib
 import typing
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from sora.config.schema import EvalConfig, SampleConfig, TrainConfig
@@ -113,6 +114,7 @@ TRAIN_LIMITS = {
     "train.checkpoint_every_n_steps": _at_least(1), "train.keep_last_n": _at_least(-1),
     "train.max_nonfinite_steps": _at_least(1), "train.num_threads": _at_least(1), "train.samples_per_prompt": _at_least(1),
     "train.progress_every_s": _above(0), "train.fp8": _one_of(FP8_RECIPES), "train.profile_steps": _at_least(0),
+    "train.param_dtype": _one_of({"fp32", "bf16"}),  # sora/training/master_weights.py
     "train.profile_start_step": _at_least(1),
     "val.every_n_steps": _at_least(0), "val.num_clips": _at_least(1), "val.batch_size": _at_least(1),
 }
@@ -248,6 +250,14 @@ def _check_training(cfg) -> None:
         if t.strategy.value == "fsdp" or sp != 1:
             raise SoraError("train.strategy=fsdp and train.sequence_parallel_size split the DiT; task=vae trains "
                             "with train.strategy=ddp or auto and train.sequence_parallel_size=1")
+    if t.param_dtype != "fp32":
+        if not is_dit:
+            raise SoraError(f"train.param_dtype={t.param_dtype} stores the DiT's linears in low precision; task=vae takes fp32")
+        if t.strategy.value == "fsdp":
+            raise SoraError(f"train.param_dtype={t.param_dtype} does not combine with train.strategy=fsdp, which already "
+                            "keeps fp32 shards and computes in bf16: use train.param_dtype=fp32")
+        if t.precision is not None and t.precision != "bf16-mixed":
+            raise SoraError(f"train.param_dtype={t.param_dtype} needs train.precision=bf16-mixed (autocast), got {t.precision}")
     if cfg.data.packing:
         if not is_dit:
             raise SoraError("data.packing=true packs DiT token sequences; task=vae trains on one bucket per batch")
@@ -277,6 +287,9 @@ def _check_machine(cfg) -> None:
         return
     if fp8 is not None and (problem := fp8_unavailable(fp8)):
         raise SoraError(problem)
+    if cfg.train.param_dtype != "fp32" and cfg.train.precision is None and not torch.cuda.is_available():
+        raise SoraError(f"train.param_dtype={cfg.train.param_dtype} needs bf16 autocast: the default precision on a CPU "
+                        "is 32-true, so set train.precision=bf16-mixed too")
     device = "cpu" if str(cfg.train.accelerator) == "cpu" else None
     if problem := backend_unavailable(cfg.dit.attention_backend.value, device):
         raise SoraError(problem)

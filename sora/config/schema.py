@@ -312,6 +312,10 @@ class TrainLoopConfig:
     max_nonfinite_steps: int = 20  # NaN/Inf loss or gradient steps in a row before the run stops
     num_threads: Optional[int] = None  # torch CPU threads (null: torch's default)
     compile: bool = False  # torch.compile each DiT block (regional compilation)
+    # fp32 (default), or bf16: the DiT blocks' linears hold bf16 weights and AdamW keeps fp32 master copies
+    # (sora/training/master_weights.py). Needs train.precision=bf16-mixed (the GPU default); not with FSDP, which
+    # keeps fp32 shards and computes in bf16 by itself.
+    param_dtype: str = "fp32"
     # FP8 matmuls in the DiT's blocks (torchao float8 training, sora/models/fp8.py): null (off), tensorwise or
     # rowwise. Needs the fp8 extra and a GPU of compute capability 8.9+.
     fp8: Optional[str] = None

@@ -15,6 +15,7 @@ from sora.inference.bundle import ModelBundle
 from sora.models.conditioning import Conditioning
 from sora.models.vae import encode_frames_alone
 from sora.training.ema import EMA
+from sora.training.master_weights import DTYPES, lower_block_linears
 from sora.training.task import Task
 
 
@@ -58,6 +59,9 @@ class DiTTask(Task):
         if sp > 1 and dit.sp_group is None:
             # The DiT being trained splits tokens; the EMA copy (made in __init__) stays whole, for sampling.
             dit.enable_sequence_parallel(sequence_parallel_group(sp, self.trainer.strategy.root_device.type))
+        if self.cfg.train.param_dtype != "fp32" and not getattr(self, "_lowered", False):  # AdamW then keeps fp32 masters
+            lower_block_linears(dit, DTYPES[self.cfg.train.param_dtype])  # the EMA copy (made in __init__) stays fp32
+            self._lowered = True
         if self.cfg.train.fp8 and not getattr(self, "_fp8", False):  # before sharding and compiling, as torchao asks
             from sora.models.fp8 import convert_to_fp8
 
@@ -135,7 +139,9 @@ class DiTTask(Task):
         super().optimizer_step(*args, **kwargs)
         # Here rather than in on_train_batch_end: checkpoint callbacks run before the module's batch-end hook,
         # and a checkpoint must hold the EMA that includes its own step.
-        self.ema.update(self.model.trainable(), self.global_step)
+        opt = self.optimizers(use_pl_optimizer=False)
+        # train.param_dtype=bf16: average the fp32 master weights, not their bf16 roundings
+        self.ema.update(self.model.trainable(), self.global_step, getattr(opt, "full_precision", lambda: None)())
 
     # -- checkpoints -----------------------------------------------------------------------------------------
 

@@ -20,10 +20,11 @@ class EMA(nn.Module):
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
 
     @torch.no_grad()
-    def update(self, model: nn.Module, step: int) -> None:
+    def update(self, model: nn.Module, step: int, params: list[torch.Tensor] | None = None) -> None:
+        """`params`: the values to average, in `model.parameters()` order (default: the model's own)."""
         decay = min(self.decay, (1 + step) / (10 + step))
         ema_params = list(self.model.parameters())
-        params = [p.detach() for p in model.parameters()]
+        params = [p.detach() for p in (model.parameters() if params is None else params)]
         torch._foreach_lerp_(ema_params, params, 1.0 - decay)
         for e, b in zip(self.model.buffers(), model.buffers()):
             e.copy_(b)

@@ -10,6 +10,8 @@ from typing import Callable
 
 import torch
 
+from sora.training.master_weights import MasterWeightAdamW
+
 
 def lr_factor(step: int, progress: float, warmup_steps: int, schedule: str, decay_fraction: float) -> float:
     """Multiplier of the peak learning rate at optimizer step `step` with `progress` in [0, 1] of training done."""
@@ -28,7 +30,9 @@ def adamw(params, cfg, progress: Callable[[], float]) -> dict:
     # On a GPU, one fused kernel reads each weight, gradient and moment once; the default multi-tensor AdamW makes
     # several memory-bound passes over them. train.py ran at 0.84x bench/dit_step.py's MFU (docs/BENCHMARKS.md).
     fused = bool(params) and all(p.is_cuda for p in params)
-    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, fused=fused or None)
+    # Parameters stored below fp32 (train.param_dtype=bf16) are updated through fp32 master copies.
+    cls = MasterWeightAdamW if any(p.dtype != torch.float32 for p in params) else torch.optim.AdamW
+    opt = cls(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, fused=fused or None)
     schedule = cfg.schedule.value if hasattr(cfg.schedule, "value") else str(cfg.schedule)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda step: lr_factor(step, progress(), cfg.warmup_steps, schedule, cfg.decay_fraction))

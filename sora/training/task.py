@@ -14,6 +14,11 @@ from sora.training.optim import adamw, training_progress
 from sora.training.resilience import NonFiniteGuard, grads_finite, rng_state, set_rng_state
 
 
+def model_params(optimizer) -> list:
+    """The module's parameters an optimizer steps (MasterWeightAdamW's param_groups hold its fp32 copies instead)."""
+    return getattr(optimizer, "model_params", None) or [p for group in optimizer.param_groups for p in group["params"]]
+
+
 class Task(L.LightningModule):
     def __init__(self, cfg):
         super().__init__()
@@ -47,13 +52,20 @@ class Task(L.LightningModule):
 
     def on_before_optimizer_step(self, optimizer):
         """Drop this step's gradients when any is NaN/Inf: AdamW then leaves every weight as it was."""
-        params = [p for group in optimizer.param_groups for p in group["params"]]
+        params = model_params(optimizer)
         if all(p.grad is None for p in params):  # training_step skipped this step already (non-finite loss)
             return
         # Under FSDP each rank holds a shard of every gradient: each checks its own, then all agree.
         if not self.guard.check("gradient", self.all_ranks_agree(grads_finite(params)), self.global_step):
             for p in params:
                 p.grad = None
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        """Clip the module's gradients: with fp32 master weights the optimizer's own copies get theirs only in step()."""
+        if not hasattr(optimizer, "model_params"):
+            return super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        if gradient_clip_val:
+            torch.nn.utils.clip_grad_norm_(optimizer.model_params, gradient_clip_val)
 
     # -- checkpoints and resume ------------------------------------------------------------------------------
 
