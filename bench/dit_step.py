@@ -89,6 +89,10 @@ def run_row(a) -> dict:
         model, step = build(a.row, width, depth, heads, a.grid, a.text_len, a.text_dim, a.checkpoint_fraction,
                             a.attention_backend)
     model.to(device).train()
+    if a.bf16_weights and a.row.startswith("ours"):  # train.param_dtype=bf16 (the optimizer's fp32 masters are not timed)
+        from sora.training.master_weights import lower_block_linears
+
+        lower_block_linears(model, torch.bfloat16)
     if a.fp8 and a.row.startswith("ours"):  # before compiling, as torchao asks (train.fp8 does the same)
         from sora.models.fp8 import convert_to_fp8
 
@@ -139,7 +143,7 @@ def run_row(a) -> dict:
                                           max_name_column_width=70)
         Path(a.profile_out).mkdir(parents=True, exist_ok=True)
         mode = "compiled" if a.compile else "eager"
-        (Path(a.profile_out) / f"profile_{a.row}_{a.attention_backend}_{mode}{'_fp8' if a.fp8 else ''}_{tokens}.txt").write_text(table)
+        (Path(a.profile_out) / f"profile_{a.row}_{a.attention_backend}_{mode}{'_fp8' if a.fp8 else ''}{'_bf16w' if a.bf16_weights else ''}_{tokens}.txt").write_text(table)
     from sora.models.dit import DiT
 
     with torch.device("meta"):
@@ -168,12 +172,15 @@ def main() -> None:
     p.add_argument("--attention-backend", default="sdpa", help="ours: dit.attention_backend (sdpa, cudnn, flash, fa4, xformers, flex, math)")
     p.add_argument("--compile", action="store_true", help="torch.compile each transformer block of every row")
     p.add_argument("--fp8", choices=["tensorwise", "rowwise"], help="ours: the blocks' linears in FP8 (train.fp8; torchao)")
+    p.add_argument("--bf16-weights", action="store_true", help="ours: the blocks' linears store bf16 weights (train.param_dtype=bf16)")
     p.add_argument("--profile-out", help="write each row's per-kernel profile of one step to this folder")
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--row", help=argparse.SUPPRESS)
     a = p.parse_args()
     a.dtype = a.dtype or ("bf16" if a.device.startswith("cuda") else "fp32")
+    if a.bf16_weights and a.dtype != "bf16":
+        p.error("--bf16-weights trains under bf16 autocast: add --dtype bf16 (the GPU default)")
     if a.heads is not None and (a.heads < 1 or PRESETS[a.preset][0] % a.heads):
         p.error(f"--heads {a.heads} does not divide the {a.preset} preset's width {PRESETS[a.preset][0]}")
     if a.row:  # child: one row
@@ -183,7 +190,8 @@ def main() -> None:
               "cpus": os.cpu_count(), "torch": torch.__version__, "preset": a.preset, "grid": a.grid,
               "tokens": a.grid[0] * a.grid[1] * a.grid[2] * a.batch_size, "batch_size": a.batch_size, "text_len": a.text_len,
               "dtype": a.dtype, "checkpoint_fraction": a.checkpoint_fraction,
-              "attention_backend": a.attention_backend, "compile": a.compile, "fp8": a.fp8}
+              "attention_backend": a.attention_backend, "compile": a.compile, "fp8": a.fp8,
+              "bf16_weights": a.bf16_weights}
     try:
         import diffusers
 

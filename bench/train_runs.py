@@ -8,6 +8,7 @@
 
     python bench/train_runs.py mfu --preset XL128 --frames 16 --size-px 64 --compile --profile-steps 5  # GPU: 16k tokens
     python bench/train_runs.py fp8 --preset B --frames 8 --size-px 32 --batch-size 4 --steps 500          # GPU
+    python bench/train_runs.py mfu --preset XL128 --frames 16 --size-px 64 --compile train.param_dtype=bf16  # an ablation
     python bench/train_runs.py mfu --preset tiny --frames 2 --size-px 16 --steps 30                         # CPU smoke run
 
 The DiT runs on pixels (vae=pixel, 1x2x2 patches): frames x (size_px/2)^2 tokens a clip. Pixel space keeps the
@@ -40,7 +41,7 @@ def train_args(a, run_dir: Path, steps: int, extra: list[str]) -> list[str]:
             f"data.num_workers={a.workers}", f"train.max_steps={steps}", "train.max_minutes=null",
             "train.sample_every_n_steps=0", "train.final_samples=false", "train.checkpoint_every_n_steps=1000000",
             "logger.wandb=disabled", "train.log_every_n_steps=10", f"train.compile={str(a.compile).lower()}",
-            f"hydra.run.dir={run_dir}", *extra]
+            f"hydra.run.dir={run_dir}", *extra, *a.overrides]
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
@@ -138,6 +139,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--backend", default="sdpa", help="dit.attention_backend")
     p.add_argument("--compile", action="store_true", help="train.compile=true")
+    p.add_argument("overrides", nargs="*", help="more train.py overrides for every run, e.g. train.param_dtype=bf16")
     p.add_argument("--profile-steps", type=int, default=0, help="mfu: then profile this many steps (train.profile_steps)")
     p.add_argument("--no-bench-row", dest="bench_row", action="store_false",
                    help="mfu: skip dit_step.py's row (compare with bench/backends.py's row of the same session instead)")
@@ -145,7 +147,7 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=4, help="data.num_workers")
     p.add_argument("--data", default="/tmp/sora_bench_shapes", help="the moving-shapes dataset (built here if absent)")
     p.add_argument("--out", default="/tmp/sora_bench_runs", help="run directories")
-    a = p.parse_args()
+    a = p.parse_intermixed_args()  # overrides may follow the options
     if a.size_px % 2 or a.frames < 1 or a.steps < 1 or a.profile_steps < 0:
         p.error("--size-px must be even; --frames and --steps at least 1; --profile-steps at least 0")
     Path(a.out).mkdir(parents=True, exist_ok=True)

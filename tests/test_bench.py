@@ -97,3 +97,13 @@ def test_train_runs_fp8_compares_losses_and_reports_a_run_that_cannot_start(tmp_
         assert "exited 2" in rows["tensorwise"]["error"], rows["tensorwise"]
         log = (tmp_path / "runs" / "fp8_tensorwise.log").read_text()
         assert "train.fp8=tensorwise" in log and "Traceback" not in log, log[-2000:]
+
+
+def test_dit_step_with_bf16_block_weights_runs_under_bf16_autocast():
+    done = run("--models", "ours_cross", "--grid", "1", "2", "2", "--batch-size", "1", "--heads", "3", "--steps", "1",
+               "--warmup", "0", "--dtype", "bf16", "--bf16-weights")
+    assert done.returncode == 0, done.stderr[-2000:]
+    (row,) = [json.loads(line) for line in done.stdout.splitlines()]
+    assert row["bf16_weights"] and "error" not in row and row["step_s"] > 0, row
+    refused = run("--bf16-weights", "--dtype", "fp32")
+    assert refused.returncode == 2 and "add --dtype bf16" in refused.stderr and "Traceback" not in refused.stderr
