@@ -33,6 +33,7 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--tiny", action="store_true", help="CPU smoke run: cpu preset, 1x2x2 tokens, CPU backends, eager")
     p.add_argument("--timeout", type=int, default=600, help="seconds per dit_step.py run")
+    p.add_argument("--modulation", default="per_block", help="ours: dit.modulation (per_block, or single: adaLN-single)")
     p.add_argument("--profile-out", help="a per-kernel profile of one step of each of our rows, into this folder")
     a = p.parse_args()
     extra = []
@@ -50,7 +51,8 @@ def main() -> None:
                 models = "ours_cross" + (f",{a.peer}" if i == 0 and a.peer != "none" else "")
                 args = [sys.executable, str(STEP), "--preset", a.preset, "--grid", str(t), str(h), str(w),
                         "--batch-size", "1", "--models", models, "--attention-backend", backend,
-                        "--steps", str(a.steps), "--warmup", str(a.warmup), *extra] + (["--compile"] if mode == "compiled" else [])
+                        "--steps", str(a.steps), "--warmup", str(a.warmup), "--modulation", a.modulation,
+                        *extra] + (["--compile"] if mode == "compiled" else [])
                 if a.profile_out:
                     args += ["--profile-out", a.profile_out]
                 try:

@@ -38,7 +38,7 @@ PRESETS = {"cpu": (384, 4, 6), "S": (384, 12, 6), "B": (768, 12, 12), "L": (1024
 
 
 def build(name: str, width: int, depth: int, heads: int, grid, text_len: int, text_dim: int, ckpt_fraction: float,
-          backend: str = "sdpa"):
+          backend: str = "sdpa", modulation: str = "per_block"):
     """(model, step inputs -> prediction) for one row."""
     t, h, w = grid
     if name.startswith("ours"):
@@ -47,7 +47,7 @@ def build(name: str, width: int, depth: int, heads: int, grid, text_len: int, te
 
         model = DiT(16, text_dim, hidden_size=width, depth=depth, num_heads=heads, patch_size=(1, 2, 2),
                     text_conditioning="joint" if name == "ours_joint" else "cross", checkpoint_fraction=ckpt_fraction,
-                    attention_backend=backend)
+                    attention_backend=backend, modulation=modulation if name == "ours_cross" else "per_block")
         return model, lambda x, ts, ctx, mask: model(x, ts, Conditioning(ctx, mask))
     if name == "wan":
         from diffusers import WanTransformer3DModel
@@ -87,7 +87,7 @@ def run_row(a) -> dict:
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with device:  # built where it runs: an XL model's init on the CPU would cost seconds per row
         model, step = build(a.row, width, depth, heads, a.grid, a.text_len, a.text_dim, a.checkpoint_fraction,
-                            a.attention_backend)
+                            a.attention_backend, a.modulation)
     model.to(device).train()
     if a.bf16_weights and a.row.startswith("ours"):  # train.param_dtype=bf16 (the optimizer's fp32 masters are not timed)
         from sora.training.master_weights import lower_block_linears
@@ -172,6 +172,8 @@ def main() -> None:
     p.add_argument("--attention-backend", default="sdpa", help="ours: dit.attention_backend (sdpa, cudnn, flash, fa4, xformers, flex, math)")
     p.add_argument("--compile", action="store_true", help="torch.compile each transformer block of every row")
     p.add_argument("--fp8", choices=["tensorwise", "rowwise"], help="ours: the blocks' linears in FP8 (train.fp8; torchao)")
+    p.add_argument("--modulation", default="per_block", choices=["per_block", "single"],
+                   help="ours_cross: dit.modulation (single: adaLN-single, one map shared by the blocks, as Wan)")
     p.add_argument("--bf16-weights", action="store_true", help="ours: the blocks' linears store bf16 weights (train.param_dtype=bf16)")
     p.add_argument("--profile-out", help="write each row's per-kernel profile of one step to this folder")
     p.add_argument("--steps", type=int, default=5)
@@ -191,7 +193,7 @@ def main() -> None:
               "tokens": a.grid[0] * a.grid[1] * a.grid[2] * a.batch_size, "batch_size": a.batch_size, "text_len": a.text_len,
               "dtype": a.dtype, "checkpoint_fraction": a.checkpoint_fraction,
               "attention_backend": a.attention_backend, "compile": a.compile, "fp8": a.fp8,
-              "bf16_weights": a.bf16_weights}
+              "bf16_weights": a.bf16_weights, "modulation": a.modulation}
     try:
         import diffusers
 

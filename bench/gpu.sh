@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every GPU figure in docs/BENCHMARKS.md, in the order they appear there: one script so a lent GPU's few minutes
-# go to measuring, not typing. Usage: bash bench/gpu.sh OUT_DIR [kernels|gputests|steps|xformers|tokens|compile|heads128|backends|fp8|trainpy|bf16w|suite]...
+# go to measuring, not typing. Usage: bash bench/gpu.sh OUT_DIR [kernels|gputests|steps|xformers|tokens|compile|heads128|backends|fp8|trainpy|bf16w|single|suite]...
 # JSON rows go to OUT_DIR/*.jsonl; each part has its own time limit so one slow part cannot eat the rest.
 # The peers need diffusers (pip install -e '.[dev]'); the xformers part needs an xformers built for this torch;
 # fp8 needs torchao ('.[fp8]'), fa4 rows flash-attn-4 ('.[fa4]'). Wheels installed with --target into a PYTHONPATH
@@ -54,6 +54,9 @@ for part in $parts; do
               # then a profile of 5 steps of it (the device's busy share says whether the gap is host-side)
       timeout 400 python3 bench/train_runs.py mfu --preset XL128 --frames 16 --size-px 64 --compile --steps 60 \
         --profile-steps 5 --out "$out/train_runs" | tee "$out/train_mfu.jsonl" ;;
+    single)  # dit.modulation=single (adaLN-single: 611M parameters, Wan's 607M) against Wan at 16k and 32k tokens,
+             # eager and compiled: the speed and peak-memory goals at equal parameters
+      timeout 590 python3 bench/backends.py --backends sdpa --modulation single --timeout 150 | tee "$out/xl128_single.jsonl" ;;
     bf16w)  # train.param_dtype=bf16 (bf16 block weights, fp32 masters): the bench row, then train.py, XL128 16k compiled
       timeout 150 python3 bench/dit_step.py --preset XL128 --grid 16 32 32 --batch-size 1 --models ours_cross --compile \
         --bf16-weights | tee "$out/xl128_bf16w.jsonl"

@@ -82,6 +82,7 @@ def test_typed_rejects_stray_keys_in_saved_configs():
     ("train.ema_decay=1", "train.ema_decay must be in [0, 1), got 1.0"),
     # once asserts inside the DiT, the VAE, the word encoder or the sampler
     ("dit.attention_layout=factorized dit.text_conditioning=joint", "dit.text_conditioning=joint attends over all"),
+    ("dit.modulation=single dit.text_conditioning=joint", "dit.modulation=single shares the video stream's modulation"),
     ("vae=causal3d vae.spatial_compression=6", "vae.spatial_compression must be a power of 2, got 6"),
     ("vae=causal3d vae.channel_mult=[1,2]", "vae.channel_mult needs log2(vae.spatial_compression) + 1 = 4 entries"),
     ("vae=causal3d vae.temporal_compression=16", "vae.temporal_compression=16 may not exceed vae.spatial_compression=8"),

@@ -115,13 +115,19 @@ def test_rope_theta_reaches_every_layout(layout):
     assert (out[10000.0] - out[10.0]).abs().max() > 1e-3
 
 
+def test_adaln_single_with_joint_text_is_refused_in_one_line():
+    with pytest.raises(AssertionError, match="use it with text_conditioning=cross"):
+        DiT(3, 32, hidden_size=32, depth=1, num_heads=2, text_conditioning="joint", modulation="single")
+
+
 def test_joint_with_factorized_is_refused():
     with pytest.raises(AssertionError, match="attention_layout=full"):
         DiT(3, 32, hidden_size=32, depth=1, num_heads=2, attention_layout="factorized", text_conditioning="joint")
 
 
-def check_packed_equals_alone(backend: str, device: str = "cpu", tol: float = 1e-5, autocast: bool = False):
-    model = randomized(attention_backend=backend).to(device).eval()
+def check_packed_equals_alone(backend: str, device: str = "cpu", tol: float = 1e-5, autocast: bool = False,
+                              modulation: str = "per_block"):
+    model = randomized(attention_backend=backend, modulation=modulation).to(device).eval()
     shapes = [(2, 8, 8), (4, 4, 12), (1, 6, 6)]
     xs = [torch.randn(3, *s, device=device) for s in shapes]
     t = torch.rand(3, device=device)
@@ -140,6 +146,30 @@ def check_packed_equals_alone(backend: str, device: str = "cpu", tol: float = 1e
 @pytest.mark.parametrize("backend", ["sdpa", "flash", "flex", "math"])
 def test_packed_clips_equal_clips_run_alone(backend):
     check_packed_equals_alone(backend)
+
+
+def test_packed_clips_equal_clips_run_alone_with_adaln_single():
+    check_packed_equals_alone("sdpa", modulation="single")
+
+
+def test_adaln_single_shares_one_map_starts_as_identity_and_trains_every_table():
+    """dit.modulation=single: XL128 loses depth x (d x 6d + 6d) parameters for one shared map; zeroed, every
+    block is the identity at init, and each block's table and the shared map get gradients."""
+    with torch.device("meta"):
+        per_block, single = build("XL128"), build("XL128", modulation="single")
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    d = 1152
+    assert count(per_block) - count(single) == 28 * (d * 6 * d + 6 * d) - (d * 6 * d + 6 * d) - 28 * 6 * d
+    assert 605e6 < count(single) < 615e6  # Wan at the same width, depth and heads: 607M (docs/BENCHMARKS.md)
+    model = build("tiny", modulation="single")
+    assert not hasattr(model.blocks[0], "adaLN_modulation") and model.adaLN_single is not None
+    x, t, ctx, mask = inputs()
+    assert model(x, t, Conditioning(ctx, mask)).abs().max() == 0  # zero init, as adaLN-Zero
+    model = randomized(modulation="single")
+    x, t, ctx, mask = inputs(c=3, text_dim=32)
+    model(x, t, Conditioning(ctx, mask)).square().mean().backward()
+    assert all(b.modulation_table.grad.abs().sum() > 0 for b in model.blocks)
+    assert model.adaLN_single[-1].weight.grad.abs().sum() > 0
 
 
 GPU_BACKENDS = ["sdpa", "cudnn", "flash", "fa4", "xformers", "flex"]

@@ -23,9 +23,11 @@ def text(b=2, m=3):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("layout, text_conditioning", [("full", "cross"), ("factorized", "cross"), ("full", "joint")])
-def test_per_token_timesteps_that_are_all_equal_are_one_timestep(layout, text_conditioning):
-    model = randomized(attention_layout=layout, text_conditioning=text_conditioning)
+@pytest.mark.parametrize("layout, text_conditioning, modulation", [
+    ("full", "cross", "per_block"), ("factorized", "cross", "per_block"), ("full", "joint", "per_block"),
+    ("full", "cross", "single"), ("factorized", "cross", "single")])
+def test_per_token_timesteps_that_are_all_equal_are_one_timestep(layout, text_conditioning, modulation):
+    model = randomized(attention_layout=layout, text_conditioning=text_conditioning, modulation=modulation)
     x, t, cond = torch.randn(2, 3, 4, 8, 8), torch.rand(2), text()
     mask = torch.tensor([[1, 0, 1, 0], [0, 0, 1, 1]], dtype=torch.bool)
     same = cond.with_frames(torch.zeros_like(x), mask, t.clone())  # the given frames' t equals the clip's
@@ -66,8 +68,9 @@ def test_given_frames_are_written_in_and_kept_still_by_the_velocity():
     assert torch.equal(written[0, :, 0], frames[0, :, 0]) and torch.equal(written[0, :, 1:], x[0, :, 1:])
 
 
-def test_packed_clips_with_given_frames_equal_clips_run_alone():
-    model = randomized().eval()
+@pytest.mark.parametrize("modulation", ["per_block", "single"])
+def test_packed_clips_with_given_frames_equal_clips_run_alone(modulation):
+    model = randomized(modulation=modulation).eval()
     xs = [torch.randn(3, 4, 8, 8), torch.randn(3, 2, 6, 4)]
     masks = [torch.tensor([1, 0, 0, 1], dtype=torch.bool), torch.tensor([0, 1], dtype=torch.bool)]
     t, frame_t = torch.rand(2), torch.tensor([0.0, 0.03])

@@ -158,6 +158,9 @@ def _check_dit(d) -> None:
     if d.attention_layout.value == "factorized" and d.text_conditioning.value == "joint":
         raise SoraError("dit.text_conditioning=joint attends over all spacetime tokens: it needs "
                         "dit.attention_layout=full, not factorized")
+    if d.modulation.value == "single" and d.text_conditioning.value == "joint":
+        raise SoraError("dit.modulation=single shares the video stream's modulation; the joint text stream has its own "
+                        "per block: use dit.text_conditioning=cross, or dit.modulation=per_block")
 
 
 def _check_vae(v) -> None:
