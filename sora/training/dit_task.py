@@ -110,11 +110,13 @@ class DiTTask(Task):
             return cond
         modes, pt = dict(c.modes), self.model.dit.patch_size[0]
         if isinstance(latent, list):  # a pack: one mask a clip, each its own length
-            masks = [draw_frame_masks(1, z.shape[1], pt, modes)[0][0].to(like.device) for z in latent]
+            masks = [draw_frame_masks(1, z.shape[1], pt, modes)[0][0] for z in latent]
         else:
-            masks = draw_frame_masks(latent.shape[0], latent.shape[2], pt, modes)[0].to(like.device)  # b t
+            masks = draw_frame_masks(latent.shape[0], latent.shape[2], pt, modes)[0]  # b t
+        # Asked while the masks are still on the CPU: on the GPU the answer would wait for the queue (a sync a step).
         if not any(m.any() for m in (masks if isinstance(masks, list) else [masks])):
             return cond  # nothing given in this batch: no given latents to encode (a second VAE pass)
+        masks = [m.to(like.device) for m in masks] if isinstance(masks, list) else masks.to(like.device)
         frame_t = torch.rand(len(captions), device=like.device) * c.frame_noise  # b: noise augmentation level
         return cond.with_frames(self.given_latents(batch), masks, frame_t)
 
