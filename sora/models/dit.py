@@ -222,7 +222,7 @@ class DiT(nn.Module):
             "dit.modulation=single shares the video stream's modulation; use it with text_conditioning=cross")
         self.in_channels, self.patch_size = in_channels, tuple(patch_size)
         self.head_dim, self.rope_theta, self.pooled_text = hidden_size // num_heads, rope_theta, pooled_text
-        self.layout, self.text_conditioning, self.modulation = attention_layout, text_conditioning, modulation
+        self.layout, self.text_conditioning = attention_layout, text_conditioning
         self.sp_group = None  # see enable_sequence_parallel
         # Activation checkpointing on the first share of blocks: recompute them in backward, keep only inputs.
         self.num_checkpointed = round(checkpoint_fraction * depth)
