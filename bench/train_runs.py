@@ -105,8 +105,9 @@ def run_fp8(a) -> None:
         run_dir = Path(a.out) / f"fp8_{name}"
         extra = [f"data.eval_shards={a.data}/test-*.tar", "val.every_n_steps=0",
                  f"train.fp8={'null' if name == 'bf16' else name}"]
-        log = open(Path(a.out) / f"fp8_{name}.log", "w")
-        procs[name] = (subprocess.Popen(train_args(a, run_dir, a.steps, extra), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT), run_dir)
+        with open(Path(a.out) / f"fp8_{name}.log", "w") as log:  # the child keeps its own handle
+            procs[name] = (subprocess.Popen(train_args(a, run_dir, a.steps, extra), cwd=ROOT, stdout=log,
+                                            stderr=subprocess.STDOUT), run_dir)
     curves, vals = {}, {}
     for name, (proc, run_dir) in procs.items():
         if proc.wait() != 0:

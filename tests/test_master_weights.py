@@ -10,10 +10,9 @@ from sora.errors import SoraError
 from sora.models.dit import DiT
 from sora.training.master_weights import MasterWeightAdamW, lower_block_linears
 from tests.conftest import logged_losses, shrunk_overrides, train_in_process
+from tests.test_resilience import EXACT
 
 BF16 = ["train.param_dtype=bf16", "train.precision=bf16-mixed"]
-EXACT = ["optim.schedule=constant", "optim.warmup_steps=2", "train.sample_every_n_steps=0", "train.final_samples=false",
-         "train.log_every_n_steps=1", "train.checkpoint_every_n_steps=2"]
 
 
 def ones_linear() -> nn.Linear:

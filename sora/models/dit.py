@@ -357,9 +357,9 @@ class DiT(nn.Module):
             return rows if given is None else torch.where(given[None, :, None], per_clip_alt[ids][None], rows)
 
         c_tok = per_token(c, c_alt)  # 1 N hidden
-        # modulation=single: the shared map per clip, then per token (no per-token matmul)
-        shared = self._shared_modulation(c, None if c_alt is None else (c_alt, None))
-        c_blocks = c_tok if self.adaLN_single is None else per_token(shared[0], None if c_alt is None else shared[1][0])
+        c_blocks = c_tok  # modulation=single: the shared map per clip, then per token (no per-token matmul)
+        if self.adaLN_single is not None:
+            c_blocks = per_token(self.adaLN_single(c), None if c_alt is None else self.adaLN_single(c_alt))
         text_lens = cond.text_mask.sum(1)  # k
         text = context[cond.text_mask][None]  # 1 M hidden: the real text tokens of every clip, in order
         text_ids = torch.repeat_interleave(torch.arange(len(xs), device=tokens.device), text_lens)

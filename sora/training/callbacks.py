@@ -130,7 +130,7 @@ class Profile(L.Callback):
         Throughput._sync(module)
         wall_s = time.perf_counter() - self.t0
         self.prof.__exit__(None, None, None)
-        steps, self.t0 = steps or self.steps, None
+        steps, self.t0 = self.steps if steps is None else steps, None
         from torch.autograd import DeviceType
 
         events = self.prof.key_averages()
