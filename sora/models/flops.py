@@ -42,11 +42,12 @@ def dit_forward_flops(model, grid: tuple[int, int, int], text_len: int, batch_si
     else:
         per_block += 8 * m * d * d + 4 * m * d * mlp_hidden + 2 * d * 6 * d  # text qkv, proj, MLP; text adaLN
     adaln = 2 * d * model.blocks[0].n_mod * d  # adaLN: once per clip (per block, or once with modulation=single)
-    per_block += 0 if getattr(model, "adaLN_single", None) is not None else adaln
+    single = getattr(model, "adaLN_single", None) is not None
+    per_block += 0 if single else adaln
     embed = 2 * n * patch_dim * d + 2 * m * (text_dim * d + d * d) + 2 * 256 * d + 2 * d * d  # x, text, timestep MLP
     if model.pool_embed is not None:
         embed += 2 * d * d
-    final = 2 * n * d * patch_dim + 2 * d * 2 * d + (adaln if getattr(model, "adaLN_single", None) is not None else 0)
+    final = 2 * n * d * patch_dim + 2 * d * 2 * d + (adaln if single else 0)
     return float(batch_size * (len(model.blocks) * per_block + embed + final))
 
 
