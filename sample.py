@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 
 import hydra
-import torch
 
 from sora.config import check_sample_config, register_schemas
+from sora.devices import resolve_device
 from sora.errors import SoraError, exit_on_user_error
 
 log = logging.getLogger("sora.sample")
@@ -39,16 +39,6 @@ def resolve_jobs(cfg) -> tuple[list[str], list[Path]]:
     if not prompts:
         raise SoraError(f"prompts={cfg.prompts!r} holds no prompt")
     return prompts, [Path(cfg.out_dir) / f"{i:03d}.mp4" for i in range(len(prompts))]
-
-
-def resolve_device(name: str) -> torch.device:
-    try:
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else torch.device(name)
-    except RuntimeError as e:  # not a device string torch knows
-        raise SoraError(f"device={name!r}: {e}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SoraError(f"device={name!r}, but this torch sees no CUDA device (use device=auto or cpu)")
-    return device
 
 
 def sample(cfg) -> list[Path]:

@@ -110,153 +110,120 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty.*")
 
 
-def train(cfg, run_dir: Path) -> dict:
+def make_trainer(cfg, run_dir: Path, callbacks: list):
+    """Lightning's Trainer for train.*; its own refusals of accelerator, devices, precision or strategy in one line."""
     import lightning as L
     from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    from sora.devices import default_precision
+    from sora.errors import SoraError
+    from sora.training.resilience import AtomicCheckpointIO
+
+    t = cfg.train
+    try:
+        return L.Trainer(
+            strategy=make_strategy(cfg), num_nodes=t.num_nodes, max_steps=t.max_steps,
+            max_time={"minutes": t.max_minutes} if t.max_minutes else None,
+            accelerator=t.accelerator, devices=t.devices, precision=default_precision(t.precision, t.accelerator),
+            gradient_clip_val=cfg.optim.grad_clip or None, log_every_n_steps=t.log_every_n_steps,
+            logger=make_logger(cfg, run_dir), callbacks=callbacks, plugins=[AtomicCheckpointIO()],
+            default_root_dir=run_dir, enable_model_summary=False, num_sanity_val_steps=0,
+            enable_progress_bar=False,  # Progress reports against the nearer limit, steps or minutes
+        )
+    except (ValueError, ModuleNotFoundError, MisconfigurationException) as e:
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SoraError(f"train.accelerator={t.accelerator}, train.devices={t.devices}, "
+                        f"train.precision={t.precision}, train.strategy={t.strategy.value}: "
+                        f"Lightning refused them: {first_line}") from None
+
+
+def run_callbacks(cfg, task, run_dir: Path, buckets) -> list:
+    """Every run's callbacks (checkpoints, progress, data report, the profile), then the task's own."""
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
-    from sora.config import check_against_vae, check_train_config
-    from sora.data.buckets import BucketSet
-    from sora.data.stream import make_loader
-    from sora.errors import SoraError
-    from sora.diffusion.frame_modes import gives_frames
-    from sora.eval.end_of_run import probe_modes, probe_prompts, read_prompts, reconstruct
-    from sora.inference.bundle import ModelBundle, vae_from_config
-    from sora.inference.pipeline import SampleSettings
-    from sora.models.flops import num_params
-    from sora.models.geometry import LatentGeometry
-    from sora.models.vae import build_vae
-    from sora.training.callbacks import DataReport, Profile, SampleVideos, Throughput
+    from sora.training.callbacks import DataReport, Profile
     from sora.training.progress import Progress
-    from sora.training.validation import Validation
+    from sora.training.resilience import Preemption
+
+    t, ckpt_dir = cfg.train, run_dir / "checkpoints"
+    # Keep the newest keep_last_n step checkpoints (monitor the step, keep the largest) besides last.ckpt.
+    callbacks = [ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:07d}", auto_insert_metric_name=False,
+                                 every_n_train_steps=t.checkpoint_every_n_steps, save_top_k=t.keep_last_n,
+                                 monitor="step", mode="max", save_last=True),
+                 LearningRateMonitor("step"), DataReport(), Preemption(ckpt_dir / "last.ckpt"),
+                 Progress(t.max_minutes, t.progress_every_s)]
+    if t.profile_steps > 0:  # a window from one step's start to a later one's: every callback's work inside
+        callbacks.append(Profile(run_dir / "profile", t.profile_start_step, t.profile_steps))
+    return callbacks + task.callbacks(run_dir, buckets)
+
+
+def train(cfg, run_dir: Path) -> dict:
+    import lightning
+
+    from sora.config import check_train_config
+    from sora.data.buckets import BucketSet
+    from sora.training import TASKS
     from sora.training.datamodule import ClipDataModule
-    from sora.training.dit_task import DiTTask
-    from sora.training.resilience import (AtomicCheckpointIO, NonFiniteError, Preemption, find_resume_checkpoint,
-                                          run_record)
-    from sora.training.vae_task import VAETask
+    from sora.training.resilience import (
+        NonFiniteError,
+        find_resume_checkpoint,
+        run_record,
+    )
+    from sora.training.validation import Validation
 
     quiet_libraries()
     check_train_config(cfg)  # keys, ranges and settings that must agree: a bad value fails here, naming its key
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
-    ckpt_dir = run_dir / "checkpoints"
+    ckpt_dir, last = run_dir / "checkpoints", run_dir / "checkpoints" / "last.ckpt"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, ckpt_dir / "config.yaml", resolve=True)  # beside the checkpoints it describes
     prepare_data(cfg)
-    is_dit = cfg.task.kind.value == "dit"
-    if is_dit:
-        warn_missing_prompts(cfg)
-    L.seed_everything(cfg.train.seed, workers=True, verbose=False)
+    warn_missing_prompts(cfg)
+    lightning.seed_everything(cfg.train.seed, workers=True, verbose=False)
 
-    # The VAE (trained, from vae.ckpt) decides the frame rule: every bucket is checked against it before the
-    # DiT is built.
-    if is_dit:
-        vae, cfg = vae_from_config(cfg)
-        geometry = LatentGeometry.of(vae, cfg.dit.patch_size)
-    else:
-        with torch.device("meta"):
-            geometry = LatentGeometry.of(build_vae(cfg.vae))
-    check_against_vae(cfg, geometry)
-    module = DiTTask(cfg, ModelBundle.build(cfg, vae=vae)) if is_dit else VAETask(cfg)
-    log.info("task=%s  params: %s", cfg.task.kind.value, f"dit {num_params(module.model.dit)}, text "
-             f"{num_params(module.model.text)}" if is_dit else f"vae {num_params(module.vae)}")
-
+    task = TASKS[cfg.task.kind.value].from_config(cfg)  # buckets checked against the VAE before the model is built
+    log.info(task.describe())
+    buckets = BucketSet.from_config(cfg.data, task.geometry)  # per-bucket batch sizes from the token budget
     if cfg.train.dry_run:
         from sora.training.dry_run import dry_run
 
-        if not is_dit:
-            raise SoraError("train.dry_run=true reports on a DiT run (task=dit)")
-        report = dry_run(cfg, module.model, BucketSet.from_config(cfg.data, geometry))
+        report = dry_run(cfg, task.model, buckets)
         (run_dir / "dry_run.json").write_text(json.dumps(report, indent=1))
         log.info("dry run: nothing trained; the report is in %s", run_dir / "dry_run.json")
         return {"dry_run": report}
-    module.run_record = run_record()
-    last = ckpt_dir / "last.ckpt"
-    # Keep the newest keep_last_n step checkpoints (monitor the step, keep the largest) besides last.ckpt.
-    callbacks = [ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:07d}", auto_insert_metric_name=False,
-                                 every_n_train_steps=cfg.train.checkpoint_every_n_steps,
-                                 save_top_k=cfg.train.keep_last_n, monitor="step", mode="max", save_last=True),
-                 LearningRateMonitor("step"), DataReport(), Preemption(last),
-                 Progress(cfg.train.max_minutes, cfg.train.progress_every_s)]
-    buckets = BucketSet.from_config(cfg.data, geometry)  # per-bucket batch sizes from the token budget
-    validation = None
-    if is_dit:
-        callbacks.append(Throughput(window=cfg.train.log_every_n_steps))
-        if cfg.data.eval_shards:  # the validation loss: every val.every_n_steps and at the end
-            validation = Validation(cfg.data, cfg.val, buckets, run_dir / "val_loss.jsonl")
-            callbacks.append(validation)
-    if cfg.train.profile_steps > 0:  # a window from one step's start to a later one's: every callback's work inside
-        callbacks.append(Profile(run_dir / "profile", cfg.train.profile_start_step, cfg.train.profile_steps))
-    if is_dit and cfg.train.sample_every_n_steps > 0:
-        callbacks.append(SampleVideos(read_prompts(cfg.data.eval_prompts), run_dir / "samples", cfg.train.sample_every_n_steps))
-    on_gpu = torch.cuda.is_available() and cfg.train.accelerator in ("auto", "gpu", "cuda")
-    strategy, logger = make_strategy(cfg), make_logger(cfg, run_dir)
-    try:
-        trainer = L.Trainer(
-            strategy=strategy, num_nodes=cfg.train.num_nodes,
-            max_steps=cfg.train.max_steps,
-            max_time={"minutes": cfg.train.max_minutes} if cfg.train.max_minutes else None,
-            accelerator=cfg.train.accelerator, devices=cfg.train.devices,
-            precision=cfg.train.precision or ("bf16-mixed" if on_gpu else "32-true"),
-            gradient_clip_val=cfg.optim.grad_clip or None,
-            log_every_n_steps=cfg.train.log_every_n_steps,
-            logger=logger, callbacks=callbacks, plugins=[AtomicCheckpointIO()],
-            default_root_dir=run_dir, enable_model_summary=False, num_sanity_val_steps=0,
-            enable_progress_bar=False,  # Progress reports against the nearer limit, steps or minutes
-        )
-    except (ValueError, ModuleNotFoundError, MisconfigurationException) as e:  # Lightning's own checks of these keys
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise SoraError(f"train.accelerator={cfg.train.accelerator}, train.devices={cfg.train.devices}, "
-                        f"train.precision={cfg.train.precision}, train.strategy={cfg.train.strategy.value}: "
-                        f"Lightning refused them: {first_line}") from None
+    task.run_record = run_record()
+    trainer = make_trainer(cfg, run_dir, run_callbacks(cfg, task, run_dir, buckets))
     if trainer.is_global_zero:
-        (run_dir / "run.json").write_text(json.dumps(module.run_record, indent=1))  # commit, versions, command, host
+        (run_dir / "run.json").write_text(json.dumps(task.run_record, indent=1))  # commit, versions, command, host
     resume = find_resume_checkpoint(ckpt_dir)
     if resume:
         log.info("resuming from %s", resume)
-    if is_dit and cfg.data.latent_cache:
-        from sora.data.latent_cache import check_cache
-
-        check_cache(cfg.data.latent_cache, module.model.vae, module.model.text, gives_frames(cfg.conditioning.modes))
-    sp = cfg.train.sequence_parallel_size
-    datamodule = ClipDataModule(cfg.data, cfg.train.seed, buckets, sp if is_dit else 1)
+    task.check_before_training()
+    datamodule = ClipDataModule(cfg.data, cfg.train.seed, buckets, task.sequence_parallel_size)
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
+        trainer.fit(task, datamodule=datamodule, ckpt_path=resume, weights_only=True)
     except NonFiniteError as e:
         trainer.save_checkpoint(last, weights_only=False)
         raise NonFiniteError(f"{e}. Checkpoint of the last good weights: {last}") from None
     preempted = getattr(trainer, "sora_preempted", None)
-    if not preempted:
-        trainer.save_checkpoint(last, weights_only=False)  # also when max_minutes stopped the run between checkpoint steps
-    log.info("trained %d steps; checkpoint %s", trainer.global_step, last)
     if preempted:
         log.warning("stopped by %s at step %d; rerun the same command to resume", preempted, trainer.global_step)
         return {"steps": trainer.global_step, "checkpoint": str(last), "preempted": preempted}
+    trainer.save_checkpoint(last, weights_only=False)  # also when max_minutes stopped the run between checkpoints
+    log.info("trained %d steps; checkpoint %s", trainer.global_step, last)
 
     results = {"steps": trainer.global_step, "checkpoint": str(last), "skipped_samples": dict(datamodule.skipped)}
+    validation = next((c for c in trainer.callbacks if isinstance(c, Validation)), None)
     if validation is not None and validation.history:  # the last evaluation is the final weights' (on_train_end)
-        final = validation.history[-1]
-        results["val_loss"], results["val"] = final["loss"], final
-    if is_dit and cfg.train.final_samples:
-        module.gather_for_sampling()  # sharded runs: every rank takes part, rank 0 samples
+        results["val_loss"], results["val"] = validation.history[-1]["loss"], validation.history[-1]
+    task.prepare_final()
     if trainer.is_global_zero:
         if cfg.train.final_samples:
             t0 = time.time()
-            final = run_dir / "samples" / "final"
-            if is_dit:
-                prompts = {"heldout": cfg.data.eval_prompts, "train": cfg.data.train_prompts}
-                bundle = module.sampling_bundle(ema=True)
-                results["probe"] = probe_prompts(bundle, prompts, final, cfg.train.samples_per_prompt,
-                                                 SampleSettings.of(cfg))
-                if gives_frames(cfg.conditioning.modes):  # it learnt to take frames: score each prompting mode
-                    results["modes"] = probe_modes(bundle, cfg.data, final / "modes", SampleSettings.of(cfg))
-            else:
-                eval_data = cfg.data.copy()
-                eval_data.shards, eval_data.num_workers = cfg.data.eval_shards or cfg.data.shards, 0
-                results.update(reconstruct(module.vae, make_loader(eval_data, seed=1), final, cfg.data.sample_fps,
-                                           lpips=module.lpips))
+            results.update(task.final_results(run_dir))
             results["eval_seconds"] = round(time.time() - t0, 1)
-            log.info("samples in %s", final)
+            log.info("samples in %s", run_dir / "samples" / "final")
         # Written only when a run finishes (not when preempted): its presence says the run is complete.
         (run_dir / "results.json").write_text(json.dumps(results, indent=1))
         print(json.dumps(results, indent=1), flush=True)

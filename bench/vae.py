@@ -46,7 +46,6 @@ def peak_rss_mb() -> float:
 
 def held_out_clips(pattern: str) -> list[torch.Tensor]:
     """Every clip of the shards as 1 3 t h w in [-1, 1], cropped to a multiple of 8 in h and w."""
-    import io
     import tarfile
 
     from sora.data.video_io import read_video
@@ -102,9 +101,9 @@ def quality(runs: dict[str, str], shards: str, lpips_path: str | None, frames: i
 
 def build(kind: str, **kw) -> torch.nn.Module:
     if kind == "ours":
-        from sora.models.vae import CausalVAE
+        from sora.models.vae import CausalVAE, VAEArgs
 
-        return CausalVAE(latent_channels=16, **kw)
+        return CausalVAE(VAEArgs(kind="causal3d", latent_channels=16, **kw))
     from diffusers import AutoencoderKLWan
 
     wan = AutoencoderKLWan(**WAN_SAME_SIZE)

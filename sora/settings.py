@@ -38,9 +38,14 @@ class Range:
     lt: float | None = None
     choices: Callable[[], Iterable[str]] | None = None  # read at check time: a registry may grow after import
     each: bool = False  # a list: every element is checked
+    must: str | None = None  # what the message says the value must be, in place of the bounds
 
     def problem(self, value) -> str | None:
         """None when `value` is allowed, else what it must be."""
+        want = self._problem(value)
+        return None if want is None else (self.must or want)
+
+    def _problem(self, value) -> str | None:
         values = list(value) if self.each else [value]
         for v in values:
             if self.choices is not None:
@@ -69,11 +74,12 @@ UNBOUNDED = Range()  # a number any value of its type may take (a seed, a fixed 
 
 
 def setting(default: Any = MISSING, *, ge=None, gt=None, le=None, lt=None, choices=None, each: bool = False,
-            factory: Callable[[], Any] | None = None, unbounded: bool = False):
+            factory: Callable[[], Any] | None = None, unbounded: bool = False, must: str | None = None):
     """A dataclass field with its range: `setting(4, ge=1)`, `setting("euler", choices=lambda: SAMPLERS)`,
-    `setting(factory=lambda: [1, 2, 2], ge=1, each=True)`; `unbounded=True` says a number has no limits."""
-    bounds = Range(ge, gt, le, lt, choices, each)
-    if bounds == Range(each=each) and not unbounded:
+    `setting(factory=lambda: [1, 2, 2], ge=1, each=True)`; `unbounded=True` says a number has no limits; `must`
+    words the message for a rule the bounds only part of (a list's length, checked in `check`)."""
+    bounds = Range(ge, gt, le, lt, choices, each, must)
+    if bounds == Range(each=each, must=must) and not unbounded:
         raise TypeError("setting() needs a range (ge, gt, le, lt or choices), or unbounded=True")
     meta = {"range": bounds}
     if factory is not None:

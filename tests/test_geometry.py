@@ -5,11 +5,11 @@ import torch
 
 from sora.errors import SoraError
 from sora.models.geometry import LatentGeometry
-from sora.models.vae import CausalVAE, PixelVAE
+from sora.models.vae import CausalVAE, PixelVAE, VAEArgs
 
 
 def test_of_a_causal_vae_matches_what_it_encodes():
-    vae = CausalVAE(4, 4, 8, base_channels=8, channel_mult=(1, 1, 2, 2)).eval()
+    vae = CausalVAE(VAEArgs("causal3d", 4, 4, 8, base_channels=8, channel_mult=[1, 1, 2, 2])).eval()
     geometry = LatentGeometry.of(vae, (1, 2, 2))
     for frames, h, w in [(1, 32, 48), (5, 32, 32), (9, 16, 48)]:
         z = vae.encode(torch.randn(1, 3, frames, h, w), sample=False)

@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from sora.data.video_io import encode_mp4, read_video
-from sora.diffusion.frame_modes import MODES, draw_frame_masks, gives_frames
-from sora.diffusion.objectives import RectifiedFlow
+from sora.diffusion.frame_modes import MASKS_BY_MODE as MODES
+from sora.diffusion.frame_modes import draw_frame_masks, gives_frames
+from sora.diffusion.objectives import ObjectiveArgs, RectifiedFlow
 from sora.models.conditioning import Conditioning
-from sora.models.vae import CausalVAE, PixelVAE, encode_frames_alone
+from sora.models.vae import CausalVAE, PixelVAE, VAEArgs, encode_frames_alone
 from tests.conftest import sample_in_process, shrunk_overrides, train_in_process
 from tests.test_dit import randomized
 
@@ -51,14 +52,14 @@ def test_the_loss_ignores_the_given_frames():
     x0 = torch.randn(2, 3, 4, 8, 8)
     mask = torch.tensor([[1, 1, 0, 0], [0, 0, 0, 1]], dtype=torch.bool)
     cond = text().with_frames(x0, mask, torch.zeros(2))
-    RectifiedFlow().loss(Spy(), x0, cond).backward()
+    RectifiedFlow(ObjectiveArgs(prediction="velocity")).loss(Spy(), x0, cond).backward()
     grad = outputs[0].grad  # b c t h w
     given = mask[:, None, :, None, None].expand_as(grad)
     assert grad[given].abs().max() == 0 and grad[~given].abs().min() > 0
 
 
 def test_given_frames_are_written_in_and_kept_still_by_the_velocity():
-    flow, model = RectifiedFlow(prediction="x0"), randomized()
+    flow, model = RectifiedFlow(ObjectiveArgs(prediction="x0")), randomized()
     x, frames = torch.randn(2, 3, 4, 8, 8), torch.randn(2, 3, 4, 8, 8)
     mask = torch.tensor([[1, 0, 0, 0], [0, 0, 0, 1]], dtype=torch.bool)
     cond = text().with_frames(frames, mask, torch.zeros(2))
@@ -93,7 +94,7 @@ def test_no_causal_leak_into_a_given_latent():
     """A given latent frame is made from its own frames: changing earlier frames does not change it (the causal
     VAE's own latent of that frame would change)."""
     torch.manual_seed(0)
-    vae = CausalVAE(4, 4, 8, base_channels=8, channel_mult=(1, 1, 2, 2)).eval()
+    vae = CausalVAE(VAEArgs("causal3d", 4, 4, 8, base_channels=8, channel_mult=[1, 1, 2, 2])).eval()
     video = torch.randn(1, 3, 9, 16, 16)
     earlier = video.clone()
     earlier[:, :, 1:5] = torch.randn_like(earlier[:, :, 1:5])  # the frames of latent frame 1
@@ -126,7 +127,7 @@ def test_the_mixture_draws_every_mode_and_keeps_something_to_make():
     assert gives_frames({"none": 1.0, "first": 0.1}) and not gives_frames({"none": 1.0, "first": 0.0})
     from dataclasses import fields
 
-    from sora.config.schema import FrameModes
+    from sora.diffusion.frame_modes import FrameModes
 
     assert [f.name for f in fields(FrameModes)] == list(MODES)  # conditioning.modes.NAME for every mode, no other
 

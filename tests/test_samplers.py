@@ -4,10 +4,12 @@ import pytest
 import torch
 
 from sora.diffusion.guidance import guided_velocity
-from sora.diffusion.objectives import RectifiedFlow
+from sora.diffusion.objectives import ObjectiveArgs, RectifiedFlow
 from sora.diffusion.samplers import SAMPLERS, euler, heun
 from sora.diffusion.schedules import SCHEDULES, shifted, uniform
 from sora.models.conditioning import Conditioning
+
+VELOCITY = ObjectiveArgs(prediction="velocity")  # the tests below were written for velocity prediction
 
 
 def gaussian_velocity(mu: torch.Tensor, sigma: float):
@@ -58,20 +60,20 @@ def test_rectified_flow_loss_vanishes_for_the_exact_velocity():
     def oracle(xt, t, cond):  # single data point c: v = (x_t - c) / t
         return (xt - c) / t.view(-1, 1, 1, 1, 1)
 
-    flow, text_only = RectifiedFlow(), Conditioning(torch.zeros(4, 1, 1), torch.ones(4, 1, dtype=torch.bool))
+    flow, text_only = RectifiedFlow(VELOCITY), Conditioning(torch.zeros(4, 1, 1), torch.ones(4, 1, dtype=torch.bool))
     assert flow.loss(oracle, x0, text_only) < 1e-8
     assert flow.loss(lambda xt, t, cond: torch.zeros_like(xt), x0, text_only) > 0.1
     # x0 prediction: the network that outputs the data point is exact, and v = (x_t - x0) / t
-    flow = RectifiedFlow(prediction="x0", t_min=1e-6)
+    flow = RectifiedFlow(ObjectiveArgs(prediction="x0", t_min=1e-6))
     assert flow.loss(lambda xt, t, cond: c.expand_as(xt), x0, text_only) < 1e-8
     xt, t = torch.randn(4, 3, 2, 4, 4), torch.full((4,), 0.25)
     torch.testing.assert_close(flow.velocity(lambda *a: c.expand_as(xt), xt, t, text_only), (xt - c) / 0.25)
 
 
 def test_logit_normal_timesteps():
-    t = RectifiedFlow(0.0, 1.0).sample_t(20000, "cpu")
+    t = RectifiedFlow(ObjectiveArgs(0.0, 1.0)).sample_t(20000, "cpu")
     assert 0 < t.min() and t.max() < 1 and abs(t.median().item() - 0.5) < 0.02
-    assert RectifiedFlow(1.0, 1.0).sample_t(20000, "cpu").median() > 0.7  # mean shifts towards noise
+    assert RectifiedFlow(ObjectiveArgs(1.0, 1.0)).sample_t(20000, "cpu").median() > 0.7  # mean shifts towards noise
 
 
 @pytest.mark.parametrize("prediction", ["velocity", "x0"])
@@ -83,7 +85,7 @@ def test_packed_loss_is_the_loss_of_the_clips_run_alone(prediction):
     model = DiT(3, 8, hidden_size=32, depth=1, num_heads=2, patch_size=(1, 2, 2))
     for p in model.parameters():
         torch.nn.init.normal_(p, std=0.05)
-    flow = RectifiedFlow(prediction=prediction)
+    flow = RectifiedFlow(ObjectiveArgs(prediction=prediction))
     x0s = [torch.randn(3, 2, 4, 4), torch.randn(3, 1, 6, 8)]
     cond = Conditioning(torch.randn(2, 4, 8), torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]], dtype=torch.bool))
     torch.manual_seed(1)
@@ -145,7 +147,7 @@ class ReadsCondition(torch.nn.Module):
 
 
 def test_guidance_is_uncond_plus_scale_times_the_difference():
-    flow, model, x = RectifiedFlow(), ReadsCondition(), torch.zeros(2, 1, 1, 2, 2)
+    flow, model, x = RectifiedFlow(VELOCITY), ReadsCondition(), torch.zeros(2, 1, 1, 2, 2)
     mask = torch.ones(2, 1, dtype=torch.bool)
     uncond, cond = Conditioning(torch.zeros(2, 1, 1), mask), Conditioning(torch.ones(2, 1, 1), mask)
     assert guided_velocity(flow, model, [uncond, cond], [4.0])(x, 0.5).unique().tolist() == [4.0]  # 0 + 4 (1 - 0)
@@ -153,7 +155,7 @@ def test_guidance_is_uncond_plus_scale_times_the_difference():
 
 
 def test_two_scales_weigh_each_step_of_the_chain():
-    flow, model, x = RectifiedFlow(), ReadsCondition(), torch.zeros(1, 1, 1, 2, 2)
+    flow, model, x = RectifiedFlow(VELOCITY), ReadsCondition(), torch.zeros(1, 1, 1, 2, 2)
     mask = torch.ones(1, 1, dtype=torch.bool)
     chain = [Conditioning(torch.full((1, 1, 1), v), mask) for v in (0.0, 1.0, 3.0)]  # none, visual, visual + text
     v = guided_velocity(flow, model, chain, [2.0, 5.0])(x, 0.5)

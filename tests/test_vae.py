@@ -1,13 +1,13 @@
 import pytest
 import torch
 
-from sora.models.vae import CausalVAE, PixelVAE
+from sora.models.vae import CausalVAE, PixelVAE, VAEArgs
 
 
 def small_vae(**kw):
     args = dict(latent_channels=4, temporal_compression=4, spatial_compression=8, base_channels=8,
                 channel_mult=(1, 2, 2, 2), num_res_blocks=1)
-    return CausalVAE(**{**args, **kw}).eval()
+    return CausalVAE(VAEArgs(kind="causal3d", **{**args, **kw})).eval()
 
 
 @pytest.mark.parametrize("num_frames", [1, 5, 9])
@@ -88,6 +88,7 @@ def test_shortcuts_keep_shapes_and_causality():
     # the shortcut is a path of its own: with the conv zeroed, a downsample passes each channel's 2x2 means of
     # the two frames it folds (the first frame paired with itself) as two channels
     from einops import rearrange
+
     from sora.models.vae import Downsample
 
     down = Downsample(4, 8, temporal=True, shortcut=True)

@@ -1,15 +1,28 @@
-"""The config schema: every key a user can set, its type and default, in one dataclass per component.
+"""The config schema: every key a user can set, composed from each component's settings dataclass.
 
-The YAML files under `configs/` hold values; these classes hold the keys. Each section names the constructor
-that consumes it (DiTConfig holds `sora.models.dit.DiT`'s plain arguments, and so on). Ranges and settings that
-must agree are checked in sora/config/checks.py.
+A component below this package owns its settings (`VAEArgs` in sora/models/vae.py, `SamplerArgs` in
+sora/diffusion/samplers.py, ...): type, default, range and the rules between its fields, in one place
+(sora/settings.py). Settings of what sits above sora.config (the training loop, sample.py, evaluation) and of
+provenance are declared here the same way. The defaults are the CPU quick start (`python train.py` with no
+overrides); a preset under configs/ states only what it changes. Rules between sections are in checks.py.
 """
 
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import List, Optional
 
 from omegaconf import DictConfig, OmegaConf
+
+from sora.diffusion.frame_modes import ConditioningArgs
+from sora.diffusion.objectives import ObjectiveArgs
+from sora.diffusion.samplers import SAMPLERS, SamplerArgs
+from sora.diffusion.schedules import SCHEDULES
+from sora.errors import SoraError
+from sora.models.fp8 import RECIPES as FP8_RECIPES
+from sora.models.text import TextArgs
+from sora.models.vae import VAEArgs
+from sora.settings import Settings, setting
 
 # ---------------------------------------------------------------------------------------------------------------
 # Model parts
@@ -62,113 +75,6 @@ class DiTConfig:
     # per_block: each block's own adaLN map (DiT); single: one shared map + a table per block (adaLN-single,
     # PixArt-alpha; as Wan), 27% fewer parameters at XL. text_conditioning=cross only.
     modulation: Modulation = Modulation.per_block
-
-
-class VAEKind(str, Enum):
-    pixel = "pixel"  # identity: the DiT works on pixels
-    causal3d = "causal3d"  # causal 3D convolutional KL autoencoder
-    diffusers = "diffusers"  # a diffusers video VAE (Wan, CogVideoX, HunyuanVideo, LTX-Video) from a local directory
-
-
-@dataclass
-class VAEConfig:
-    """Plain constructor arguments of `sora.models.vae.CausalVAE` (or the identity `PixelVAE`); `ckpt` loads a trained
-    one (sora.inference.checkpoint.load_vae; its architecture then comes from the checkpoint); kind=diffusers loads
-    a pretrained one from `path` (sora/models/diffusers_vae.py). The last four keys bound encode/decode memory
-    for every kind (sora/models/vae_tiling.py)."""
-
-    kind: VAEKind = VAEKind.pixel
-    latent_channels: int = 3
-    temporal_compression: int = 1
-    spatial_compression: int = 1
-    base_channels: int = 64
-    channel_mult: List[int] = field(default_factory=lambda: [1, 2, 4, 4])
-    num_res_blocks: int = 1
-    # Residual space-to-channel shortcuts around every down- and upsampling (DC-AE, Chen et al. 2024): what lets a
-    # high-compression autoencoder train as well as a shallow one.
-    shortcuts: bool = False
-    ckpt: Optional[str] = None
-    # kind=diffusers: a directory written by diffusers' save_pretrained (config.json + weights).
-    path: Optional[str] = None
-    # Causal chunked encode/decode: pixel frames a chunk after the first frame (a multiple of temporal_compression;
-    # the result equals the whole clip's). null: chosen from memory_budget_gb; 0: the whole clip at once.
-    chunk_frames: Optional[int] = None
-    # Spatial tiles of tile_px pixels overlapping by tile_overlap_px, blended linearly. null: chosen from
-    # memory_budget_gb; 0: never tiled.
-    tile_px: Optional[int] = None
-    tile_overlap_px: int = 32
-    # Activation memory one encode or decode may use when chunk_frames / tile_px are null.
-    memory_budget_gb: float = 2.0
-
-
-class TextKind(str, Enum):
-    vocab = "vocab"  # small trainable encoder over a word vocabulary
-    hf = "hf"  # frozen T5 or CLIP text encoder from the transformers library, loaded from a local directory
-
-
-@dataclass
-class TextConfig:
-    """`sora.models.text.build_text_encoder`: the word encoder's constructor arguments, or a frozen one's path."""
-
-    kind: TextKind = TextKind.vocab
-    # vocab: the words it knows (others map to <unk>); the built-in dataset's words by default.
-    vocab: List[str] = field(default_factory=list)
-    width: int = 128
-    depth: int = 1
-    num_heads: int = 4
-    max_tokens: int = 16
-    # hf: a directory written by `save_pretrained` holding the model and its tokenizer.
-    path: Optional[str] = None
-
-
-class Prediction(str, Enum):
-    velocity = "velocity"  # the network outputs v = eps - x0
-    x0 = "x0"  # the network outputs the clean latent; v = (x_t - x0) / t (JiT)
-
-
-@dataclass
-class ObjectiveConfig:
-    """Rectified flow with logit-normal timesteps (Esser et al. 2024, eq. 19); see sora/diffusion/objectives.py."""
-
-    logit_normal_mean: float = 0.0
-    logit_normal_std: float = 1.0
-    prediction: Prediction = Prediction.velocity
-    t_min: float = 0.05  # x0 prediction: floor of t in v = (x_t - x0) / t
-
-
-@dataclass
-class SamplerConfig:
-    """How samples are drawn (sora/diffusion/): the names are keys of SAMPLERS and SCHEDULES, checked at start."""
-
-    name: str = "euler"  # sora.diffusion.samplers.SAMPLERS
-    steps: int = 30
-    cfg: float = 4.0  # classifier-free guidance scale (1: none)
-    schedule: str = "uniform"  # sora.diffusion.schedules.SCHEDULES: uniform, or shifted (SD3 eq. 23)
-    shift: float = 3.0  # schedule=shifted: t' = shift t / (1 + (shift - 1) t); SD3 uses 3 at 1024^2
-
-
-@dataclass
-class FrameModes:
-    """Relative probability of each mode of sora.diffusion.frame_modes.MODES (normalised by their sum)."""
-
-    none: float = 1.0  # text to video
-    first: float = 0.0  # the first frame given: image to video
-    first_k: float = 0.0  # the first k: extend forwards
-    last_k: float = 0.0  # the last k: extend backwards
-    first_last: float = 0.0  # both ends: connect, loop, interpolate
-    keyframes: float = 0.0  # frames anywhere
-
-
-@dataclass
-class ConditioningConfig:
-    """Frames given as a condition in training (sora/diffusion/frame_modes.py, sora/training/dit_task.py): the
-    mixture of modes, and the noise on the given frames. configs/conditioning/ holds the mixtures (the quick start's
-    is `mixed`); these defaults, text to video only, are what checkpoints written before frame conditioning read."""
-
-    modes: FrameModes = field(default_factory=FrameModes)
-    # The given frames' timestep is drawn from [0, frame_noise] in training (noise augmentation, as CogVideoX and
-    # LTX-Video add); sampling gives them clean (t = 0).
-    frame_noise: float = 0.05
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -230,7 +136,7 @@ class DataConfig:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Training
+# Training (train.py and sora/training own these; their consumers sit above sora.config, so they are declared here)
 # ---------------------------------------------------------------------------------------------------------------
 
 
@@ -240,20 +146,25 @@ class TaskKind(str, Enum):
 
 
 @dataclass
-class TaskConfig:
+class TaskConfig(Settings):
     """Which task train.py runs (sora/training/dit_task.py or vae_task.py), and the VAE task's loss weights."""
 
     kind: TaskKind = TaskKind.dit
     # vae task: the loss is L1 + kl_weight KL + lpips_weight LPIPS + adaptive-weighted gan_weight GAN (VQGAN, Esser
     # et al. 2021, eq. 7), as Wan-VAE, HunyuanVideo and Open-Sora's autoencoders train (sora/training/vae_task.py).
-    kl_weight: float = 1e-6  # KL to N(0, I) against the L1 reconstruction
-    lpips_weight: float = 0.0  # LPIPS perceptual loss (Zhang et al. 2018); needs lpips_backbone
+    kl_weight: float = setting(1e-6, ge=0)  # KL to N(0, I) against the L1 reconstruction
+    lpips_weight: float = setting(0.0, ge=0)  # LPIPS perceptual loss (Zhang et al. 2018); needs lpips_backbone
     # LPIPS's VGG16 `features` weights (a torchvision-layout state dict, .pth or .safetensors): never downloaded.
     # When set, LPIPS is also logged (val and train) whatever lpips_weight is.
     lpips_backbone: Optional[str] = None
-    gan_weight: float = 0.0  # hinge GAN with a 3D patch discriminator; 0: no discriminator at all
-    gan_start_step: int = 2000  # the discriminator trains and the generator sees it from this step on
-    disc_channels: int = 64  # the discriminator's first layer width (then x2, x4)
+    gan_weight: float = setting(0.0, ge=0)  # hinge GAN with a 3D patch discriminator; 0: no discriminator at all
+    gan_start_step: int = setting(2000, ge=0)  # the discriminator trains and the generator sees it from this step on
+    disc_channels: int = setting(64, ge=1)  # the discriminator's first layer width (then x2, x4)
+
+    def check(self, at: str = "") -> None:
+        if self.lpips_weight > 0 and not self.lpips_backbone:
+            raise SoraError(f"{at}lpips_weight > 0 needs {at}lpips_backbone: a local VGG16 weights file "
+                            "(nothing is downloaded; docs/VAE.md says how to make one)")
 
 
 class LRSchedule(str, Enum):
@@ -262,16 +173,22 @@ class LRSchedule(str, Enum):
 
 
 @dataclass
-class OptimConfig:
+class OptimConfig(Settings):
     """`sora.training.optim.adamw`: AdamW and its learning-rate schedule."""
 
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    betas: List[float] = field(default_factory=lambda: [0.9, 0.99])
-    warmup_steps: int = 100
-    schedule: LRSchedule = LRSchedule.constant
-    decay_fraction: float = 0.2  # wsd: share of training (steps or minutes, whichever is further) spent decaying
-    grad_clip: float = 1.0
+    lr: float = setting(1e-3, gt=0)
+    weight_decay: float = setting(0.0, ge=0)
+    betas: List[float] = setting(factory=lambda: [0.9, 0.99], ge=0, lt=1, each=True, must="two numbers in [0, 1)")
+    warmup_steps: int = setting(100, ge=0)
+    # WSD anneals to zero over the last decay_fraction of the run (steps or minutes, whichever is further), so the
+    # quick start ends annealed wherever its time budget stops it.
+    schedule: LRSchedule = LRSchedule.wsd
+    decay_fraction: float = setting(0.3, ge=0, le=1)
+    grad_clip: float = setting(1.0, ge=0)
+
+    def check(self, at: str = "") -> None:
+        if len(self.betas) != 2:
+            raise SoraError(f"{at}betas must be two numbers in [0, 1), got {list(self.betas)}")
 
 
 class WandbMode(str, Enum):
@@ -281,7 +198,7 @@ class WandbMode(str, Enum):
 
 
 @dataclass
-class LoggerConfig:
+class LoggerConfig(Settings):
     """train.py's logger: wandb (offline by default) or CSV."""
 
     wandb: WandbMode = WandbMode.offline
@@ -296,64 +213,89 @@ class Strategy(str, Enum):
 
 
 @dataclass
-class TrainLoopConfig:
+class TrainLoopConfig(Settings):
     """train.py's loop: Lightning's Trainer, checkpoints, EMA, parallelism, the end-of-run evaluation."""
 
-    max_steps: int = 2000
+    # The quick start is bounded by max_minutes (13 minutes + ~40 s of dataset, start-up and final samples: under
+    # 15 minutes on 2 cores); -1 with max_minutes set: no step limit.
+    max_steps: int = setting(100000, ge=-1)
     # Wall-clock budget in minutes (null: none): training stops at whichever comes first, steps or time.
-    max_minutes: Optional[float] = None
-    seed: int = 0
-    ema_decay: float = 0.999
-    caption_dropout: float = 0.1  # captions dropped with this probability, for classifier-free guidance
+    max_minutes: Optional[float] = setting(13.0, gt=0)
+    seed: int = setting(0, unbounded=True)
+    # A short average: on a 3000-step checkpoint EMA(0.995) scored held-out direction 0.72, the raw weights 0.83.
+    ema_decay: float = setting(0.99, ge=0, lt=1)
+    caption_dropout: float = setting(0.1, ge=0, le=1)  # captions dropped with this probability, for guidance
     accelerator: str = "auto"
-    devices: str = "auto"  # per node: "auto", a count ("8") or a list ("[0,1]")
-    num_nodes: int = 1
+    devices: str = "auto"  # per node: "auto", a count ("8"), -1 (all) or a list ("[0,1]")
+    num_nodes: int = setting(1, ge=1)
     strategy: Strategy = Strategy.auto
     # Ulysses sequence parallelism: each clip's tokens split over this many ranks (a divisor of the world size;
     # needs attention_layout=full, text_conditioning=cross). 1: off.
-    sequence_parallel_size: int = 1
+    sequence_parallel_size: int = setting(1, ge=1)
     precision: Optional[str] = None  # null: bf16-mixed on GPU, 32-true on CPU
-    log_every_n_steps: int = 25
-    sample_every_n_steps: int = 500  # 0: never during training
-    checkpoint_every_n_steps: int = 250
-    keep_last_n: int = 2  # step checkpoints kept besides last.ckpt (older ones are deleted)
-    max_nonfinite_steps: int = 20  # NaN/Inf loss or gradient steps in a row before the run stops
-    num_threads: Optional[int] = None  # torch CPU threads (null: torch's default)
+    log_every_n_steps: int = setting(25, ge=1)
+    sample_every_n_steps: int = setting(1000, ge=0)  # 0: never during training
+    checkpoint_every_n_steps: int = setting(250, ge=1)
+    keep_last_n: int = setting(2, ge=-1)  # step checkpoints kept besides last.ckpt (older ones are deleted)
+    max_nonfinite_steps: int = setting(20, ge=1)  # NaN/Inf loss or gradient steps in a row before the run stops
+    # torch CPU threads (null: torch's default). 2: the quick start's 2-core machine, the DataLoader worker beside.
+    num_threads: Optional[int] = setting(2, ge=1)
     compile: bool = False  # torch.compile each DiT block (regional compilation)
-    # fp32 (default), or bf16: the DiT blocks' linears hold bf16 weights and AdamW keeps fp32 master copies
+    # fp32, or bf16: the DiT blocks' linears hold bf16 weights and AdamW keeps fp32 master copies
     # (sora/training/master_weights.py). Needs train.precision=bf16-mixed (the GPU default); not with FSDP, which
     # keeps fp32 shards and computes in bf16 by itself.
-    param_dtype: str = "fp32"
+    param_dtype: str = setting("fp32", choices=lambda: ("fp32", "bf16"))
     # FP8 matmuls in the DiT's blocks (torchao float8 training, sora/models/fp8.py): null (off), tensorwise or
     # rowwise. Needs the fp8 extra and a GPU of compute capability 8.9+.
-    fp8: Optional[str] = None
+    fp8: Optional[str] = setting(None, choices=lambda: FP8_RECIPES)
     # After training, sample `samples_per_prompt` videos of every eval and train prompt and score them with
     # the moving-shapes probe (only meaningful on the built-in dataset).
     final_samples: bool = True
-    samples_per_prompt: int = 2
+    samples_per_prompt: int = setting(4, ge=1)  # 32 videos per split in the quick start: a steadier estimate than 8
     # Print the data's bucket histogram, tokens and FLOPs per step, parameters and a peak-memory estimate per
     # device, then stop before training (sora/training/dry_run.py).
     dry_run: bool = False
     # Seconds between progress lines (a log file, or any output that is not a terminal, gets lines, not a bar).
-    progress_every_s: float = 30.0
+    progress_every_s: float = setting(30.0, gt=0)
     # Profile this many whole steps (data wait, forward, backward, optimizer, EMA, callbacks) from
     # profile_start_step on, past compilation and warm-up: RUN/profile/ gets the kernel table, a summary with
     # the device's busy share of the wall time, and a Chrome trace (sora/training/callbacks.py: Profile). 0: off.
-    profile_steps: int = 0
-    profile_start_step: int = 20
+    profile_steps: int = setting(0, ge=0)
+    profile_start_step: int = setting(20, ge=1)
+
+    def check(self, at: str = "") -> None:
+        devices = str(self.devices).strip()
+        if devices.lstrip("-").isdigit() and int(devices) < 1 and int(devices) != -1:
+            raise SoraError(f"{at}devices must be auto, a count >= 1, -1 (all) or a list of indices, got {devices}")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise SoraError(f"{at}max_steps must be >= 1, or -1 with {at}max_minutes set, got {self.max_steps}")
+        if self.max_steps == -1 and self.max_minutes is None:
+            raise SoraError(f"{at}max_steps=-1 (no step limit) needs {at}max_minutes: the run would never end")
+        if self.param_dtype != "fp32":
+            if self.strategy == Strategy.fsdp:
+                raise SoraError(f"{at}param_dtype={self.param_dtype} does not combine with {at}strategy=fsdp, "
+                                f"which already keeps fp32 shards and computes in bf16: use {at}param_dtype=fp32")
+            if self.precision is not None and self.precision != "bf16-mixed":
+                raise SoraError(f"{at}param_dtype={self.param_dtype} needs {at}precision=bf16-mixed "
+                                f"(autocast), got {self.precision}")
 
 
 @dataclass
-class ValConfig:
+class ValConfig(Settings):
     """Validation loss on held-out clips (sora/eval/validation.py): the same clips, noise and timesteps for every
     run and checkpoint, so two runs of an ablation compare (SD3, Esser et al. 2024, ranks its models this way)."""
 
-    every_n_steps: int = 500  # also once at the end of the run; 0: only at the end
-    num_clips: int = 64  # the first usable clips of data.eval_shards, in shard order
+    every_n_steps: int = setting(500, ge=0)  # also once at the end of the run; 0: only at the end
+    num_clips: int = setting(64, ge=1)  # the first usable clips of data.eval_shards, in shard order
     # Fixed timesteps, equally spaced: the loss at each, and their mean.
-    timesteps: List[float] = field(default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
-    seed: int = 0  # the noise of clip i at timestep k comes from a generator seeded by (seed, i, k)
-    batch_size: Optional[int] = None  # clips per forward (null: each bucket's training batch size)
+    timesteps: List[float] = setting(factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9], gt=0, le=1,
+                                     each=True)
+    seed: int = setting(0, unbounded=True)  # the noise of clip i at timestep k comes from a generator seeded by (seed, i, k)
+    batch_size: Optional[int] = setting(None, ge=1)  # clips per forward (null: each bucket's training batch size)
+
+    def check(self, at: str = "") -> None:
+        if not self.timesteps:
+            raise SoraError(f"{at}timesteps must be a non-empty list of numbers in (0, 1], got []")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -362,7 +304,7 @@ class ValConfig:
 
 
 @dataclass
-class ProvenanceConfig:
+class ProvenanceConfig(Settings):
     """`sora.provenance.stamp.Provenance`'s arguments: a signed C2PA manifest and an invisible watermark."""
 
     c2pa: bool = True  # a signed manifest hard-bound to the file's bytes (gone if the file is re-encoded)
@@ -370,19 +312,30 @@ class ProvenanceConfig:
     cert: Optional[str] = None  # PEM: signing certificate then its chain; null: a local untrusted development CA
     key: Optional[str] = None  # PEM private key of cert
     include_prompt: bool = False  # the manifest holds the prompt's SHA-256; true: the prompt itself too
-    watermark_psnr_db: float = 40.0  # strength: the PSNR of marked against unmarked frames (at least)
+    watermark_psnr_db: float = setting(40.0, ge=30, le=60)  # strength: the PSNR of marked against unmarked frames
+
+    def check(self, at: str = "") -> None:
+        """Certificate and key come together, and exist."""
+        if self.c2pa and (self.cert is None) != (self.key is None):
+            raise SoraError(f"{at}cert and {at}key come together (or neither: a local development key)")
+        for name in ("cert", "key"):
+            path = getattr(self, name)
+            if self.c2pa and path is not None and not Path(path).is_file():
+                raise SoraError(f"{at}{name}={path!r} is not a file")
 
 
 @dataclass
 class TrainConfig:
+    """`python train.py`: every section; the defaults are the CPU quick start."""
+
     task: TaskConfig = field(default_factory=TaskConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    vae: VAEConfig = field(default_factory=VAEConfig)
+    vae: VAEArgs = field(default_factory=VAEArgs)
     dit: DiTConfig = field(default_factory=DiTConfig)
-    text: TextConfig = field(default_factory=TextConfig)
-    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
-    conditioning: ConditioningConfig = field(default_factory=ConditioningConfig)
-    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    text: TextArgs = field(default_factory=TextArgs)
+    objective: ObjectiveArgs = field(default_factory=ObjectiveArgs)
+    conditioning: ConditioningArgs = field(default_factory=ConditioningArgs)
+    sampler: SamplerArgs = field(default_factory=SamplerArgs)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
@@ -396,7 +349,7 @@ class TrainConfig:
 
 
 @dataclass
-class SampleConfig:
+class SampleConfig(Settings):
     """sample.py's settings; null ones come from the checkpoint's config (sora.inference.pipeline.SampleSettings)."""
 
     ckpt: str = "???"
@@ -404,34 +357,40 @@ class SampleConfig:
     prompts: Optional[str] = None  # a file, one prompt a line -> out_dir/000.mp4, 001.mp4, ...
     out: Optional[str] = None
     out_dir: Optional[str] = None
-    seed: int = 0
-    steps: Optional[int] = None  # null: the checkpoint's sampler settings
-    cfg: Optional[float] = None
-    sampler: Optional[str] = None
-    schedule: Optional[str] = None
-    shift: Optional[float] = None
-    num_frames: Optional[int] = None  # null: what the checkpoint was trained on; more: made window by window
-    height: Optional[int] = None
-    width: Optional[int] = None
-    fps: Optional[int] = None
+    seed: int = setting(0, unbounded=True)
+    steps: Optional[int] = setting(None, ge=1)  # null: the checkpoint's sampler settings
+    cfg: Optional[float] = setting(None, ge=0)
+    sampler: Optional[str] = setting(None, choices=lambda: SAMPLERS)
+    schedule: Optional[str] = setting(None, choices=lambda: SCHEDULES)
+    shift: Optional[float] = setting(None, gt=0)
+    num_frames: Optional[int] = setting(None, ge=1)  # null: what the checkpoint trained on; more: window by window
+    height: Optional[int] = setting(None, ge=1)
+    width: Optional[int] = setting(None, ge=1)
+    fps: Optional[int] = setting(None, ge=1)
     ema: bool = True
-    batch_size: int = 8
+    batch_size: int = setting(8, ge=1)
     device: str = "auto"
     # Prompting with images and videos (sora/inference/prompting.py): one mode at a time.
     image: Optional[str] = None  # animate a still
-    image_at: str = "first"  # first | last: where the image goes
+    image_at: str = setting("first", choices=lambda: ("first", "last"))  # where the image goes
     video: Optional[str] = None  # with extend: the clip to continue
-    extend: Optional[str] = None  # forward | backward; num_frames new frames
+    extend: Optional[str] = setting(None, choices=lambda: ("forward", "backward"))  # num_frames new frames
     loop: bool = False  # end where it starts (at image=, if given)
     connect: Optional[List[str]] = None  # [A, B]: A, a transition, B
     keyframes: List[str] = field(default_factory=list)  # ["FRAME:PATH", ...]: images pinned at frames
     edit: Optional[str] = None  # re-make this clip from the prompt (SDEdit)
-    strength: float = 0.6  # edit: how far towards noise (0: the clip, 1: text to video)
-    cfg_visual: Optional[float] = None  # guidance scale towards the given frames (null: 1, none beyond the text's)
-    overlap_frames: Optional[int] = None  # frames a window is given from the one before (null: half a window)
+    strength: float = setting(0.6, ge=0, le=1)  # edit: how far towards noise (0: the clip, 1: text to video)
+    cfg_visual: Optional[float] = setting(None, ge=0)  # guidance towards the given frames (null: 1, none beyond the text's)
+    overlap_frames: Optional[int] = setting(None, ge=1)  # frames a window is given from the one before (null: half)
     provenance: ProvenanceConfig = field(default_factory=ProvenanceConfig)  # C2PA manifest, watermark
 
-
+    def check(self, at: str = "") -> None:
+        if (self.prompt is None) == (self.prompts is None):
+            raise SoraError("give exactly one of prompt='...' (with out=FILE.mp4) or prompts=FILE (with out_dir=DIR)")
+        if self.prompt is not None and not self.out:
+            raise SoraError("prompt= needs out=FILE.mp4")
+        if self.prompts is not None and not self.out_dir:
+            raise SoraError("prompts= needs out_dir=DIR")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -449,26 +408,26 @@ class EvalDataConfig:
 
 
 @dataclass
-class FVDConfig:
+class FVDConfig(Settings):
     """FVD by StyleGAN-V's fvd2048_16f protocol (sora/eval/fvd.py)."""
 
     i3d: Optional[str] = None  # StyleGAN-V's i3d_torchscript.pt, at a local path
-    num_real: int = 2048
-    num_generated: int = 2048
-    num_frames: int = 16
-    frame_stride: Optional[int] = None  # null: the checkpoint's data.frame_stride
+    num_real: int = setting(2048, ge=2)
+    num_generated: int = setting(2048, ge=2)
+    num_frames: int = setting(16, ge=1)
+    frame_stride: Optional[int] = setting(None, ge=1)  # null: the checkpoint's data.frame_stride
 
 
 @dataclass
-class CLIPScoreConfig:
+class CLIPScoreConfig(Settings):
     """CLIP score and CLIPSIM (sora/eval/clip_score.py)."""
 
     path: Optional[str] = None  # a transformers CLIPModel and tokenizer, saved with save_pretrained
-    samples_per_prompt: int = 4  # videos of each prompt of data.eval_prompts
+    samples_per_prompt: int = setting(4, ge=1)  # videos of each prompt of data.eval_prompts
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(Settings):
     """`python -m sora.eval`: a checkpoint's metrics to one JSON file (sora/eval/evaluate.py)."""
 
     ckpt: str = "???"
@@ -477,13 +436,13 @@ class EvalConfig:
     metrics: List[str] = field(default_factory=lambda: ["val_loss"])
     ema: bool = True
     device: str = "auto"
-    seed: int = 0
-    batch_size: int = 8  # videos generated at once
-    steps: Optional[int] = None  # sampler steps of generated videos (null: the checkpoint's)
-    recon_clips: int = 32  # recon: held-out clips through the VAE
-    # recon: LPIPS's VGG16 weights (as task.lpips_backbone: README "Losses"); null: PSNR and SSIM only.
+    seed: int = setting(0, unbounded=True)
+    batch_size: int = setting(8, ge=1)  # videos generated at once
+    steps: Optional[int] = setting(None, ge=1)  # sampler steps of generated videos (null: the checkpoint's)
+    recon_clips: int = setting(32, ge=1)  # recon: held-out clips through the VAE
+    # recon: LPIPS's VGG16 weights (as task.lpips_backbone: docs/VAE.md); null: PSNR and SSIM only.
     lpips: Optional[str] = None
-    samples_per_prompt: int = 4  # probe: videos of each held-out and training prompt
+    samples_per_prompt: int = setting(4, ge=1)  # probe: videos of each held-out and training prompt
     data: EvalDataConfig = field(default_factory=EvalDataConfig)
     fvd: FVDConfig = field(default_factory=FVDConfig)
     clip: CLIPScoreConfig = field(default_factory=CLIPScoreConfig)
@@ -493,12 +452,22 @@ class EvalConfig:
 # Plain and typed views
 # ---------------------------------------------------------------------------------------------------------------
 
+# A checkpoint's config holds every key the schema had when it was written; a key it lacks is one added since,
+# and that run trained with the key's value at the time, which is not always today's default (today's defaults
+# are the quick start's). These are those values, merged under a checkpoint's config before it is read.
+CHECKPOINT_FALLBACKS = {
+    "objective": {"prediction": "velocity"},  # before x0 prediction existed
+    "conditioning": {"modes": {"none": 1.0, "first": 0.0, "first_k": 0.0, "last_k": 0.0, "first_last": 0.0,
+                               "keyframes": 0.0}},  # before frame conditioning: text to video only
+}
+
 
 def to_plain(cfg) -> dict:
     """A (structured) config -> plain dict of str/int/float/bool/list/None, safe for weights_only loading."""
     return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
 
 
-def typed(cfg) -> DictConfig:
-    """A plain dict or DictConfig (a checkpoint's) -> a config checked against TrainConfig."""
-    return OmegaConf.merge(OmegaConf.structured(TrainConfig), cfg)
+def typed(cfg, from_checkpoint: bool = False) -> DictConfig:
+    """A plain dict or DictConfig (a checkpoint's, with `from_checkpoint`) -> a config checked against TrainConfig."""
+    layers = [OmegaConf.structured(TrainConfig)] + ([CHECKPOINT_FALLBACKS] if from_checkpoint else [])
+    return OmegaConf.merge(*layers, cfg)

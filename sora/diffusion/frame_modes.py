@@ -15,7 +15,12 @@ Modes (the names `conditioning.modes` takes, with their probabilities):
   keyframes   each unit given with probability 1/4, at least one and not all: frames pinned anywhere (LTX-Video)
 """
 
+from dataclasses import dataclass, field
+
 import torch
+
+from sora.errors import SoraError
+from sora.settings import Settings, setting
 
 
 def _first_k(units: int, g: torch.Generator) -> torch.Tensor:
@@ -39,7 +44,7 @@ def _keyframes(units: int, g: torch.Generator) -> torch.Tensor:
     return mask
 
 
-MODES = {
+MASKS_BY_MODE = {
     "none": lambda units, g: torch.zeros(units, dtype=torch.bool),
     "first": lambda units, g: torch.arange(units) < 1,
     "first_k": _first_k,
@@ -74,8 +79,41 @@ def draw_frame_masks(num_clips: int, num_frames: int, frames_per_unit: int, prob
         return torch.zeros(num_clips, num_frames, dtype=torch.bool), ["none"] * num_clips
     masks = []
     for i in picks.tolist():
-        mask = MODES[names[i]](units, generator)
+        mask = MASKS_BY_MODE[names[i]](units, generator)
         if mask.all():  # keep something to make (first_last or keyframes on a short clip)
             mask[-1] = False
         masks.append(units_to_frames(mask, frames_per_unit))
     return torch.stack(masks), [names[i] for i in picks.tolist()]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Settings
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FrameModes(Settings):
+    """Relative probability of each mode of MASKS_BY_MODE (normalised by their sum): the quick start's mixture,
+    text to video and every prompting mode of sample.py at once. `conditioning=text` sets none=1, the rest 0."""
+
+    none: float = setting(0.4, ge=0)  # text to video
+    first: float = setting(0.2, ge=0)  # the first frame given: image to video
+    first_k: float = setting(0.15, ge=0)  # the first k: extend forwards; also what each later window is given
+    last_k: float = setting(0.1, ge=0)  # the last k: extend backwards
+    first_last: float = setting(0.1, ge=0)  # both ends: connect, loop, interpolate
+    keyframes: float = setting(0.05, ge=0)  # frames anywhere
+
+    def check(self, at: str = "") -> None:
+        if sum(getattr(self, name) for name in MASKS_BY_MODE) <= 0:
+            raise SoraError(f"{at.rstrip('.')}: the probabilities must not all be 0 (none: 1 trains text only)")
+
+
+@dataclass
+class ConditioningArgs(Settings):
+    """`conditioning.*`: frames given as a condition in training (sora/training/dit_task.py): the mixture of
+    modes, and the noise on the given frames."""
+
+    modes: FrameModes = field(default_factory=FrameModes)
+    # The given frames' timestep is drawn from [0, frame_noise] in training (noise augmentation, as CogVideoX and
+    # LTX-Video add); sampling gives them clean (t = 0).
+    frame_noise: float = setting(0.05, ge=0, lt=1)

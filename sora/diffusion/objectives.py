@@ -19,11 +19,13 @@ before the model runs; their velocity is zero (the sampler leaves them as given)
 frames that are not given. In training they carry noise at their own small timestep `cond.frame_t`.
 """
 
+from dataclasses import dataclass
+from enum import Enum
+
 import torch
 
 from sora.models.conditioning import Conditioning
-
-PREDICTIONS = ("velocity", "x0")
+from sora.settings import Settings, setting
 
 Latent = torch.Tensor | list[torch.Tensor]  # b c t h w, or a pack: [c t h w]
 
@@ -50,14 +52,39 @@ def broadcast_t(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return t.reshape(t.shape + (1,) * (x.ndim - t.ndim))
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Settings
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class Prediction(str, Enum):
+    velocity = "velocity"  # the network outputs v = eps - x0
+    x0 = "x0"  # the network outputs the clean latent; v = (x_t - x0) / t (JiT)
+
+
+@dataclass
+class ObjectiveArgs(Settings):
+    """`objective.*`: logit-normal timesteps (Esser et al. 2024, eq. 19) and what the network predicts."""
+
+    logit_normal_mean: float = setting(0.0, unbounded=True)
+    logit_normal_std: float = setting(1.0, gt=0)
+    # The quick start's 2x8x8 patches hold 384 values a token, more than its DiT is wide: only the clean signal,
+    # which lies on a low-dimensional manifold, fits through (JiT). Velocity suits patches narrower than the DiT.
+    prediction: Prediction = Prediction.x0
+    t_min: float = setting(0.05, gt=0, lt=1)  # x0 prediction: floor of t in v = (x_t - x0) / t
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The objective
+# ---------------------------------------------------------------------------------------------------------------
+
+
 class RectifiedFlow:
-    def __init__(self, logit_normal_mean: float = 0.0, logit_normal_std: float = 1.0, prediction: str = "velocity",
-                 t_min: float = 0.05):
-        assert logit_normal_std > 0, f"logit_normal_std must be > 0, got {logit_normal_std}"
-        prediction = getattr(prediction, "value", prediction)
-        assert prediction in PREDICTIONS, f"prediction must be one of {PREDICTIONS}, got {prediction!r}"
-        assert 0 < t_min < 1, f"t_min must be in (0, 1), got {t_min}"
-        self.mean, self.std, self.prediction, self.t_min = logit_normal_mean, logit_normal_std, prediction, t_min
+    def __init__(self, args: ObjectiveArgs | None = None):
+        args = args if args is not None else ObjectiveArgs()
+        self.args = args
+        self.mean, self.std, self.prediction, self.t_min = (args.logit_normal_mean, args.logit_normal_std,
+                                                            args.prediction, args.t_min)
 
     def sample_t(self, num_clips: int, device, generator: torch.Generator | None = None) -> torch.Tensor:
         """One timestep per clip in (0, 1): t = sigmoid(n) with n ~ N(mean, std^2)."""
@@ -71,7 +98,7 @@ class RectifiedFlow:
         return (1 - t_) * x0 + t_ * eps
 
     def _to_velocity(self, x: torch.Tensor, out: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if self.prediction == "velocity":
+        if self.prediction == Prediction.velocity:
             return out
         # v = (x_t - x_0) / t; t is floored so the division stays bounded near the data end (JiT, sec. 4).
         return (x - out) / broadcast_t(t.clamp(min=self.t_min), x)

@@ -8,9 +8,13 @@ is called after every step (a progress bar). Guidance, conditioning and the mode
 grid in the schedule; a new sampler is one function here and one entry in SAMPLERS.
 """
 
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
+
+from sora.diffusion.schedules import SCHEDULES
+from sora.settings import Settings, setting
 
 VelocityFn = Callable[[torch.Tensor, float], torch.Tensor]
 Callback = Optional[Callable[[int, int], None]]
@@ -44,3 +48,20 @@ def heun(velocity_fn: VelocityFn, noise: torch.Tensor, times: list[float], callb
 
 
 SAMPLERS = {"euler": euler, "heun": heun}
+
+# ---------------------------------------------------------------------------------------------------------------
+# Settings
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SamplerArgs(Settings):
+    """`sampler.*`: how a run's samples are drawn (training samples, the end-of-run scores, sample.py's defaults)."""
+
+    name: str = setting("euler", choices=lambda: SAMPLERS)
+    steps: int = setting(25, ge=1)
+    # Classifier-free guidance scale (1: none). The quick start's held-out direction at cfg 4 / 7 / 10 / 14 was
+    # 0.75 / 0.84 / 0.94 / 0.91 (64 videos, one checkpoint): strong guidance for a small, briefly trained model.
+    cfg: float = setting(10.0, ge=0)
+    schedule: str = setting("uniform", choices=lambda: SCHEDULES)  # or shifted (SD3 eq. 23)
+    shift: float = setting(3.0, gt=0)  # schedule=shifted: t' = shift t / (1 + (shift - 1) t); SD3 uses 3 at 1024^2

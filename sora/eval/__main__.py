@@ -9,24 +9,14 @@ import logging
 from pathlib import Path
 
 import hydra
-import torch
 
 from sora.config import register_schemas
 from sora.config.checks import check_eval_config
-from sora.errors import SoraError, exit_on_user_error
+from sora.devices import resolve_device
+from sora.errors import exit_on_user_error
 
 log = logging.getLogger("sora.eval")
 register_schemas()
-
-
-def _device(name: str) -> torch.device:
-    try:
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else torch.device(name)
-    except RuntimeError as e:
-        raise SoraError(f"device={name!r}: {e}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SoraError(f"device={name!r}, but this torch sees no CUDA device (use device=auto or cpu)")
-    return device
 
 
 @hydra.main(version_base=None, config_path="../../configs", config_name="eval")
@@ -37,7 +27,7 @@ def main(cfg) -> None:
     from sora.inference.checkpoint import load_checkpoint
 
     check_eval_config(cfg)
-    device = _device(cfg.device)
+    device = resolve_device(cfg.device)
     bundle = ModelBundle.from_checkpoint(cfg.ckpt, ema=cfg.ema).to(device)
     step = load_checkpoint(cfg.ckpt).get("global_step") if str(cfg.ckpt).endswith(".ckpt") else None
     result = evaluate(bundle, cfg, device, step)

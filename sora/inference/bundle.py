@@ -17,7 +17,12 @@ from omegaconf import OmegaConf
 from sora.config import to_plain, typed
 from sora.diffusion.objectives import RectifiedFlow
 from sora.errors import SoraError
-from sora.inference.checkpoint import load_checkpoint, load_vae, read_safetensors, submodule_state
+from sora.inference.checkpoint import (
+    load_checkpoint,
+    load_vae,
+    read_safetensors,
+    submodule_state,
+)
 from sora.models.attention import backend_unavailable
 from sora.models.conditioning import Conditioning
 from sora.models.dit import DiT
@@ -46,8 +51,7 @@ class ModelBundle(nn.Module):
         super().__init__()
         self.cfg = typed(cfg)
         self.vae, self.text, self.dit = vae, text, dit
-        o = self.cfg.objective
-        self.objective = RectifiedFlow(o.logit_normal_mean, o.logit_normal_std, o.prediction.value, o.t_min)
+        self.objective = RectifiedFlow(OmegaConf.to_object(self.cfg.objective))
         self.geometry = LatentGeometry.of(vae, self.cfg.dit.patch_size)
         self.weights = weights  # which weights the DiT holds: "init", "raw" (training's) or "ema"
 
@@ -74,11 +78,11 @@ class ModelBundle(nn.Module):
             tensors, meta = read_safetensors(path)
             if meta.get("format") != EXPORT_FORMAT:
                 raise SoraError(f"{path!r} is a safetensors file but not a sora export (no {EXPORT_FORMAT!r} metadata)")
-            cfg, weights = typed(json.loads(meta["sora_config"])), meta.get("weights", "ema")
+            cfg, weights = typed(json.loads(meta["sora_config"]), from_checkpoint=True), meta.get("weights", "ema")
             parts = {name: submodule_state(tensors, name + ".") for name in ("vae", "text", "dit")}
         else:
             ckpt = load_checkpoint(path)
-            cfg = typed(ckpt["sora_config"])
+            cfg = typed(ckpt["sora_config"], from_checkpoint=True)
             if cfg.task.kind.value != "dit":
                 raise SoraError(f"ckpt={path!r} is a {cfg.task.kind.value!r} checkpoint; sampling needs a "
                                 "text-to-video (task=dit) checkpoint")

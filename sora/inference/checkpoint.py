@@ -90,7 +90,7 @@ def load_vae(path: str):
     from sora.models.vae import build_vae
 
     ckpt = load_checkpoint(path)
-    cfg = typed(ckpt["sora_config"])
+    cfg = typed(ckpt["sora_config"], from_checkpoint=True)
     if cfg.task.kind.value != "vae":
         raise SoraError(f"vae.ckpt={path!r} is a {cfg.task.kind.value!r} checkpoint, not a VAE one (task=vae)")
     vae = build_vae(cfg.vae)

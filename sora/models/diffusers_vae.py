@@ -48,7 +48,6 @@ import torch.nn as nn
 from sora.errors import SoraError
 from sora.models.geometry import LatentGeometry
 
-
 CLASSES = ("AutoencoderKLWan", "AutoencoderKLCogVideoX", "AutoencoderKLHunyuanVideo", "AutoencoderKLLTXVideo")
 # What ModelMixin.from_pretrained reads (with no `variant`): one file, or shards listed in an index.
 WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.safetensors.index.json",
@@ -179,8 +178,8 @@ class DiffusersVAE(nn.Module):
         self._set_chunks(chunk_frames)
 
     @classmethod
-    def from_config(cls, cfg, weights: bool = True) -> "DiffusersVAE":
-        """From a VAEConfig (kind=diffusers): vae.path and the tiling and chunking keys."""
+    def from_args(cls, cfg, weights: bool = True) -> "DiffusersVAE":
+        """From VAEArgs (kind=diffusers): vae.path and the tiling and chunking keys."""
         if not cfg.path:
             raise SoraError("vae=diffusers needs vae.path: a local directory written by diffusers' save_pretrained")
         return cls(cfg.path, cfg.tile_px, cfg.tile_overlap_px, cfg.memory_budget_gb, cfg.chunk_frames, weights)

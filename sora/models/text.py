@@ -6,11 +6,57 @@ empty caption that classifier-free guidance trains on still has something to att
 
 import os
 import re
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import List, Optional
 
 import torch
 import torch.nn as nn
 
 from sora.errors import SoraError
+from sora.settings import Settings, setting
+
+# ---------------------------------------------------------------------------------------------------------------
+# Settings
+# ---------------------------------------------------------------------------------------------------------------
+
+# The built-in moving-shapes dataset's words (sora/data/moving_shapes.py writes its captions from these).
+MOVING_SHAPES_WORDS = ["a", "moving", "red", "green", "blue", "yellow", "cyan", "magenta", "square", "circle",
+                       "triangle", "left", "right", "up", "down"]
+
+
+class TextKind(str, Enum):
+    vocab = "vocab"  # small trainable encoder over a word vocabulary, trained with the DiT
+    hf = "hf"  # frozen T5 or CLIP text encoder from the transformers library, loaded from a local directory
+
+
+@dataclass
+class TextArgs(Settings):
+    """`text.*`: the word encoder's size and words, or a frozen encoder's path (`build_text_encoder`)."""
+
+    kind: TextKind = TextKind.vocab
+    # vocab: the words it knows (others map to <unk>).
+    vocab: List[str] = field(default_factory=lambda: list(MOVING_SHAPES_WORDS))
+    width: int = setting(128, ge=1)
+    depth: int = setting(1, ge=0)
+    num_heads: int = setting(4, ge=1)
+    max_tokens: int = setting(8, ge=2)  # a begin token and at least one word; the built-in captions have 5 words
+    # hf: a directory written by `save_pretrained` holding the model and its tokenizer.
+    path: Optional[str] = None
+
+    def check(self, at: str = "") -> None:
+        if self.kind == TextKind.hf:
+            if not self.path:
+                raise SoraError(f"text=hf needs {at}path: a local directory written by save_pretrained()")
+            return
+        if not self.vocab:
+            raise SoraError(f"{at}vocab is empty: list the words the captions use")
+        words = [w.lower() for w in self.vocab]
+        repeated = sorted({w for w in words if words.count(w) > 1})
+        if repeated:
+            raise SoraError(f"{at}vocab repeats {', '.join(repeated)}")
+        if self.width % self.num_heads:
+            raise SoraError(f"{at}width={self.width} must divide by {at}num_heads={self.num_heads}")
 
 # ---------------------------------------------------------------------------------------------------------------
 # Trainable encoder over a word vocabulary
@@ -113,11 +159,8 @@ class HFTextEncoder(nn.Module):
         return tokens, mask
 
 
-def build_text_encoder(cfg) -> nn.Module:
-    """A TextConfig -> encoder with `.dim`, `.trainable` and `forward(captions) -> (b m dim, b m)`."""
-    kind = getattr(cfg.kind, "value", cfg.kind)
-    if kind == "vocab":
-        return VocabTextEncoder(list(cfg.vocab), cfg.width, cfg.depth, cfg.num_heads, cfg.max_tokens)
-    if kind == "hf":
-        return HFTextEncoder(cfg.path, cfg.max_tokens)
-    raise SoraError(f"text.kind={kind!r}: expected 'vocab' or 'hf'")
+def build_text_encoder(args: TextArgs) -> nn.Module:
+    """TextArgs -> encoder with `.dim`, `.trainable` and `forward(captions) -> (b m dim, b m)`."""
+    if args.kind == TextKind.vocab:
+        return VocabTextEncoder(list(args.vocab), args.width, args.depth, args.num_heads, args.max_tokens)
+    return HFTextEncoder(args.path, args.max_tokens)

@@ -11,14 +11,84 @@ causal VAEs of CogVideoX and Open-Sora-Plan). Clips have 1 + k * temporal_compre
 
 import math
 from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import Enum
+from typing import List, Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
+from sora.errors import SoraError
 from sora.models.geometry import LatentGeometry
 from sora.models.vae_tiling import plan, tiled
+from sora.settings import Settings, setting
+
+# ---------------------------------------------------------------------------------------------------------------
+# Settings
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class VAEKind(str, Enum):
+    pixel = "pixel"  # identity: the DiT works on pixels
+    causal3d = "causal3d"  # causal 3D convolutional KL autoencoder
+    diffusers = "diffusers"  # a diffusers video VAE (Wan, CogVideoX, HunyuanVideo, LTX-Video) from a local directory
+
+
+@dataclass
+class VAEArgs(Settings):
+    """`vae.*`: CausalVAE's architecture (kind=causal3d), a trained one's checkpoint (`ckpt`, read by
+    sora.inference.checkpoint.load_vae; its architecture then comes from the checkpoint), or a pretrained diffusers
+    VAE's folder (kind=diffusers, `path`). The last four keys bound encode/decode memory for every kind
+    (sora/models/vae_tiling.py). The quick start trains in pixel space (kind=pixel)."""
+
+    kind: VAEKind = VAEKind.pixel
+    latent_channels: int = setting(3, ge=1)
+    temporal_compression: int = setting(1, ge=1)  # a power of 2, at most spatial_compression
+    spatial_compression: int = setting(1, ge=1)  # a power of 2
+    base_channels: int = setting(64, ge=1)
+    channel_mult: List[int] = setting(factory=lambda: [1, 2, 4, 4], ge=1, each=True)  # log2(spatial) + 1 levels
+    num_res_blocks: int = setting(1, ge=1)
+    # Residual space-to-channel shortcuts around every down- and upsampling (DC-AE, Chen et al. 2024): what lets a
+    # high-compression autoencoder train as well as a shallow one.
+    shortcuts: bool = False
+    ckpt: Optional[str] = None
+    # kind=diffusers: a directory written by diffusers' save_pretrained (config.json + weights).
+    path: Optional[str] = None
+    # Causal chunked encode/decode: pixel frames a chunk after the first frame (a multiple of temporal_compression;
+    # the result equals the whole clip's). null: chosen from memory_budget_gb; 0: the whole clip at once.
+    chunk_frames: Optional[int] = setting(None, ge=0)
+    # Spatial tiles of tile_px pixels overlapping by tile_overlap_px, blended linearly. null: chosen from
+    # memory_budget_gb; 0: never tiled.
+    tile_px: Optional[int] = setting(None, ge=0)
+    tile_overlap_px: int = setting(32, ge=0)
+    # Activation memory one encode or decode may use when chunk_frames / tile_px are null.
+    memory_budget_gb: float = setting(2.0, gt=0)
+
+    def check(self, at: str = "") -> None:
+        if self.kind == VAEKind.diffusers and not self.path:  # what is in the directory is checked when it is read
+            raise SoraError(f"vae=diffusers needs {at}path: a local directory written by diffusers' save_pretrained")
+        if self.kind != VAEKind.causal3d or self.ckpt:  # a checkpoint brings its own (already checked) architecture
+            return
+        for key in ("temporal_compression", "spatial_compression"):
+            value = getattr(self, key)
+            if value & (value - 1):
+                raise SoraError(f"{at}{key} must be a power of 2, got {value}")
+        if self.temporal_compression > self.spatial_compression:
+            raise SoraError(f"{at}temporal_compression={self.temporal_compression} may not exceed "
+                            f"{at}spatial_compression={self.spatial_compression}")
+        levels = self.spatial_compression.bit_length() - 1  # one downsampling per factor of 2
+        if len(self.channel_mult) != levels + 1:
+            raise SoraError(f"{at}channel_mult needs log2({at}spatial_compression) + 1 = {levels + 1} entries, "
+                            f"got {list(self.channel_mult)}")
+        if self.shortcuts:  # each shortcut folds space (x4, or x8 with time) into the next level's channels, evenly
+            chans = [self.base_channels * m for m in self.channel_mult]
+            for a, b in zip(chans, chans[1:]):
+                if (4 * a) % b or (4 * b) % a:
+                    raise SoraError(f"{at}shortcuts=true folds each level's channels 4x (8x with time) into the "
+                                    f"next: {a} -> {b} channels in {at}channel_mult={list(self.channel_mult)} "
+                                    "do not divide")
 
 # ---------------------------------------------------------------------------------------------------------------
 # Pixel space
@@ -195,18 +265,15 @@ def streaming(module: nn.Module):
 class CausalVAE(nn.Module):
     first_frame_alone = True  # causal in time: clips have 1 + k * temporal_compression frames
 
-    def __init__(self, latent_channels: int = 4, temporal_compression: int = 4, spatial_compression: int = 8,
-                 base_channels: int = 64, channel_mult=(1, 2, 4, 4), num_res_blocks: int = 1, shortcuts: bool = False,
-                 chunk_frames: int | None = None, tile_px: int | None = None, tile_overlap_px: int = 32,
-                 memory_budget_gb: float = 2.0):
+    def __init__(self, args: VAEArgs):
         super().__init__()
-        n_spatial, n_temporal = math.log2(spatial_compression), math.log2(temporal_compression)
-        assert n_spatial.is_integer() and n_temporal.is_integer(), (
-            f"compressions must be powers of 2, got temporal {temporal_compression}, spatial {spatial_compression}")
-        n_spatial, n_temporal = int(n_spatial), int(n_temporal)
-        assert len(channel_mult) == n_spatial + 1, (
-            f"channel_mult needs log2(spatial_compression) + 1 = {n_spatial + 1} entries, got {list(channel_mult)}")
-        assert n_temporal <= n_spatial, "temporal_compression may not exceed spatial_compression"
+        latent_channels, temporal_compression, spatial_compression = (args.latent_channels, args.temporal_compression,
+                                                                      args.spatial_compression)
+        base_channels, channel_mult, num_res_blocks, shortcuts = (args.base_channels, args.channel_mult,
+                                                                  args.num_res_blocks, args.shortcuts)
+        chunk_frames, tile_px, tile_overlap_px = args.chunk_frames, args.tile_px, args.tile_overlap_px
+        memory_budget_gb = args.memory_budget_gb
+        n_spatial, n_temporal = int(math.log2(spatial_compression)), int(math.log2(temporal_compression))  # VAEArgs.check: powers of 2
         self.latent_channels = latent_channels
         self.temporal_compression, self.spatial_compression = temporal_compression, spatial_compression
         self.chunk_frames, self.tile_px, self.tile_overlap_px = chunk_frames, tile_px, tile_overlap_px
@@ -340,17 +407,13 @@ def encode_frames_alone(vae: nn.Module, video: torch.Tensor, encode=None) -> tor
     return torch.cat([encode(video[:, :, :1]), latent], dim=2)  # b z (1 + g) h w
 
 
-def build_vae(cfg) -> nn.Module:
-    """A VAEConfig -> PixelVAE, CausalVAE (untrained; sora.inference.checkpoint.load_vae loads trained ones) or a
-    pretrained diffusers VAE from vae.path."""
-    kind = getattr(cfg.kind, "value", cfg.kind)
-    if kind == "pixel":
+def build_vae(args: VAEArgs) -> nn.Module:
+    """VAEArgs -> PixelVAE, CausalVAE (untrained; sora.inference.checkpoint.load_vae loads trained ones) or a
+    pretrained diffusers VAE from `path`."""
+    if args.kind == VAEKind.pixel:
         return PixelVAE()
-    if kind == "diffusers":
+    if args.kind == VAEKind.diffusers:
         from sora.models.diffusers_vae import DiffusersVAE
 
-        return DiffusersVAE.from_config(cfg)
-    return CausalVAE(cfg.latent_channels, cfg.temporal_compression, cfg.spatial_compression, cfg.base_channels,
-                     tuple(cfg.channel_mult), cfg.num_res_blocks, cfg.get("shortcuts", False),
-                     cfg.get("chunk_frames"), cfg.get("tile_px"), cfg.get("tile_overlap_px", 32),
-                     cfg.get("memory_budget_gb", 2.0))
+        return DiffusersVAE.from_args(args)
+    return CausalVAE(args)

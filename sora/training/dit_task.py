@@ -5,18 +5,30 @@ what only training needs: the EMA copy of what trains, the loss step (latents fr
 the conditioning with caption dropout), and the plumbing of FSDP, sequence parallelism and compilation.
 """
 
+import logging
+from pathlib import Path
+
 import torch
 
+from sora.config import check_against_vae
 from sora.data.latent_cache import sample_latent
 from sora.diffusion.frame_modes import draw_frame_masks, gives_frames
 from sora.distributed.fsdp import fully_shard_trained, gather_full_state
 from sora.distributed.sequence import sequence_parallel_group, share_rng_state
-from sora.inference.bundle import ModelBundle
+from sora.eval.end_of_run import probe_modes, probe_prompts, read_prompts
+from sora.inference.bundle import ModelBundle, vae_from_config
+from sora.inference.pipeline import SampleSettings
 from sora.models.conditioning import Conditioning
+from sora.models.flops import num_params
+from sora.models.geometry import LatentGeometry
 from sora.models.vae import encode_frames_alone
+from sora.training.callbacks import SampleVideos, Throughput
 from sora.training.ema import EMA
 from sora.training.master_weights import DTYPES, lower_block_linears
 from sora.training.task import Task
+from sora.training.validation import Validation
+
+log = logging.getLogger(__name__)
 
 
 def as_batches(fn, x):
@@ -37,6 +49,57 @@ class DiTTask(Task):
 
     def trained_parameters(self):
         return self.model.trainable().parameters()
+
+    # -- what train.py asks of a task ------------------------------------------------------------------------
+
+    @classmethod
+    def from_config(cls, cfg) -> "DiTTask":
+        """The frozen VAE first (a trained one from vae.ckpt decides the frame rule), every bucket checked against
+        it, then the DiT and the text encoder."""
+        vae, cfg = vae_from_config(cfg)
+        check_against_vae(cfg, LatentGeometry.of(vae, cfg.dit.patch_size))
+        return cls(cfg, ModelBundle.build(cfg, vae=vae))
+
+    @property
+    def geometry(self) -> LatentGeometry:
+        return self.model.geometry
+
+    def describe(self) -> str:
+        return f"task=dit  params: dit {num_params(self.model.dit)}, text {num_params(self.model.text)}"
+
+    def callbacks(self, run_dir: Path, buckets) -> list:
+        t = self.cfg.train
+        callbacks = [Throughput(window=t.log_every_n_steps)]
+        if self.cfg.data.eval_shards:  # the validation loss: every val.every_n_steps and at the end
+            callbacks.append(Validation(self.cfg.data, self.cfg.val, buckets, run_dir / "val_loss.jsonl"))
+        if t.sample_every_n_steps > 0:
+            callbacks.append(SampleVideos(read_prompts(self.cfg.data.eval_prompts), run_dir / "samples",
+                                          t.sample_every_n_steps))
+        return callbacks
+
+    @property
+    def sequence_parallel_size(self) -> int:
+        return self.cfg.train.sequence_parallel_size
+
+    def check_before_training(self) -> None:
+        if self.cfg.data.latent_cache:  # made by this VAE and text encoder, with what frame conditioning needs
+            from sora.data.latent_cache import check_cache
+
+            check_cache(self.cfg.data.latent_cache, self.model.vae, self.model.text,
+                        gives_frames(self.cfg.conditioning.modes))
+
+    def prepare_final(self) -> None:
+        if self.cfg.train.final_samples:
+            self.gather_for_sampling()  # sharded runs: every rank takes part, rank 0 samples
+
+    def final_results(self, run_dir: Path) -> dict:
+        """Every held-out and training prompt sampled and probed; each prompting mode scored if it learnt them."""
+        out, settings, bundle = run_dir / "samples" / "final", SampleSettings.of(self.cfg), self.sampling_bundle()
+        prompts = {"heldout": self.cfg.data.eval_prompts, "train": self.cfg.data.train_prompts}
+        results = {"probe": probe_prompts(bundle, prompts, out, self.cfg.train.samples_per_prompt, settings)}
+        if gives_frames(self.cfg.conditioning.modes):  # it learnt to take frames: score each prompting mode
+            results["modes"] = probe_modes(bundle, self.cfg.data, out / "modes", settings)
+        return results
 
     # -- setup -----------------------------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from sora.config import to_plain
 from sora.data.buckets import BucketSet
 from sora.data.decode import BadSample
 from sora.data.stream import ClipStream, expand_shards, raw_samples
+from sora.devices import default_precision, world_size
 from sora.errors import SoraError
 from sora.models.dit import DiT
 from sora.models.flops import dit_train_flops
@@ -44,31 +45,16 @@ def bucket_histogram(data_cfg, buckets: BucketSet) -> tuple[Counter, Counter]:
     return counts, skipped
 
 
-def _precision(cfg) -> str:
-    on_gpu = torch.cuda.is_available() and cfg.train.accelerator in ("auto", "gpu", "cuda")
-    return cfg.train.precision or ("bf16-mixed" if on_gpu else "32-true")
-
-
-def _world_size(cfg) -> int:
-    devices = str(cfg.train.devices).strip()
-    if devices.isdigit():
-        count = int(devices)
-    elif devices.startswith("["):
-        count = len([x for x in devices.strip("[]").split(",") if x.strip()])
-    else:  # auto / -1: what Lightning would pick
-        count = max(1, torch.cuda.device_count()) if torch.cuda.is_available() and cfg.train.accelerator != "cpu" else 1
-    return count * cfg.train.num_nodes
-
-
 def dry_run(cfg, bundle, buckets: BucketSet) -> dict:
     """The report (see the module docstring); raises SoraError when a configured bucket gets no clip."""
     if cfg.data.latent_cache:
         raise SoraError("train.dry_run reads video shards (data.shards); with data.latent_cache set it has no "
                         "histogram to make: run it without data.latent_cache")
-    world, sp = _world_size(cfg), cfg.train.sequence_parallel_size
+    t = cfg.train
+    world, sp = world_size(t.devices, t.num_nodes, t.accelerator, count_auto=True), t.sequence_parallel_size
     readers = world // sp  # sequence-parallel ranks share batches
     counts, skipped = bucket_histogram(cfg.data, buckets)
-    precision, strategy = _precision(cfg), cfg.train.strategy.value
+    precision, strategy = default_precision(t.precision, t.accelerator), t.strategy.value
     trained = sum(p.numel() for p in bundle.trainable().parameters())
     frozen = sum(p.numel() for p in bundle.parameters()) - trained
     text_len = bundle.encode_text(["a"]).text.shape[1]  # padded to the encoder's length, as training batches are

@@ -3,7 +3,13 @@
 A task is a LightningModule that holds what trains and defines its loss; this base adds the rest of a run:
 AdamW with the configured schedule, skipping non-finite steps on every rank alike, the RNG state and run
 record in every checkpoint (all loadable with weights_only=True), and putting the RNG back on resume.
+
+It also says what train.py needs to know of it, so train() has one path for every task: how it is built from a
+checked config (`from_config`, which checks the buckets against the VAE before building what trains), the
+callbacks it adds, how many ranks share a clip's tokens, and what it reports at the end of a run.
 """
+
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -11,7 +17,12 @@ import torch
 from sora.config import to_plain
 from sora.inference.checkpoint import FORMAT
 from sora.training.optim import adamw, training_progress
-from sora.training.resilience import NonFiniteGuard, grads_finite, rng_state, set_rng_state
+from sora.training.resilience import (
+    NonFiniteGuard,
+    grads_finite,
+    rng_state,
+    set_rng_state,
+)
 
 
 def model_params(optimizer) -> list:
@@ -30,6 +41,36 @@ class Task(L.LightningModule):
     def trained_parameters(self):
         """The parameters the optimizer updates."""
         raise NotImplementedError
+
+    # -- what train.py asks of a task ------------------------------------------------------------------------
+
+    @classmethod
+    def from_config(cls, cfg) -> "Task":
+        """The task for a checked config; the buckets are checked against its VAE before anything big is built."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """One line for the log: the parameter counts of what it holds."""
+        raise NotImplementedError
+
+    def callbacks(self, run_dir: Path, buckets) -> list:
+        """The callbacks this task adds to every run's (checkpoints, progress, data report)."""
+        return []
+
+    @property
+    def sequence_parallel_size(self) -> int:
+        """Ranks that share each clip's tokens (they read the same batches)."""
+        return 1
+
+    def check_before_training(self) -> None:
+        """What needs the built model and can still fail before the first step (a latent cache's fingerprint)."""
+
+    def prepare_final(self) -> None:
+        """Called on every rank after training, before rank 0 runs `final_results` (a sharded run gathers here)."""
+
+    def final_results(self, run_dir: Path) -> dict:
+        """Rank 0, after training with train.final_samples: the end-of-run samples and scores."""
+        return {}
 
     # -- optimizer -------------------------------------------------------------------------------------------
 

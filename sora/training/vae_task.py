@@ -16,11 +16,23 @@ non-finite guard, the LR schedule and exact resume (both networks and their Adam
 checkpoint) then work as for the DiT. LPIPS is frozen and kept out of the checkpoints.
 """
 
+from pathlib import Path
+
 import torch
 from torch.func import functional_call
 
+from sora.config import check_against_vae
+from sora.data.stream import make_loader
+from sora.eval.end_of_run import reconstruct
 from sora.eval.metrics import psnr, ssim
-from sora.models.discriminator import PatchDiscriminator3D, adaptive_weight, hinge_d_loss, hinge_g_loss
+from sora.models.discriminator import (
+    PatchDiscriminator3D,
+    adaptive_weight,
+    hinge_d_loss,
+    hinge_g_loss,
+)
+from sora.models.flops import num_params
+from sora.models.geometry import LatentGeometry
 from sora.models.lpips import LPIPS, video_lpips
 from sora.models.vae import build_vae
 from sora.training.task import Task
@@ -40,6 +52,28 @@ class VAETask(Task):
     def trained_parameters(self):
         params = list(self.vae.parameters())
         return params + (list(self.discriminator.parameters()) if self.discriminator is not None else [])
+
+    # -- what train.py asks of a task ------------------------------------------------------------------------
+
+    @classmethod
+    def from_config(cls, cfg) -> "VAETask":
+        with torch.device("meta"):  # the frame rule, without building the weights
+            check_against_vae(cfg, LatentGeometry.of(build_vae(cfg.vae)))
+        return cls(cfg)
+
+    @property
+    def geometry(self) -> LatentGeometry:
+        return LatentGeometry.of(self.vae)
+
+    def describe(self) -> str:
+        return f"task=vae  params: vae {num_params(self.vae)}"
+
+    def final_results(self, run_dir: Path) -> dict:
+        """Reconstruction PSNR, SSIM (and LPIPS) on the held-out shards, or the training ones when there are none."""
+        data = self.cfg.data.copy()
+        data.shards, data.num_workers = self.cfg.data.eval_shards or self.cfg.data.shards, 0
+        return reconstruct(self.vae, make_loader(data, seed=1), run_dir / "samples" / "final", data.sample_fps,
+                           lpips=self.lpips)
 
     def setup(self, stage: str):
         for net in self._lpips:
