@@ -15,7 +15,6 @@ class EMA(nn.Module):
 
     def __init__(self, model: nn.Module, decay: float):
         super().__init__()
-        assert 0.0 <= decay < 1.0, f"ema_decay must be in [0, 1), got {decay}"
         self.decay = decay
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
 
