@@ -32,7 +32,7 @@ def load_i3d(path: str | None, device) -> tuple[torch.jit.ScriptModule, str]:
     """(the TorchScript detector, its file's sha256) from a local file; a one-line error naming fvd.i3d."""
     if not path or not Path(path).is_file():
         raise SoraError(f"fvd.i3d={path!r} is not a file: FVD needs StyleGAN-V's i3d_torchscript.pt at a local path "
-                        "(README \"Evaluating a checkpoint\" says where to get it)")
+                        "(docs/EVALUATION.md, \"Evaluating a checkpoint\", says where to get it)")
     try:
         model = torch.jit.load(str(path), map_location=device).eval()
     except Exception as e:  # TorchScript raises several types for a file that is not one
