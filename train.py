@@ -77,7 +77,7 @@ def warn_missing_prompts(cfg) -> None:
 
 
 def make_strategy(cfg):
-    """Lightning's strategy for train.strategy (auto / ddp / fsdp); see README "Scaling out"."""
+    """Lightning's strategy for train.strategy (auto / ddp / fsdp); see docs/SCALING.md."""
     if cfg.train.strategy.value == "auto":
         return "auto"
     if cfg.train.strategy.value == "fsdp":

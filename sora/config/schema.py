@@ -164,7 +164,7 @@ class TaskConfig(Settings):
     def check(self, at: str = "") -> None:
         if self.lpips_weight > 0 and not self.lpips_backbone:
             raise SoraError(f"{at}lpips_weight > 0 needs {at}lpips_backbone: a local VGG16 weights file "
-                            "(nothing is downloaded; docs/VAE.md says how to make one)")
+                            "(nothing is downloaded; docs/VAE.md, \"LPIPS weights\", says how to make one)")
 
 
 class LRSchedule(str, Enum):

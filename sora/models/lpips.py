@@ -7,7 +7,7 @@ f_l are VGG16's relu1_2 .. relu5_3 activations (unit-normalised over channels), 
 Zhang et al. fitted to human judgements. Two weight files, both local:
 - the backbone: torchvision's `vgg16(weights="IMAGENET1K_V1").features` state dict (`0.weight`, `0.bias`,
   `2.weight`, ...; keys prefixed `features.` as in a whole vgg16 state dict work too), .pth or .safetensors.
-  Convert it once on a machine with internet (see README.md, "Perceptual and adversarial losses").
+  Convert it once on a machine with internet (docs/VAE.md, "LPIPS weights").
 - the heads: the `lpips` package's shipped `weights/v0.1/vgg.pth` (`lin{k}.model.1.weight`), found without
   importing lpips (its import pulls torchvision). `pip install lpips` would also pull torchvision (lpips 0.1.4
   requires torchvision>=0.2.1, which pins its own torch), so install it with `pip install lpips==0.1.4 --no-deps`;

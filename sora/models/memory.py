@@ -16,7 +16,7 @@ What a step holds at its peak (the end of the forward pass, or the optimizer ste
 
 bf16-mixed saves activations in bf16 (the trace runs in bf16) and caches a bf16 copy of every weight for the
 step. Sequence parallelism divides the tokens by its group size. The VAE's own encoding runs without gradients
-before the DiT, and is not counted. README "Dry run" and docs/BENCHMARKS.md give the estimate against measured
+before the DiT, and is not counted. docs/TRAINING.md "Dry run" and docs/BENCHMARKS.md give the estimate against measured
 peaks.
 """
 
