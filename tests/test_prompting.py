@@ -222,7 +222,7 @@ def test_the_velocity_of_made_frames_depends_on_the_given_frames():
     """The model's velocity on the frames it makes changes with the given frames' content (and with nothing the
     mask leaves out): the DiT reads the given frames, not just the objective writing them into the output."""
     for prediction in ("x0", "velocity"):
-        flow, model = RectifiedFlow(prediction=prediction), randomized()
+        flow, model = RectifiedFlow(ObjectiveArgs(prediction=prediction)), randomized()
         torch.manual_seed(1)
         x, frames, others = torch.randn(2, 3, 4, 8, 8), torch.randn(2, 3, 4, 8, 8), torch.randn(2, 3, 4, 8, 8)
         mask = torch.tensor([[1, 0, 0, 0], [0, 0, 1, 1]], dtype=torch.bool)
