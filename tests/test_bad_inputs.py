@@ -146,11 +146,8 @@ TRAIN_CASES = [
     (["train.num_threads=0"], "train.num_threads must be >= 1"),
     (["train.devices=0"], "train.devices must be auto, a count >= 1"),
     (["train.precision=16"], None),
-    pytest.param(["train.devices=abc"], "train.devices", marks=xfail(
-        "check_train_config lets a train.devices string other than auto through; Lightning's Trainer then raises "
-        "TypeError, which train.py's except (ValueError, ModuleNotFoundError, MisconfigurationException) misses")),
-    pytest.param(["train.seed=-1"], "train.seed", marks=xfail(
-        "train.seed has no range (numpy takes 0 to 2**32 - 1): L.seed_everything raises ValueError in train()")),
+    (["train.devices=abc"], "train.devices must be auto, a count >= 1"),
+    (["train.seed=-1"], "train.seed must be in [0, 4294967295], got -1"),
     (["dit.depth=0"], "dit.depth must be >= 1, got 0"),
     (["dit.hidden_size=33"], "dit.hidden_size=33 must divide by dit.num_heads=2"),
     (["dit.hidden_size=30"], "3D RoPE needs an even number >= 6"),

@@ -7,6 +7,7 @@ provenance are declared here the same way. The defaults are the CPU quick start 
 overrides); a preset under configs/ states only what it changes. Rules between sections are in checks.py.
 """
 
+import re
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -221,7 +222,7 @@ class TrainLoopConfig(Settings):
     max_steps: int = setting(100000, ge=-1)
     # Wall-clock budget in minutes (null: none): training stops at whichever comes first, steps or time.
     max_minutes: Optional[float] = setting(13.0, gt=0)
-    seed: int = setting(0, unbounded=True)
+    seed: int = setting(0, ge=0, le=2**32 - 1)  # numpy's and Lightning's seed range
     # A short average: on a 3000-step checkpoint EMA(0.995) scored held-out direction 0.72, the raw weights 0.83.
     ema_decay: float = setting(0.99, ge=0, lt=1)
     caption_dropout: float = setting(0.1, ge=0, le=1)  # captions dropped with this probability, for guidance
@@ -265,7 +266,9 @@ class TrainLoopConfig(Settings):
 
     def check(self, at: str = "") -> None:
         devices = str(self.devices).strip()
-        if devices.lstrip("-").isdigit() and int(devices) < 1 and int(devices) != -1:
+        is_list = re.fullmatch(r"\[\s*\d+\s*(,\s*\d+\s*)*\]", devices) is not None
+        if not (devices == "auto" or is_list or (devices.lstrip("-").isdigit() and (int(devices) >= 1 or
+                                                                                  int(devices) == -1))):
             raise SoraError(f"{at}devices must be auto, a count >= 1, -1 (all) or a list of indices, got {devices}")
         if self.max_steps == 0 or self.max_steps < -1:
             raise SoraError(f"{at}max_steps must be >= 1, or -1 with {at}max_minutes set, got {self.max_steps}")
