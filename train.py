@@ -48,32 +48,19 @@ def sweep_of() -> str | None:
 
 
 def prepare_data(cfg) -> None:
-    """Build the moving-shapes dataset if the config asks for it and it is missing; check the shards exist."""
-    from sora.data.moving_shapes import ensure_moving_shapes
+    """The data a run reads, before anything is built or read for long (issue 27; the lead moves this call to right
+    after check_train_config): the built-in dataset built if asked for, every `auto` path resolved and every path
+    checked (sora/data/data_args.py). The resolved paths replace cfg.data's, so that checkpoints record what the
+    run read."""
+    from sora.data.data_args import latent_shards, resolve_data_paths
     from sora.data.stream import expand_shards
-    from sora.errors import SoraError
 
-    if cfg.data.latent_cache:
-        if not Path(cfg.data.latent_cache).is_dir():
-            raise SoraError(f"data.latent_cache={cfg.data.latent_cache!r} is not a directory (write one with "
-                            "data/cache_latents.py)")
-        shards = expand_shards(f"{cfg.data.latent_cache.rstrip('/')}/latents-*.tar")
-        log.info("data: %d latent-cache shard(s) in %s", len(shards), cfg.data.latent_cache)
-        return
-    if cfg.data.moving_shapes is not None and cfg.data.shards.startswith(cfg.data.moving_shapes.root):
-        t0 = time.time()
-        if ensure_moving_shapes(cfg.data.moving_shapes):
-            log.info("built the moving-shapes dataset in %s (%.0f s)", cfg.data.moving_shapes.root, time.time() - t0)
-    shards = expand_shards(cfg.data.shards)
-    log.info("data: %d shard(s) from %s", len(shards), cfg.data.shards)
-
-
-def warn_missing_prompts(cfg) -> None:
-    """A prompt file that is not there means no samples of it: say so, naming the key."""
-    for key in ("eval_prompts", "train_prompts"):
-        path = cfg.data[key]
-        if path and not Path(path).is_file():
-            log.warning("data.%s=%r is not a file: no samples of those prompts (null silences this)", key, path)
+    data = resolve_data_paths(OmegaConf.to_object(cfg.data))
+    cfg.data = data
+    if data.latent_cache:
+        log.info("data: %d latent-cache shard(s) in %s", len(expand_shards(latent_shards(data))), data.latent_cache)
+    else:
+        log.info("data: %d shard(s) from %s", len(expand_shards(data.shards)), data.shards)
 
 
 def make_strategy(cfg):
@@ -144,8 +131,6 @@ def train(cfg, run_dir: Path) -> dict:
     OmegaConf.save(cfg, ckpt_dir / "config.yaml", resolve=True)  # beside the checkpoints it describes
     prepare_data(cfg)
     is_dit = cfg.task.kind.value == "dit"
-    if is_dit:
-        warn_missing_prompts(cfg)
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
 
     # The VAE (trained, from vae.ckpt) decides the frame rule: every bucket is checked against it before the
@@ -157,6 +142,10 @@ def train(cfg, run_dir: Path) -> dict:
         with torch.device("meta"):
             geometry = LatentGeometry.of(build_vae(cfg.vae))
     check_against_vae(cfg, geometry)
+    if not cfg.train.dry_run:  # [data, issue 27] can the shards fill every bucket? (a dry run counts every clip itself)
+        from sora.data.preflight import preflight
+
+        preflight(OmegaConf.to_object(cfg.data))
     module = DiTTask(cfg, ModelBundle.build(cfg, vae=vae)) if is_dit else VAETask(cfg)
     log.info("task=%s  params: %s", cfg.task.kind.value, f"dit {num_params(module.model.dit)}, text "
              f"{num_params(module.model.text)}" if is_dit else f"vae {num_params(module.vae)}")

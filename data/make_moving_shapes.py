@@ -10,12 +10,12 @@ KEY.txt (`a {color} {shape} moving {direction}`) and KEY.json (fps, num_frames, 
 import argparse
 import time
 
-from sora.config import MovingShapesConfig
+from sora.config import MovingShapesArgs
 from sora.data.moving_shapes import write_moving_shapes
 
 
 def main() -> None:
-    d = MovingShapesConfig()
+    d = MovingShapesArgs()
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--root", default=d.root)
     p.add_argument("--clips-per-combo", type=int, default=d.clips_per_combo)
@@ -26,8 +26,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=d.seed)
     a = p.parse_args()
     t0 = time.time()
-    root = write_moving_shapes(MovingShapesConfig(a.root, a.clips_per_combo, a.clips_per_shard, a.num_frames,
-                                                  a.size_px, a.fps, a.seed))
+    root = write_moving_shapes(MovingShapesArgs(a.root, a.clips_per_combo, a.clips_per_shard, a.num_frames, a.size_px,
+                                                a.fps, a.seed))
     print(f"wrote {root} in {time.time() - t0:.1f} s")
 
 

@@ -20,11 +20,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from sora.config.schema import EvalConfig, SampleConfig, TrainConfig
+from sora.data.data_args import DataArgs
 from sora.diffusion.samplers import SAMPLERS
 from sora.diffusion.schedules import SCHEDULES
 from sora.errors import SoraError
 from sora.models.attention import backend_unavailable
 from sora.models.fp8 import RECIPES as FP8_RECIPES, fp8_unavailable
+from sora.settings import check_settings
 
 # ---------------------------------------------------------------------------------------------------------------
 # Keys
@@ -95,13 +97,6 @@ TRAIN_LIMITS = {
     "objective.logit_normal_std": _above(0), "objective.t_min": (lambda v: 0 < v < 1, "in (0, 1)"),
     "sampler.name": _one_of(SAMPLERS), "sampler.schedule": _one_of(SCHEDULES), "sampler.shift": _above(0),
     "sampler.steps": _at_least(1), "sampler.cfg": _at_least(0),
-    "data.num_frames": _at_least(1), "data.frame_stride": _at_least(1), "data.height": _at_least(1),
-    "data.width": _at_least(1), "data.batch_size_per_gpu": _at_least(1), "data.tokens_per_batch": _at_least(1),
-    "data.image_batch_ratio": _within(0, 1), "data.num_workers": _at_least(0), "data.shuffle_buffer": _at_least(1),
-    "data.min_side_px": _at_least(1), "data.max_aspect": _at_least(1), "data.sample_fps": _at_least(1),
-    "data.moving_shapes.clips_per_combo": _at_least(1), "data.moving_shapes.clips_per_shard": _at_least(1),
-    "data.moving_shapes.num_frames": _at_least(1), "data.moving_shapes.size_px": _at_least(8),
-    "data.moving_shapes.fps": _at_least(1),
     "task.kl_weight": _at_least(0), "task.lpips_weight": _at_least(0), "task.gan_weight": _at_least(0),
     "task.gan_start_step": _at_least(0), "task.disc_channels": _at_least(1),
     "vae.chunk_frames": _at_least(0), "vae.tile_px": _at_least(0), "vae.tile_overlap_px": _at_least(0),
@@ -240,9 +235,6 @@ def _check_training(cfg) -> None:
         raise SoraError(f"train.max_steps must be >= 1, or -1 with train.max_minutes set, got {t.max_steps}")
     if t.max_steps == -1 and t.max_minutes is None:
         raise SoraError("train.max_steps=-1 (no step limit) needs train.max_minutes: the run would never end")
-    for row in cfg.data.buckets or []:
-        if len(row) != 3 or min(row) < 1:
-            raise SoraError(f"data.buckets: each bucket is [num_frames, height, width] >= 1, got {list(row)}")
     sp, is_dit = t.sequence_parallel_size, cfg.task.kind.value == "dit"
     if not is_dit:
         if cfg.vae.kind.value == "pixel":
@@ -267,8 +259,6 @@ def _check_training(cfg) -> None:
         _require_full_cross(cfg.dit, "data.packing=true")
         if sp > 1:
             raise SoraError("data.packing=true does not combine with train.sequence_parallel_size > 1 yet")
-        if not cfg.data.tokens_per_batch:
-            raise SoraError("data.packing=true packs clips up to data.tokens_per_batch tokens: set data.tokens_per_batch")
     if sp > 1:
         _require_full_cross(cfg.dit, f"train.sequence_parallel_size={sp}")
         if cfg.dit.num_heads % sp:
@@ -308,6 +298,7 @@ def check_train_config(cfg) -> None:
     check_keys(cfg, TrainConfig)
     check_no_missing(cfg)
     check_limits(cfg, TRAIN_LIMITS)
+    check_settings(cfg.data, DataArgs, "data.")
     _check_dit(cfg.dit)
     _check_vae(cfg.vae)
     _check_text(cfg.text)
