@@ -48,32 +48,18 @@ def sweep_of() -> str | None:
 
 
 def prepare_data(cfg) -> None:
-    """Build the moving-shapes dataset if the config asks for it and it is missing; check the shards exist."""
-    from sora.data.moving_shapes import ensure_moving_shapes
+    """The data a run reads, before anything is built or read for long: the built-in dataset built if asked for,
+    every `auto` path resolved and every path checked (sora/data/data_args.py). The resolved paths replace
+    cfg.data's, so that checkpoints record what the run read."""
+    from sora.data.data_args import latent_shards, resolve_data_paths
     from sora.data.stream import expand_shards
-    from sora.errors import SoraError
 
-    if cfg.data.latent_cache:
-        if not Path(cfg.data.latent_cache).is_dir():
-            raise SoraError(f"data.latent_cache={cfg.data.latent_cache!r} is not a directory (write one with "
-                            "data/cache_latents.py)")
-        shards = expand_shards(f"{cfg.data.latent_cache.rstrip('/')}/latents-*.tar")
-        log.info("data: %d latent-cache shard(s) in %s", len(shards), cfg.data.latent_cache)
-        return
-    if cfg.data.moving_shapes is not None and cfg.data.shards.startswith(cfg.data.moving_shapes.root):
-        t0 = time.time()
-        if ensure_moving_shapes(cfg.data.moving_shapes):
-            log.info("built the moving-shapes dataset in %s (%.0f s)", cfg.data.moving_shapes.root, time.time() - t0)
-    shards = expand_shards(cfg.data.shards)
-    log.info("data: %d shard(s) from %s", len(shards), cfg.data.shards)
-
-
-def warn_missing_prompts(cfg) -> None:
-    """A prompt file that is not there means no samples of it: say so, naming the key."""
-    for key in ("eval_prompts", "train_prompts"):
-        path = cfg.data[key]
-        if path and not Path(path).is_file():
-            log.warning("data.%s=%r is not a file: no samples of those prompts (null silences this)", key, path)
+    data = resolve_data_paths(OmegaConf.to_object(cfg.data))
+    cfg.data = data
+    if data.latent_cache:
+        log.info("data: %d latent-cache shard(s) in %s", len(expand_shards(latent_shards(data))), data.latent_cache)
+    else:
+        log.info("data: %d shard(s) from %s", len(expand_shards(data.shards)), data.shards)
 
 
 def make_strategy(cfg):
@@ -177,12 +163,11 @@ def train(cfg, run_dir: Path) -> dict:
         torch.set_num_threads(cfg.train.num_threads)
     ckpt_dir, last = run_dir / "checkpoints", run_dir / "checkpoints" / "last.ckpt"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
+    prepare_data(cfg)  # every path the run reads, resolved and checked
     OmegaConf.save(cfg, ckpt_dir / "config.yaml", resolve=True)  # beside the checkpoints it describes
-    prepare_data(cfg)
-    warn_missing_prompts(cfg)
     lightning.seed_everything(cfg.train.seed, workers=True, verbose=False)
 
-    task = TASKS[cfg.task.kind.value].from_config(cfg)  # buckets checked against the VAE before the model is built
+    task = TASKS[cfg.task.kind.value].from_config(cfg)  # buckets checked against the VAE and the data first
     log.info(task.describe())
     buckets = BucketSet.from_config(cfg.data, task.geometry)  # per-bucket batch sizes from the token budget
     if cfg.train.dry_run:

@@ -16,8 +16,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
-from sora.config import MovingShapesConfig  # noqa: E402
-from sora.data.moving_shapes import write_moving_shapes  # noqa: E402
+from sora.data.moving_shapes import (
+    MovingShapesArgs,  # noqa: E402
+    write_moving_shapes,  # noqa: E402
+)
 from sora.errors import SoraError, exit_on_user_error  # noqa: E402
 
 
@@ -42,7 +44,7 @@ def check_root(root: str) -> None:
 
 @exit_on_user_error
 def main(argv=None) -> None:
-    d = MovingShapesConfig()
+    d = MovingShapesArgs()
     p = OneLineParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--root", default=d.root)
     p.add_argument("--clips-per-combo", type=int, default=d.clips_per_combo)
@@ -52,8 +54,8 @@ def main(argv=None) -> None:
     p.add_argument("--fps", type=int, default=d.fps)
     p.add_argument("--seed", type=int, default=d.seed)
     a = p.parse_args(argv)
-    # The settings' ranges are checked where they are declared, on MovingShapesConfig (a SoraError naming the field).
-    cfg = MovingShapesConfig(a.root, a.clips_per_combo, a.clips_per_shard, a.num_frames, a.size_px, a.fps, a.seed)
+    # The settings' ranges are checked where they are declared, on MovingShapesArgs (a SoraError naming the field).
+    cfg = MovingShapesArgs(a.root, a.clips_per_combo, a.clips_per_shard, a.num_frames, a.size_px, a.fps, a.seed)
     check_root(a.root)
     t0 = time.time()
     root = write_moving_shapes(cfg)

@@ -15,7 +15,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from sora.config import MovingShapesConfig, register_schemas
+from sora.config import MovingShapesArgs, register_schemas
 from sora.errors import exit_on_user_error
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,7 +56,8 @@ def shapes_dir(tmp_path_factory) -> Path:
     from sora.data.moving_shapes import write_moving_shapes
 
     root = tmp_path_factory.mktemp("data") / "moving_shapes"
-    write_moving_shapes(MovingShapesConfig(root=str(root), clips_per_combo=2, clips_per_shard=32, num_frames=16, size_px=32))
+    write_moving_shapes(MovingShapesArgs(root=str(root), clips_per_combo=2, clips_per_shard=32, num_frames=16,
+                                         size_px=32))
     return root
 
 

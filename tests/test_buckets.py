@@ -35,8 +35,12 @@ def test_assignment_keeps_aspect_then_length_then_size():
     assert pick(100, 500, 510, False) == Bucket(9, 32, 32)  # near square
     assert pick(6, 720, 1280, False) == Bucket(5, 24, 40)  # too short for 9 frames: the 5-frame bucket
     assert pick(1, 300, 500, True) == Bucket(1, 24, 40)  # images only go to 1-frame buckets
-    with pytest.raises(BadSample, match="no bucket"):
+    with pytest.raises(BadSample, match="no bucket") as e:
         pick(3, 720, 1280, False)  # shorter than every video bucket
+    assert e.value.reason == "too_short" and "the shortest needs 5 (5 at data.frame_stride=1)" in e.value.detail
+    with pytest.raises(BadSample, match="no bucket") as e:
+        BucketSet([Bucket(9, 32, 32)], [2]).assign(1, 32, 32, True, 1)  # an image, no 1-frame bucket
+    assert e.value.reason == "no_bucket"
 
 
 def test_batch_size_keeps_tokens_per_batch_near_the_target():
@@ -69,7 +73,8 @@ def test_the_dit_takes_every_bucket_shape():
 def test_loader_batches_one_bucket_each_and_mixes_images_at_the_ratio(mixed_shards):
     cfg = compose_config("train", [f"data.shards={mixed_shards}/shard-*.tar", "data.num_workers=0",
                                    "data.buckets=[[1,16,16],[1,16,24],[4,16,16],[4,16,24]]", "data.frame_stride=1",
-                                   "data.batch_size_per_gpu=2", "data.image_batch_ratio=0.5", "data.shuffle_buffer=4"]).data
+                                   "data.batch_size_per_gpu=2", "data.image_batch_ratio=0.5",
+                                   "data.shuffle_buffer=4"]).data
     kinds, shapes = [], set()
     for _, raw in zip(range(24), make_loader(cfg, seed=0)):
         batch, _, _ = strip_bookkeeping(raw)
@@ -134,7 +139,8 @@ def test_packed_stream_resumes_exactly(mixed_shards):
     assert full[-1]["_position"]["epoch"] >= 1
 
 
-@pytest.mark.parametrize("setting,message", [("dit.text_conditioning=joint", "data.packing=true needs dit.attention_layout"),
+@pytest.mark.parametrize("setting,message", [("dit.text_conditioning=joint",
+                                              "data.packing=true needs dit.attention_layout"),
                                              ("data.tokens_per_batch=null", "set data.tokens_per_batch")])
 def test_packing_settings_it_cannot_serve_fail_at_start(mixed_shards, shapes_dir, tmp_path, setting, message):
     proc = train_in_process(*shrunk_overrides(shapes_dir, tmp_path), f"data.shards={mixed_shards}/shard-*.tar", *PACK,

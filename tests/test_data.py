@@ -3,6 +3,7 @@
 import json
 import logging
 import random
+import re
 from collections import Counter
 from types import SimpleNamespace
 
@@ -12,8 +13,8 @@ import webdataset as wds
 
 import sora.data.stream
 from sora.data.buckets import BucketSet, resize_crop
-from sora.data.stream import ClipStream, check_shards, expand_shards, make_loader, strip_bookkeeping
 from sora.data.decode import BadSample, decode_clip
+from sora.data.stream import ClipStream, check_shards, expand_shards, make_loader, strip_bookkeeping
 from sora.errors import SoraError
 from tests.conftest import compose_config
 
@@ -64,7 +65,8 @@ def _epoch_keys(stream, readers_per_rank, monkeypatch):
     """Keys each reader yields over its first epoch (captions carry the key in these tests)."""
     out = {}
     for worker in range(readers_per_rank):
-        monkeypatch.setattr(sora.data.stream, "get_worker_info", lambda w=worker: SimpleNamespace(id=w, num_workers=readers_per_rank))
+        monkeypatch.setattr(sora.data.stream, "get_worker_info",
+                            lambda w=worker: SimpleNamespace(id=w, num_workers=readers_per_rank))
         keys = []
         for batch in stream:
             if batch["_position"]["epoch"] > 0:
@@ -130,24 +132,46 @@ def _mixed_shard(tmp_path, shapes_dir):
         sink.write({"__key__": "empty", "mp4": b"", "txt": "a red square moving up"})
         sink.write({"__key__": "novideo", "txt": "a red square moving up"})
         sink.write({"__key__": "nocaption", "mp4": good["mp4"], "json": good["json"]})
-        sink.write({"__key__": "truncated", "mp4": good["mp4"][: len(good["mp4"]) // 3], "txt": "a red square moving up"})
+        truncated = good["mp4"][: len(good["mp4"]) // 3]
+        sink.write({"__key__": "truncated", "mp4": truncated, "txt": "a red square moving up"})
         for i in range(4):
             sink.write({"__key__": f"good{i}", "mp4": good["mp4"], "txt": good["txt"], "json": good["json"]})
     return path, good
 
 
-def test_bad_samples_are_skipped_counted_and_logged(tmp_path, shapes_dir, caplog):
+def test_bad_samples_are_skipped_counted_and_listed(tmp_path, shapes_dir, caplog):
+    """Every skipped sample is named in the skip file; the log gets one summary line per reason, not one per clip."""
     path, good = _mixed_shard(tmp_path, shapes_dir)
     cfg = data_cfg(shapes_dir, f"data.shards={path}", "data.shuffle_buffer=1", "data.batch_size_per_gpu=4")
-    stream = ClipStream([str(path)], cfg, BucketSet.from_config(cfg))
+    listed = tmp_path / "skipped_samples.jsonl"
+    stream = ClipStream([str(path)], cfg, BucketSet.from_config(cfg), skipped_path=listed)
     with caplog.at_level(logging.WARNING, logger="sora.data.stream"):
         first = next(iter(stream))
     assert first["caption"] == [good["txt"].decode()] * 4
     skipped = Counter(first["_skipped"])
     assert skipped["undecodable"] >= 1 and skipped["empty_file"] == 1 and skipped["not_media"] == 1
     assert skipped["no_caption"] == 1 and sum(skipped.values()) == 5  # truncated: undecodable or too_short
+    records = [json.loads(line) for line in listed.read_text().splitlines()]
     for key in ("broken", "empty", "novideo", "nocaption", "truncated"):
-        assert f"{path}:{key}" in caplog.text
+        assert f"{path}:{key}" in [r["where"] for r in records]
+    assert Counter(r["reason"] for r in records) == skipped and all(r["detail"] for r in records)
+    summaries = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert len(summaries) == len(skipped)  # the first of each reason: one line each, naming it
+    assert all(str(listed) in line and f"{path}:" in line for line in summaries)
+
+
+def test_skip_summaries_come_at_1_10_100_skips_of_a_reason(caplog):
+    from sora.data.skip_log import SkipLog
+
+    skips = SkipLog(None, reader=3)
+    with caplog.at_level(logging.WARNING, logger="sora.data.stream"):
+        for i in range(150):
+            skips.add("too_short", f"{i} frames", f"a.tar:k{i}", epoch=0)
+        skips.add("too_small", "4x4", "a.tar:small", epoch=0)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 4 and [re.search(r"skipped (\d+) ", line)[1] for line in lines[:3]] == ["1", "10", "100"]
+    assert "a.tar:k99 (99 frames)" in lines[2] and "a.tar:k97" in lines[2] and "a.tar:k96" not in lines[2]
+    assert "reader 3 skipped 1 sample(s) so far as too_small" in lines[3]
 
 
 def test_strict_mode_stops_at_the_first_bad_sample_naming_it(tmp_path, shapes_dir):
@@ -210,3 +234,27 @@ def test_lightning_resume_continues_the_loader_where_it_stopped(shapes_dir, tmp_
     L.Trainer(max_steps=7, **kw).fit(second, datamodule=ClipDataModule(cfg, seed=2), ckpt_path=tmp_path / "c.ckpt",
                                      weights_only=True)
     assert first.seen + second.seen == straight.seen
+
+
+def test_data_settings_check_their_ranges_in_python_and_in_a_config():
+    """DataArgs owns data.*'s ranges and rules: the same check built in Python and on a composed config."""
+    from sora.config import check_train_config
+    from sora.config.checks import TRAIN_LIMITS
+    from sora.data.data_args import DataArgs
+    from sora.data.moving_shapes import MovingShapesArgs
+
+    with pytest.raises(SoraError, match=re.escape("num_workers must be >= 0, got -1")):
+        DataArgs(num_workers=-1)
+    with pytest.raises(SoraError, match=re.escape("buckets: each bucket is [num_frames, height, width] >= 1")):
+        DataArgs(buckets=[[9, 32]])
+    with pytest.raises(SoraError, match=re.escape("packing=true packs clips up to tokens_per_batch tokens")):
+        DataArgs(packing=True)
+    with pytest.raises(SoraError, match=re.escape("size_px must be >= 8, got 4")):
+        MovingShapesArgs(size_px=4)
+    for override, message in [("data.moving_shapes.size_px=4", "data.moving_shapes.size_px must be >= 8, got 4"),
+                              ("data.max_aspect=0.5", "data.max_aspect must be >= 1, got 0.5"),
+                              ("data.buckets=[[0,32,32]]", "data.buckets: each bucket is [num_frames, height, width]")]:
+        with pytest.raises(SoraError, match=re.escape(message)):
+            check_train_config(compose_config("train", [override]))
+    assert not [key for key in TRAIN_LIMITS if key.startswith("data.")]  # one place: the dataclass
+    assert DataArgs().batch_size_per_gpu == 16 and MovingShapesArgs().size_px == 32  # the quick start's

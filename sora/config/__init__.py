@@ -7,10 +7,12 @@ OmegaConf then rejects a value that does not convert to its field's type, and `c
 from hydra.core.config_store import ConfigStore
 
 from sora.config.checks import check_against_vae, check_sample_config, check_train_config
-from sora.config.schema import EvalConfig, MovingShapesConfig, SampleConfig, TrainConfig, to_plain, typed
+from sora.config.schema import EvalConfig, SampleConfig, TrainConfig, to_plain, typed
+from sora.data.data_args import DataArgs
+from sora.data.moving_shapes import MovingShapesArgs
 
-__all__ = ["EvalConfig", "MovingShapesConfig", "SampleConfig", "TrainConfig", "check_against_vae", "check_sample_config",
-           "check_train_config", "register_schemas", "to_plain", "typed"]
+__all__ = ["DataArgs", "EvalConfig", "MovingShapesArgs", "SampleConfig", "TrainConfig", "check_against_vae",
+           "check_sample_config", "check_train_config", "register_schemas", "to_plain", "typed"]
 
 
 def register_schemas() -> None:

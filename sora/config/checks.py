@@ -51,7 +51,7 @@ def check_no_missing(cfg) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Ranges not yet on their fields (moving to DiTArgs and DataArgs beside their components)
+# Ranges not yet on their fields (moving to DiTArgs beside the DiT)
 # ---------------------------------------------------------------------------------------------------------------
 
 
@@ -70,13 +70,6 @@ def _within(low, high):
 TRAIN_LIMITS = {
     "dit.hidden_size": _at_least(1), "dit.depth": _at_least(1), "dit.num_heads": _at_least(1),
     "dit.mlp_ratio": _above(0), "dit.rope_theta": _above(0), "dit.checkpoint_fraction": _within(0, 1),
-    "data.num_frames": _at_least(1), "data.frame_stride": _at_least(1), "data.height": _at_least(1),
-    "data.width": _at_least(1), "data.batch_size_per_gpu": _at_least(1), "data.tokens_per_batch": _at_least(1),
-    "data.image_batch_ratio": _within(0, 1), "data.num_workers": _at_least(0), "data.shuffle_buffer": _at_least(1),
-    "data.min_side_px": _at_least(1), "data.max_aspect": _at_least(1), "data.sample_fps": _at_least(1),
-    "data.moving_shapes.clips_per_combo": _at_least(1), "data.moving_shapes.clips_per_shard": _at_least(1),
-    "data.moving_shapes.num_frames": _at_least(1), "data.moving_shapes.size_px": _at_least(8),
-    "data.moving_shapes.fps": _at_least(1),
 }
 
 
@@ -119,9 +112,6 @@ def _require_full_cross(d, setting: str) -> None:
 def _check_sections_agree(cfg) -> None:
     """Rules between sections: the task against what it trains, packing and sequence parallelism against the DiT."""
     t = cfg.train
-    for row in cfg.data.buckets or []:
-        if len(row) != 3 or min(row) < 1:
-            raise SoraError(f"data.buckets: each bucket is [num_frames, height, width] >= 1, got {list(row)}")
     sp, is_dit = t.sequence_parallel_size, cfg.task.kind == TaskKind.dit
     if not is_dit:
         if cfg.vae.kind == VAEKind.pixel:
@@ -142,9 +132,6 @@ def _check_sections_agree(cfg) -> None:
         _require_full_cross(cfg.dit, "data.packing=true")
         if sp > 1:
             raise SoraError("data.packing=true does not combine with train.sequence_parallel_size > 1 yet")
-        if not cfg.data.tokens_per_batch:
-            raise SoraError("data.packing=true packs clips up to data.tokens_per_batch tokens: set "
-                            "data.tokens_per_batch")
     if sp > 1:
         _require_full_cross(cfg.dit, f"train.sequence_parallel_size={sp}")
         if cfg.dit.num_heads % sp:

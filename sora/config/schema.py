@@ -15,6 +15,7 @@ from typing import List, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
+from sora.data.data_args import DataArgs
 from sora.diffusion.frame_modes import ConditioningArgs
 from sora.diffusion.objectives import ObjectiveArgs
 from sora.diffusion.samplers import SAMPLERS, SamplerArgs
@@ -76,64 +77,6 @@ class DiTConfig:
     # per_block: each block's own adaLN map (DiT); single: one shared map + a table per block (adaLN-single,
     # PixArt-alpha; as Wan), 27% fewer parameters at XL. text_conditioning=cross only.
     modulation: Modulation = Modulation.per_block
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Data
-# ---------------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class MovingShapesConfig:
-    """The built-in dataset: written to `root` on first use when its shards are missing."""
-
-    root: str = "data/moving_shapes"
-    clips_per_combo: int = 32
-    clips_per_shard: int = 256
-    num_frames: int = 16
-    size_px: int = 64
-    fps: int = 8
-    seed: int = 0
-
-
-@dataclass
-class DataConfig:
-    """The loader (`sora.data.stream.make_loader`, `BucketSet.from_config`) and what a run samples and evaluates."""
-
-    # Webdataset shards: a brace pattern (train-{000000..000007}.tar) or a glob (train-*.tar).
-    shards: str = "data/moving_shapes/train-*.tar"
-    moving_shapes: Optional[MovingShapesConfig] = field(default_factory=MovingShapesConfig)
-    num_frames: int = 8
-    frame_stride: int = 2
-    height: int = 32
-    width: int = 32
-    random_start: bool = True  # clips start at a random time (false: at frame 0)
-    random_crop: bool = True  # a random crop of what covers the bucket (false: the centre)
-    batch_size_per_gpu: int = 32
-    # Size and duration buckets, [[num_frames, height, width], ...] (null: the one bucket above); clips go to the
-    # nearest of their aspect ratio (sora/data/buckets.py). Buckets with num_frames 1 take images.
-    buckets: Optional[List[List[int]]] = None
-    # Per-bucket batch size that keeps DiT tokens per batch near this (null: batch_size_per_gpu for every bucket).
-    tokens_per_batch: Optional[int] = None
-    # Share of batches that are image batches (null: as they come from the data; packs mix the two themselves).
-    image_batch_ratio: Optional[float] = None
-    # Pack clips of any bucket into one sequence of up to tokens_per_batch tokens, with block-diagonal attention
-    # (NaViT; DiT.forward_packed), instead of one bucket per batch. Needs tokens_per_batch.
-    packing: bool = False
-    num_workers: int = 1
-    shuffle_buffer: int = 512
-    strict: bool = False  # true: stop at the first bad sample, naming it (false: skip, count, report)
-    min_side_px: int = 8  # smaller clips are skipped (too_small)
-    max_aspect: float = 6.0  # longer side / shorter side beyond this is skipped (extreme_aspect)
-    # A latent cache written by data/cache_latents.py: training reads latents and text embeddings, no decoding.
-    latent_cache: Optional[str] = None
-    sample_fps: int = 4  # frame rate of written samples: the source fps / frame_stride
-    # Held-out shards: the DiT's validation loss (val.*) and the VAE's reconstruction at the end of task=vae (null:
-    # no validation loss; the VAE then reconstructs training shards).
-    eval_shards: Optional[str] = "data/moving_shapes/test-*.tar"
-    # Prompt files for the samples logged during training and written at its end (one prompt a line).
-    eval_prompts: Optional[str] = "data/moving_shapes/heldout_prompts.txt"
-    train_prompts: Optional[str] = "data/moving_shapes/train_prompts.txt"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -332,7 +275,7 @@ class TrainConfig:
     """`python train.py`: every section; the defaults are the CPU quick start."""
 
     task: TaskConfig = field(default_factory=TaskConfig)
-    data: DataConfig = field(default_factory=DataConfig)
+    data: DataArgs = field(default_factory=DataArgs)
     vae: VAEArgs = field(default_factory=VAEArgs)
     dit: DiTConfig = field(default_factory=DiTConfig)
     text: TextArgs = field(default_factory=TextArgs)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from sora.data.decode import BadSample
+from sora.data.decode import BadSample, frames_needed
 from sora.models.geometry import LatentGeometry
 
 
@@ -44,7 +44,8 @@ class BucketSet:
         self.buckets, self.batch_sizes = list(buckets), list(batch_sizes)
         self.tokens_per_batch, self.geometry = tokens_per_batch, geometry  # latent caches use these
         # DiT tokens of one clip of each bucket (with a geometry and a token budget)
-        self.tokens = [geometry.num_tokens(b.num_frames, b.height, b.width) for b in buckets] if tokens_per_batch else None
+        self.tokens = ([geometry.num_tokens(b.num_frames, b.height, b.width) for b in buckets] if tokens_per_batch
+                       else None)
 
     @classmethod
     def from_config(cls, data_cfg, geometry: LatentGeometry | None = None) -> "BucketSet":
@@ -53,7 +54,8 @@ class BucketSet:
         buckets = [Bucket(*map(int, row)) for row in rows]
         if data_cfg.tokens_per_batch is None or geometry is None:
             return cls(buckets, [data_cfg.batch_size_per_gpu] * len(buckets), None, geometry)
-        sizes = [max(1, data_cfg.tokens_per_batch // geometry.num_tokens(b.num_frames, b.height, b.width)) for b in buckets]
+        sizes = [max(1, data_cfg.tokens_per_batch // geometry.num_tokens(b.num_frames, b.height, b.width))
+                 for b in buckets]
         return cls(buckets, sizes, data_cfg.tokens_per_batch, geometry)
 
     def latent_tokens(self, latent_shape) -> int:
@@ -61,22 +63,28 @@ class BucketSet:
         return max(1, math.prod(self.geometry.grid_of_latent(latent_shape)))
 
     def assign(self, num_frames_available: int, height: int, width: int, is_image: bool, frame_stride: int) -> int:
-        """Index of the bucket for a clip of this shape; BadSample('no_bucket') when none fits."""
+        """Index of the bucket for a clip of this shape; BadSample('too_short') when the buckets of its kind are all
+        longer than it, BadSample('no_bucket') when there is no bucket of its kind (image or video) at all."""
         aspect = math.log(height / width)
         best, best_key = None, None
         for i, b in enumerate(self.buckets):
             if b.is_image != is_image:
                 continue
-            if not b.is_image and (b.num_frames - 1) * frame_stride + 1 > num_frames_available:
+            if not b.is_image and frames_needed(b.num_frames, frame_stride) > num_frames_available:
                 continue
             key = (round(abs(math.log(b.height / b.width) - aspect), 3), -b.num_frames,
                    abs(math.log(b.height * b.width / (height * width))))
             if best_key is None or key < best_key:
                 best, best_key = i, key
-        if best is None:
-            kind = "image" if is_image else f"clip of {num_frames_available} frames (stride {frame_stride})"
-            raise BadSample("no_bucket", f"no bucket takes a {height}x{width} {kind}")
-        return best
+        if best is not None:
+            return best
+        if is_image or not any(not b.is_image for b in self.buckets):
+            kind, why = ("image", "no bucket has 1 frame") if is_image else ("video", "every bucket has 1 frame")
+            raise BadSample("no_bucket", f"no bucket takes a {height}x{width} {kind} ({why})")
+        shortest = min(b.num_frames for b in self.buckets if not b.is_image)
+        need = frames_needed(shortest, frame_stride)
+        raise BadSample("too_short", f"no bucket takes {num_frames_available} frames: the shortest needs {need} "
+                                     f"({shortest} at data.frame_stride={frame_stride})")
 
 
 def resize_crop(frames: torch.Tensor, height: int, width: int, rng: random.Random | None = None) -> torch.Tensor:

@@ -116,7 +116,8 @@ def probe(data: bytes, ext: str) -> MediaInfo:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def frame_times(num_frames: int, frame_stride: int, fps: float, available_s: float, rng: random.Random | None) -> np.ndarray:
+def frame_times(num_frames: int, frame_stride: int, fps: float, available_s: float,
+                rng: random.Random | None) -> np.ndarray:
     """Timestamps (s) of `num_frames` frames `frame_stride` source frames apart, from a random start if rng is given."""
     span_s = (num_frames - 1) * frame_stride / fps
     start = rng.uniform(0, max(0.0, available_s - span_s)) if rng is not None else 0.0
@@ -129,10 +130,16 @@ def _pick(times_s: np.ndarray, wanted_s: np.ndarray) -> np.ndarray:
     return np.clip(idx, 0, len(times_s) - 1)
 
 
+def frames_needed(num_frames: int, frame_stride: int) -> int:
+    """Source frames a clip must have to give `num_frames` frames `frame_stride` apart (the first to the last)."""
+    return (num_frames - 1) * frame_stride + 1
+
+
 def _check_length(have: int, num_frames: int, frame_stride: int) -> None:
-    span = (num_frames - 1) * frame_stride + 1
+    span = frames_needed(num_frames, frame_stride)
     if have < span:
-        raise BadSample("too_short", f"{have} frames, needs {span} (num_frames={num_frames}, frame_stride={frame_stride})")
+        raise BadSample("too_short",
+                        f"{have} frames, needs {span} (num_frames={num_frames}, frame_stride={frame_stride})")
 
 
 def _decode_decord(data: bytes, num_frames: int, frame_stride: int, rng) -> np.ndarray:

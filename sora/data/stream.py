@@ -16,8 +16,13 @@ in the checkpoint. On resume a reader re-reads its shards up to that point witho
 and rebuilds its buffers. The DataLoader always asks worker 0 first, so workers are renumbered to make the
 reader that was next be asked first: the resumed batch order is the uninterrupted one.
 
-Bad samples raise `BadSample` inside a reader; they are skipped, logged with their shard and key, counted by
-reason and reported by the trainer, or, with `data.strict=true`, stop the run naming the file.
+Bad samples raise `BadSample` inside a reader; they are skipped, counted by reason and reported by the trainer,
+each one written to a JSON-lines file with its shard and key and summed up in the log (sora/data/skip_log.py),
+or, with `data.strict=true`, stop the run naming the file.
+
+A `SoraError` in a DataLoader worker (strict mode, a reader that finds no usable sample) reaches the main
+process as a batch carrying its message (ERROR), and `strip_bookkeeping` raises it there: torch would re-raise
+it as "Caught SoraError in DataLoader worker process N" with the worker's traceback, not the user's one line.
 """
 
 import glob
@@ -36,7 +41,8 @@ import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from sora.data.buckets import BucketSet, resize_crop
-from sora.data.decode import MEDIA_EXTENSIONS, BadSample, decode_clip, probe
+from sora.data.decode import IMAGE_EXTENSIONS, MEDIA_EXTENSIONS, BadSample, decode_clip, probe
+from sora.data.skip_log import SkipLog
 from sora.errors import SoraError
 
 log = logging.getLogger(__name__)
@@ -46,19 +52,20 @@ log = logging.getLogger(__name__)
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def expand_shards(pattern: str) -> list[str]:
-    """Brace patterns (`a-{000..009}.tar`) and globs (`a-*.tar`) to a sorted list of existing shard files."""
+def expand_shards(pattern: str, key: str = "data.shards") -> list[str]:
+    """Brace patterns (`a-{000..009}.tar`) and globs (`a-*.tar`) to a sorted list of existing shard files; errors
+    name `key`, the setting the pattern came from."""
     if not pattern:
-        raise SoraError("data.shards is empty: give a shard pattern such as 'shards/train-{000000..000009}.tar'")
+        raise SoraError(f"{key} is empty: give a shard pattern such as 'shards/train-{{000000..000009}}.tar'")
     paths = []
     for part in braceexpand.braceexpand(os.path.expanduser(pattern)):
         matches = sorted(glob.glob(part)) if glob.has_magic(part) else ([part] if os.path.exists(part) else [])
         paths += matches
     if not paths:
-        raise SoraError(f"data.shards={pattern!r} matches no file (cwd: {os.getcwd()})")
+        raise SoraError(f"{key}={pattern!r} matches no file (cwd: {os.getcwd()})")
     missing = [p for p in braceexpand.braceexpand(pattern) if not glob.has_magic(p) and not os.path.exists(p)]
     if missing:
-        raise SoraError(f"data.shards={pattern!r}: {len(missing)} shard(s) missing, first {missing[0]!r}")
+        raise SoraError(f"{key}={pattern!r}: {len(missing)} shard(s) missing, first {missing[0]!r}")
     return sorted(set(paths))
 
 
@@ -70,6 +77,41 @@ def check_shards(paths: list[str]) -> None:
                 tar.next()
         except (OSError, tarfile.TarError) as e:
             raise SoraError(f"shard {path!r} is not a readable tar file: {e}") from None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One sample's metadata
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def sample_info(raw: dict) -> tuple[str, str, dict | None]:
+    """(media extension, caption, its .json metadata or None when it has none usable) of a raw video sample;
+    BadSample when it has no media file or no caption. Reads only the .txt and .json members."""
+    ext = next((e for e in MEDIA_EXTENSIONS if e in raw), None)
+    if ext is None:
+        other = [k for k in raw if not k.startswith("__") and k not in ("txt", "json")]
+        raise BadSample("not_media", f"no media file (found {', '.join(other) or 'nothing'})")
+    caption = (raw.get("txt") or b"").decode("utf-8", errors="replace").strip()
+    if not caption:
+        raise BadSample("no_caption", "missing or empty .txt")
+    try:
+        info = json.loads(raw["json"]) if raw.get("json") else None
+    except (ValueError, UnicodeDecodeError):
+        info = None
+    if not isinstance(info, dict) or not {"num_frames", "height", "width"} <= info.keys():
+        return ext, caption, None
+    return ext, caption, info
+
+
+def clip_shape(ext: str, info: dict) -> tuple[int, int, int, bool]:
+    """(frames, height, width, is_image) of a clip from its metadata."""
+    is_image = bool(info.get("is_image")) or ext in IMAGE_EXTENSIONS
+    return int(info["num_frames"]), int(info["height"]), int(info["width"]), is_image
+
+
+def strict_error(where: str, reason: str, detail: str) -> SoraError:
+    """What data.strict=true stops with at the first bad sample (the loader, and the check before the first step)."""
+    return SoraError(f"{where}: {reason}: {detail} (data.strict=true stops at the first bad sample)")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -87,6 +129,7 @@ def _set_rng_state(rng: random.Random, state: list) -> None:
 
 
 PACKED = "packed"  # the buffer key of data.packing: one buffer for clips of every bucket
+ERROR = "_error"  # a worker's batch that carries a SoraError's message to the main process
 
 
 class _Reader:
@@ -96,6 +139,7 @@ class _Reader:
         self.s, self.reader, self.readers = stream, reader, readers
         self.state = state or {"epoch": 0, "consumed": 0}
         self.skipped = Counter()  # since the last batch
+        self.skip_log = SkipLog(stream.skipped_path, reader)
 
     def _raw(self, epoch: int):
         """(index, raw sample) of this reader's share of the epoch, in order; tar errors are bad shards."""
@@ -105,7 +149,7 @@ class _Reader:
         mine = shards[self.reader :: self.readers] if whole else shards
 
         def on_tar_error(exn):
-            self._bad("bad_shard", str(exn).splitlines()[0][:200], "?")
+            self._bad("bad_shard", str(exn).splitlines()[0][:200], "?", epoch)
             return True  # skip the rest of that shard
 
         urls = iter([{"url": u} for u in mine])
@@ -116,11 +160,11 @@ class _Reader:
                 yield n, raw
                 n += 1
 
-    def _bad(self, reason: str, detail: str, where: str):
+    def _bad(self, reason: str, detail: str, where: str, epoch: int):
         if self.s.strict:
-            raise SoraError(f"{where}: {reason}: {detail} (data.strict=true stops at the first bad sample)")
+            raise strict_error(where, reason, detail)
         self.skipped[reason] += 1
-        log.warning("skipping %s: %s: %s", where, reason, detail)
+        self.skip_log.add(reason, detail, where, epoch)
 
     def _process(self, n: int, raw: dict, epoch: int):
         """(bucket key, item) of one raw sample, or None when it is skipped (counted)."""
@@ -129,7 +173,7 @@ class _Reader:
         try:
             return self.s.process(raw, rng)
         except BadSample as e:
-            self._bad(e.reason, e.detail, where)
+            self._bad(e.reason, e.detail, where, epoch)
             return None
 
     def __iter__(self):
@@ -150,7 +194,8 @@ class _Reader:
         raw_iter = self._raw(epoch)
 
         if consumed:  # resume: re-read up to the saved position (no decoding), rebuild the buffers
-            wanted = set(st["shuffle"]) | {n for _, ns in st["buckets"] for n in ns} | {n for _, ns in st["ready"] for n in ns}
+            wanted = (set(st["shuffle"]) | {n for _, ns in st["buckets"] for n in ns}
+                      | {n for _, ns in st["ready"] for n in ns})
             kept = {}
             for n, raw in raw_iter:
                 if n in wanted:
@@ -164,7 +209,8 @@ class _Reader:
 
         def position():
             return {"epoch": epoch, "consumed": consumed, "rng": _rng_state(rng), "images": images, "total": total,
-                    "shuffle": [n for n, _ in shuffle], "buckets": [[k, [n for n, _ in v]] for k, v in buckets.items() if v],
+                    "shuffle": [n for n, _ in shuffle],
+                    "buckets": [[k, [n for n, _ in v]] for k, v in buckets.items() if v],
                     "ready": [[k, [n for n, _ in v]] for k, v in ready]}
 
         def choose(final: bool) -> int | None:
@@ -235,11 +281,11 @@ class ClipStream(IterableDataset):
     """Endless stream of batches of one bucket each: {"video": b c t h w, "caption": [str]} (or cached latents).
 
     `state` maps reader -> position from a checkpoint; `worker_offset` renumbers workers so that the reader
-    due next is asked first.
+    due next is asked first; `skipped_path` is the JSON-lines file that gets every skipped sample (None: none).
     """
 
     def __init__(self, shards: list[str], cfg, buckets: BucketSet, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 state: dict | None = None, worker_offset: int = 0):
+                 state: dict | None = None, worker_offset: int = 0, skipped_path: str | None = None):
         super().__init__()
         assert cfg.frame_stride >= 1, f"data.frame_stride must be >= 1, got {cfg.frame_stride}"
         assert cfg.shuffle_buffer >= 1, f"data.shuffle_buffer must be >= 1, got {cfg.shuffle_buffer}"
@@ -251,6 +297,7 @@ class ClipStream(IterableDataset):
         assert not self.packing or buckets.tokens, "data.packing=true packs up to data.tokens_per_batch tokens a pack"
         self.latent = bool(cfg.latent_cache)
         self.state, self.worker_offset = state or {}, worker_offset
+        self.skipped_path = str(skipped_path) if skipped_path else None
 
     # -- per-sample work (video shards) -------------------------------------------------------------------------
 
@@ -259,7 +306,8 @@ class ClipStream(IterableDataset):
             return self._process_latent(raw)
         ext, caption, info, b = self.locate(raw)
         bucket = self.buckets.buckets[b]
-        frames = decode_clip(raw[ext], ext, bucket.num_frames, self.frame_stride, rng if self.random_start else None, info)
+        start_rng = rng if self.random_start else None
+        frames = decode_clip(raw[ext], ext, bucket.num_frames, self.frame_stride, start_rng, info)
         item = {"video": resize_crop(frames, bucket.height, bucket.width, rng if self.random_crop else None),
                 "caption": caption}
         if self.packing:
@@ -269,28 +317,20 @@ class ClipStream(IterableDataset):
     def locate(self, raw: dict) -> tuple[str, str, dict, int]:
         """(media extension, caption, metadata, bucket index) of a raw video sample, decoding nothing when the
         shard carries .json metadata; BadSample when it would be skipped (the dry run counts these)."""
-        ext = next((e for e in MEDIA_EXTENSIONS if e in raw), None)
-        if ext is None:
-            other = [k for k in raw if not k.startswith("__") and k not in ("txt", "json")]
-            raise BadSample("not_media", f"no media file (found {', '.join(other) or 'nothing'})")
-        caption = raw.get("txt", b"").decode("utf-8", errors="replace").strip()
-        if not caption:
-            raise BadSample("no_caption", "missing or empty .txt")
-        info = {}
-        if "json" in raw:
-            try:
-                info = json.loads(raw["json"])
-            except (ValueError, UnicodeDecodeError):
-                info = {}
-        if not {"num_frames", "height", "width"} <= info.keys():
+        ext, caption, info = sample_info(raw)
+        if info is None:
             info = vars(probe(raw[ext], ext))  # shards not written by make_shards.py: probe once here
-        h, w = int(info["height"]), int(info["width"])
+        return ext, caption, info, self.bucket_of(ext, info)
+
+    def bucket_of(self, ext: str, info: dict) -> int:
+        """The bucket of a clip from its metadata; BadSample (too_small, extreme_aspect, too_short, no_bucket) when
+        it would be skipped. The loader and the check before the first step (sora/data/preflight.py) both ask this."""
+        _, h, w, _ = shape = clip_shape(ext, info)
         if min(h, w) < self.min_side_px:
             raise BadSample("too_small", f"{h}x{w} is under data.min_side_px={self.min_side_px}")
         if max(h, w) / min(h, w) > self.max_aspect:
             raise BadSample("extreme_aspect", f"{h}x{w} is beyond data.max_aspect={self.max_aspect}")
-        is_image = bool(info.get("is_image")) or ext in ("jpg", "jpeg", "png", "webp")
-        return ext, caption, info, self.buckets.assign(int(info["num_frames"]), h, w, is_image, self.frame_stride)
+        return self.buckets.assign(*shape, self.frame_stride)
 
     def _process_latent(self, raw: dict):
         if "latent.npy" not in raw:
@@ -328,7 +368,8 @@ class ClipStream(IterableDataset):
             if name in items[0]:
                 clips = [it[name] for it in items]
                 # A pack keeps its clips apart (each its own shape); cached text has one length, so it stacks.
-                batch[name] = clips if key == PACKED and name in ("video", "latent", "alone") else torch.stack(clips)  # b ...
+                packed = key == PACKED and name in ("video", "latent", "alone")
+                batch[name] = clips if packed else torch.stack(clips)  # b ...
         return batch
 
     # -- the stream --------------------------------------------------------------------------------------------
@@ -338,7 +379,12 @@ class ClipStream(IterableDataset):
         worker, num_workers = (info.id, info.num_workers) if info else (0, 1)
         worker = (worker + self.worker_offset) % num_workers
         reader = self.rank * num_workers + worker
-        yield from _Reader(self, reader, self.world_size * num_workers, self.state.get(reader))
+        try:
+            yield from _Reader(self, reader, self.world_size * num_workers, self.state.get(reader))
+        except SoraError as e:
+            if info is None:  # the main process: the user's one line as it is
+                raise
+            yield {ERROR: str(e)}  # a worker: raised by strip_bookkeeping in the main process
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -347,11 +393,13 @@ class ClipStream(IterableDataset):
 
 
 def make_loader(cfg, seed: int, rank: int = 0, world_size: int = 1, buckets: BucketSet | None = None,
-                state: dict | None = None, worker_offset: int = 0) -> DataLoader:
-    """A DataLoader over `cfg.shards` (a DataConfig) yielding one-bucket batches (see ClipStream)."""
+                state: dict | None = None, worker_offset: int = 0, skipped_path: str | None = None) -> DataLoader:
+    """A DataLoader over `cfg.shards` (DataArgs) yielding one-bucket batches (see ClipStream); its batches go
+    through `strip_bookkeeping`, which also raises a worker's SoraError."""
     shards = expand_shards(f"{cfg.latent_cache.rstrip('/')}/latents-*.tar" if cfg.latent_cache else cfg.shards)
     check_shards(shards)
-    stream = ClipStream(shards, cfg, buckets or BucketSet.from_config(cfg), seed, rank, world_size, state, worker_offset)
+    stream = ClipStream(shards, cfg, buckets or BucketSet.from_config(cfg), seed, rank, world_size, state,
+                        worker_offset, skipped_path)
     return DataLoader(stream, batch_size=None, num_workers=cfg.num_workers,
                       persistent_workers=cfg.num_workers > 0, pin_memory=torch.cuda.is_available())
 
@@ -366,6 +414,8 @@ def raw_samples(paths: list[str]):
 
 
 def strip_bookkeeping(batch: dict) -> tuple[dict, dict | None, dict]:
-    """Split a loader batch into (data, reader position, skipped counts)."""
+    """Split a loader batch into (data, reader position, skipped counts); a worker's error is raised here."""
+    if ERROR in batch:
+        raise SoraError(batch[ERROR])
     batch = dict(batch)
     return batch, batch.pop("_position", None), batch.pop("_skipped", {}) or {}

@@ -44,8 +44,9 @@ class DataReport(L.Callback):
         dm = trainer.datamodule
         skipped = dict(getattr(dm, "skipped", {}) or {})
         if skipped:
-            log.warning("data: skipped %d sample(s) on rank %d: %s", sum(skipped.values()), trainer.global_rank,
-                        ", ".join(f"{k}={v}" for k, v in sorted(skipped.items())))
+            log.warning("data: skipped %d sample(s) on rank %d: %s; every one is in %s", sum(skipped.values()),
+                        trainer.global_rank, ", ".join(f"{k}={v}" for k, v in sorted(skipped.items())),
+                        getattr(dm, "skipped_path", None))
         else:
             log.info("data: no sample skipped on rank %d", trainer.global_rank)
 

@@ -2,6 +2,7 @@
 
 import logging
 from collections import Counter
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -13,13 +14,22 @@ from sora.data.stream import make_loader, strip_bookkeeping
 log = logging.getLogger(__name__)
 
 
-class ClipDataModule(L.LightningDataModule):
-    """Hands Lightning this rank's loader, and keeps (and checkpoints) every reader's position and skip counts."""
+SKIPPED_FILE = "skipped_samples.jsonl"
 
-    def __init__(self, cfg, seed: int, buckets: BucketSet | None = None, sequence_parallel_size: int = 1):
+
+class ClipDataModule(L.LightningDataModule):
+    """Hands Lightning this rank's loader, and keeps (and checkpoints) every reader's position and skip counts.
+
+    Every skipped sample goes to `skipped_path` (default: RUN/skipped_samples.jsonl, in the trainer's
+    default_root_dir, which train.py sets to the run directory); a worker's SoraError is raised here, in the main
+    process, as the user's one line (sora/data/stream.py: strip_bookkeeping)."""
+
+    def __init__(self, cfg, seed: int, buckets: BucketSet | None = None, sequence_parallel_size: int = 1,
+                 skipped_path: Path | None = None):
         super().__init__()
         self.cfg, self.seed, self.buckets = cfg, seed, buckets
         self.sp = sequence_parallel_size  # ranks that share one batch (each takes a slice of its tokens)
+        self.skipped_path = skipped_path
         self.positions: dict[int, dict] = {}
         self.skipped: Counter = Counter()
         self.batches_seen = 0
@@ -38,7 +48,9 @@ class ClipDataModule(L.LightningDataModule):
             else:
                 log.warning("data: the checkpoint's loader ran %s rank(s) x %s worker(s), this run %s x %s: "
                             "starting the stream afresh", r.get("world_size"), r.get("num_workers"), world, workers)
-        return make_loader(self.cfg, self.seed, rank, world, self.buckets, state, offset)
+        if self.skipped_path is None:
+            self.skipped_path = Path(self.trainer.default_root_dir) / SKIPPED_FILE
+        return make_loader(self.cfg, self.seed, rank, world, self.buckets, state, offset, self.skipped_path)
 
     def on_before_batch_transfer(self, batch, dataloader_idx: int):
         batch, position, skipped = strip_bookkeeping(batch)

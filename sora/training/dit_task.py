@@ -10,7 +10,6 @@ from pathlib import Path
 
 import torch
 
-from sora.config import check_against_vae
 from sora.data.latent_cache import sample_latent
 from sora.diffusion.frame_modes import draw_frame_masks, gives_frames
 from sora.distributed.fsdp import fully_shard_trained, gather_full_state
@@ -57,7 +56,7 @@ class DiTTask(Task):
         """The frozen VAE first (a trained one from vae.ckpt decides the frame rule), every bucket checked against
         it, then the DiT and the text encoder."""
         vae, cfg = vae_from_config(cfg)
-        check_against_vae(cfg, LatentGeometry.of(vae, cfg.dit.patch_size))
+        cls.check_buckets(cfg, LatentGeometry.of(vae, cfg.dit.patch_size))
         return cls(cfg, ModelBundle.build(cfg, vae=vae))
 
     @property

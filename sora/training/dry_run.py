@@ -2,26 +2,28 @@
 
 Prints (and returns, for RUN/dry_run.json):
 - the bucket histogram of the training data: clips per bucket, batches per epoch (per device), and the clips
-  skipped, by reason (the stream's own rules: sora/data/stream.py). Shards written by data/make_shards.py carry
-  .json metadata, so nothing is decoded; others are probed once per clip;
+  skipped, by reason: every clip of every shard counted as the check before a real run's first step counts them
+  (sora/data/preflight.py, by the stream's own rules). Shards written by data/make_shards.py carry .json metadata,
+  so nothing is decoded; others are probed once per clip;
 - tokens per batch and the model FLOPs of one training step, per bucket (sora/models/flops.py);
 - parameter counts: trained and frozen;
 - the peak memory per device of a training step for the model, precision, checkpointing and parallelism chosen
   (sora/models/memory.py), per bucket.
 
-It fails, naming the bucket, when a bucket that data.buckets names receives no clip: Open-Sora users found such
-buckets only by their absence from the logs.
+It fails, naming the bucket, when a bucket that data.buckets names receives no clip (the same line as a real
+run's check, sora/data/preflight.py): Open-Sora users found such buckets only by their absence from the logs.
 """
 
 import logging
-from collections import Counter
+from dataclasses import replace
 
 import torch
+from omegaconf import OmegaConf
 
 from sora.config import to_plain
 from sora.data.buckets import BucketSet
-from sora.data.decode import BadSample
-from sora.data.stream import ClipStream, expand_shards, raw_samples
+from sora.data.preflight import Survey, empty_bucket, survey
+from sora.data.stream import ClipStream, expand_shards
 from sora.devices import default_precision, world_size
 from sora.errors import SoraError
 from sora.models.dit import DiT
@@ -31,18 +33,13 @@ from sora.models.memory import training_memory
 log = logging.getLogger(__name__)
 
 
-def bucket_histogram(data_cfg, buckets: BucketSet) -> tuple[Counter, Counter]:
-    """(clips per bucket index, skipped clips per reason) over every training shard."""
-    data = data_cfg.copy()
-    data.latent_cache, data.packing = None, False
-    stream = ClipStream(expand_shards(data.shards), data, buckets)
-    counts, skipped = Counter(), Counter()
-    for raw in raw_samples(stream.shards):
-        try:
-            counts[stream.locate(raw)[3]] += 1
-        except BadSample as e:
-            skipped[e.reason] += 1
-    return counts, skipped
+def bucket_histogram(data_cfg, buckets: BucketSet) -> Survey:
+    """Clips per bucket index and skipped clips per reason over every clip of every training shard (clips without
+    .json metadata are probed)."""
+    # A report: every bad sample counted (data.strict is the loader's); packing and caches do not move a clip.
+    data = replace(OmegaConf.to_object(data_cfg), latent_cache=None, packing=False, strict=False)
+    s = survey(ClipStream(expand_shards(data.shards), data, buckets), None, None, probe_media=True)
+    return s
 
 
 def dry_run(cfg, bundle, buckets: BucketSet) -> dict:
@@ -53,7 +50,8 @@ def dry_run(cfg, bundle, buckets: BucketSet) -> dict:
     t = cfg.train
     world, sp = world_size(t.devices, t.num_nodes, t.accelerator, count_auto=True), t.sequence_parallel_size
     readers = world // sp  # sequence-parallel ranks share batches
-    counts, skipped = bucket_histogram(cfg.data, buckets)
+    histogram = bucket_histogram(cfg.data, buckets)
+    counts, skipped = histogram.clips, histogram.skipped
     precision, strategy = default_precision(t.precision, t.accelerator), t.strategy.value
     trained = sum(p.numel() for p in bundle.trainable().parameters())
     frozen = sum(p.numel() for p in bundle.parameters()) - trained
@@ -84,9 +82,6 @@ def dry_run(cfg, bundle, buckets: BucketSet) -> dict:
                  "peak memory %.2f GiB/device (state %.2f, activations %.2f, transient %.2f)", str(r["bucket"]),
                  r["clips"], r["batch_size"], r["batches_per_epoch_per_device"], r["tokens_per_batch"],
                  r["tflops_per_step"], *(r["peak_memory_gib"][k] for k in ("total", "state", "activations", "transient")))
-    empty = [r["bucket"] for r in rows if r["clips"] == 0]
-    if empty:
-        where = "data.buckets" if cfg.data.buckets else "data.num_frames, data.height, data.width"
-        raise SoraError(f"{where}: bucket {empty[0]} (frames, height, width) receives no clip from data.shards"
-                        f"={cfg.data.shards!r} ({len(empty)} such bucket(s); skipped: {dict(skipped) or 'none'})")
+    if problem := empty_bucket(histogram, buckets, cfg.data, f"data.shards={cfg.data.shards!r}"):
+        raise SoraError(problem)
     return report

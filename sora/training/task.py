@@ -13,8 +13,10 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from omegaconf import OmegaConf
 
-from sora.config import to_plain
+from sora.config import check_against_vae, to_plain
+from sora.data.preflight import preflight
 from sora.inference.checkpoint import FORMAT
 from sora.training.optim import adamw, training_progress
 from sora.training.resilience import (
@@ -46,8 +48,16 @@ class Task(L.LightningModule):
 
     @classmethod
     def from_config(cls, cfg) -> "Task":
-        """The task for a checked config; the buckets are checked against its VAE before anything big is built."""
+        """The task for a checked config; `check_buckets` runs before anything big is built."""
         raise NotImplementedError
+
+    @staticmethod
+    def check_buckets(cfg, geometry) -> None:
+        """Every bucket against the VAE's frame rule and the patch size, then whether the shards' metadata says
+        any clip can fill it (a dry run counts every clip itself)."""
+        check_against_vae(cfg, geometry)
+        if not cfg.train.dry_run:
+            preflight(OmegaConf.to_object(cfg.data))
 
     def describe(self) -> str:
         """One line for the log: the parameter counts of what it holds."""

@@ -21,7 +21,6 @@ from pathlib import Path
 import torch
 from torch.func import functional_call
 
-from sora.config import check_against_vae
 from sora.data.stream import make_loader
 from sora.eval.end_of_run import reconstruct
 from sora.eval.metrics import psnr, ssim
@@ -58,7 +57,7 @@ class VAETask(Task):
     @classmethod
     def from_config(cls, cfg) -> "VAETask":
         with torch.device("meta"):  # the frame rule, without building the weights
-            check_against_vae(cfg, LatentGeometry.of(build_vae(cfg.vae)))
+            cls.check_buckets(cfg, LatentGeometry.of(build_vae(cfg.vae)))
         return cls(cfg)
 
     @property
