@@ -20,7 +20,7 @@ from sora.data.moving_shapes import (
     MovingShapesArgs,  # noqa: E402
     write_moving_shapes,  # noqa: E402
 )
-from sora.errors import SoraError, exit_on_user_error  # noqa: E402
+from sora.errors import exit_on_user_error  # noqa: E402
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -29,17 +29,6 @@ class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str):
         print(f"error: {message} (--help lists the options)", file=sys.stderr)
         sys.exit(2)
-
-
-def check_root(root: str) -> None:
-    """ROOT is replaced whole: refuse a file, or a folder of anything but an earlier copy of this dataset."""
-    path = Path(root).absolute()
-    there = next(q for q in (path, *path.parents) if q.exists())  # the folder itself, or where it would be made
-    if not there.is_dir():
-        raise SoraError(f"--root={root!r} cannot be a folder: {there} is a file")
-    if path.is_dir() and any(path.iterdir()) and not (path / "info.json").is_file():
-        raise SoraError(f"--root={root!r} holds other files (no info.json of this dataset), and writing replaces "
-                        "the whole folder: choose a new or empty one")
 
 
 @exit_on_user_error
@@ -56,9 +45,8 @@ def main(argv=None) -> None:
     a = p.parse_args(argv)
     # The settings' ranges are checked where they are declared, on MovingShapesArgs (a SoraError naming the field).
     cfg = MovingShapesArgs(a.root, a.clips_per_combo, a.clips_per_shard, a.num_frames, a.size_px, a.fps, a.seed)
-    check_root(a.root)
     t0 = time.time()
-    root = write_moving_shapes(cfg)
+    root = write_moving_shapes(cfg, "--root")
     print(f"wrote {root} in {time.time() - t0:.1f} s")
 
 

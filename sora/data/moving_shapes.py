@@ -16,6 +16,7 @@ import numpy as np
 import webdataset as wds
 
 from sora.data.video_io import encode_mp4
+from sora.errors import SoraError
 from sora.settings import Settings, setting
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -150,8 +151,21 @@ def _settings(cfg) -> dict:
                 num_frames=cfg.num_frames, size_px=cfg.size_px, fps=cfg.fps, seed=cfg.seed)
 
 
-def write_moving_shapes(cfg) -> Path:
+def check_root(root: str, where: str) -> None:
+    """The root is replaced whole when written: refuse a file, or a folder of anything but an earlier copy of this
+    dataset (its info.json), naming the setting `where` the root came from."""
+    path = Path(root).absolute()
+    there = next(q for q in (path, *path.parents) if q.exists())  # the folder itself, or where it would be made
+    if not there.is_dir():
+        raise SoraError(f"{where}={root!r} cannot be a folder: {there} is a file")
+    if path.is_dir() and any(path.iterdir()) and not (path / "info.json").is_file():
+        raise SoraError(f"{where}={root!r} holds other files (no info.json of the moving-shapes dataset), and "
+                        "writing replaces the whole folder: choose a new or empty one")
+
+
+def write_moving_shapes(cfg, where: str = "data.moving_shapes.root") -> Path:
     """Write train and held-out test shards plus prompt files under `cfg.root`, atomically (a temp dir, renamed)."""
+    check_root(cfg.root, where)
     root = Path(cfg.root)
     tmp = root.with_name(root.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)

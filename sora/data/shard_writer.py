@@ -82,13 +82,17 @@ def read_manifest(path: str) -> list[Source]:
         for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
             if line.strip():
                 try:
-                    rows.append(json.loads(line))
+                    row = json.loads(line)
                 except ValueError as e:
                     raise SoraError(f"{path}:{n}: not a JSON object ({e})") from None
+                if not isinstance(row, dict):
+                    raise SoraError(f"{path}:{n}: not a JSON object (a {type(row).__name__})")
+                rows.append(row)
     else:
         raise SoraError(f"manifest {path!r}: use .csv or .jsonl")
-    if rows and "path" not in rows[0]:
-        raise SoraError(f"manifest {path!r} has no 'path' column (columns: {', '.join(rows[0])})")
+    for n, row in enumerate(rows, 1):
+        if "path" not in row:
+            raise SoraError(f"manifest {path!r}: row {n} has no 'path' (columns: {', '.join(row) or 'none'})")
     sources = []
     for row in rows:
         file = row.pop("path")
