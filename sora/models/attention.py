@@ -33,8 +33,8 @@ from einops import rearrange
 
 from sora.distributed.sequence import heads_to_seq, seq_to_heads
 from sora.errors import SoraError
+from sora.models.block_ops import qk_norm_rope
 from sora.models.norms import RMSNorm
-from sora.models.fused import qk_norm_rope
 
 BACKENDS = ("sdpa", "cudnn", "flash", "fa4", "xformers", "flex", "math")
 GPU_ONLY = ("cudnn", "fa4", "xformers")

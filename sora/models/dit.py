@@ -26,10 +26,10 @@ from torch.utils.checkpoint import checkpoint
 
 from sora.distributed.sequence import gather_tokens, shard_tokens
 from sora.models.attention import BACKENDS, CrossAttention, Segments, SelfAttention, attention
+from sora.models.block_ops import gated_residual, norm_modulate, qk_norm_rope
 from sora.models.conditioning import Conditioning
 from sora.models.norms import LayerNorm
 from sora.models.patchify import check_patchable, patchify, unpatchify
-from sora.models.fused import gated_residual, norm_modulate, qk_norm_rope
 from sora.models.rope import rope_for_grid
 
 LAYOUTS = ("full", "factorized")

@@ -1,14 +1,14 @@
-"""The DiT block's small element-wise ops, each one function, so that `train.compile` fuses each into one kernel.
+"""The DiT block's small element-wise ops, one function each: the block reads as its equations.
 
-A profile of a compiled block shows the matmuls and attention, and between them chains of small element-wise
-ops, each a round trip through memory in eager mode:
   qk_norm_rope    RMSNorm of each head's queries or keys, then the 3D RoPE rotation
   norm_modulate   LayerNorm, then adaLN's x (1 + scale) + shift
-  gated_residual  x + gate * y
-Eager, the RoPE rotation multiplies complex numbers (one op, the fastest eager form: sora/models/rope.py). Under
-torch.compile it is written with real cos / sin arithmetic instead, which inductor fuses with the norm before it
-and the casts around it; the values are the same (tests/test_fused.py). No custom kernels: what fuses is left to
-inductor.
+  gated_residual  x + gate * y (adaLN-Zero)
+These functions fuse nothing by themselves: eager, each op is its own kernel; under `train.compile`,
+torch.compile inlines the calls and inductor fuses the element-wise chains between the matmuls whether or not
+they are written as functions. What is specific to compilation is one branch of `qk_norm_rope`: eager, the RoPE
+rotation multiplies complex numbers (one op, the fastest eager form: sora/models/rope.py); traced by torch.compile
+it is written in real cos / sin arithmetic in fp32 (`rope_real`), which inductor fuses with the norm before it and
+the casts around it. The values are the same (tests/test_block_ops.py). No custom kernels.
 """
 
 import torch
