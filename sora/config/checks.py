@@ -24,7 +24,9 @@ from sora.diffusion.samplers import SAMPLERS
 from sora.diffusion.schedules import SCHEDULES
 from sora.errors import SoraError
 from sora.models.attention import backend_unavailable
+from sora.models.dit_args import DiTArgs
 from sora.models.fp8 import RECIPES as FP8_RECIPES, fp8_unavailable
+from sora.settings import check_settings
 
 # ---------------------------------------------------------------------------------------------------------------
 # Keys
@@ -86,8 +88,6 @@ def _one_of(names):
 
 # key: (test, what the value must be). A key whose value is null (an optional setting left off) is not checked.
 TRAIN_LIMITS = {
-    "dit.hidden_size": _at_least(1), "dit.depth": _at_least(1), "dit.num_heads": _at_least(1),
-    "dit.mlp_ratio": _above(0), "dit.rope_theta": _above(0), "dit.checkpoint_fraction": _within(0, 1),
     "vae.latent_channels": _at_least(1), "vae.temporal_compression": _at_least(1),
     "vae.spatial_compression": _at_least(1), "vae.base_channels": _at_least(1), "vae.num_res_blocks": _at_least(1),
     "text.width": _at_least(1), "text.depth": _at_least(0), "text.num_heads": _at_least(1),
@@ -144,23 +144,6 @@ def check_limits(cfg, limits: dict) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 # Settings that must agree
 # ---------------------------------------------------------------------------------------------------------------
-
-
-def _check_dit(d) -> None:
-    if len(d.patch_size) != 3 or min(d.patch_size) < 1:
-        raise SoraError(f"dit.patch_size must be [pt, ph, pw], each >= 1, got {list(d.patch_size)}")
-    if d.hidden_size % d.num_heads:
-        raise SoraError(f"dit.hidden_size={d.hidden_size} must divide by dit.num_heads={d.num_heads}")
-    head_dim = d.hidden_size // d.num_heads
-    if head_dim % 2 or head_dim < 6:  # 3D RoPE rotates pairs of channels on each of the t, h, w axes (sora/models/rope.py)
-        raise SoraError(f"dit.hidden_size / dit.num_heads = {head_dim} channels a head; 3D RoPE needs an even "
-                        "number >= 6")
-    if d.attention_layout.value == "factorized" and d.text_conditioning.value == "joint":
-        raise SoraError("dit.text_conditioning=joint attends over all spacetime tokens: it needs "
-                        "dit.attention_layout=full, not factorized")
-    if d.modulation.value == "single" and d.text_conditioning.value == "joint":
-        raise SoraError("dit.modulation=single shares the video stream's modulation; the joint text stream has its own "
-                        "per block: use dit.text_conditioning=cross, or dit.modulation=per_block")
 
 
 def _check_vae(v) -> None:
@@ -308,7 +291,7 @@ def check_train_config(cfg) -> None:
     check_keys(cfg, TrainConfig)
     check_no_missing(cfg)
     check_limits(cfg, TRAIN_LIMITS)
-    _check_dit(cfg.dit)
+    check_settings(cfg.dit, DiTArgs, "dit.")
     _check_vae(cfg.vae)
     _check_text(cfg.text)
     _check_conditioning(cfg)

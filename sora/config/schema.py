@@ -1,8 +1,9 @@
 """The config schema: every key a user can set, its type and default, in one dataclass per component.
 
 The YAML files under `configs/` hold values; these classes hold the keys. Each section names the constructor
-that consumes it (DiTConfig holds `sora.models.dit.DiT`'s plain arguments, and so on). Ranges and settings that
-must agree are checked in sora/config/checks.py.
+that consumes it (VAEConfig holds `sora.models.vae.CausalVAE`'s plain arguments, and so on); a component that owns
+its settings' dataclass is imported (the DiT's `DiTArgs`, sora/models/dit_args.py, with its ranges and rules).
+Ranges and settings that must agree are checked in sora/config/checks.py.
 """
 
 from dataclasses import dataclass, field
@@ -11,57 +12,11 @@ from typing import List, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
+from sora.models.dit_args import DiTArgs
+
 # ---------------------------------------------------------------------------------------------------------------
 # Model parts
 # ---------------------------------------------------------------------------------------------------------------
-
-
-class AttentionLayout(str, Enum):
-    full = "full"  # self-attention over all spacetime tokens
-    factorized = "factorized"  # spatial then temporal attention (Latte / STDiT)
-
-
-class TextConditioning(str, Enum):
-    cross = "cross"  # cross-attention to text tokens (PixArt-alpha)
-    joint = "joint"  # text tokens join self-attention with their own weights (MM-DiT)
-
-
-class AttentionBackend(str, Enum):  # sora/models/attention.py
-    sdpa = "sdpa"  # torch's SDPA, its own kernel choice
-    cudnn = "cudnn"  # SDPA pinned to cuDNN attention (GPU)
-    flash = "flash"  # SDPA pinned to FlashAttention(-2)
-    fa4 = "fa4"  # FlashAttention-4, CuTe DSL (Hopper / Blackwell; the fa4 extra)
-    xformers = "xformers"
-    flex = "flex"
-    math = "math"
-
-
-class Modulation(str, Enum):  # sora/models/dit.py
-    per_block = "per_block"
-    single = "single"
-
-
-@dataclass
-class DiTConfig:
-    """Plain constructor arguments of `sora.models.dit.DiT` (presets live in configs/dit/)."""
-
-    hidden_size: int = 384
-    depth: int = 12
-    num_heads: int = 6
-    mlp_ratio: float = 4.0
-    patch_size: List[int] = field(default_factory=lambda: [1, 2, 2])  # (pt, ph, pw)
-    qk_norm: bool = True
-    rope_theta: float = 10000.0
-    # Add the mean of the text tokens to the adaLN conditioning vector, beside cross-attention (as the pooled
-    # CLIP vector in SD3, Esser et al. 2024, sec. 4): a global route for the caption that small models learn fast.
-    pooled_text: bool = True
-    attention_layout: AttentionLayout = AttentionLayout.full
-    text_conditioning: TextConditioning = TextConditioning.cross
-    attention_backend: AttentionBackend = AttentionBackend.sdpa
-    checkpoint_fraction: float = 0.0  # share of blocks (from the first) whose activations are recomputed in backward
-    # per_block: each block's own adaLN map (DiT); single: one shared map + a table per block (adaLN-single,
-    # PixArt-alpha; as Wan), 27% fewer parameters at XL. text_conditioning=cross only.
-    modulation: Modulation = Modulation.per_block
 
 
 class VAEKind(str, Enum):
@@ -378,7 +333,7 @@ class TrainConfig:
     task: TaskConfig = field(default_factory=TaskConfig)
     data: DataConfig = field(default_factory=DataConfig)
     vae: VAEConfig = field(default_factory=VAEConfig)
-    dit: DiTConfig = field(default_factory=DiTConfig)
+    dit: DiTArgs = field(default_factory=DiTArgs)
     text: TextConfig = field(default_factory=TextConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     conditioning: ConditioningConfig = field(default_factory=ConditioningConfig)

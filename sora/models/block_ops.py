@@ -39,10 +39,11 @@ def qk_norm_rope(x: torch.Tensor, norm: nn.Module, freqs: torch.Tensor) -> torch
 
 
 def norm_modulate(norm: nn.Module, x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """adaLN: norm(x) (1 + scale) + shift; x: b n d, shift and scale: b 1 d (per clip) or b n d (per token)."""
+    """adaLN: norm(x) (1 + scale) + shift; shift and scale broadcast over x (b u 1 d over b u s d: a row for each
+    unit of s tokens, sora/models/modulation.py)."""
     return norm(x) * (1 + scale) + shift
 
 
 def gated_residual(x: torch.Tensor, gate: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """adaLN-Zero's residual: x + gate * y; gate: b 1 d or b n d."""
+    """adaLN-Zero's residual: x + gate * y; gate broadcasts over x and y as norm_modulate's scale does."""
     return x + gate * y
