@@ -43,11 +43,12 @@ def build(name: str, width: int, depth: int, heads: int, grid, text_len: int, te
     t, h, w = grid
     if name.startswith("ours"):
         from sora.models.conditioning import Conditioning
-        from sora.models.dit import DiT
+        from sora.models.dit import DiT, DiTArgs
 
-        model = DiT(16, text_dim, hidden_size=width, depth=depth, num_heads=heads, patch_size=(1, 2, 2),
-                    text_conditioning="joint" if name == "ours_joint" else "cross", checkpoint_fraction=ckpt_fraction,
-                    attention_backend=backend, modulation=modulation if name == "ours_cross" else "per_block")
+        model = DiT(16, text_dim, DiTArgs(hidden_size=width, depth=depth, num_heads=heads, patch_size=[1, 2, 2],
+                                          text_conditioning="joint" if name == "ours_joint" else "cross",
+                                          checkpoint_fraction=ckpt_fraction, attention_backend=backend,
+                                          modulation=modulation if name == "ours_cross" else "per_block"))
         return model, lambda x, ts, ctx, mask: model(x, ts, Conditioning(ctx, mask))
     if name == "wan":
         from diffusers import WanTransformer3DModel
@@ -144,11 +145,12 @@ def run_row(a) -> dict:
         Path(a.profile_out).mkdir(parents=True, exist_ok=True)
         mode = "compiled" if a.compile else "eager"
         (Path(a.profile_out) / f"profile_{a.row}_{a.attention_backend}_{mode}{'_fp8' if a.fp8 else ''}{'_bf16w' if a.bf16_weights else ''}_{tokens}.txt").write_text(table)
-    from sora.models.dit import DiT
+    from sora.models.dit import DiT, DiTArgs
 
     with torch.device("meta"):
-        ref = DiT(16, a.text_dim, hidden_size=width, depth=depth, num_heads=heads, patch_size=(1, 2, 2),
-                  text_conditioning="joint" if a.row in ("ours_joint", "cogvideox") else "cross")
+        text = "joint" if a.row in ("ours_joint", "cogvideox") else "cross"
+        ref = DiT(16, a.text_dim, DiTArgs(hidden_size=width, depth=depth, num_heads=heads, patch_size=[1, 2, 2],
+                                          text_conditioning=text))
     flops = dit_train_flops(ref, tuple(a.grid), a.text_len, a.batch_size)
     value = mfu(flops, seconds, device_peak_flops(device))
     built_heads = model.config.num_attention_heads if hasattr(model, "config") else model.blocks[0].attn.num_heads

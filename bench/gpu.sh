@@ -64,7 +64,7 @@ for part in $parts; do
         --no-bench-row --out "$out/train_runs_bf16w" train.param_dtype=bf16 | tee "$out/train_mfu_bf16w.jsonl" ;;
     gputests)  # the GPU-marked tests
       timeout 150 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_attention.py tests/test_dit.py tests/test_fp8.py \
-        tests/test_fused.py 2>&1 \
+        tests/test_block_ops.py 2>&1 \
         | tee "$out/pytest_gpu.txt" ;;
     suite)  # the whole default suite with CUDA visible (Lightning picks the GPU in every train.py it runs)
       timeout 400 python3 -m pytest -q -p no:cacheprovider tests 2>&1 | tee "$out/pytest_all.txt" ;;

@@ -45,8 +45,8 @@ def measure(overrides: list[str], steps: int = 3) -> dict:
     from sora.inference.bundle import ModelBundle
     from sora.models.dit import DiT
     from sora.models.memory import GiB, training_memory
-    from sora.training.dry_run import _precision
     from sora.training.dit_task import DiTTask
+    from sora.training.dry_run import _precision
 
     register_schemas()
     with initialize_config_dir(str(ROOT / "configs"), version_base=None):
@@ -72,9 +72,7 @@ def measure(overrides: list[str], steps: int = 3) -> dict:
     text_len = task.model.encode_text(captions[:1]).text.shape[1]
     grid = task.model.geometry.token_grid(d.num_frames, d.height, d.width)
     with torch.device("meta"):
-        from sora.config import to_plain
-
-        meta_dit = DiT(task.model.vae.latent_channels, task.model.text.dim, **to_plain(cfg.dit))
+        meta_dit = DiT(task.model.vae.latent_channels, task.model.text.dim, task.model.dit.args)
     estimate = training_memory(meta_dit, trained, frozen, grid, text_len, d.batch_size_per_gpu, video.numel() * 4,
                                precision)
     batch = {"video": video.to(device), "caption": captions}

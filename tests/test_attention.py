@@ -5,9 +5,9 @@ import sys
 import pytest
 import torch
 
+from sora.errors import SoraError
 from sora.models import attention as attention_module
 from sora.models.attention import Segments, attention, backend_unavailable
-from sora.errors import SoraError
 from tests.conftest import compose_config, require_xformers
 
 CPU_BACKENDS = ["sdpa", "flash", "flex", "math"]
@@ -92,7 +92,8 @@ def fake_flash_attn_4(monkeypatch):
         return out, None
 
     # flash-attn-4 4.0.0b40's order (pyproject pins it): `qv` comes before the lengths, so a positional call fails.
-    def flash_attn_varlen_func(q, k, v, qv=None, cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=None, max_seqlen_k=None):
+    def flash_attn_varlen_func(q, k, v, qv=None, cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=None,
+                               max_seqlen_k=None):
         assert qv is None, "the offsets were passed as qv"
         cu_q, cu_k, max_q, max_k = cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k  # N h d, int32 offsets
         assert cu_q.dtype == cu_k.dtype == torch.int32 and len(cu_q) == len(cu_k)
@@ -122,18 +123,21 @@ def test_gpu_only_backends_fail_in_one_line_without_a_gpu(backend):
     from sora.config.checks import check_train_config
 
     q, k, v = qkv()
-    with pytest.raises(SoraError, match=rf"^dit.attention_backend={backend} runs on a CUDA GPU.*attention_backend=sdpa$"):
+    gpu_only = rf"^dit.attention_backend={backend} runs on a CUDA GPU"
+    with pytest.raises(SoraError, match=gpu_only + ".*attention_backend=sdpa$"):
         attention(q, k, v, backend)
-    with pytest.raises(SoraError, match=rf"^dit.attention_backend={backend} runs on a CUDA GPU"):
+    with pytest.raises(SoraError, match=gpu_only):
         check_train_config(compose_config("train", [f"dit.attention_backend={backend}"]))
-    check_train_config(compose_config("train", [f"dit.attention_backend={backend}", "train.dry_run=true"]))  # plans only
+    # a dry run plans only: it may name a GPU backend on a CPU machine
+    check_train_config(compose_config("train", [f"dit.attention_backend={backend}", "train.dry_run=true"]))
     assert backend_unavailable("flash") is None and backend_unavailable("sdpa") is None
 
 
 def test_fa4_not_installed_names_the_key_and_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "flash_attn", None)
     monkeypatch.setitem(sys.modules, "flash_attn.cute", None)
-    with pytest.raises(SoraError, match=r"^dit.attention_backend=fa4 needs FlashAttention-4: pip install -e '\.\[fa4\]'"):
+    with pytest.raises(SoraError, match=r"^dit.attention_backend=fa4 needs FlashAttention-4: "
+                                        r"pip install -e '\.\[fa4\]'"):
         attention_module._fa4_module()
 
 
@@ -204,7 +208,8 @@ def test_xformers_matches_sdpa_on_gpu(mask):
     require_xformers()
     q, k, v = qkv(n=64, m=40, d=64, device="cuda", dtype=torch.bfloat16)
     seg = masks(2, 64, 40, "cuda")[mask]
-    torch.testing.assert_close(attention(q, k, v, "xformers", seg), attention(q, k, v, "sdpa", seg), atol=2e-2, rtol=2e-2)
+    torch.testing.assert_close(attention(q, k, v, "xformers", seg), attention(q, k, v, "sdpa", seg), atol=2e-2,
+                               rtol=2e-2)
 
 
 @pytest.mark.gpu
@@ -216,3 +221,20 @@ def test_xformers_block_diagonal_matches_segments_on_gpu():
     packed = Segments(ids, ids, None, [20, 44], [20, 44])
     torch.testing.assert_close(attention(q, k, v, "xformers", packed), attention(q, k, v, "sdpa", Segments(ids, ids)),
                                atol=2e-2, rtol=2e-2)
+
+
+def test_backends_are_one_enum_and_self_attention_runs_them_through_its_core():
+    """The names of dit.attention_backend are AttentionBackend's; a member or its name picks the same kernel; and
+    self-attention calls the kernel through its weightless `core`, what sequence parallelism wraps."""
+    from sora.models.attention import AttentionBackend, SelfAttention
+    from sora.models.rope import rope_for_grid
+
+    assert [b.value for b in AttentionBackend] == ["sdpa", "cudnn", "flash", "fa4", "xformers", "flex", "math"]
+    q, k, v = qkv()
+    torch.testing.assert_close(attention(q, k, v, AttentionBackend.math), attention(q, k, v, "math"), atol=0, rtol=0)
+    layer = SelfAttention(32, 2, backend=AttentionBackend.math)
+    seen = []
+    layer.core.register_forward_hook(lambda module, args, out: seen.append((args[3], out.shape)))
+    layer(torch.randn(1, 6, 32), rope_for_grid((1, 2, 3), 16, 10000.0, torch.device("cpu")))
+    assert seen == [(AttentionBackend.math, (1, 2, 6, 16))]  # b h n d
+    assert not list(layer.core.parameters()) and not hasattr(layer, "sp_group")

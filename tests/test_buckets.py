@@ -9,7 +9,7 @@ from sora.data.decode import BadSample
 from sora.data.stream import make_loader, strip_bookkeeping
 from sora.errors import SoraError
 from sora.models.conditioning import Conditioning
-from sora.models.dit import DiT
+from sora.models.dit import DiT, DiTArgs
 from sora.models.geometry import LatentGeometry
 from sora.models.vae import build_vae
 from tests.conftest import compose_config, logged_losses, run_entry, shrunk_overrides, train_in_process
@@ -63,7 +63,7 @@ def test_buckets_the_vae_cannot_cut_fail_at_start():
 
 def test_the_dit_takes_every_bucket_shape():
     bs, cfg, geometry = bucket_set()
-    dit = DiT(geometry.latent_channels, 16, hidden_size=32, depth=1, num_heads=2, patch_size=(1, 1, 1))
+    dit = DiT(geometry.latent_channels, 16, DiTArgs(hidden_size=32, depth=1, num_heads=2, patch_size=[1, 1, 1]))
     for b in bs.buckets:
         z = torch.randn(2, *geometry.latent_shape(b.num_frames, b.height, b.width))
         out = dit(z, torch.rand(2), Conditioning(torch.randn(2, 3, 16), torch.ones(2, 3, dtype=torch.bool)))

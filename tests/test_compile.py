@@ -4,16 +4,17 @@ import pytest
 import torch
 
 from sora.models.conditioning import Conditioning
-from sora.models.dit import DiT
+from sora.models.dit import DiT, DiTArgs
 
 
 @pytest.mark.slow  # inductor compiles C++ on CPU: about a minute
 def test_compiled_blocks_match_eager():
     torch.manual_seed(0)
-    eager = DiT(3, 16, hidden_size=32, depth=2, num_heads=2, patch_size=(1, 2, 2))
+    args = DiTArgs(hidden_size=32, depth=2, num_heads=2, patch_size=[1, 2, 2])
+    eager = DiT(3, 16, args)
     for p in eager.parameters():
         torch.nn.init.normal_(p, std=0.05)
-    compiled = DiT(3, 16, hidden_size=32, depth=2, num_heads=2, patch_size=(1, 2, 2))
+    compiled = DiT(3, 16, args)
     compiled.load_state_dict(eager.state_dict())
     for block in compiled.blocks:
         block.compile()

@@ -11,7 +11,14 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from tests.conftest import compose_config, logged_losses, run_entry, sample_in_process, shrunk_overrides, train_in_process
+from tests.conftest import (
+    compose_config,
+    logged_losses,
+    run_entry,
+    sample_in_process,
+    shrunk_overrides,
+    train_in_process,
+)
 
 
 def free_port() -> int:
@@ -35,11 +42,12 @@ def _ddp_worker(rank, world, port, shapes_dir):
 
     init(rank, world, port)
     try:
-        cfg = compose_config("train", [o for o in shrunk_overrides(shapes_dir, "/tmp/unused") if not o.startswith("hydra.")])
+        overrides = [o for o in shrunk_overrides(shapes_dir, "/tmp/unused") if not o.startswith("hydra.")]
+        cfg = compose_config("train", overrides)
         torch.manual_seed(0)
         bundle = ModelBundle.build(cfg)
-        stream = ClipStream(expand_shards(cfg.data.shards), cfg.data, BucketSet.from_config(cfg.data), seed=0, rank=rank,
-                            world_size=world)
+        stream = ClipStream(expand_shards(cfg.data.shards), cfg.data, BucketSet.from_config(cfg.data), seed=0,
+                            rank=rank, world_size=world)
         batch, _, _ = strip_bookkeeping(next(iter(stream)))
         dit = DDP(bundle.dit)
         torch.manual_seed(rank)  # different noise per rank, as in training
@@ -66,10 +74,10 @@ def test_ddp_gradients_agree_and_ranks_see_different_samples(shapes_dir):
 
 
 def _ulysses_worker(rank, world, port):
-    from sora.distributed.sequence import heads_to_seq, seq_to_heads, shard_tokens
+    from sora.distributed.sequence import heads_to_seq, parallelize_sequence, seq_to_heads, shard_tokens
     from sora.models.attention import attention
     from sora.models.conditioning import Conditioning
-    from sora.models.dit import DiT
+    from sora.models.dit import DiT, DiTArgs
 
     init(rank, world, port)
     try:
@@ -83,7 +91,7 @@ def _ulysses_worker(rank, world, port):
 
         # The whole DiT: outputs equal, and the rank-summed gradients / P equal the single-process ones.
         torch.manual_seed(0)
-        model = DiT(3, 16, hidden_size=32, depth=2, num_heads=4, patch_size=(1, 2, 2))
+        model = DiT(3, 16, DiTArgs(hidden_size=32, depth=2, num_heads=4, patch_size=[1, 2, 2]))
         for p in model.parameters():
             torch.nn.init.normal_(p, std=0.05)
         x, t = torch.randn(2, 3, 2, 8, 8, generator=g), torch.rand(2, generator=g)
@@ -93,7 +101,7 @@ def _ulysses_worker(rank, world, port):
         ref.square().mean().backward()
         ref_grads = [p.grad.clone() for p in model.parameters()]
         model.zero_grad()
-        model.enable_sequence_parallel(group)
+        parallelize_sequence(model, group)
         out = model(x, t, Conditioning(ctx, mask))
         torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
         out.square().mean().backward()

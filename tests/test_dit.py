@@ -1,15 +1,19 @@
+from dataclasses import replace
+
 import pytest
 import torch
+from omegaconf import OmegaConf
 
-from sora.models.conditioning import Conditioning
+from sora.errors import SoraError
 from sora.models.attention import backend_unavailable
-from sora.models.dit import DiT
-from tests.conftest import compose_config, require_xformers
+from sora.models.conditioning import Conditioning
+from sora.models.dit import DiT, DiTArgs
+from tests.conftest import ROOT, compose_config, require_xformers
 
 
 def build(preset: str, in_channels=4, text_dim=32, **override):
-    cfg = compose_config("train", [f"dit={preset}"]).dit
-    return DiT(in_channels, text_dim, **{**dict(cfg), "patch_size": list(cfg.patch_size), **override})
+    args = OmegaConf.to_object(compose_config("train", [f"dit={preset}"]).dit)  # a DiTArgs
+    return DiT(in_channels, text_dim, replace(args, **override))
 
 
 def inputs(b=2, c=4, t=4, h=8, w=8, m=5, text_dim=32, device="cpu"):
@@ -74,7 +78,7 @@ def test_padded_text_tokens_are_ignored():
 
 def randomized(**kw):
     torch.manual_seed(0)
-    model = DiT(3, 32, hidden_size=32, depth=2, num_heads=2, patch_size=(1, 2, 2), **kw)
+    model = DiT(3, 32, DiTArgs(hidden_size=32, depth=2, num_heads=2, patch_size=[1, 2, 2], **kw))
     for p in model.parameters():  # leave the zero init so every path contributes
         torch.nn.init.normal_(p, std=0.05)
     return model
@@ -98,12 +102,14 @@ def test_factorized_attention_is_spatial_then_temporal():
     out = model(x, t, Conditioning(ctx, mask))
     x2 = x.clone()
     x2[:, :, 2] += 1.0
-    assert not torch.allclose(model(x2, t, Conditioning(ctx, mask))[:, :, 0], out[:, :, 0])  # frames talk (temporal attention)
+    # frames talk (temporal attention)
+    assert not torch.allclose(model(x2, t, Conditioning(ctx, mask))[:, :, 0], out[:, :, 0])
 
 
 @pytest.mark.parametrize("layout", ["full", "factorized"])
 def test_rope_theta_reaches_every_layout(layout):
-    """dit.rope_theta sets the rotary frequencies in full and factorized attention alike (factorized once ignored it)."""
+    """dit.rope_theta sets the rotary frequencies in full and factorized attention alike (factorized once ignored
+    it)."""
     x, t, ctx, mask = inputs(c=3, t=3, h=8, w=8)
     out = {}
     for theta in (10000.0, 10.0):  # the same weights (seeded), only theta differs
@@ -116,13 +122,13 @@ def test_rope_theta_reaches_every_layout(layout):
 
 
 def test_adaln_single_with_joint_text_is_refused_in_one_line():
-    with pytest.raises(AssertionError, match="use it with text_conditioning=cross"):
-        DiT(3, 32, hidden_size=32, depth=1, num_heads=2, text_conditioning="joint", modulation="single")
+    with pytest.raises(SoraError, match="use text_conditioning=cross"):
+        DiTArgs(hidden_size=32, depth=1, num_heads=2, text_conditioning="joint", modulation="single")
 
 
 def test_joint_with_factorized_is_refused():
-    with pytest.raises(AssertionError, match="attention_layout=full"):
-        DiT(3, 32, hidden_size=32, depth=1, num_heads=2, attention_layout="factorized", text_conditioning="joint")
+    with pytest.raises(SoraError, match="attention_layout=full"):
+        DiTArgs(hidden_size=32, depth=1, num_heads=2, attention_layout="factorized", text_conditioning="joint")
 
 
 def check_packed_equals_alone(backend: str, device: str = "cpu", tol: float = 1e-5, autocast: bool = False,
@@ -247,4 +253,159 @@ def test_trailing_padding_changes_nothing(text):
     full = torch.ones(2, 5, dtype=torch.bool)
     padded_ctx = torch.cat([ctx, torch.randn(2, 3, 32)], dim=1)
     padded_mask = torch.cat([full, torch.zeros(2, 3, dtype=torch.bool)], dim=1)
-    torch.testing.assert_close(model(x, t, Conditioning(padded_ctx, padded_mask)), model(x, t, Conditioning(ctx, full)), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(model(x, t, Conditioning(padded_ctx, padded_mask)), model(x, t, Conditioning(ctx, full)),
+                               atol=1e-5, rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Settings
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_dit_args_defaults_are_the_quick_starts_dit():
+    """DiTArgs' defaults are what configs/train.yaml composes (dit: tiny, which states nothing of its own)."""
+    assert OmegaConf.to_object(compose_config("train").dit) == DiTArgs()
+    assert (DiTArgs().hidden_size, DiTArgs().depth, DiTArgs().num_heads, DiTArgs().patch_size) == (256, 4, 4, [2, 8, 8])
+
+
+@pytest.mark.parametrize("kw,message", [
+    (dict(depth=0), "depth must be >= 1, got 0"),
+    (dict(checkpoint_fraction=1.5), "checkpoint_fraction must be in [0, 1], got 1.5"),
+    (dict(patch_size=[1, 2]), "patch_size must be [pt, ph, pw]"),
+    (dict(hidden_size=102), "hidden_size=102 must divide by num_heads=4"),
+    (dict(hidden_size=100), "hidden_size / num_heads = 25 channels a head; 3D RoPE needs an even number"),
+    (dict(attention_backend="fa3"), "attention_backend must be one of sdpa, cudnn, flash, fa4"),
+])
+def test_dit_args_built_in_python_are_checked_in_one_line(kw, message):
+    with pytest.raises(SoraError) as e:
+        DiTArgs(**kw)
+    assert message in str(e.value)
+
+
+def test_each_variant_is_its_block_class_and_its_modulation_module():
+    from sora.models.blocks import CrossBlock, FactorizedBlock, JointBlock
+
+    for kw, cls in [({}, CrossBlock), (dict(attention_layout="factorized"), FactorizedBlock),
+                    (dict(text_conditioning="joint"), JointBlock)]:
+        model = DiT(3, 8, DiTArgs(hidden_size=24, depth=2, num_heads=2, **kw))
+        assert all(type(b) is cls for b in model.blocks)
+        assert model.adaLN_single is None and all(not hasattr(b, "modulation_table") for b in model.blocks)
+    model = DiT(3, 8, DiTArgs(hidden_size=24, depth=2, num_heads=2, attention_layout="factorized", modulation="single"))
+    assert model.adaLN_single[-1].out_features == 9 * 24 and model.blocks[0].modulation_table.shape == (9 * 24,)
+
+
+def test_set_attention_backend_reaches_every_attention_and_refuses_an_unknown_name():
+    model = randomized(text_conditioning="joint")
+    model.set_attention_backend("math")
+    layers = [m for m in model.modules() if hasattr(m, "backend")]
+    assert len(layers) == 2 * 2 and all(m.backend == "math" for m in layers)  # video and text attention, 2 blocks
+    assert model.args.attention_backend == "math"
+    with pytest.raises(SoraError, match="attention_backend must be one of"):
+        model.set_attention_backend("fa3")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The conditioning vectors: one row per clip, per given token frame, or per token
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_given_frames_modulate_through_a_frame_view_and_equal_a_per_token_modulation():
+    """With frames given, adaLN's steps are b t 1 d (a row per token frame), never b n d, and modulating through the
+    frame view equals broadcasting each token's own row."""
+    from sora.models.modulation import AdaLN, AdaLNConditioning
+    from sora.models.norms import LayerNorm
+
+    torch.manual_seed(0)
+    b, d, (t, h, w), pt = 2, 8, (3, 2, 2), 2
+    embed, layer, norm = torch.nn.Linear(1, d), AdaLN(d, 6), LayerNorm(d, elementwise_affine=False)
+    torch.nn.init.normal_(layer[-1].weight)
+    frame_mask = torch.tensor([[1, 1, 0, 0, 0, 0], [0, 0, 0, 0, 1, 1]], dtype=torch.bool)  # b T = t pt latent frames
+    ts, frame_t = torch.tensor([0.7, 0.2]), torch.tensor([0.0, 0.05])
+    adaln = AdaLNConditioning.of_batch(lambda v: embed(v[:, None]), 0.0, ts, frame_t, frame_mask, pt)
+    assert adaln.index.tolist() == [[2, 0, 0], [1, 1, 3]]  # rows: c of clip 0, 1, then c_given of clip 0, 1
+    sa, ff = adaln.modulations(layer, 6)
+    assert sa.shift.shape == sa.gate.shape == ff.scale.shape == (b, t, 1, d)
+    x, y = torch.randn(b, t * h * w, d), torch.randn(b, t * h * w, d)
+    given = frame_mask[:, ::pt].repeat_interleave(h * w, dim=1)  # b n: each token's frame given?
+    c, c_given = layer(embed(ts[:, None]))[:, None], layer(embed(frame_t[:, None]))[:, None]  # b 1 (6 d)
+    per_token = torch.where(given[..., None], c_given, c)  # b n (6 d)
+    shift, scale, gate = per_token.chunk(6, dim=-1)[:3]  # b n d each
+    torch.testing.assert_close(sa.modulate(norm, x), norm(x) * (1 + scale) + shift, atol=0, rtol=0)
+    torch.testing.assert_close(sa.residual(x, y), x + gate * y, atol=0, rtol=0)
+    # A rank's slice of the tokens (sequence parallelism) takes a row per token, the same rows.
+    half = adaln.split(lambda v, dim: v.narrow(dim, 6, 6), t * h * w)
+    assert half.index.shape == (b, 6)
+    torch.testing.assert_close(half.modulations(layer, 6)[0].modulate(norm, x[:, 6:]),
+                               sa.modulate(norm, x)[:, 6:], atol=0, rtol=0)
+
+
+def test_a_row_per_token_frame_is_the_same_mechanism():
+    """The Diffusion Forcing case the conditioning object is built for: a vector per token frame (b t rows) and an
+    index naming them modulate each frame's tokens by its own row."""
+    from sora.models.modulation import AdaLN, AdaLNConditioning
+    from sora.models.norms import LayerNorm
+
+    torch.manual_seed(0)
+    b, t, s, d = 2, 3, 4, 8
+    layer, norm = AdaLN(d, 6), LayerNorm(d, elementwise_affine=False)
+    torch.nn.init.normal_(layer[-1].weight)
+    rows = torch.randn(b * t, d)  # one conditioning vector per token frame
+    adaln = AdaLNConditioning((rows,), torch.arange(b * t).view(b, t))
+    sa, _ = adaln.modulations(layer, 6)
+    x = torch.randn(b, t * s, d)
+    per_token = layer(rows).view(b, t, 1, -1).expand(b, t, s, -1).reshape(b, t * s, -1)  # b n (6 d)
+    shift, scale = per_token.chunk(6, dim=-1)[:2]
+    torch.testing.assert_close(sa.modulate(norm, x), norm(x) * (1 + scale) + shift, atol=0, rtol=0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Checkpoints of the code before the one-class-per-variant restructure
+# ---------------------------------------------------------------------------------------------------------------
+
+# tests/data/dit_reference.pt holds, for each variant, the state dict's keys and shapes (in order) and the outputs
+# on fixed inputs of the DiT as it was at commit 7d1018e (one DiTBlock with three switches), built with these
+# settings and given the weights `seeded_state` makes from each key. It was written once by that commit's code.
+REFERENCE = ROOT / "tests" / "data" / "dit_reference.pt"
+REFERENCE_VARIANTS = {
+    "full_cross_per_block": dict(),
+    "full_cross_single": dict(modulation="single"),
+    "factorized_cross_per_block": dict(attention_layout="factorized"),
+    "factorized_cross_single": dict(attention_layout="factorized", modulation="single"),
+    "full_joint_per_block": dict(text_conditioning="joint"),
+    "full_cross_per_block_pt2_unpooled": dict(patch_size=[2, 2, 2], pooled_text=False),
+}
+
+
+def seeded_state(shapes: dict) -> dict:
+    """A state dict whose every tensor is drawn from a generator seeded by its key (norm weights near 1)."""
+    import zlib
+
+    state = {}
+    for name, shape in shapes.items():
+        noise = torch.randn(shape, generator=torch.Generator().manual_seed(zlib.crc32(name.encode())))
+        state[name] = 1 + 0.2 * noise if "norm" in name else 0.2 * noise
+    return state
+
+
+@pytest.mark.parametrize("variant", list(REFERENCE_VARIANTS))
+def test_earlier_state_dicts_load_and_give_the_earlier_outputs_bit_for_bit(variant):
+    """The same keys in the same order (checkpoints and optimizer states load), and the same outputs of forward,
+    forward with given frames, forward_packed and forward_packed with given frames."""
+    ref = torch.load(REFERENCE, weights_only=True)
+    want, i = ref["variants"][variant], ref["inputs"]
+    settings = dict(hidden_size=32, depth=2, num_heads=2, patch_size=[1, 2, 2]) | REFERENCE_VARIANTS[variant]
+    model = DiT(3, 16, DiTArgs(**settings)).eval()
+    assert [(k, tuple(v.shape)) for k, v in model.state_dict().items()] == list(want["shapes"].items())
+    model.load_state_dict(seeded_state(want["shapes"]), strict=True)
+    cond, pack = Conditioning(i["text"], i["text_mask"]), Conditioning(i["ptext"], i["ptext_mask"])
+    with torch.no_grad():
+        assert torch.equal(model(i["x"], i["t"], cond), want["forward"])
+        given = cond.with_frames(i["x"], i["frame_mask"], i["frame_t"])
+        assert torch.equal(model(i["x"], i["t"], given), want["forward_given"])
+        if "packed" not in want:  # forward_packed is for full attention with cross-attention
+            return
+        for out, expect in zip(model.forward_packed(i["xs"], i["pt"], pack), want["packed"], strict=True):
+            assert torch.equal(out, expect)
+        given = pack.with_frames(i["xs"], i["pframe_mask"], i["pframe_t"])
+        for out, expect in zip(model.forward_packed(i["xs"], i["pt"], given), want["packed_given"], strict=True):
+            assert torch.equal(out, expect)

@@ -8,7 +8,7 @@ import torch
 from sora.config.checks import check_train_config
 from sora.errors import SoraError
 from sora.models import fp8
-from sora.models.dit import DiT
+from sora.models.dit import DiT, DiTArgs
 from tests.conftest import compose_config
 
 
@@ -23,7 +23,8 @@ def test_without_torchao_the_key_and_the_extra_are_named(monkeypatch):
     with pytest.raises(SoraError, match=r"^train.fp8=rowwise needs torchao: pip install -e '\.\[fp8\]'$"):
         check_train_config(compose_config("train", ["train.fp8=rowwise"]))
     with pytest.raises(SoraError, match="train.fp8=tensorwise needs torchao"):
-        fp8.convert_to_fp8(DiT(3, 16, hidden_size=32, depth=1, num_heads=2), "tensorwise")
+        dit = DiT(3, 16, DiTArgs(hidden_size=32, depth=1, num_heads=2, patch_size=[1, 2, 2]))
+        fp8.convert_to_fp8(dit, "tensorwise")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only answer")
@@ -40,7 +41,7 @@ def test_without_a_gpu_the_key_is_named(monkeypatch):
 
 
 def test_only_the_blocks_matmuls_are_chosen():
-    dit = DiT(3, 16, hidden_size=64, depth=2, num_heads=2)
+    dit = DiT(3, 16, DiTArgs(hidden_size=64, depth=2, num_heads=2, patch_size=[1, 2, 2]))
     chosen = sorted(name for name, m in dit.named_modules() if fp8.fp8_linear(m, name))
     assert len(chosen) == 2 * 6  # qkv, proj, cross q, proj, two MLP layers; not adaLN, the text's kv, embeddings, output
     assert all(name.startswith("blocks.") and "adaLN" not in name and "cross.kv" not in name for name in chosen)
@@ -55,10 +56,10 @@ def test_fp8_step_is_close_to_bf16(recipe):
     from sora.models.conditioning import Conditioning
 
     torch.manual_seed(0)
-    ref = DiT(16, 64, hidden_size=256, depth=2, num_heads=2).cuda()
+    ref = DiT(16, 64, DiTArgs(hidden_size=256, depth=2, num_heads=2, patch_size=[1, 2, 2])).cuda()
     for p in ref.parameters():
         torch.nn.init.normal_(p, std=0.05)
-    model = DiT(16, 64, hidden_size=256, depth=2, num_heads=2).cuda()
+    model = DiT(16, 64, DiTArgs(hidden_size=256, depth=2, num_heads=2, patch_size=[1, 2, 2])).cuda()
     model.load_state_dict(ref.state_dict())
     assert fp8.convert_to_fp8(model, recipe) == 12
     assert model.state_dict().keys() == ref.state_dict().keys()  # checkpoints and the EMA see the same weights

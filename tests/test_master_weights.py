@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 
 from sora.errors import SoraError
-from sora.models.dit import DiT
+from sora.models.dit import DiT, DiTArgs
 from sora.training.master_weights import MasterWeightAdamW, lower_block_linears
 from tests.conftest import logged_losses, shrunk_overrides, train_in_process
 from tests.test_resilience import EXACT
@@ -79,7 +79,7 @@ def test_the_state_dict_carries_the_masters_through_a_weights_only_load():
 
 
 def test_only_the_blocks_linears_are_lowered():
-    dit = DiT(3, 16, hidden_size=32, depth=2, num_heads=2)
+    dit = DiT(3, 16, DiTArgs(hidden_size=32, depth=2, num_heads=2, patch_size=[1, 2, 2]))
     assert lower_block_linears(dit, torch.bfloat16) == 2 * 8  # qkv, proj, cross q/kv/proj, two MLP layers, adaLN
     low = {name for name, p in dit.named_parameters() if p.dtype == torch.bfloat16}
     assert low and all(name.startswith("blocks.") for name in low)

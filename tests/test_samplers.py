@@ -79,10 +79,10 @@ def test_logit_normal_timesteps():
 @pytest.mark.parametrize("prediction", ["velocity", "x0"])
 def test_packed_loss_is_the_loss_of_the_clips_run_alone(prediction):
     """A pack's loss through DiT.forward_packed equals the element-weighted loss of each clip run by itself."""
-    from sora.models.dit import DiT
+    from sora.models.dit import DiT, DiTArgs
 
     torch.manual_seed(0)
-    model = DiT(3, 8, hidden_size=32, depth=1, num_heads=2, patch_size=(1, 2, 2))
+    model = DiT(3, 8, DiTArgs(hidden_size=32, depth=1, num_heads=2, patch_size=[1, 2, 2]))
     for p in model.parameters():
         torch.nn.init.normal_(p, std=0.05)
     flow = RectifiedFlow(ObjectiveArgs(prediction=prediction))

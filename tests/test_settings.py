@@ -58,8 +58,6 @@ def ranged_keys(name):
 def test_every_number_declares_its_range(name):
     """A number with no range is a setting whose check can be forgotten: say unbounded=True if that is meant."""
     undeclared = [key for key, f, tp in leaves(SCHEMAS[name][0]) if is_number(tp) and range_of(f) is None]
-    # the DiT settings move beside the DiT with their ranges in their own change
-    undeclared = [k for k in undeclared if not k.startswith("dit.")]
     assert not undeclared, f"numbers without a range: {undeclared}"
 
 

@@ -103,14 +103,14 @@ def test_dry_run_reports_and_fails_on_a_bucket_without_clips(shapes_dir, tmp_pat
 def test_memory_trace_counts_what_a_real_cpu_forward_saves(fraction):
     """The meta-device count of saved activations equals what a real forward on CPU saves (fused attention)."""
     from sora.models.conditioning import Conditioning
-    from sora.models.dit import DiT
+    from sora.models.dit import DiT, DiTArgs
     from sora.models.memory import saved_activation_bytes
 
-    kw = dict(hidden_size=64, depth=2, num_heads=4, patch_size=(1, 2, 2))
+    args = DiTArgs(hidden_size=64, depth=2, num_heads=4, patch_size=[1, 2, 2])
     with torch.device("meta"):
-        meta = DiT(3, 16, **kw)
+        meta = DiT(3, 16, args)
     outside, blocks, _ = saved_activation_bytes(meta, (2, 4, 4), 5, 3)
-    real = DiT(3, 16, **kw)
+    real = DiT(3, 16, args)
     params = {p.untyped_storage().data_ptr() for p in real.parameters()}
     seen = {}
 

@@ -51,55 +51,8 @@ def check_no_missing(cfg) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Ranges not yet on their fields (moving to DiTArgs beside the DiT)
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def _at_least(low):
-    return lambda v: v >= low, f">= {low}"
-
-
-def _above(low):
-    return lambda v: v > low, f"> {low}"
-
-
-def _within(low, high):
-    return lambda v: low <= v <= high, f"in [{low}, {high}]"
-
-
-TRAIN_LIMITS = {
-    "dit.hidden_size": _at_least(1), "dit.depth": _at_least(1), "dit.num_heads": _at_least(1),
-    "dit.mlp_ratio": _above(0), "dit.rope_theta": _above(0), "dit.checkpoint_fraction": _within(0, 1),
-}
-
-
-def check_limits(cfg, limits: dict) -> None:
-    for key, (ok, want) in limits.items():
-        value = OmegaConf.select(cfg, key)
-        if value is not None and not ok(value):
-            raise SoraError(f"{key} must be {want}, got {value}")
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # Settings that must agree
 # ---------------------------------------------------------------------------------------------------------------
-
-
-def _check_dit(d) -> None:
-    if len(d.patch_size) != 3 or min(d.patch_size) < 1:
-        raise SoraError(f"dit.patch_size must be [pt, ph, pw], each >= 1, got {list(d.patch_size)}")
-    if d.hidden_size % d.num_heads:
-        raise SoraError(f"dit.hidden_size={d.hidden_size} must divide by dit.num_heads={d.num_heads}")
-    head_dim = d.hidden_size // d.num_heads
-    if head_dim % 2 or head_dim < 6:  # 3D RoPE rotates pairs of channels on each of the t, h, w axes (sora/models/rope.py)
-        raise SoraError(f"dit.hidden_size / dit.num_heads = {head_dim} channels a head; 3D RoPE needs an even "
-                        "number >= 6")
-    if d.attention_layout.value == "factorized" and d.text_conditioning.value == "joint":
-        raise SoraError("dit.text_conditioning=joint attends over all spacetime tokens: it needs "
-                        "dit.attention_layout=full, not factorized")
-    if d.modulation.value == "single" and d.text_conditioning.value == "joint":
-        raise SoraError("dit.modulation=single shares the video stream's modulation; the joint text stream has its own "
-                        "per block: use dit.text_conditioning=cross, or dit.modulation=per_block")
 
 
 def _require_full_cross(d, setting: str) -> None:
@@ -172,8 +125,6 @@ def check_config(cfg, schema) -> None:
 def check_train_config(cfg) -> None:
     """Everything about a composed train config that can be known without building a model."""
     check_config(cfg, TrainConfig)
-    check_limits(cfg, TRAIN_LIMITS)
-    _check_dit(cfg.dit)
     _check_sections_agree(cfg)
     _check_machine(cfg)
 

@@ -21,63 +21,11 @@ from sora.diffusion.objectives import ObjectiveArgs
 from sora.diffusion.samplers import SAMPLERS, SamplerArgs
 from sora.diffusion.schedules import SCHEDULES
 from sora.errors import SoraError
+from sora.models.dit_args import DiTArgs
 from sora.models.fp8 import RECIPES as FP8_RECIPES
 from sora.models.text import TextArgs
 from sora.models.vae import VAEArgs
 from sora.settings import Settings, setting
-
-# ---------------------------------------------------------------------------------------------------------------
-# Model parts
-# ---------------------------------------------------------------------------------------------------------------
-
-
-class AttentionLayout(str, Enum):
-    full = "full"  # self-attention over all spacetime tokens
-    factorized = "factorized"  # spatial then temporal attention (Latte / STDiT)
-
-
-class TextConditioning(str, Enum):
-    cross = "cross"  # cross-attention to text tokens (PixArt-alpha)
-    joint = "joint"  # text tokens join self-attention with their own weights (MM-DiT)
-
-
-class AttentionBackend(str, Enum):  # sora/models/attention.py
-    sdpa = "sdpa"  # torch's SDPA, its own kernel choice
-    cudnn = "cudnn"  # SDPA pinned to cuDNN attention (GPU)
-    flash = "flash"  # SDPA pinned to FlashAttention(-2)
-    fa4 = "fa4"  # FlashAttention-4, CuTe DSL (Hopper / Blackwell; the fa4 extra)
-    xformers = "xformers"
-    flex = "flex"
-    math = "math"
-
-
-class Modulation(str, Enum):  # sora/models/dit.py
-    per_block = "per_block"
-    single = "single"
-
-
-@dataclass
-class DiTConfig:
-    """Plain constructor arguments of `sora.models.dit.DiT` (presets live in configs/dit/)."""
-
-    hidden_size: int = 384
-    depth: int = 12
-    num_heads: int = 6
-    mlp_ratio: float = 4.0
-    patch_size: List[int] = field(default_factory=lambda: [1, 2, 2])  # (pt, ph, pw)
-    qk_norm: bool = True
-    rope_theta: float = 10000.0
-    # Add the mean of the text tokens to the adaLN conditioning vector, beside cross-attention (as the pooled
-    # CLIP vector in SD3, Esser et al. 2024, sec. 4): a global route for the caption that small models learn fast.
-    pooled_text: bool = True
-    attention_layout: AttentionLayout = AttentionLayout.full
-    text_conditioning: TextConditioning = TextConditioning.cross
-    attention_backend: AttentionBackend = AttentionBackend.sdpa
-    checkpoint_fraction: float = 0.0  # share of blocks (from the first) whose activations are recomputed in backward
-    # per_block: each block's own adaLN map (DiT); single: one shared map + a table per block (adaLN-single,
-    # PixArt-alpha; as Wan), 27% fewer parameters at XL. text_conditioning=cross only.
-    modulation: Modulation = Modulation.per_block
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # Training (train.py and sora/training own these; their consumers sit above sora.config, so they are declared here)
@@ -277,7 +225,7 @@ class TrainConfig:
     task: TaskConfig = field(default_factory=TaskConfig)
     data: DataArgs = field(default_factory=DataArgs)
     vae: VAEArgs = field(default_factory=VAEArgs)
-    dit: DiTConfig = field(default_factory=DiTConfig)
+    dit: DiTArgs = field(default_factory=DiTArgs)
     text: TextArgs = field(default_factory=TextArgs)
     objective: ObjectiveArgs = field(default_factory=ObjectiveArgs)
     conditioning: ConditioningArgs = field(default_factory=ConditioningArgs)

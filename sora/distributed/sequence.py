@@ -5,12 +5,19 @@ tokens for h/P heads, each rank attends over the whole sequence for its heads, a
 turns it back. Everything outside attention (MLP, adaLN, cross-attention to the text) is per-token and
 runs on the local shard. Communication per layer is 4 all-to-alls of b*n*d/P values, whatever P is.
 The collectives are torch.distributed.nn's, so gradients flow through them.
+
+`parallelize_sequence(dit, group)` applies it from outside the model, as torchtitan's `parallelize_*` functions
+do: it wraps each block's self-attention core in `UlyssesAttention` (the two all-to-alls) and puts `SplitTokens`
+where the DiT leaves its sequence whole (`dit.sequence_split`): this rank's slice of the tokens, their RoPE
+rotations and their adaLN rows before the blocks, every rank's output gathered after the final layer. No layer
+holds the group.
 """
 
 import warnings
 
 import torch
 import torch.distributed as dist
+import torch.nn as nn
 from einops import rearrange
 from torch.distributed.nn.functional import all_gather, all_to_all_single
 
@@ -79,3 +86,48 @@ def share_rng_state(group) -> None:
     torch.set_rng_state(state[0])
     if cuda:
         torch.cuda.set_rng_state(state[1])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Applying it to a DiT
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class UlyssesAttention(nn.Module):
+    """A self-attention core (q, k, v: b h n/P d, this rank's tokens) run over all tokens for h/P heads."""
+
+    def __init__(self, core: nn.Module, group):
+        super().__init__()
+        self.core, self.group = core, group
+
+    def forward(self, q, k, v, backend, seg=None) -> torch.Tensor:
+        q, k, v = (seq_to_heads(x, self.group) for x in (q, k, v))  # b h/P n d
+        return heads_to_seq(self.core(q, k, v, backend, seg), self.group)  # b h n/P d
+
+
+class SplitTokens(nn.Module):
+    """Each clip's tokens split over the ranks of `group` before the DiT's blocks, and gathered after them."""
+
+    def __init__(self, group):
+        super().__init__()
+        self.group = group
+
+    def forward(self, tokens: torch.Tensor, ctx):
+        """tokens: b n d, and the BlockContext of its n tokens -> this rank's b n/P d and their context."""
+        return shard_tokens(tokens, self.group), ctx.split(lambda x, dim: shard_tokens(x, self.group, dim),
+                                                           tokens.shape[1])
+
+    def gather(self, out: torch.Tensor) -> torch.Tensor:
+        return gather_tokens(out, self.group)  # b n/P e -> b n e
+
+
+def parallelize_sequence(dit: nn.Module, group) -> None:
+    """Split every clip's tokens over the ranks of `group` (Ulysses): `dit` (a sora.models.dit.DiT with full
+    attention and cross-attention to the text) then gives whole outputs on every rank, from a share of the work."""
+    if dit.args.attention_layout != "full" or dit.args.text_conditioning != "cross":
+        raise SoraError("train.sequence_parallel_size > 1 needs dit.attention_layout=full and "
+                        "dit.text_conditioning=cross")
+    assert not isinstance(dit.sequence_split, SplitTokens), "this DiT already splits its tokens"
+    for block in dit.blocks:
+        block.attn.core = UlyssesAttention(block.attn.core, group)
+    dit.sequence_split = SplitTokens(group)

@@ -8,6 +8,7 @@ training needs: the EMA copy, the optimizer, the loss step.
 
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -64,7 +65,7 @@ class ModelBundle(nn.Module):
         if vae is None:
             vae, cfg = vae_from_config(cfg)
         text = build_text_encoder(cfg.text)
-        dit = DiT(vae.latent_channels, text.dim, **to_plain(cfg.dit))
+        dit = DiT(vae.latent_channels, text.dim, OmegaConf.to_object(cfg.dit))  # a DiTArgs
         return cls(cfg, vae, text, dit)
 
     @classmethod
@@ -101,13 +102,13 @@ class ModelBundle(nn.Module):
         text encoder is loaded from parts["text"], a frozen one from text.path."""
         cfg = typed(cfg)
         text = text if text is not None else build_text_encoder(cfg.text)
-        dit_args = to_plain(cfg.dit)
-        if problem := backend_unavailable(dit_args["attention_backend"]):  # the weights do not depend on it
+        dit_args = OmegaConf.to_object(cfg.dit)  # a DiTArgs
+        if problem := backend_unavailable(dit_args.attention_backend):  # the weights do not depend on it
             log.warning("%s: %s; this model runs with dit.attention_backend=sdpa here", where, problem)
-            dit_args["attention_backend"] = "sdpa"
+            dit_args = replace(dit_args, attention_backend="sdpa")
         with torch.device("meta"):
             new_vae = build_vae(cfg.vae) if vae is None else None
-            dit = DiT((vae or new_vae).latent_channels, text.dim, **dit_args)
+            dit = DiT((vae or new_vae).latent_channels, text.dim, dit_args)
         for name, module in (("vae", new_vae), ("dit", dit)):
             if module is not None:
                 _load(module, parts.get(name, {}), f"{where}: {name}", assign=True)

@@ -15,6 +15,10 @@ all groups in one variable-length call. Unmasked calls, the common case in train
 `trim_text_padding`), go straight to the kernel. `backend_unavailable` says in one line why a backend cannot run
 here; the config check calls it before anything is built.
 
+`SelfAttention` calls the kernel through `AttentionCore`, a module without weights, so that a parallel plan can wrap
+the part between the projections: Ulysses sequence parallelism puts its all-to-alls around it
+(sora/distributed/sequence.py: parallelize_sequence); the layer itself knows nothing of it.
+
 Packed variable-length batches (NaViT, Dehghani et al. 2023) put several clips into one sequence; `Segments`
 says which query and key tokens belong to which clip, plus which text keys are padding, and each backend turns
 that into its own mask. QK-norm (RMSNorm on queries and keys per head; Dehghani et al. 2023, ViT-22B) keeps
@@ -24,6 +28,7 @@ attention logits bounded in bf16 at high learning rates.
 import functools
 import math
 from dataclasses import dataclass
+from enum import Enum
 from typing import Optional
 
 import torch
@@ -31,13 +36,28 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
-from sora.distributed.sequence import heads_to_seq, seq_to_heads
 from sora.errors import SoraError
+from sora.models.block_ops import qk_norm_rope
 from sora.models.norms import RMSNorm
-from sora.models.fused import qk_norm_rope
 
-BACKENDS = ("sdpa", "cudnn", "flash", "fa4", "xformers", "flex", "math")
-GPU_ONLY = ("cudnn", "fa4", "xformers")
+
+class AttentionBackend(str, Enum):
+    """`dit.attention_backend`: which kernel computes attention (the module docstring says what each is)."""
+
+    sdpa = "sdpa"  # torch's SDPA, its own kernel choice
+    cudnn = "cudnn"  # SDPA pinned to cuDNN attention (GPU)
+    flash = "flash"  # SDPA pinned to FlashAttention(-2)
+    fa4 = "fa4"  # FlashAttention-4, CuTe DSL (Hopper / Blackwell; the fa4 extra)
+    xformers = "xformers"
+    flex = "flex"
+    math = "math"
+
+
+GPU_ONLY = (AttentionBackend.cudnn, AttentionBackend.fa4, AttentionBackend.xformers)
+
+
+def _names() -> str:
+    return ", ".join(b.value for b in AttentionBackend)
 
 # ---------------------------------------------------------------------------------------------------------------
 # Masks
@@ -248,8 +268,8 @@ def _fa4(q, k, v, seg: Optional[Segments]):
     qs, ks, vs = take(q, "q"), take(k, "k"), take(v, "k")
     cu = lambda xs: torch.tensor([0] + [x.shape[0] for x in xs], device=q.device).cumsum(0).int()  # noqa: E731
     # By keyword: 4.0.0b40 put a `qv` argument fourth, and positional lengths then failed on an H200.
-    out = first(cute.flash_attn_varlen_func(torch.cat(qs), torch.cat(ks), torch.cat(vs), cu_seqlens_q=cu(qs), cu_seqlens_k=cu(ks),
-                                            max_seqlen_q=max(x.shape[0] for x in qs),
+    out = first(cute.flash_attn_varlen_func(torch.cat(qs), torch.cat(ks), torch.cat(vs), cu_seqlens_q=cu(qs),
+                                            cu_seqlens_k=cu(ks), max_seqlen_q=max(x.shape[0] for x in qs),
                                             max_seqlen_k=max(x.shape[0] for x in ks)))  # N h d
     outs = [rearrange(o, "n h d -> 1 h n d") for o in out.split([x.shape[0] for x in qs])]
     return _scatter(q, groups, outs)
@@ -257,8 +277,8 @@ def _fa4(q, k, v, seg: Optional[Segments]):
 
 def backend_unavailable(backend: str, device: str | None = None) -> Optional[str]:
     """Why `dit.attention_backend=BACKEND` cannot run on this machine (one line), or None when it can."""
-    if backend not in BACKENDS:
-        return f"dit.attention_backend={backend!r}: choose one of {', '.join(BACKENDS)}"
+    if backend not in list(AttentionBackend):
+        return f"dit.attention_backend={backend!r}: choose one of {_names()}"
     if backend not in GPU_ONLY:
         return None
     if device == "cpu" or not torch.cuda.is_available():
@@ -294,11 +314,12 @@ def _fa4_gpu_problem(device: torch.device) -> Optional[str]:
     return None
 
 
-_KERNELS = {"sdpa": _sdpa, "cudnn": _cudnn, "flash": _flash, "fa4": _fa4, "xformers": _xformers, "flex": _flex,
-            "math": _math}  # one per name in BACKENDS
+B = AttentionBackend
+_KERNELS = {B.sdpa: _sdpa, B.cudnn: _cudnn, B.flash: _flash, B.fa4: _fa4, B.xformers: _xformers, B.flex: _flex,
+            B.math: _math}  # one per backend; a str-enum member and its value are the same key
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = "sdpa",
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: AttentionBackend | str = "sdpa",
               seg: Optional[Segments] = None) -> torch.Tensor:
     """q: b h n d, k and v: b h m d -> b h n d, with the named backend and an optional segment mask."""
     if q.device.type == "meta" and backend in ("cudnn", "flash", "fa4"):  # shapes only (memory.py): one fused call
@@ -307,7 +328,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = 
         raise SoraError(_no_gpu(backend))
     if kernel := _KERNELS.get(backend):
         return kernel(q, k, v, seg)
-    raise SoraError(f"dit.attention_backend={backend!r}: choose one of {', '.join(BACKENDS)}")
+    raise SoraError(f"dit.attention_backend={backend!r}: choose one of {_names()}")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -319,32 +340,39 @@ def _qk_norm(head_dim: int, on: bool) -> nn.Module:
     return RMSNorm(head_dim) if on else nn.Identity()
 
 
+class AttentionCore(nn.Module):
+    """`attention` between a layer's projections, as a module without weights: what a parallel plan wraps (Ulysses
+    sequence parallelism: sora/distributed/sequence.py) while the layer around it stays as it is."""
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: AttentionBackend,
+                seg: Optional[Segments] = None) -> torch.Tensor:
+        return attention(q, k, v, backend, seg)  # b h n d
+
+
 class SelfAttention(nn.Module):
-    def __init__(self, dim: int, num_heads: int, qk_norm: bool = True, backend: str = "sdpa"):
+    def __init__(self, dim: int, num_heads: int, qk_norm: bool = True,
+                 backend: AttentionBackend = AttentionBackend.sdpa):
         super().__init__()
         assert dim % num_heads == 0, f"hidden_size {dim} does not divide by num_heads {num_heads}"
         self.num_heads, self.head_dim, self.backend = num_heads, dim // num_heads, backend
-        self.sp_group = None  # set by DiT.enable_sequence_parallel: x holds this rank's slice of the tokens
         self.qkv = nn.Linear(dim, 3 * dim)
         self.q_norm, self.k_norm = _qk_norm(self.head_dim, qk_norm), _qk_norm(self.head_dim, qk_norm)
         self.proj = nn.Linear(dim, dim)
+        self.core = AttentionCore()
 
     def forward(self, x: torch.Tensor, rope, seg: Optional[Segments] = None) -> torch.Tensor:
         """x: b n dim; rope: complex n head_dim/2 rotations (sora/models/rope.py)."""
         q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.num_heads)
         q, k = qk_norm_rope(q, self.q_norm, rope), qk_norm_rope(k, self.k_norm, rope)
-        if self.sp_group is not None:  # Ulysses: all tokens, a share of the heads, then back (sora/distributed/sequence.py)
-            q, k, v = (seq_to_heads(x, self.sp_group) for x in (q, k, v))  # b h/P n d
-            out = heads_to_seq(attention(q, k, v, self.backend, seg), self.sp_group)  # b h n/P d
-        else:
-            out = attention(q, k, v, self.backend, seg)  # b h n d
+        out = self.core(q, k, v, self.backend, seg)  # b h n d
         return self.proj(rearrange(out, "b h n d -> b n (h d)"))
 
 
 class CrossAttention(nn.Module):
     """Video tokens attend to text tokens; padded text tokens (and, packed, other clips' text) are masked out."""
 
-    def __init__(self, dim: int, context_dim: int, num_heads: int, qk_norm: bool = True, backend: str = "sdpa"):
+    def __init__(self, dim: int, context_dim: int, num_heads: int, qk_norm: bool = True,
+                 backend: AttentionBackend = AttentionBackend.sdpa):
         super().__init__()
         assert dim % num_heads == 0, f"hidden_size {dim} does not divide by num_heads {num_heads}"
         self.num_heads, self.head_dim, self.backend = num_heads, dim // num_heads, backend

@@ -13,7 +13,7 @@ import torch
 from sora.data.latent_cache import sample_latent
 from sora.diffusion.frame_modes import draw_frame_masks, gives_frames
 from sora.distributed.fsdp import fully_shard_trained, gather_full_state
-from sora.distributed.sequence import sequence_parallel_group, share_rng_state
+from sora.distributed.sequence import parallelize_sequence, sequence_parallel_group, share_rng_state
 from sora.eval.end_of_run import probe_modes, probe_prompts, read_prompts
 from sora.inference.bundle import ModelBundle, vae_from_config
 from sora.inference.pipeline import SampleSettings
@@ -45,6 +45,7 @@ class DiTTask(Task):
         self.sharded = False  # train.strategy=fsdp: see configure_model
         self._gathered_ema: dict | None = None  # sharded runs: the whole EMA state, gathered on rank 0 to sample
         self.last_step_shapes: list | None = None  # for sora.training.callbacks.Throughput
+        self.sequence_group = None  # train.sequence_parallel_size > 1: this rank's group (see setup)
 
     def trained_parameters(self):
         return self.model.trainable().parameters()
@@ -118,9 +119,10 @@ class DiTTask(Task):
 
     def setup(self, stage: str):
         dit, sp = self.model.dit, self.cfg.train.sequence_parallel_size
-        if sp > 1 and dit.sp_group is None:
+        if sp > 1 and self.sequence_group is None:
             # The DiT being trained splits tokens; the EMA copy (made in __init__) stays whole, for sampling.
-            dit.enable_sequence_parallel(sequence_parallel_group(sp, self.trainer.strategy.root_device.type))
+            self.sequence_group = sequence_parallel_group(sp, self.trainer.strategy.root_device.type)
+            parallelize_sequence(dit, self.sequence_group)
         if self.cfg.train.param_dtype != "fp32" and not getattr(self, "_lowered", False):  # AdamW then keeps fp32 masters
             lower_block_linears(dit, DTYPES[self.cfg.train.param_dtype])  # the EMA copy (made in __init__) stays fp32
             self._lowered = True
@@ -196,8 +198,8 @@ class DiTTask(Task):
 
     def on_train_batch_start(self, batch, batch_idx):
         super().on_train_batch_start(batch, batch_idx)
-        if self.model.dit.sp_group is not None:  # one clip, one noise draw: the group's ranks draw the same numbers
-            share_rng_state(self.model.dit.sp_group)
+        if self.sequence_group is not None:  # one clip, one noise draw: the group's ranks draw the same numbers
+            share_rng_state(self.sequence_group)
 
     def optimizer_step(self, *args, **kwargs):
         super().optimizer_step(*args, **kwargs)

@@ -20,7 +20,6 @@ from dataclasses import replace
 import torch
 from omegaconf import OmegaConf
 
-from sora.config import to_plain
 from sora.data.buckets import BucketSet
 from sora.data.preflight import Survey, empty_bucket, survey
 from sora.data.stream import ClipStream, expand_shards
@@ -57,7 +56,7 @@ def dry_run(cfg, bundle, buckets: BucketSet) -> dict:
     frozen = sum(p.numel() for p in bundle.parameters()) - trained
     text_len = bundle.encode_text(["a"]).text.shape[1]  # padded to the encoder's length, as training batches are
     with torch.device("meta"):
-        meta_dit = DiT(bundle.vae.latent_channels, bundle.text.dim, **to_plain(cfg.dit))  # shapes only
+        meta_dit = DiT(bundle.vae.latent_channels, bundle.text.dim, bundle.dit.args)  # shapes only
     rows = []
     for i, b in enumerate(buckets.buckets):
         size = buckets.batch_sizes[i]

@@ -1,14 +1,14 @@
-"""The DiT block's small element-wise ops, each one function, so that `train.compile` fuses each into one kernel.
+"""The DiT block's small element-wise ops, one function each: the block reads as its equations.
 
-A profile of a compiled block shows the matmuls and attention, and between them chains of small element-wise
-ops, each a round trip through memory in eager mode:
   qk_norm_rope    RMSNorm of each head's queries or keys, then the 3D RoPE rotation
   norm_modulate   LayerNorm, then adaLN's x (1 + scale) + shift
-  gated_residual  x + gate * y
-Eager, the RoPE rotation multiplies complex numbers (one op, the fastest eager form: sora/models/rope.py). Under
-torch.compile it is written with real cos / sin arithmetic instead, which inductor fuses with the norm before it
-and the casts around it; the values are the same (tests/test_fused.py). No custom kernels: what fuses is left to
-inductor.
+  gated_residual  x + gate * y (adaLN-Zero)
+These functions fuse nothing by themselves: eager, each op is its own kernel; under `train.compile`,
+torch.compile inlines the calls and inductor fuses the element-wise chains between the matmuls whether or not
+they are written as functions. What is specific to compilation is one branch of `qk_norm_rope`: eager, the RoPE
+rotation multiplies complex numbers (one op, the fastest eager form: sora/models/rope.py); traced by torch.compile
+it is written in real cos / sin arithmetic in fp32 (`rope_real`), which inductor fuses with the norm before it and
+the casts around it. The values are the same (tests/test_block_ops.py). No custom kernels.
 """
 
 import torch
@@ -39,10 +39,11 @@ def qk_norm_rope(x: torch.Tensor, norm: nn.Module, freqs: torch.Tensor) -> torch
 
 
 def norm_modulate(norm: nn.Module, x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """adaLN: norm(x) (1 + scale) + shift; x: b n d, shift and scale: b 1 d (per clip) or b n d (per token)."""
+    """adaLN: norm(x) (1 + scale) + shift; shift and scale broadcast over x (b u 1 d over b u s d: a row for each
+    unit of s tokens, sora/models/modulation.py)."""
     return norm(x) * (1 + scale) + shift
 
 
 def gated_residual(x: torch.Tensor, gate: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """adaLN-Zero's residual: x + gate * y; gate: b 1 d or b n d."""
+    """adaLN-Zero's residual: x + gate * y; gate broadcasts over x and y as norm_modulate's scale does."""
     return x + gate * y

@@ -1,16 +1,17 @@
-"""The block's fused small ops equal the ops they replace: RoPE in real arithmetic, QK-norm + RoPE as compiled."""
+"""The block's small ops equal the ops they replace: RoPE in real arithmetic, QK-norm + RoPE as compiled."""
 
 import pytest
 import torch
 
-from sora.models.fused import gated_residual, norm_modulate, qk_norm_rope, rope_real
+from sora.models.block_ops import gated_residual, norm_modulate, qk_norm_rope, rope_real
 from sora.models.norms import LayerNorm, RMSNorm
 from sora.models.rope import apply_rope, rope_for_grid
 
 
 def heads(dtype=torch.float32, d=128):
     g = torch.Generator().manual_seed(0)
-    return torch.randn(2, 3, 4 * 6 * 5, d, generator=g).to(dtype), rope_for_grid((4, 6, 5), d, 10000.0, torch.device("cpu"))
+    x = torch.randn(2, 3, 4 * 6 * 5, d, generator=g).to(dtype)  # b heads n head_dim
+    return x, rope_for_grid((4, 6, 5), d, 10000.0, torch.device("cpu"))
 
 
 @pytest.mark.parametrize("d", [72, 128])
