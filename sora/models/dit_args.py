@@ -39,7 +39,7 @@ class DiTArgs(Settings):
     mlp_ratio: float = setting(4.0, gt=0)
     # (pt, ph, pw). The quick start's large 2x8x8 patches keep the CPU run at 64 tokens a clip; each token then holds
     # 384 values, more than the width, so the network predicts the clean signal rather than the velocity (JiT).
-    patch_size: List[int] = setting(factory=lambda: [2, 8, 8], ge=1, each=True)
+    patch_size: List[int] = setting(factory=lambda: [2, 8, 8], ge=1, each=True, must="[pt, ph, pw], each >= 1")
     qk_norm: bool = True
     rope_theta: float = setting(10000.0, gt=0)
     # Add the mean of the text tokens to the adaLN conditioning vector, beside cross-attention (as the pooled
@@ -55,7 +55,7 @@ class DiTArgs(Settings):
     modulation: Modulation = Modulation.per_block
 
     def check(self, at: str = "") -> None:
-        if len(self.patch_size) != 3 or min(self.patch_size) < 1:
+        if len(self.patch_size) != 3:
             raise SoraError(f"{at}patch_size must be [pt, ph, pw], each >= 1, got {list(self.patch_size)}")
         if self.hidden_size % self.num_heads:
             raise SoraError(f"{at}hidden_size={self.hidden_size} must divide by {at}num_heads={self.num_heads}")
