@@ -163,10 +163,10 @@ def probe(bundle, cfg, ecfg, settings: SampleSettings, out_dir: Path) -> dict:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def check_evaluation(bundle, ecfg, settings: SampleSettings) -> None:
+def check_evaluation(bundle, cfg, ecfg, settings: SampleSettings) -> None:
     """What each asked metric needs, checked before any is computed (the validation loss alone can take long): the
-    metric names, FVD's clip length, the local weights' paths. One line naming the key. (clip and probe make videos
-    at the checkpoint's trained size, which its training checked.)"""
+    metric names, FVD's clip length, the local weights' paths, the prompt files. One line naming the key. (clip and
+    probe make videos at the checkpoint's trained size, which its training checked.)"""
     from sora.eval.fvd import check_i3d, fvd_settings
 
     unknown = [m for m in ecfg.metrics if m not in METRICS]
@@ -180,6 +180,16 @@ def check_evaluation(bundle, ecfg, settings: SampleSettings) -> None:
                         "CLIPModel saved with save_pretrained at a local path")
     if "recon" in ecfg.metrics and ecfg.lpips and not Path(ecfg.lpips).is_file():
         raise SoraError(f"lpips={ecfg.lpips!r} is not a file (LPIPS's VGG16 weights; null: PSNR and SSIM only)")
+    if {"clip", "probe"} & set(ecfg.metrics):
+        for key in ("eval_prompts", "train_prompts"):
+            path = cfg.data[key]
+            if ecfg.data[key] is not None and not Path(path).is_file():  # given here: a probe would skip it silently
+                raise SoraError(f"data.{key}={path!r} is not a file (one prompt a line)")
+            try:
+                if path and Path(path).is_file():
+                    Path(path).read_text()
+            except UnicodeDecodeError:
+                raise SoraError(f"data.{key}={path!r} is not a text file (one prompt a line)") from None
 
 
 def evaluate(bundle, ecfg, device, step: int | None = None) -> dict:
@@ -188,7 +198,7 @@ def evaluate(bundle, ecfg, device, step: int | None = None) -> dict:
     overrides = {k: v for k, v in OmegaConf.to_container(ecfg.data).items() if v is not None}
     cfg.data = OmegaConf.merge(cfg.data, overrides)
     settings = SampleSettings.of(cfg).override(steps=ecfg.steps)
-    check_evaluation(bundle, ecfg, settings)
+    check_evaluation(bundle, cfg, ecfg, settings)
     weights = f"{ecfg.ckpt} ({bundle.weights} weights)"
     result = {"ckpt": str(ecfg.ckpt), "weights": bundle.weights, "step": step}
     vl = val_loss(bundle, cfg)
