@@ -1,7 +1,7 @@
 """Sample videos from a checkpoint (EMA weights by default); every video carries a signed C2PA manifest and an
 invisible watermark (provenance.c2pa=false / provenance.watermark=false turn them off; see README).
 
-    python sample.py ckpt=PATH prompt="a red circle moving left" out=x.mp4 seed=0
+    python sample.py ckpt=PATH prompt="a red circle moving left" out=x.mp4 seed=0   # or out=x.gif, out=x.webm
     python sample.py ckpt=PATH prompts=FILE out_dir=DIR seed=0      # DIR/000.mp4, 001.mp4, ... in order
     python sample.py ckpt=PATH prompt=... out=x.mp4 image=still.png                     # animate a still
     python sample.py ckpt=PATH prompt=... out=x.mp4 video=clip.mp4 extend=forward       # continue a clip
@@ -10,7 +10,10 @@ invisible watermark (provenance.c2pa=false / provenance.watermark=false turn the
 
 Frames, size, steps, guidance, sampler and schedule default to the checkpoint's; num_frames=, height=, width=,
 steps=, cfg=, cfg_visual=, sampler=, schedule=, shift=, fps= override them. num_frames beyond what the model
-trained on is made window by window (overlap_frames= each window is given from the one before).
+trained on is made window by window (overlap_frames= each window is given from the one before). The pipeline
+checks the sizes against the checkpoint (sora/inference/pipeline.py), before the first step. `out`'s extension is
+the format: .mp4 (H.264), .gif, .webm (VP9; C2PA cannot sign WebM, so it carries the watermark alone). Frames too
+small to hold the watermark (sora/provenance/watermark.py MIN_FRAME_PX) carry none, and their manifest says so.
 """
 
 import logging
@@ -21,6 +24,8 @@ from pathlib import Path
 import hydra
 
 from sora.config import check_sample_config, register_schemas
+from sora.config.overrides import one_line_override_errors
+from sora.data.video_io import check_writable, video_format
 from sora.devices import resolve_device
 from sora.errors import SoraError, exit_on_user_error
 
@@ -29,25 +34,36 @@ register_schemas()
 
 
 def resolve_jobs(cfg) -> tuple[list[str], list[Path]]:
-    """The prompts and the file each goes to, from prompt/out or prompts/out_dir."""
+    """The prompts and the file each goes to, from prompt/out or prompts/out_dir; the files' names and places are
+    checked here, before the checkpoint loads."""
     if cfg.prompt is not None:
+        video_format(cfg.out, "out")
+        check_writable(cfg.out, "out")
         return [cfg.prompt], [Path(cfg.out)]
     path = Path(cfg.prompts)
     if not path.is_file():
         raise SoraError(f"prompts={cfg.prompts!r} is not a file (one prompt a line)")
-    prompts = [line for line in path.read_text().splitlines() if line.strip()]
+    try:
+        prompts = [line for line in path.read_text().splitlines() if line.strip()]
+    except UnicodeDecodeError:
+        raise SoraError(f"prompts={cfg.prompts!r} is not a text file (one prompt a line)") from None
     if not prompts:
         raise SoraError(f"prompts={cfg.prompts!r} holds no prompt")
-    return prompts, [Path(cfg.out_dir) / f"{i:03d}.mp4" for i in range(len(prompts))]
+    outs = [Path(cfg.out_dir) / f"{i:03d}.mp4" for i in range(len(prompts))]
+    if Path(cfg.out_dir).exists() and not Path(cfg.out_dir).is_dir():
+        raise SoraError(f"out_dir={cfg.out_dir!r} is a file, not a folder")
+    check_writable(outs[0], "out_dir")
+    return prompts, outs
 
 
 def sample(cfg) -> list[Path]:
-    from sora.diffusion.frame_modes import gives_frames
     from sora.inference.bundle import ModelBundle
     from sora.inference.pipeline import SampleSettings, check_prompts, generate_to_files
     from sora.inference.prompting import load, make
 
     check_sample_config(cfg)
+    if not str(cfg.ckpt).strip():
+        raise SoraError("ckpt='' is empty: give a training checkpoint (.ckpt) or an export (.safetensors)")
     prompts, outs = resolve_jobs(cfg)
     prompts = check_prompts(prompts)  # before the checkpoint loads: a bad prompt fails at once
     device = resolve_device(cfg.device)
@@ -56,20 +72,8 @@ def sample(cfg) -> list[Path]:
         num_frames=cfg.num_frames, height=cfg.height, width=cfg.width, steps=cfg.steps, cfg=cfg.cfg,
         sampler=cfg.sampler, schedule=cfg.schedule, shift=cfg.shift, fps=cfg.fps, cfg_visual=cfg.cfg_visual,
         overlap_frames=cfg.overlap_frames)
-    # The VAE and the patchifier must cut what the model makes at once exactly, as every training bucket had to.
-    if settings.num_frames <= settings.window:
-        bundle.geometry.check(settings.num_frames, settings.height, settings.width, "num_frames, height, width")
-    bundle.geometry.check(settings.window, settings.height, settings.width, "height, width (and the trained window)")
-    if settings.overlap_frames is not None and settings.overlap_frames >= settings.window:
-        raise SoraError(f"overlap_frames={settings.overlap_frames} must be below the {settings.window}-frame window")
     visual = load(settings, bundle.cfg.data.frame_stride, cfg.image, cfg.image_at, cfg.video, cfg.extend, cfg.loop,
                   cfg.connect, list(cfg.keyframes), cfg.edit, cfg.strength)
-    # Each window after the first of a long video is given the end of the one before, as extension is.
-    long = settings.num_frames > settings.window
-    if (visual.gives_frames or long) and not gives_frames(bundle.cfg.conditioning.modes):
-        what = visual.mode if visual.gives_frames else f"num_frames={settings.num_frames} > its {settings.window}"
-        raise SoraError(f"{cfg.ckpt!r} was trained on text alone (conditioning.modes gives no frames): it cannot be "
-                        f"given frames ({what}); train with conditioning.modes.first=... and the others")
     log.info("sampling %d video(s) (%s) with the %s weights: %s", len(prompts), visual.mode, bundle.weights,
              settings.as_dict())
     t0 = time.time()
@@ -82,6 +86,7 @@ def sample(cfg) -> list[Path]:
     return outs
 
 
+@one_line_override_errors(Path(__file__).parent / "configs", "sample")
 @hydra.main(version_base=None, config_path="configs", config_name="sample")
 @exit_on_user_error
 def main(cfg) -> None:

@@ -19,6 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 from sora.config import register_schemas
+from sora.config.overrides import one_line_override_errors
 from sora.errors import exit_on_user_error
 
 log = logging.getLogger("sora.train")
@@ -215,6 +216,7 @@ def train(cfg, run_dir: Path) -> dict:
     return results
 
 
+@one_line_override_errors(Path(__file__).parent / "configs", "train")
 @hydra.main(version_base=None, config_path="configs", config_name="train")
 @exit_on_user_error
 def main(cfg) -> None:

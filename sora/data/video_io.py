@@ -1,4 +1,5 @@
-"""Video files: H.264 mp4 writing with PyAV, reading with decord. Frames are uint8 `t h w c` at the edges."""
+"""Video files: H.264 mp4, VP9 WebM (PyAV) and GIF (Pillow) writing, reading with PyAV. Frames are uint8 `t h w c`
+at the edges. A generated video's format is its file name's extension (`encode_video`, VIDEO_FORMATS)."""
 
 import io
 import os
@@ -17,7 +18,8 @@ GENERATED_TAG = "AI-generated: made by a video diffusion model trained with the 
 
 def encode_mp4(frames: np.ndarray, fps: int, crf: int = 18, generated: bool = False) -> bytes:
     """Encode uint8 frames (t h w 3) to H.264 mp4 bytes; odd sizes are padded by one black pixel (yuv420p)."""
-    assert frames.ndim == 4 and frames.shape[-1] == 3 and frames.dtype == np.uint8, f"want uint8 t h w 3, got {frames.dtype} {frames.shape}"
+    assert frames.ndim == 4 and frames.shape[-1] == 3 and frames.dtype == np.uint8, \
+        f"want uint8 t h w 3, got {frames.dtype} {frames.shape}"
     t, h, w, _ = frames.shape
     frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)))  # t h w 3 -> t H W 3 (H, W even)
     buf = io.BytesIO()
@@ -34,6 +36,81 @@ def encode_mp4(frames: np.ndarray, fps: int, crf: int = 18, generated: bool = Fa
         for packet in stream.encode():
             container.mux(packet)
     return buf.getvalue()
+
+
+def encode_webm(frames: np.ndarray, fps: int, crf: int = 20, generated: bool = False) -> bytes:
+    """Encode uint8 frames (t h w 3) to VP9 WebM bytes (constant quality: crf with no bitrate cap); odd sizes are
+    padded by one black pixel (yuv420p)."""
+    t, h, w, _ = frames.shape
+    frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)))  # t h w 3 -> t H W 3 (H, W even)
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format="webm") as container:
+        if generated:
+            container.metadata["comment"] = GENERATED_TAG
+        stream = container.add_stream("libvpx-vp9", rate=int(fps))
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": str(crf), "b": "0"}
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return buf.getvalue()
+
+
+def encode_gif(frames: np.ndarray, fps: int, generated: bool = False) -> bytes:
+    """Encode uint8 frames (t h w 3) to an animated GIF that loops: each frame its own 256-colour palette (median
+    cut, no dithering: the built-in dataset's few flat colours come through exactly), GIF's 10 ms time steps."""
+    from PIL import Image
+
+    images = [Image.fromarray(f).quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+              for f in frames]
+    buf = io.BytesIO()
+    extra = {"comment": GENERATED_TAG.encode()} if generated else {}
+    images[0].save(buf, format="GIF", save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0,
+                   **extra)
+    return buf.getvalue()
+
+
+# The formats a generated video can be written in, by file name extension -> (encoder, the MIME type C2PA knows).
+VIDEO_FORMATS = {
+    ".mp4": (encode_mp4, "video/mp4"),
+    ".webm": (encode_webm, "video/webm"),
+    ".gif": (encode_gif, "image/gif"),
+}
+
+
+def video_format(path: str | os.PathLike, key: str = "out") -> str:
+    """The extension of a path a video will be written to (".mp4", ".gif", ".webm"); SoraError naming `key` for any
+    other, so that a file's name never says another format than its bytes."""
+    ext = Path(path).suffix.lower()
+    if ext not in VIDEO_FORMATS:
+        raise SoraError(f"{key}={str(path)!r}: a video file ends in {', '.join(VIDEO_FORMATS)} (the extension sets the "
+                        "format)")
+    return ext
+
+
+def encode_video(frames: np.ndarray, fps: int, ext: str, generated: bool = False) -> bytes:
+    """uint8 t h w 3 -> the bytes of a file of the format `ext` names (a key of VIDEO_FORMATS)."""
+    return VIDEO_FORMATS[ext][0](frames, fps, generated=generated)
+
+
+def check_writable(path: str | os.PathLike, key: str) -> None:
+    """SoraError naming `key` unless a file can be written at `path`: not an existing folder, and its nearest
+    existing parent a folder this process may write in (missing folders are made when the file is written)."""
+    given, path = str(path), Path(path)
+    if not given.strip():
+        raise SoraError(f"{key}={given!r} is empty; give a file name")
+    if path.is_dir():
+        raise SoraError(f"{key}={given!r} is a folder; give a file name")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise SoraError(f"{key}={given!r}: {str(parent)!r} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise SoraError(f"{key}={given!r}: cannot write in {str(parent)!r} (permission denied)")
 
 
 def to_uint8_frames(video: torch.Tensor) -> np.ndarray:

@@ -40,7 +40,8 @@ def held_out(data_cfg, num_frames: int, frame_stride: int, height: int, width: i
     `num_frames` frames from frame 0 at `frame_stride`, resized to cover (height, width) and centre-cropped. Clips
     too short are left out (counted in the returned dict's "too_short")."""
     data = eval_data_config(data_cfg)
-    data.num_frames, data.frame_stride, data.height, data.width, data.buckets = num_frames, frame_stride, height, width, None
+    data.num_frames, data.frame_stride, data.height, data.width = num_frames, frame_stride, height, width
+    data.buckets = None
     shards = expand_shards(data.shards) if data.shards else []
     if not shards:
         raise SoraError("data.eval_shards is not set: this metric needs held-out clips")
@@ -84,9 +85,10 @@ def _generate(bundle, prompts: list[str], settings: SampleSettings, seed: int, b
 
 
 def fvd(bundle, cfg, ecfg, settings: SampleSettings, device) -> dict:
-    from sora.eval.fvd import PROTOCOL, feature_stats, frechet_distance, i3d_features, load_i3d
+    from sora.eval.fvd import PROTOCOL, feature_stats, frechet_distance, fvd_settings, i3d_features, load_i3d
 
     f = ecfg.fvd
+    long = fvd_settings(bundle, settings, f.num_frames)  # exactly f.num_frames frames, or a one-line error
     detector, sha = load_i3d(f.i3d, device)
     stride = f.frame_stride or cfg.data.frame_stride
     real, captions, skipped = [], [], {}
@@ -97,10 +99,11 @@ def fvd(bundle, cfg, ecfg, settings: SampleSettings, device) -> dict:
         raise SoraError(f"FVD: data.eval_shards holds {len(captions)} clip(s) of {f.num_frames} frames at stride "
                         f"{stride} (skipped: {skipped or 'none'}); it needs at least 2")
     prompts = [captions[i % len(captions)] for i in range(f.num_generated)]  # generated from the real clips' captions
-    long = settings.override(num_frames=f.num_frames)
     fake = []
     for start in range(0, len(prompts), ecfg.batch_size):
         videos = _generate(bundle, prompts[start : start + ecfg.batch_size], long, ecfg.seed + start, ecfg.batch_size)
+        if videos.shape[2] != f.num_frames:  # the comparison is only FVD between clips of one length
+            raise SoraError(f"FVD: the checkpoint made {videos.shape[2]}-frame clips for fvd.num_frames={f.num_frames}")
         fake.append(i3d_features(detector, videos, device))
     real_f, fake_f = np.concatenate(real), np.concatenate(fake)
     value = frechet_distance(*feature_stats(real_f), *feature_stats(fake_f))
@@ -160,15 +163,42 @@ def probe(bundle, cfg, ecfg, settings: SampleSettings, out_dir: Path) -> dict:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def evaluate(bundle, ecfg, device, step: int | None = None) -> dict:
-    """Every asked metric of a bundle, as one dict with val_loss at its top level."""
+def check_evaluation(bundle, cfg, ecfg, settings: SampleSettings) -> None:
+    """What each asked metric needs, checked before any is computed (the validation loss alone can take long): the
+    metric names, FVD's clip length, the local weights' paths, the prompt files. One line naming the key. (clip and
+    probe make videos at the checkpoint's trained size, which its training checked.)"""
+    from sora.eval.fvd import check_i3d, fvd_settings
+
     unknown = [m for m in ecfg.metrics if m not in METRICS]
     if unknown:
         raise SoraError(f"metrics: {unknown[0]!r} is not a metric (one of {', '.join(METRICS)})")
+    if "fvd" in ecfg.metrics:
+        fvd_settings(bundle, settings, ecfg.fvd.num_frames)
+        check_i3d(ecfg.fvd.i3d)
+    if "clip" in ecfg.metrics and not (ecfg.clip.path and Path(ecfg.clip.path).is_dir()):
+        raise SoraError(f"clip.path={ecfg.clip.path!r} is not a directory: the CLIP score needs a transformers "
+                        "CLIPModel saved with save_pretrained at a local path")
+    if "recon" in ecfg.metrics and ecfg.lpips and not Path(ecfg.lpips).is_file():
+        raise SoraError(f"lpips={ecfg.lpips!r} is not a file (LPIPS's VGG16 weights; null: PSNR and SSIM only)")
+    if {"clip", "probe"} & set(ecfg.metrics):
+        for key in ("eval_prompts", "train_prompts"):
+            path = cfg.data[key]
+            if ecfg.data[key] is not None and not Path(path).is_file():  # given here: a probe would skip it silently
+                raise SoraError(f"data.{key}={path!r} is not a file (one prompt a line)")
+            try:
+                if path and Path(path).is_file():
+                    Path(path).read_text()
+            except UnicodeDecodeError:
+                raise SoraError(f"data.{key}={path!r} is not a text file (one prompt a line)") from None
+
+
+def evaluate(bundle, ecfg, device, step: int | None = None) -> dict:
+    """Every asked metric of a bundle, as one dict with val_loss at its top level."""
     cfg = bundle.cfg.copy()
     overrides = {k: v for k, v in OmegaConf.to_container(ecfg.data).items() if v is not None}
     cfg.data = OmegaConf.merge(cfg.data, overrides)
     settings = SampleSettings.of(cfg).override(steps=ecfg.steps)
+    check_evaluation(bundle, cfg, ecfg, settings)
     weights = f"{ecfg.ckpt} ({bundle.weights} weights)"
     result = {"ckpt": str(ecfg.ckpt), "weights": bundle.weights, "step": step}
     vl = val_loss(bundle, cfg)

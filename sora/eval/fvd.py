@@ -24,15 +24,38 @@ import numpy as np
 import torch
 
 from sora.errors import SoraError
+from sora.inference.pipeline import SampleSettings, check_given_frames, check_settings, check_size
 
 PROTOCOL = "StyleGAN-V fvd2048_16f (Skorokhodov et al. 2022): I3D TorchScript features, 16 frames from frame 0"
 
 
-def load_i3d(path: str | None, device) -> tuple[torch.jit.ScriptModule, str]:
-    """(the TorchScript detector, its file's sha256) from a local file; a one-line error naming fvd.i3d."""
+def check_i3d(path: str | None) -> None:
+    """A one-line error naming fvd.i3d unless it is a file."""
     if not path or not Path(path).is_file():
         raise SoraError(f"fvd.i3d={path!r} is not a file: FVD needs StyleGAN-V's i3d_torchscript.pt at a local path "
                         "(docs/EVALUATION.md, \"Evaluating a checkpoint\", says where to get it)")
+
+
+def fvd_settings(bundle, settings: SampleSettings, num_frames: int) -> SampleSettings:
+    """The sampler settings of FVD's generated clips: exactly `num_frames` (fvd.num_frames) frames, as the real
+    clips have, or a one-line error naming fvd.num_frames (or data.height / data.width) with the nearest frame
+    counts the checkpoint can make at once. A clip longer than the checkpoint's window is made window by window,
+    where the checkpoint can be given frames."""
+    window = settings.window
+    if num_frames <= window:
+        check_size(bundle.geometry, num_frames, settings.height, settings.width,
+                   ("fvd.num_frames", "data.height", "data.width"))
+    else:
+        check_given_frames(bundle, f"fvd.num_frames={num_frames} is more than its {window}-frame window, and each "
+                                   "later window is given the end of the one before")
+    long = settings.override(num_frames=num_frames)
+    check_settings(bundle, long)
+    return long
+
+
+def load_i3d(path: str | None, device) -> tuple[torch.jit.ScriptModule, str]:
+    """(the TorchScript detector, its file's sha256) from a local file; a one-line error naming fvd.i3d."""
+    check_i3d(path)
     try:
         model = torch.jit.load(str(path), map_location=device).eval()
     except Exception as e:  # TorchScript raises several types for a file that is not one

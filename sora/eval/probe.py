@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from sora.errors import SoraError, exit_on_user_error
 from sora.data.moving_shapes import COLORS, parse_caption
 from sora.data.video_io import read_video
+from sora.errors import SoraError, exit_on_user_error
 
 BRIGHT = 100  # a pixel belongs to the shape if its brightest channel exceeds this (of 255)
 MIN_PIXELS = 3  # frames with fewer bright pixels show no shape

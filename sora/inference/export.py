@@ -13,6 +13,7 @@ import argparse
 import json
 import sys
 
+from sora.data.video_io import check_writable
 from sora.errors import SoraError, exit_on_user_error
 from sora.inference.bundle import ModelBundle
 from sora.inference.checkpoint import load_checkpoint
@@ -21,14 +22,26 @@ from sora.inference.checkpoint import load_checkpoint
 def export(ckpt_path: str, out_path: str, ema: bool = True) -> dict:
     if str(ckpt_path).endswith(".safetensors"):
         raise SoraError(f"{ckpt_path!r} is an export already; export reads a training checkpoint (.ckpt)")
+    # sample.py and eval read a file by its name: .safetensors is an export, anything else a torch checkpoint
+    if not str(out_path).endswith(".safetensors"):
+        raise SoraError(f"out={str(out_path)!r}: an export's name ends in .safetensors (sample.py's ckpt= reads it "
+                        "by that)")
+    check_writable(out_path, "out")
     bundle = ModelBundle.from_checkpoint(ckpt_path, ema=ema)
     step = load_checkpoint(ckpt_path).get("global_step", 0)  # memory-mapped: reads the small pickle only
     return bundle.save(out_path, step=step, source=str(ckpt_path))
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose usage errors are a SoraError: one line, `error: ...`, exit 2 (argparse prints two)."""
+
+    def error(self, message):
+        raise SoraError(f"{message} ({self.format_usage().strip()})")
+
+
 @exit_on_user_error
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m sora.inference.export", description=__doc__.split("\n\n")[0])
     p.add_argument("ckpt")
     p.add_argument("out")
     p.add_argument("--raw", action="store_true", help="export the raw training weights instead of the EMA")

@@ -8,19 +8,30 @@ One window is one run of the sampler over the model's latent (`generate`): text,
 start from a clip's latent part-way to noise (SDEdit). Videos longer than a window are made window by window,
 each conditioned on the end of the one before (`generate_long`). sora/inference/prompting.py turns files and
 modes into `Given` frames.
+
+Every size is checked where it is used, so that every caller (sample.py, evaluation, a script) fails in one line
+before the first step: `generate` checks the frames it makes at once, `generate_long` the window and the overlap,
+`generate_to_files` all of it and the output paths before any video is made.
 """
 
+import logging
+import weakref
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 
+from sora.data.video_io import check_writable, video_format
+from sora.diffusion.frame_modes import gives_frames
 from sora.diffusion.guidance import guided_velocity
 from sora.diffusion.samplers import SAMPLERS
 from sora.diffusion.schedules import make_schedule
 from sora.errors import SoraError
 from sora.models.geometry import LatentGeometry
+from sora.models.text import VocabTextEncoder
 from sora.models.vae import encode_frames_alone
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -64,13 +75,88 @@ class SampleSettings:
         return self.overlap_frames if self.overlap_frames is not None else self.window // 2
 
 
-def check_prompts(prompts: list[str]) -> list[str]:
-    """Strip prompts; an empty one is a user error (the empty caption is the unconditional branch of CFG)."""
+# ---------------------------------------------------------------------------------------------------------------
+# Checks: prompts, sizes, what the checkpoint can be given
+# ---------------------------------------------------------------------------------------------------------------
+
+_warned_prompts: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # text encoder -> prompts warned about
+
+
+def check_prompts(prompts: list[str], text_encoder=None) -> list[str]:
+    """Strip prompts; an empty one is a user error (the empty caption is the unconditional branch of CFG). With a
+    word encoder, words it never saw (they read as <unk>) and words past its text.max_tokens are named in one
+    warning a prompt, once a prompt for that encoder however many windows and batches use it."""
     prompts = [p.strip() for p in prompts]
     for i, p in enumerate(prompts):
         if not p:
             raise SoraError(f"prompt {i} is empty; give a caption such as 'a red circle moving left'")
+    if isinstance(text_encoder, VocabTextEncoder):
+        warned = _warned_prompts.setdefault(text_encoder, set())
+        tokenizer = text_encoder.tokenizer
+        for p in dict.fromkeys(prompts):
+            unknown, cut = tokenizer.unknown(p), tokenizer.cut(p)
+            if p in warned or not (unknown or cut):
+                continue
+            warned.add(p)
+            said = []
+            if unknown:
+                vocab = tokenizer.vocab
+                shown = ", ".join(vocab[:40]) + (f", ... ({len(vocab)} in all)" if len(vocab) > 40 else "")
+                said.append(f"this checkpoint's word encoder never saw {', '.join(map(repr, unknown))} (read as <unk>, "
+                            f"the same unknown token for each; its text.vocab: {shown})")
+            if cut:
+                said.append(f"{', '.join(map(repr, cut))} come after its text.max_tokens={tokenizer.max_tokens} "
+                            "and are cut")
+            log.warning("prompt %r: %s", p, "; ".join(said))
     return prompts
+
+
+def check_size(geometry: LatentGeometry, num_frames: int, height: int, width: int,
+               keys: tuple[str, str, str] = ("num_frames", "height", "width")) -> None:
+    """SoraError naming `keys` (the settings the sizes came from) unless the VAE and the patchifier cut this many
+    frames of this size exactly, with the nearest sizes that they do (a VAE given other sizes makes other ones:
+    a causal VAE given 16 frames decodes 13)."""
+    frames_key, height_key, width_key = keys
+    cs, (_, ph, pw) = geometry.spatial_compression, geometry.patch_size
+    unit_h, unit_w = cs * ph, cs * pw
+
+    def frames_ok(n: int) -> bool:
+        return n >= 1 and not geometry.problems(n, unit_h, unit_w)
+
+    if not frames_ok(num_frames):
+        problem = geometry.problems(num_frames, unit_h, unit_w)[0]
+        below = next((n for n in range(num_frames - 1, 0, -1) if frames_ok(n)), None)
+        above = next(n for n in range(max(num_frames, 0) + 1, max(num_frames, 0) + 1024) if frames_ok(n))
+        use = " or ".join(str(n) for n in (below, above) if n is not None)
+        raise SoraError(f"{frames_key}={num_frames}: this checkpoint cannot make {num_frames} frames at once "
+                        f"({problem}); use {use}")
+    if height < 1 or width < 1 or height % unit_h or width % unit_w:
+        near_h, near_w = max(unit_h, round(height / unit_h) * unit_h), max(unit_w, round(width / unit_w) * unit_w)
+        raise SoraError(f"{height_key}={height}, {width_key}={width}: this checkpoint makes frames whose height "
+                        f"divides by {unit_h} and width by {unit_w} (its VAE's {cs}x downsampling times the DiT's "
+                        f"{ph}x{pw} patches); use {height_key}={near_h}, {width_key}={near_w}")
+
+
+def check_given_frames(bundle, what: str) -> None:
+    """SoraError unless the checkpoint trained with frames given (image, extension, the windows of a long video)."""
+    if not gives_frames(bundle.cfg.conditioning.modes):
+        raise SoraError(f"this checkpoint was trained on text alone (conditioning.modes gives no frames): it cannot be "
+                        f"given frames ({what}); train with conditioning.modes.first=... and the others")
+
+
+def check_settings(bundle, settings: SampleSettings) -> None:
+    """Everything generate_long checks, at once: the sizes it makes, the overlap of its windows, and whether the
+    checkpoint can make a video longer than a window."""
+    s, window = settings, settings.window
+    if s.num_frames <= window:
+        check_size(bundle.geometry, s.num_frames, s.height, s.width)
+        return
+    check_size(bundle.geometry, window, s.height, s.width, ("window_frames", "height", "width"))
+    if not 1 <= s.overlap < window:
+        raise SoraError(f"overlap_frames={s.overlap}: each later window of a {s.num_frames}-frame video is given "
+                        f"1 to {window - 1} frames of the {window}-frame window before it")
+    check_given_frames(bundle, f"num_frames={s.num_frames} is more than its {window}-frame window, and each "
+                               "later window is given the end of the one before")
 
 
 def noise(geometry: LatentGeometry, num_videos: int, seed: int, num_frames: int, height: int, width: int,
@@ -140,8 +226,13 @@ def generate(bundle, prompts: list[str], seed: int, settings: SampleSettings, gi
     begin from the clip `start` (b 3 t h w) noised to t = strength, and integrate from there; strength 1 is
     text-to-video from the same noise, 0 returns the clip. callback(step, num_steps) follows the sampler.
     """
-    prompts = check_prompts(prompts)
+    prompts = check_prompts(prompts, bundle.text)
     s, b = settings, len(prompts)
+    check_size(bundle.geometry, s.num_frames, s.height, s.width)
+    if given is not None:
+        check_given_frames(bundle, "frames given as a condition")
+    if start is not None and not 0.0 <= strength <= 1.0:
+        raise SoraError(f"strength must be in [0, 1], got {strength}")
     cond = bundle.encode_text(prompts)
     uncond = bundle.encode_text([""] * b)
     x = noise(bundle.geometry, b, seed, s.num_frames, s.height, s.width, bundle.device)
@@ -151,10 +242,10 @@ def generate(bundle, prompts: list[str], seed: int, settings: SampleSettings, gi
         frames, mask = given.latents(bundle)
         frame_t = torch.zeros(b, device=x.device)  # given clean: within [0, frame_noise] of training
         visual = uncond.with_frames(frames, mask, frame_t)
-        chain, scales = [visual.without_frames(), visual, cond.with_frames(frames, mask, frame_t)], [s.cfg_visual, s.cfg]
+        chain = [visual.without_frames(), visual, cond.with_frames(frames, mask, frame_t)]
+        scales = [s.cfg_visual, s.cfg]
     times = make_schedule(s.schedule, s.steps, s.shift)
     if start is not None:  # SDEdit: the clip's latent part-way to noise, and the schedule from there down
-        assert 0.0 <= strength <= 1.0, f"strength must be in [0, 1], got {strength}"
         z = bundle.vae.encode(start.to(bundle.device), sample=False)
         x = bundle.objective.noised(z, x, torch.full((b,), strength, device=x.device))
         times = [strength] + [t for t in times if t < strength] if strength > 0 else [0.0]
@@ -182,6 +273,7 @@ def generate_long(bundle, prompts: list[str], seed: int, settings: SampleSetting
     start instead (each later window is given the first frames so far, at its end)."""
     s = settings
     window, total = s.window, s.num_frames
+    check_settings(bundle, s)
     if total <= window:
         return generate(bundle, prompts, seed, s, given, callback=callback)
     overlap = s.overlap
@@ -230,10 +322,16 @@ def generate_to_files(bundle, prompts: list[str], paths: list, seed: int, settin
 
     from sora.provenance.stamp import Generation, Provenance, model_fingerprint, write_generated
 
-    prompts = check_prompts(prompts)
+    prompts = check_prompts(prompts, bundle.text)
+    assert len(paths) == len(prompts), f"{len(paths)} output paths for {len(prompts)} prompts"
+    if batch_size < 1:
+        raise SoraError(f"batch_size must be >= 1, got {batch_size}")
+    for path in paths:  # before any video is made: a name in a format we do not write, or a place we cannot write
+        video_format(path, "out")
+        check_writable(path, "out")
+    check_settings(bundle, settings)
     prov = provenance if isinstance(provenance, Provenance) else Provenance.of(provenance or bundle.cfg.provenance)
     fingerprint = model_fingerprint(bundle.tensors())
-    assert len(paths) == len(prompts), f"{len(paths)} output paths for {len(prompts)} prompts"
     make = make or (lambda batch, batch_seed, callback: generate_long(bundle, batch, batch_seed, settings,
                                                                       callback=callback))
     device = bundle.device

@@ -20,7 +20,7 @@ import torch
 from sora.data.buckets import resize_crop
 from sora.data.decode import IMAGE_EXTENSIONS, MEDIA_EXTENSIONS, BadSample, decode_clip, probe
 from sora.errors import SoraError
-from sora.inference.pipeline import Given, SampleSettings, generate, generate_long
+from sora.inference.pipeline import Given, SampleSettings, check_given_frames, generate, generate_long
 
 # ---------------------------------------------------------------------------------------------------------------
 # Files
@@ -104,7 +104,8 @@ def load(settings: SampleSettings, frame_stride: int, image: str | None = None, 
     asked = [name for name, on in (("image", image and not loop), ("extend", video or extend), ("loop", loop),
                                    ("connect", connect), ("keyframes", keyframes), ("edit", edit)) if on]
     if len(asked) > 1:
-        raise SoraError(f"give one of image=, video= with extend=, loop=, connect=, keyframes=, edit=; got {', '.join(asked)}")
+        raise SoraError("give one of image=, video= with extend=, loop=, connect=, keyframes=, edit=; got "
+                        f"{', '.join(asked)}")
     mode = asked[0] if asked else "text"
     if mode in ("loop", "connect", "keyframes", "edit") and settings.num_frames > settings.window:
         raise SoraError(f"{mode} makes one window of {settings.window} frames; num_frames={settings.num_frames} "
@@ -163,6 +164,8 @@ def make(bundle, prompts: list[str], seed: int, settings: SampleSettings, visual
     """b 3 T h w videos of a mode, b = len(prompts)."""
     s, b, mode = settings, len(prompts), visual.mode
     window = s.window
+    if visual.gives_frames:
+        check_given_frames(bundle, mode)
     if mode == "text":
         return generate_long(bundle, prompts, seed, s, callback=callback)
     if mode == "image":
@@ -197,8 +200,8 @@ def make(bundle, prompts: list[str], seed: int, settings: SampleSettings, visual
                             f"{window}: lower overlap_frames")
         a, c = (_per_video(x, b, 4) for x in visual.clips)  # b 3 n h w each
         frames = torch.cat([a[:, :, -g:], c[:, :, :g]], dim=2)  # b 3 2g h w
-        middle = generate(bundle, prompts, seed, one, _given(frames, [*range(g), *range(window - g, window)], b, window),
-                          callback=callback)
+        at = [*range(g), *range(window - g, window)]
+        middle = generate(bundle, prompts, seed, one, _given(frames, at, b, window), callback=callback)
         a, c = a.to(middle.device), c.to(middle.device)
         return torch.cat([a[:, :, :-g], middle, c[:, :, g:]], dim=2)
     # edit: the clip re-made from the prompt, starting part-way to noise

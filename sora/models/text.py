@@ -71,15 +71,30 @@ class WordTokenizer:
     def __init__(self, vocab: list[str], max_tokens: int):
         assert max_tokens >= 2, f"max_tokens must be >= 2 (<bos> and one word), got {max_tokens}"
         words = [w.lower() for w in vocab]
-        assert len(set(words)) == len(words), f"text.vocab has repeated words: {sorted(w for w in set(words) if words.count(w) > 1)}"
+        assert len(set(words)) == len(words), \
+            f"text.vocab has repeated words: {sorted(w for w in set(words) if words.count(w) > 1)}"
+        self.vocab = words
         self.ids = {w: i + 3 for i, w in enumerate(words)}
         self.size, self.max_tokens = len(words) + 3, max_tokens
+
+    @staticmethod
+    def words(text: str) -> list[str]:
+        """A caption's words, lower-cased, as the tokenizer splits them."""
+        return re.findall(r"[a-z0-9']+", text.lower())
+
+    def unknown(self, text: str) -> list[str]:
+        """The words of a caption outside the vocabulary (each becomes <unk>), once each, in order."""
+        return list(dict.fromkeys(w for w in self.words(text) if w not in self.ids))
+
+    def cut(self, text: str) -> list[str]:
+        """The words past max_tokens (after <bos>), which the encoder never sees."""
+        return self.words(text)[self.max_tokens - 1 :]
 
     def __call__(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """captions -> ids (b max_tokens), mask (b max_tokens); longer captions are cut."""
         ids = torch.full((len(captions), self.max_tokens), PAD, dtype=torch.long)
         for row, text in enumerate(captions):
-            seq = [BOS] + [self.ids.get(w, UNK) for w in re.findall(r"[a-z0-9']+", text.lower())]
+            seq = [BOS] + [self.ids.get(w, UNK) for w in self.words(text)]
             seq = seq[: self.max_tokens]
             ids[row, : len(seq)] = torch.tensor(seq)
         return ids, ids != PAD

@@ -7,6 +7,7 @@ from sora.provenance.verify import main
 if __name__ == "__main__":
     args = sys.argv[1:]
     if not args or args[0] != "verify":
-        print("usage: python -m sora.provenance verify FILE [FILE ...] [--json]", file=sys.stderr)
+        what = f"unknown command {args[0]!r}" if args else "no command"
+        print(f"error: {what} (usage: python -m sora.provenance verify FILE [FILE ...] [--json])", file=sys.stderr)
         sys.exit(2)
     sys.exit(main(args[1:]))

@@ -1,11 +1,15 @@
-"""C2PA manifests with `c2pa-python` (pinned: its API changes often): sign mp4 bytes, and read one back.
+"""C2PA manifests with `c2pa-python` (pinned: its API changes often): sign a file's bytes, and read one back.
 
 The manifest holds a `c2pa.created` action whose digitalSourceType is IPTC's trainedAlgorithmicMedia, the
 generator (sora and its version) and our `org.sora.generation` assertion (model fingerprint, sampler settings,
-seed, the prompt's SHA-256, the watermark payload). c2pa-rs binds it to the file with a BMFF hash of every box
-but the manifest's own, and signs the claim: a changed byte of video data makes the hash mismatch.
+seed, the prompt's SHA-256, the watermark: its payload, or that none was embedded and why). c2pa-rs binds it to
+the file with a hash of every byte but the manifest's own (a BMFF hash for mp4, a data hash for GIF) and signs the
+claim: a changed byte of video data makes the hash mismatch. Which formats it can sign is the library's list
+(`can_sign`): c2pa-python 0.38.1 signs mp4 and GIF, not WebM.
 """
 
+import functools
+import importlib.metadata
 import io
 import json
 from dataclasses import dataclass, field
@@ -36,15 +40,32 @@ def manifest_definition(title: str, version: str, generation: dict) -> dict:
     }
 
 
-def sign_mp4(data: bytes, definition: dict, identity: SigningIdentity) -> bytes:
-    """mp4 bytes -> the same mp4 with the signed manifest embedded (a `uuid` box)."""
+@functools.cache
+def _signable() -> frozenset:
+    import c2pa
+
+    return frozenset(c2pa.Builder.get_supported_mime_types())
+
+
+def can_sign(mime: str) -> bool:
+    """Whether c2pa can embed a manifest in a file of this MIME type."""
+    return mime in _signable()
+
+
+def c2pa_version() -> str:
+    return importlib.metadata.version("c2pa-python")
+
+
+def sign(data: bytes, mime: str, definition: dict, identity: SigningIdentity) -> bytes:
+    """A file's bytes -> the same file with the signed manifest embedded (an mp4 `uuid` box, a GIF application
+    extension)."""
     import c2pa
 
     info = c2pa.C2paSignerInfo(c2pa.C2paSigningAlg.ES256, identity.chain_pem, identity.key_pem, None)
     out = io.BytesIO()
     try:
         with c2pa.Signer.from_info(info) as signer, c2pa.Builder(definition) as builder:
-            builder.sign(signer, MIME, io.BytesIO(data), out)
+            builder.sign(signer, mime, io.BytesIO(data), out)
     except c2pa.C2paError as e:
         raise SoraError(f"C2PA signing failed (provenance.cert / provenance.key?): {e}") from None
     return out.getvalue()
@@ -57,7 +78,7 @@ def sign_mp4(data: bytes, definition: dict, identity: SigningIdentity) -> bytes:
 
 @dataclass
 class ManifestReport:
-    status: str  # valid | tampered | absent
+    status: str  # valid | tampered | absent | unsupported (a format that cannot carry one)
     claims: dict | None = None
     failures: list = field(default_factory=list)  # validation codes that make it tampered
 

@@ -1,19 +1,23 @@
-"""Every generated video we write: watermarked frames -> H.264 mp4 -> signed C2PA manifest -> atomic write.
+"""Every generated video we write: watermarked frames -> mp4 / GIF / WebM -> signed C2PA manifest -> atomic write.
 
     prov = Provenance.of(cfg.provenance)     # c2pa and watermark on by default
     write_generated(path, video, fps, prov, Generation(model_sha256, weights, sampler, seed, prompt))
+
+The file name's extension is the format (sora.data.video_io.VIDEO_FORMATS). A format C2PA cannot sign (WebM) is
+written with the watermark alone; frames under watermark.MIN_FRAME_PX are written without a watermark, and the
+manifest says so and why. Each is logged once a process, not once a video.
 """
 
 import hashlib
+import json
 import logging
 import os
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from sora.data.video_io import encode_mp4, to_uint8_frames
+from sora.data.video_io import VIDEO_FORMATS, encode_video, to_uint8_frames, video_format
 from sora.provenance import certs, manifest, watermark
 
 log = logging.getLogger(__name__)
@@ -70,33 +74,54 @@ def generation_id(gen: Generation) -> int:
     return hashlib.sha256(key).digest()[0]
 
 
-_warned_dev_key = False
+_said: set = set()  # what was logged once this process
+
+
+def _once(key, message: str, *args) -> None:
+    """log.warning(message, *args) the first time `key` is seen in this process."""
+    if key not in _said:
+        _said.add(key)
+        log.warning(message, *args)
 
 
 def write_generated(path, video: torch.Tensor, fps: int, prov: Provenance, gen: Generation) -> Path:
-    """Write one generated video (c t h w in [-1, 1]) with the marks `prov` asks for, atomically."""
-    global _warned_dev_key
+    """Write one generated video (c t h w in [-1, 1]) with the marks `prov` asks for, atomically, in the format its
+    extension names (.mp4, .gif, .webm)."""
     path = Path(path)
+    ext = video_format(path, "path")
+    mime = VIDEO_FORMATS[ext][1]
     frames = to_uint8_frames(video)  # t h w 3
     record = {"model": {"sha256": gen.model_sha256, "weights": gen.weights}, "sampler": gen.sampler, "seed": gen.seed,
               "prompt_sha256": hashlib.sha256(gen.prompt.encode()).hexdigest()}
     if prov.include_prompt:
         record["prompt"] = gen.prompt
     if prov.watermark:
-        payload = payload_of(gen.model_sha256, generation_id(gen))
-        frames = watermark.embed(frames, payload, prov.watermark_psnr_db)
-        record["watermark"] = {"payload": f"{payload:04x}", "method": "sora-tiled-spread-spectrum-v2"}
-    data = encode_mp4(frames, fps, generated=True)
-    if prov.c2pa:
+        h, w = frames.shape[1:3]
+        if watermark.fits(h, w):
+            payload = payload_of(gen.model_sha256, generation_id(gen))
+            frames = watermark.embed(frames, payload, prov.watermark_psnr_db)
+            record["watermark"] = {"embedded": True, "payload": f"{payload:04x}", "method": watermark.METHOD}
+        else:
+            record["watermark"] = {"embedded": False, "reason": watermark.TOO_SMALL,
+                                   "min_frame_px": watermark.MIN_FRAME_PX}
+            _once(("small", h, w), "watermark: none in %dx%d videos (%s, where a re-encode leaves it unreadable); "
+                  "their C2PA manifests say so", h, w, watermark.TOO_SMALL)
+    data = encode_video(frames, fps, ext, generated=True)
+    if prov.c2pa and not manifest.can_sign(mime):
+        signed = ", ".join(e for e, (_, m) in VIDEO_FORMATS.items() if manifest.can_sign(m))
+        marked = prov.watermark and record["watermark"]["embedded"]
+        _once(("unsigned", ext), "C2PA: a %s file cannot carry a manifest (c2pa-python %s signs %s among our formats); "
+              "%s videos are written without one%s", ext, manifest.c2pa_version(), signed, ext,
+              ", the watermark in their pixels alone" if marked else "")
+    elif prov.c2pa:
         from sora import __version__
 
         identity = certs.load(prov.cert, prov.key)
-        if identity.development and not _warned_dev_key:
-            log.warning("C2PA: signing with the local development key under %s: an untrusted development key, "
-                        "good for tamper checks only (set provenance.cert and provenance.key)", certs.sora_home())
-            _warned_dev_key = True
+        if identity.development:
+            _once("dev_key", "C2PA: signing with the local development key under %s: an untrusted development key, "
+                  "good for tamper checks only (set provenance.cert and provenance.key)", certs.sora_home())
         definition = manifest.manifest_definition(path.name, __version__, _plain(record))
-        data = manifest.sign_mp4(data, definition, identity)
+        data = manifest.sign(data, mime, definition, identity)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(data)

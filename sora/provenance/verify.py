@@ -2,9 +2,11 @@
 
     python -m sora.provenance verify FILE [FILE ...] [--json]
 
-Per file: the manifest (valid / tampered / absent, and its claims) and the watermark (found or not, payload,
-confidence). Works on any video, ours or not. Exit status 1 when any manifest is tampered, 2 when a file is not
-a readable video (one line each), else 0.
+Per file: the manifest (valid / tampered / absent / unsupported: a format that cannot carry one, and its claims)
+and the watermark (found or not, payload, confidence). A valid manifest that says no watermark was embedded (frames
+too small to hold one) is believed: the watermark reads "not embedded (frames under N px)" and the detector does not
+run; without a valid manifest the detector always runs. Works on any video, ours or not (mp4, GIF, WebM, ...).
+Exit status 1 when any manifest is tampered, 2 when a file is not a readable video (one line each), else 0.
 """
 
 import argparse
@@ -15,25 +17,46 @@ from pathlib import Path
 import av
 import numpy as np
 
-from sora.errors import SoraError
+from sora.errors import SoraError, exit_on_user_error
 from sora.provenance import manifest, watermark
 
 MAX_FRAMES = 64  # the detector averages frames: more than this adds time, not evidence
 
 
 def verify_file(path) -> dict:
-    """{"file", "manifest", "claims", "watermark": {"found", "payload", "confidence"}}; SoraError if not a video."""
+    """{"file", "manifest", "claims", "watermark": {"found", "payload", "confidence"} or "not embedded (...)"};
+    SoraError if not a video."""
     path = Path(path)
     if not path.is_file():
-        raise SoraError("no such file")
+        raise SoraError("no such file" if not path.is_dir() else "a folder")
     frames = first_frames(path)
     data = path.read_bytes()
-    report = manifest.read_manifest(data) if _is_bmff(data) else manifest.ManifestReport("absent")
-    found = watermark.detect(frames)
+    report = read_manifest(data)
     claims = report.claims
     if claims is not None and report.failures:
         claims = {**claims, "failures": report.failures}
+    mark = ((claims or {}).get("generation") or {}).get("watermark") or {}
+    if report.status == "valid" and mark.get("embedded") is False:  # signed: the frames were too small to hold it
+        return {"file": str(path), "manifest": report.status, "claims": claims,
+                "watermark": f"not embedded ({mark.get('reason', 'no reason given')})"}
+    found = watermark.detect(frames)
     return {"file": str(path), "manifest": report.status, "claims": claims, "watermark": found.as_dict()}
+
+
+# Leading bytes of the containers whose manifests we read, and their MIME types.
+_MAGIC = ((4, b"ftyp", "video/mp4"), (0, b"GIF87a", "image/gif"), (0, b"GIF89a", "image/gif"),
+          (0, b"\x1aE\xdf\xa3", "video/webm"))
+
+
+def read_manifest(data: bytes) -> manifest.ManifestReport:
+    """The manifest of a file's bytes, by its container: read where C2PA can carry one, "unsupported" where the
+    format cannot (WebM), "absent" for a container we do not read."""
+    mime = next((m for at, magic, m in _MAGIC if data[at : at + len(magic)] == magic), None)
+    if mime is None:
+        return manifest.ManifestReport("absent")
+    if not manifest.can_sign(mime):
+        return manifest.ManifestReport("unsupported")
+    return manifest.read_manifest(data, mime)
 
 
 def first_frames(path: Path, limit: int = MAX_FRAMES) -> np.ndarray:
@@ -52,11 +75,6 @@ def first_frames(path: Path, limit: int = MAX_FRAMES) -> np.ndarray:
     return np.stack(frames)
 
 
-def _is_bmff(data: bytes) -> bool:
-    """An ISO BMFF file (mp4, mov): where C2PA's BMFF binding applies."""
-    return len(data) >= 12 and data[4:8] == b"ftyp"
-
-
 def describe(r: dict) -> str:
     """One human-readable line."""
     c = r["claims"] or {}
@@ -71,16 +89,29 @@ def describe(r: dict) -> str:
         m = f"manifest valid: {c.get('generator')}, {src}, model {model[:16]}, signed by '{who}' ({trust})"
     elif m == "tampered":
         m = f"manifest TAMPERED ({', '.join(c.get('failures', [])) or 'signature or hash does not hold'})"
+    elif m == "unsupported":
+        m = f"no manifest (c2pa-python {manifest.c2pa_version()} cannot put one in this format)"
     else:
         m = "manifest absent"
     w = r["watermark"]
-    w = (f"watermark found, payload {w['payload'] or '(unreadable)'}, confidence {w['confidence']:.6f}"
-         if w["found"] else "watermark not found")
+    if isinstance(w, str):
+        w = f"watermark {w}"
+    else:
+        w = (f"watermark found, payload {w['payload'] or '(unreadable)'}, confidence {w['confidence']:.6f}"
+             if w["found"] else "watermark not found")
     return f"{r['file']}: {m}; {w}"
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose usage errors are a SoraError: one line, `error: ...`, exit 2 (argparse prints two)."""
+
+    def error(self, message):
+        raise SoraError(f"{message} ({self.format_usage().strip()})")
+
+
+@exit_on_user_error
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sora.provenance verify", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="python -m sora.provenance verify", description=__doc__.split("\n\n")[0])
     parser.add_argument("files", nargs="+", metavar="FILE")
     parser.add_argument("--json", action="store_true", help="one JSON object per file")
     args = parser.parse_args(argv)

@@ -23,8 +23,8 @@ and Kalker et al. (1999), with the payload as spread-spectrum chips (Cox et al. 
   neighbouring cells, over the local mean magnitude of that residual, clipped at 3 (a prediction-error filter,
   so that smooth content and edges do not swamp the mark; against a plain local-mean filter it took 32 272x320
   bikes clips from 25% to 94% detection after a CRF 28 re-encode, the same marks at 40 dB) -> folded into one
-  tile (averaging every tile the frame holds) -> z = sum_k s_k f_k / sqrt(sum_k f_k^2) over the sync cells, at every phase and
-  shift. Without the mark the key's signs s_k are independent of the content, so by Hoeffding
+  tile (averaging every tile the frame holds) -> z = sum_k s_k f_k / sqrt(sum_k f_k^2) over the sync cells, at
+  every phase and shift. Without the mark the key's signs s_k are independent of the content, so by Hoeffding
   P(z > tau) <= exp(-tau^2 / 2) for one (size, phase, shift) whatever the video; over all G tried the
   false-positive rate is at most G exp(-tau^2 / 2), and `confidence` is one minus that bound.
 """
@@ -55,6 +55,23 @@ INFORMED = 0.5  # the share of the content's fold that embedding cancels (ISS's 
 MIN_MARK_SHARE = 0.4  # of the energy budget, kept for the keyed pattern whatever the cancelling would take
 PHASES = ((0, 0), (0, 1), (1, 0), (1, 1))  # half-cell offsets of the grid the detector tries (a crop between cells)
 DEFAULT_KEY = 0x50A4  # the public default key; a deployment that wants a private mark sets its own
+METHOD = "sora-tiled-spread-spectrum-v2"  # what a manifest names the mark by
+# The smallest frame (shorter side) the mark is embedded in. Measured with `bench/provenance_watermark.py
+# --frame-sizes 32,48,64,72,80,88,96,112,128,144 --clips 32` (one thread, 2026-12-05; the log is
+# docs/results/cpu-2026-12-05/provenance_frame_sizes.log): on 32 moving-shapes clips of 8 frames at each square
+# size (what the built-in dataset's models make), found after a CRF 28 re-encode in 0% at 32 and 48 px (a 2.5-pixel
+# cell's tile is 60 pixels: a frame that small holds under one tile to fold), 75-81% at 64-80 px, 97% at 88 px and
+# 100% at 96, 112, 128 and 144 px; unattacked in 100% from 64 px; no false positive on the unmarked clips at any
+# size (largest z 5.6 against 6.5), PSNR >= 40.0 dB. Smaller cells do not rescue 32 px: 1.25-pixel cells were found
+# in 7 of 8 clips unattacked and 0 of 8 after CRF 28 (a throwaway script). Camera footage needs larger frames still:
+# resized to 128 px, 22% after CRF 28 (the same log; docs/BENCHMARKS.md has full-size clips).
+MIN_FRAME_PX = 96
+TOO_SMALL = f"frames under {MIN_FRAME_PX} px"  # why a video carries no mark, as its manifest and `verify` say it
+
+
+def fits(height: int, width: int) -> bool:
+    """Whether frames of this size get the mark (their shorter side is at least MIN_FRAME_PX)."""
+    return min(height, width) >= MIN_FRAME_PX
 
 
 @dataclass(frozen=True)
