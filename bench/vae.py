@@ -103,7 +103,8 @@ def build(kind: str, **kw) -> torch.nn.Module:
     if kind == "ours":
         from sora.models.vae import CausalVAE, VAEArgs
 
-        return CausalVAE(VAEArgs(kind="causal3d", latent_channels=16, **kw))
+        return CausalVAE(VAEArgs(kind="causal3d", latent_channels=16, temporal_compression=4, spatial_compression=8,
+                                 **kw))
     from diffusers import AutoencoderKLWan
 
     wan = AutoencoderKLWan(**WAN_SAME_SIZE)

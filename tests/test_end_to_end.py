@@ -225,7 +225,8 @@ def test_ckpt_that_would_run_code_is_refused(tmp_path):
 def test_sample_size_the_model_cannot_cut_and_a_missing_device(trained_run, tmp_path):
     ckpt = trained_run / "checkpoints" / "last.ckpt"
     base = [f"ckpt={ckpt}", "prompt=a red circle moving left", f"out={tmp_path}/x.mp4", "steps=1"]
-    one_line_error(sample_in_process(*base, "height=15"), "num_frames, height, width: [4, 15, 16]", "must divide by")
+    one_line_error(sample_in_process(*base, "height=15"), "height=15, width=16: this checkpoint makes frames whose "
+                   "height divides by 8", "use height=16, width=16")
     if not torch.cuda.is_available():
         one_line_error(sample_in_process(*base, "device=cuda"), "device='cuda', but this torch sees no CUDA device")
 

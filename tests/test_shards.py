@@ -74,7 +74,7 @@ def test_manifests_csv_and_jsonl(tmp_path):
     meta = json.loads(next(iter(wds.WebDataset(str(tmp_path / "m_csv" / "shard-000000.tar"), shardshuffle=False)))["json"])
     assert meta["score"] == "0.9"
     (tmp_path / "bad.csv").write_text("file,caption\na.mp4,x\n")
-    with pytest.raises(SoraError, match="no 'path' column"):
+    with pytest.raises(SoraError, match="has no 'path'"):
         read_manifest(str(tmp_path / "bad.csv"))
 
 
