@@ -69,7 +69,7 @@ def _av_open(data: bytes):
         raise BadSample("undecodable", str(e).splitlines()[0][:200]) from None
 
 
-def probe(data: bytes, ext: str) -> MediaInfo:
+def read_media_info(data: bytes, ext: str) -> MediaInfo:
     """Read the container once (demux every packet, decode the first frame) and report its metadata."""
     ext = ext.lower()
     if ext not in MEDIA_EXTENSIONS:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from webdataset.tariterators import base_plus_ext
 
 from sora.data.buckets import Bucket, BucketSet
-from sora.data.decode import BadSample, frames_needed, probe
+from sora.data.decode import BadSample, frames_needed, read_media_info
 from sora.data.stream import ClipStream, clip_shape, expand_shards, sample_info, strict_error
 from sora.errors import SoraError
 
@@ -88,7 +88,7 @@ class Survey:
     clips: Counter = field(default_factory=Counter)  # bucket index -> clips it takes
     skipped: Counter = field(default_factory=Counter)  # reason -> samples no bucket takes
     examples: dict = field(default_factory=dict)  # reason -> the first few "shard:key: detail"
-    unmeasured: int = 0  # samples without .json metadata (not probed)
+    unmeasured: int = 0  # samples without .json metadata (their media not read)
     video_frames: Counter = field(default_factory=Counter)  # frames -> videos of a usable size and aspect
     images: int = 0  # images of a usable size and aspect
 
@@ -109,9 +109,9 @@ def _spread(shards: list[str], at_most: int | None) -> list[str]:
 
 
 def survey(stream: ClipStream, samples_per_shard: int | None = SAMPLES_PER_SHARD,
-           max_shards: int | None = MAX_SHARDS, probe_media: bool = False) -> Survey:
+           max_shards: int | None = MAX_SHARDS, read_media: bool = False) -> Survey:
     """Clips per bucket and skipped samples per reason of `stream`'s shards, by the loader's rules, from metadata
-    (`probe_media`: clips without it are probed, which reads their media); None limits read everything. With
+    (`read_media`: clips without it are read for their media information); None limits read everything. With
     data.strict=true the first bad sample stops it as it would stop the loader."""
     shards = _spread(stream.shards, max_shards)
     s = Survey(shards_total=len(stream.shards), complete=len(shards) == len(stream.shards))
@@ -125,12 +125,12 @@ def survey(stream: ClipStream, samples_per_shard: int | None = SAMPLES_PER_SHARD
 
     for path in shards:
         s.shards_read += 1
-        samples = read_samples(path, samples_per_shard, probe_media)
+        samples = read_samples(path, samples_per_shard, read_media)
         try:
             while True:
                 raw = next(samples)
                 s.samples += 1
-                _count(stream, raw, s, skip, probe_media)
+                _count(stream, raw, s, skip, read_media)
         except StopIteration as end:
             s.complete &= bool(end.value)
         except (OSError, tarfile.TarError, EOFError) as e:
@@ -138,15 +138,15 @@ def survey(stream: ClipStream, samples_per_shard: int | None = SAMPLES_PER_SHARD
     return s
 
 
-def _count(stream: ClipStream, raw: dict, s: Survey, skip, probe_media: bool) -> None:
+def _count(stream: ClipStream, raw: dict, s: Survey, skip, read_media: bool) -> None:
     where = f"{raw['__url__']}:{raw['__key__']}"
     try:
         ext, _, info = sample_info(raw)
         if info is None:
-            if not probe_media:
+            if not read_media:
                 s.unmeasured += 1
                 return
-            info = vars(probe(raw[ext], ext))
+            info = vars(read_media_info(raw[ext], ext))
         try:
             b = stream.bucket_of(ext, info)
         except BadSample as e:

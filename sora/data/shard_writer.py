@@ -18,7 +18,7 @@ from pathlib import Path
 
 import webdataset as wds
 
-from sora.data.decode import MEDIA_EXTENSIONS, BadSample, probe
+from sora.data.decode import MEDIA_EXTENSIONS, BadSample, read_media_info
 from sora.errors import SoraError
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ def _container_ext(container: str, given: str) -> str:
     return given if any({ext, given} <= f for f in same_family) else ext
 
 
-def probe_source(args: tuple[Source, Filters]) -> tuple[Source, bytes | None, dict | None, str, str]:
+def read_source_info(args: tuple[Source, Filters]) -> tuple[Source, bytes | None, dict | None, str, str]:
     """(source, bytes, metadata, skip reason or '', detail) for one file."""
     src, flt = args
     try:
@@ -125,7 +125,7 @@ def probe_source(args: tuple[Source, Filters]) -> tuple[Source, bytes | None, di
             data = Path(src.path).read_bytes()
         except OSError as e:
             raise BadSample("unreadable", str(e)) from None
-        info = probe(data, given)
+        info = read_media_info(data, given)
         ext = _container_ext(info.container, given)
         if info.is_image and not flt.allow_images:
             raise BadSample("image", "images are filtered out")
@@ -171,7 +171,7 @@ def write_shards(sources: list[Source], out_dir: str, samples_per_shard: int = 1
     ctx = mp.get_context("spawn") if workers > 1 else None
     pool = ctx.Pool(workers) if ctx else None
     try:
-        results = pool.imap(probe_source, jobs, chunksize=4) if pool else map(probe_source, jobs)
+        results = pool.imap(read_source_info, jobs, chunksize=4) if pool else map(read_source_info, jobs)
         for src, data, meta, reason, detail in results:
             if reason:
                 skipped[reason] += 1

@@ -41,7 +41,7 @@ import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from sora.data.buckets import BucketSet, resize_crop
-from sora.data.decode import IMAGE_EXTENSIONS, MEDIA_EXTENSIONS, BadSample, decode_clip, probe
+from sora.data.decode import IMAGE_EXTENSIONS, MEDIA_EXTENSIONS, BadSample, decode_clip, read_media_info
 from sora.data.skip_log import SkipLog
 from sora.errors import SoraError
 
@@ -319,7 +319,7 @@ class ClipStream(IterableDataset):
         shard carries .json metadata; BadSample when it would be skipped (the dry run counts these)."""
         ext, caption, info = sample_info(raw)
         if info is None:
-            info = vars(probe(raw[ext], ext))  # shards not written by make_shards.py: probe once here
+            info = vars(read_media_info(raw[ext], ext))  # shards not written by make_shards.py: probe once here
         return ext, caption, info, self.bucket_of(ext, info)
 
     def bucket_of(self, ext: str, info: dict) -> int:

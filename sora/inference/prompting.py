@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from sora.data.buckets import resize_crop
-from sora.data.decode import IMAGE_EXTENSIONS, MEDIA_EXTENSIONS, BadSample, decode_clip, probe
+from sora.data.decode import IMAGE_EXTENSIONS, MEDIA_EXTENSIONS, BadSample, decode_clip, read_media_info
 from sora.errors import SoraError
 from sora.inference.pipeline import Given, SampleSettings, check_given_frames, generate, generate_long
 
@@ -42,7 +42,7 @@ def load_image(path: str, height: int, width: int, key: str = "image") -> torch.
     """An image file (or a video's first frame) -> 3 h w in [-1, 1], resized to cover and centre-cropped."""
     data, ext = _read(path, key)
     try:
-        frames = decode_clip(data, ext, 1, 1, None, vars(probe(data, ext)))  # 1 h w c
+        frames = decode_clip(data, ext, 1, 1, None, vars(read_media_info(data, ext)))  # 1 h w c
     except BadSample as e:
         raise SoraError(f"{key}={path!r} cannot be decoded ({e.reason}: {e.detail})") from None
     return resize_crop(frames, height, width)[:, 0]  # 3 h w
@@ -56,7 +56,7 @@ def load_video(path: str, height: int, width: int, frame_stride: int, min_frames
     if ext in IMAGE_EXTENSIONS:
         raise SoraError(f"{key}={path!r} is an image; it needs a video (image=PATH animates a still)")
     try:
-        info = probe(data, ext)
+        info = read_media_info(data, ext)
         available = (info.num_frames - 1) // frame_stride + 1
         if available < min_frames:
             raise SoraError(f"{key}={path!r} is too short: {info.num_frames} frames give {available} at frame stride "
@@ -72,7 +72,7 @@ def load_video(path: str, height: int, width: int, frame_stride: int, min_frames
 # Modes
 # ---------------------------------------------------------------------------------------------------------------
 
-MODES = ("text", "image", "extend", "loop", "connect", "keyframes", "edit")
+PROMPT_MODES = ("text", "image", "extend", "loop", "connect", "keyframes", "edit")
 
 
 @dataclass
@@ -80,7 +80,7 @@ class VisualPrompt:
     """What to give besides the text, as tensors in [-1, 1] (load() reads them from files). Frames and clips may
     carry a leading batch dimension, one per prompt, or none (the same for every prompt)."""
 
-    mode: str = "text"  # one of MODES
+    mode: str = "text"  # one of PROMPT_MODES
     image: torch.Tensor | None = None  # (b) 3 h w: image (at image_at), loop (its start, optional)
     image_at: str = "first"  # first | last
     clip: torch.Tensor | None = None  # (b) 3 T h w: extend (its frames), edit (the clip to re-make)
@@ -90,7 +90,7 @@ class VisualPrompt:
     strength: float = 0.6  # edit: how far towards noise the clip goes before it is re-made
 
     def __post_init__(self):
-        assert self.mode in MODES, f"mode {self.mode!r}: one of {MODES}"
+        assert self.mode in PROMPT_MODES, f"mode {self.mode!r}: one of {PROMPT_MODES}"
 
     @property
     def gives_frames(self) -> bool:

@@ -37,7 +37,7 @@ def bucket_histogram(data_cfg, buckets: BucketSet) -> Survey:
     .json metadata are probed)."""
     # A report: every bad sample counted (data.strict is the loader's); packing and caches do not move a clip.
     data = replace(OmegaConf.to_object(data_cfg), latent_cache=None, packing=False, strict=False)
-    s = survey(ClipStream(expand_shards(data.shards), data, buckets), None, None, probe_media=True)
+    s = survey(ClipStream(expand_shards(data.shards), data, buckets), None, None, read_media=True)
     return s
 
 
