@@ -200,6 +200,11 @@ def train(cfg, run_dir: Path) -> dict:
     log.info("trained %d steps; checkpoint %s", trainer.global_step, last)
 
     results = {"steps": trainer.global_step, "checkpoint": str(last), "skipped_samples": dict(datamodule.skipped)}
+    if 0 < trainer.global_step < cfg.train.max_steps:  # train.max_minutes ended it first: say how far short
+        results["stopped_by"] = f"train.max_minutes={cfg.train.max_minutes:g}"
+        log.warning("train.max_minutes=%g stopped the run at step %d of train.max_steps=%d (%.0f%% of the steps "
+                    "asked for): its scores are those of a shorter run", cfg.train.max_minutes, trainer.global_step,
+                    cfg.train.max_steps, 100 * trainer.global_step / cfg.train.max_steps)
     validation = next((c for c in trainer.callbacks if isinstance(c, Validation)), None)
     if validation is not None and validation.history:  # the last evaluation is the final weights' (on_train_end)
         results["val_loss"], results["val"] = validation.history[-1]["loss"], validation.history[-1]

@@ -22,13 +22,18 @@ def lr_factor(step: int, progress: float, warmup_steps: int, schedule: str, deca
     return warm * min(1.0, remaining)
 
 
+FUSED_DEVICES = ("cpu", "cuda")  # where torch has a fused AdamW kernel
+
+
 def adamw(params, cfg, progress: Callable[[], float]) -> dict:
     """AdamW with the configured schedule (`optim.*`, checked by OptimConfig), stepped every optimizer step;
     `progress()` is the share of training done."""
     params = list(params)
-    # On a GPU, one fused kernel reads each weight, gradient and moment once; the default multi-tensor AdamW makes
-    # several memory-bound passes over them. train.py ran at 0.84x bench/dit_step.py's MFU (docs/BENCHMARKS.md).
-    fused = bool(params) and all(p.is_cuda for p in params)
+    # One fused kernel reads each weight, gradient and moment once. torch's default is, on a GPU, a multi-tensor
+    # AdamW that makes several memory-bound passes over them (train.py ran at 0.84x bench/dit_step.py's MFU), and
+    # on a CPU a Python loop of about ten ops a tensor (the quick start's optimizer step: 9.6x slower than fused,
+    # bench/cpu_step.py).
+    fused = bool(params) and all(p.device.type in FUSED_DEVICES and p.is_floating_point() for p in params)
     # Parameters stored below fp32 (train.param_dtype=bf16) are updated through fp32 master copies.
     cls = MasterWeightAdamW if any(p.dtype != torch.float32 for p in params) else torch.optim.AdamW
     opt = cls(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, fused=fused or None)
