@@ -120,7 +120,8 @@ def test_tiled_vae_keeps_shapes_and_a_tile_as_large_as_the_frame_is_exact():
         recon = vae.decode(whole)
         vae.tile_px, vae.tile_overlap_px = 96, 16
         torch.testing.assert_close(vae.encode(video, sample=False), whole)
-        vae.tile_px = 32  # 3 x 5 tiles; how close they come to the whole frame is measured on a trained VAE (bench/vae.py)
+        # 3 x 5 tiles; how close they come to the whole frame is measured on a trained VAE (bench/vae.py)
+        vae.tile_px = 32
         tiles, tiled_recon = vae.encode(video, sample=False), vae.decode(whole)
     assert tiles.shape == whole.shape and tiled_recon.shape == recon.shape
     assert torch.isfinite(tiles).all() and not torch.equal(tiles, whole)
