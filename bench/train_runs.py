@@ -83,7 +83,7 @@ def run_mfu(a) -> None:
     row = {"bench": "train_runs.mfu", "preset": a.preset, "grid": grid,
            "tokens": a.frames * (a.size_px // 2) ** 2 * a.batch_size,
            "batch_size": a.batch_size, "backend": a.backend, "compile": a.compile, "windows": len(windows),
-           "train_tflops": round(mean("perf/tflops_per_device"), 2),
+           "train_tflops": float(f"{mean('perf/tflops_per_device'):.3g}"),  # 3 figures: a tiny CPU run is < 0.005
            "train_tokens_per_s": round(mean("perf/tokens_per_s"), 1),
            "train_mfu": None if mean("perf/mfu") is None else round(mean("perf/mfu"), 4),
            "wall_s": round(time.perf_counter() - t0, 1)}

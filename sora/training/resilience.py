@@ -59,8 +59,8 @@ class Preemption(L.Callback):
         received = self.received
         if trainer.world_size > 1:  # every rank stops at the same step, even if only one got the signal
             flag = torch.tensor(float(received is not None), device=module.device)
-            received = received or ("signal on another rank"
-                                    if trainer.strategy.reduce(flag, reduce_op="max") > 0 else None)
+            any_rank = trainer.strategy.reduce(flag, reduce_op="max") > 0  # every rank joins the all-reduce
+            received = received or ("signal on another rank" if any_rank else None)
         if received:
             log.warning("%s received: saving %s at step %d and stopping; rerun the same command to resume",
                         received, self.last_path, trainer.global_step)
