@@ -33,9 +33,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sora.data.buckets import BucketSet, resize_crop  # noqa: E402
-from sora.data.shard_writer import Source, write_shards  # noqa: E402
-from sora.data.stream import ClipStream, expand_shards, strip_bookkeeping  # noqa: E402
+from sora.data.buckets import BucketSet, resize_crop
+from sora.data.shard_writer import Source, write_shards
+from sora.data.stream import ClipStream, expand_shards, strip_bookkeeping
 
 
 def make_clips(root: Path, n: int, frames: int, size: int, fps: int, gop: int) -> list[Path]:

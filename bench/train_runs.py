@@ -78,7 +78,7 @@ def run_mfu(a) -> None:
     windows = [r for r in read_metrics(run_dir) if "perf/tflops_per_device" in r and r["step"] < a.steps][2:]
     if not windows:
         sys.exit(f"{a.steps} steps gave no Throughput window after the first two: use --steps 40 or more")
-    mean = lambda key: sum(r[key] for r in windows) / len(windows) if all(key in r for r in windows) else None  # noqa: E731
+    mean = lambda key: sum(r[key] for r in windows) / len(windows) if all(key in r for r in windows) else None
     grid = [a.frames, a.size_px // 2, a.size_px // 2]
     row = {"bench": "train_runs.mfu", "preset": a.preset, "grid": grid,
            "tokens": a.frames * (a.size_px // 2) ** 2 * a.batch_size,
@@ -128,7 +128,7 @@ def run_fp8(a) -> None:
         rows = read_metrics(run_dir)
         curves[name] = {int(r["step"]): r["train/loss"] for r in rows if "train/loss" in r}
         vals[name] = next((r["val/loss"] for r in reversed(rows) if "val/loss" in r), None)
-    tail = lambda c: [v for s, v in c.items() if s >= a.steps - 100]  # noqa: E731  the last 100 steps
+    tail = lambda c: [v for s, v in c.items() if s >= a.steps - 100]
     for name, curve in curves.items():
         row = {"bench": "train_runs.fp8", "run": name, "preset": a.preset, "steps": a.steps,
                "logged_points": len(curve), "loss_last100": round(sum(tail(curve)) / len(tail(curve)), 5),

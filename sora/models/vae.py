@@ -334,14 +334,14 @@ class CausalVAE(nn.Module):
         without tiles)."""
         p = self.plan(*video.shape[2:])
         sc = self.spatial_compression
-        fn = lambda v: self._chunked(self.encoder, v, p.chunk_frames)  # noqa: E731
+        fn = lambda v: self._chunked(self.encoder, v, p.chunk_frames)
         return tiled(fn, video, p.tile_px, p.overlap_px, 1 / sc) if p.tile_px else fn(video)
 
     def run_decoder(self, z: torch.Tensor) -> torch.Tensor:
         """b z t h w -> b 3 T H W, chunked and tiled as the pixel-space clip it makes would be."""
         tc, sc = self.temporal_compression, self.spatial_compression
         p = self.plan(1 + (z.shape[2] - 1) * tc, z.shape[3] * sc, z.shape[4] * sc)
-        fn = lambda v: self._chunked(self.decoder, v, p.chunk_frames // tc)  # noqa: E731
+        fn = lambda v: self._chunked(self.decoder, v, p.chunk_frames // tc)
         return tiled(fn, z, p.tile_px // sc, p.overlap_px // sc, sc) if p.tile_px else fn(z)
 
     # -- the VAE interface -------------------------------------------------------------------------------------
