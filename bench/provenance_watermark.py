@@ -34,8 +34,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sora.data.video_io import encode_mp4, read_video, to_uint8_frames  # noqa: E402
-from sora.provenance import watermark  # noqa: E402
+from sora.data.video_io import encode_mp4, read_video, to_uint8_frames
+from sora.provenance import watermark
 
 CLIP_FRAMES = 8
 

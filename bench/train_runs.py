@@ -6,10 +6,14 @@
   fp8  train.fp8=tensorwise / rowwise against bf16: the same seed, data and steps, run side by side; the loss
        curves, their mean gap, and the validation loss at the end.
 
-    python bench/train_runs.py mfu --preset XL128 --frames 16 --size-px 64 --compile --profile-steps 5  # GPU: 16k tokens
-    python bench/train_runs.py fp8 --preset B --frames 8 --size-px 32 --batch-size 4 --steps 500          # GPU
-    python bench/train_runs.py mfu --preset XL128 --frames 16 --size-px 64 --compile train.param_dtype=bf16  # an ablation
-    python bench/train_runs.py mfu --preset tiny --frames 2 --size-px 16 --steps 30                         # CPU smoke run
+    # GPU: 16k tokens
+    python bench/train_runs.py mfu --preset XL128 --frames 16 --size-px 64 --compile --profile-steps 5
+    # GPU
+    python bench/train_runs.py fp8 --preset B --frames 8 --size-px 32 --batch-size 4 --steps 500
+    # an ablation
+    python bench/train_runs.py mfu --preset XL128 --frames 16 --size-px 64 --compile train.param_dtype=bf16
+    # CPU smoke run
+    python bench/train_runs.py mfu --preset tiny --frames 2 --size-px 16 --steps 30
 
 The DiT runs on pixels (vae=pixel, 1x2x2 patches): frames x (size_px/2)^2 tokens a clip. Pixel space keeps the
 VAE's cost out of the DiT's figure; a latent model's VAE encode is bench/vae.py's subject, or data/cache_latents.py's.
@@ -32,8 +36,9 @@ TEXT_LEN, TEXT_DIM = 8, 128  # configs/text/vocab.yaml: max_tokens, width (dit_s
 def train_args(a, run_dir: Path, steps: int, extra: list[str]) -> list[str]:
     """train.py's command line for one run on the moving-shapes dataset at a.size_px (built once under a.data)."""
     d = Path(a.data)
-    return [sys.executable, str(ROOT / "train.py"), f"dit={a.preset}", "dit.patch_size=[1,2,2]", "objective.prediction=velocity",
-            f"dit.attention_backend={a.backend}", f"data.moving_shapes.root={d}", f"data.shards={d}/train-*.tar",
+    return [sys.executable, str(ROOT / "train.py"), f"dit={a.preset}", "dit.patch_size=[1,2,2]",
+            "objective.prediction=velocity", f"dit.attention_backend={a.backend}", f"data.moving_shapes.root={d}",
+            f"data.shards={d}/train-*.tar",
             f"data.eval_prompts={d}/heldout_prompts.txt", f"data.train_prompts={d}/train_prompts.txt",
             f"data.moving_shapes.size_px={a.size_px}", f"data.moving_shapes.num_frames={a.frames}",
             "data.moving_shapes.clips_per_combo=8", f"data.num_frames={a.frames}", "data.frame_stride=1",
@@ -52,9 +57,10 @@ def read_metrics(run_dir: Path) -> list[dict]:
 def build_data(a) -> None:
     """The dataset first, once: runs started side by side must not all build it."""
     if not (Path(a.data) / "info.json").exists():
-        subprocess.run([sys.executable, str(ROOT / "data" / "make_moving_shapes.py"), "--root", a.data, "--clips-per-combo",
-                        "8", "--num-frames", str(a.frames), "--size-px", str(a.size_px)], check=True, cwd=ROOT,
-                       env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))})
+        python_path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+        subprocess.run([sys.executable, str(ROOT / "data" / "make_moving_shapes.py"), "--root", a.data,
+                        "--clips-per-combo", "8", "--num-frames", str(a.frames), "--size-px", str(a.size_px)],
+                       check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": python_path})
 
 
 def run_mfu(a) -> None:
@@ -72,20 +78,24 @@ def run_mfu(a) -> None:
     windows = [r for r in read_metrics(run_dir) if "perf/tflops_per_device" in r and r["step"] < a.steps][2:]
     if not windows:
         sys.exit(f"{a.steps} steps gave no Throughput window after the first two: use --steps 40 or more")
-    mean = lambda key: sum(r[key] for r in windows) / len(windows) if all(key in r for r in windows) else None  # noqa: E731
+    mean = lambda key: sum(r[key] for r in windows) / len(windows) if all(key in r for r in windows) else None
     grid = [a.frames, a.size_px // 2, a.size_px // 2]
-    row = {"bench": "train_runs.mfu", "preset": a.preset, "grid": grid, "tokens": a.frames * (a.size_px // 2) ** 2 * a.batch_size,
+    row = {"bench": "train_runs.mfu", "preset": a.preset, "grid": grid,
+           "tokens": a.frames * (a.size_px // 2) ** 2 * a.batch_size,
            "batch_size": a.batch_size, "backend": a.backend, "compile": a.compile, "windows": len(windows),
-           "train_tflops": round(mean("perf/tflops_per_device"), 2), "train_tokens_per_s": round(mean("perf/tokens_per_s"), 1),
-           "train_mfu": None if mean("perf/mfu") is None else round(mean("perf/mfu"), 4), "wall_s": round(time.perf_counter() - t0, 1)}
+           "train_tflops": float(f"{mean('perf/tflops_per_device'):.3g}"),  # 3 figures: a tiny CPU run is < 0.005
+           "train_tokens_per_s": round(mean("perf/tokens_per_s"), 1),
+           "train_mfu": None if mean("perf/mfu") is None else round(mean("perf/mfu"), 4),
+           "wall_s": round(time.perf_counter() - t0, 1)}
     if a.profile_steps:  # where a step's wall time goes: RUN/profile/{summary.json, table.txt, trace.json}
         summary = json.loads((run_dir / "profile" / "summary.json").read_text())
-        row.update({f"profile_{k}": summary[k] for k in ("steps", "wall_ms_per_step", "device_busy_ms_per_step", "device_busy_share")},
-                   profile_dir=str(run_dir / "profile"))
-    if a.bench_row and a.batch_size == 1 and a.preset != "tiny":  # dit_step.py's presets are the config files' (width, depth, heads)
+        keys = ("steps", "wall_ms_per_step", "device_busy_ms_per_step", "device_busy_share")
+        row.update({f"profile_{k}": summary[k] for k in keys}, profile_dir=str(run_dir / "profile"))
+    # dit_step.py's presets are the config files' (width, depth, heads)
+    if a.bench_row and a.batch_size == 1 and a.preset != "tiny":
         step = [sys.executable, str(ROOT / "bench" / "dit_step.py"), "--preset", a.preset, "--grid", *map(str, grid),
-                "--batch-size", "1", "--models", "ours_cross", "--attention-backend", a.backend, "--text-len", str(TEXT_LEN),
-                "--text-dim", str(TEXT_DIM)] + (["--compile"] if a.compile else [])
+                "--batch-size", "1", "--models", "ours_cross", "--attention-backend", a.backend,
+                "--text-len", str(TEXT_LEN), "--text-dim", str(TEXT_DIM)] + (["--compile"] if a.compile else [])
         bench = subprocess.run(step, cwd=ROOT, capture_output=True, text=True)
         lines = [json.loads(line) for line in bench.stdout.splitlines() if line.startswith("{")]
         if lines and "tflops" in lines[0]:
@@ -93,7 +103,8 @@ def run_mfu(a) -> None:
             row.update(bench_tflops=b["tflops"], bench_mfu=b["mfu"], bench_peak_mem_mb=b["peak_mem_mb"],
                        train_over_bench=round(row["train_tflops"] / b["tflops"], 3))
         else:
-            row["bench_error"] = ((lines[0].get("error") if lines else None) or (bench.stderr.strip().splitlines() or ["?"])[-1])[:300]
+            last_stderr_line = (bench.stderr.strip().splitlines() or ["?"])[-1]
+            row["bench_error"] = ((lines[0].get("error") if lines else None) or last_stderr_line)[:300]
     print(json.dumps(row), flush=True)
 
 
@@ -111,20 +122,23 @@ def run_fp8(a) -> None:
     curves, vals = {}, {}
     for name, (proc, run_dir) in procs.items():
         if proc.wait() != 0:
-            print(json.dumps({"bench": "train_runs.fp8", "run": name, "error": f"train.py exited {proc.returncode}: see {run_dir}.log"}))
+            print(json.dumps({"bench": "train_runs.fp8", "run": name,
+                              "error": f"train.py exited {proc.returncode}: see {run_dir}.log"}))
             continue
         rows = read_metrics(run_dir)
         curves[name] = {int(r["step"]): r["train/loss"] for r in rows if "train/loss" in r}
         vals[name] = next((r["val/loss"] for r in reversed(rows) if "val/loss" in r), None)
-    tail = lambda c: [v for s, v in c.items() if s >= a.steps - 100]  # noqa: E731  the last 100 steps
+    tail = lambda c: [v for s, v in c.items() if s >= a.steps - 100]
     for name, curve in curves.items():
-        row = {"bench": "train_runs.fp8", "run": name, "preset": a.preset, "steps": a.steps, "logged_points": len(curve),
-               "loss_last100": round(sum(tail(curve)) / len(tail(curve)), 5), "val_loss": vals[name]}
+        row = {"bench": "train_runs.fp8", "run": name, "preset": a.preset, "steps": a.steps,
+               "logged_points": len(curve), "loss_last100": round(sum(tail(curve)) / len(tail(curve)), 5),
+               "val_loss": vals[name]}
         if name != "bf16" and "bf16" in curves:
             both = sorted(set(curve) & set(curves["bf16"]))
             gaps = [curve[s] - curves["bf16"][s] for s in both]
-            row.update(mean_gap_vs_bf16=round(sum(gaps) / len(gaps), 5), mean_abs_gap_vs_bf16=round(sum(map(abs, gaps)) / len(gaps), 5),
-                       val_gap_vs_bf16=None if vals[name] is None or vals["bf16"] is None else round(vals[name] - vals["bf16"], 5))
+            val_gap = None if vals[name] is None or vals["bf16"] is None else round(vals[name] - vals["bf16"], 5)
+            row.update(mean_gap_vs_bf16=round(sum(gaps) / len(gaps), 5),
+                       mean_abs_gap_vs_bf16=round(sum(map(abs, gaps)) / len(gaps), 5), val_gap_vs_bf16=val_gap)
         print(json.dumps(row), flush=True)
     with open(Path(a.out) / "fp8_curves.json", "w") as f:
         json.dump(curves, f)
@@ -141,9 +155,11 @@ def main() -> None:
     p.add_argument("--backend", default="sdpa", help="dit.attention_backend")
     p.add_argument("--compile", action="store_true", help="train.compile=true")
     p.add_argument("overrides", nargs="*", help="more train.py overrides for every run, e.g. train.param_dtype=bf16")
-    p.add_argument("--profile-steps", type=int, default=0, help="mfu: then profile this many steps (train.profile_steps)")
+    p.add_argument("--profile-steps", type=int, default=0,
+                   help="mfu: then profile this many steps (train.profile_steps)")
     p.add_argument("--no-bench-row", dest="bench_row", action="store_false",
-                   help="mfu: skip dit_step.py's row (compare with bench/backends.py's row of the same session instead)")
+                   help="mfu: skip dit_step.py's row "
+                        "(compare with bench/backends.py's row of the same session instead)")
     p.add_argument("--recipes", default="tensorwise,rowwise", help="fp8: the train.fp8 recipes beside bf16")
     p.add_argument("--workers", type=int, default=4, help="data.num_workers")
     p.add_argument("--data", default="/tmp/sora_bench_shapes", help="the moving-shapes dataset (built here if absent)")

@@ -88,7 +88,8 @@ def quality(runs: dict[str, str], shards: str, lpips_path: str | None, frames: i
             if lpips is not None:
                 scores["lpips"].append(video_lpips(lpips, recon, clip).item())
         results[name] = {k: round(sum(v) / len(v), 4) for k, v in scores.items() if v}
-        results[name].update(steps=int(meta["global_step"]), params_m=round(sum(p.numel() for p in vae.parameters()) / 1e6, 2),
+        params = sum(p.numel() for p in vae.parameters())
+        results[name].update(steps=int(meta["global_step"]), params_m=round(params / 1e6, 2),
                              clips=len(clips), frames=frames)
         print(name, json.dumps(results[name]), flush=True)
     return results
@@ -118,7 +119,8 @@ def measure(kind: str, frames: int, size: int, repeats: int, chunk_frames, memor
             tile_px=None) -> dict:
     """Encode + decode one 1 3 frames size size clip: seconds (best of `repeats`) and peak memory (MB)."""
     torch.manual_seed(0)
-    kw = {} if kind == "wan" else {"chunk_frames": chunk_frames, "memory_budget_gb": memory_budget_gb, "tile_px": tile_px}
+    kw = {} if kind == "wan" else {"chunk_frames": chunk_frames, "memory_budget_gb": memory_budget_gb,
+                                   "tile_px": tile_px}
     vae = build(kind, **kw).eval()
     video = torch.rand(1, 3, frames, size, size) * 2 - 1
     before = peak_rss_mb()
@@ -144,7 +146,8 @@ def measure(kind: str, frames: int, size: int, repeats: int, chunk_frames, memor
 
 def in_subprocess(*args) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"), "SORA_BENCH_TMP": TMP}
-    out = subprocess.run([sys.executable, __file__, "_measure", *map(str, args)], capture_output=True, text=True, env=env)
+    out = subprocess.run([sys.executable, __file__, "_measure", *map(str, args)],
+                         capture_output=True, text=True, env=env)
     if out.returncode:
         raise SystemExit(out.stderr[-2000:])
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -165,10 +168,11 @@ def chunks(frames: int, size: int) -> dict:
                            ("long_chunked", long, 4)):
         rows[name] = in_subprocess("ours", f, size, 1, chunk, 2.0, 0)  # no tiles: chunked must equal whole
     a, b = (torch.load(Path(TMP) / f"latent_{long}_{c}.pt", weights_only=True) for c in (0, 4))
+    peak = {name: row["peak_mb"] for name, row in rows.items()}
     return {"short_frames": frames, "long_frames": long, "size": size, **rows,
-            "long_chunked_over_short_chunked_memory": round(rows["long_chunked"]["peak_mb"] / rows["short_chunked"]["peak_mb"], 2),
-            "long_chunked_over_short_whole_memory": round(rows["long_chunked"]["peak_mb"] / rows["short_whole"]["peak_mb"], 2),
-            "long_whole_over_short_whole_memory": round(rows["long_whole"]["peak_mb"] / rows["short_whole"]["peak_mb"], 2),
+            "long_chunked_over_short_chunked_memory": round(peak["long_chunked"] / peak["short_chunked"], 2),
+            "long_chunked_over_short_whole_memory": round(peak["long_chunked"] / peak["short_whole"], 2),
+            "long_whole_over_short_whole_memory": round(peak["long_whole"] / peak["short_whole"], 2),
             "chunked_vs_whole_max_abs_diff": float((a - b).abs().max()), "latent_abs_mean": float(b.abs().mean())}
 
 

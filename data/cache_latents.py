@@ -18,9 +18,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
-from sora.config import register_schemas  # noqa: E402
-from sora.config.overrides import one_line_override_errors  # noqa: E402
-from sora.errors import SoraError, exit_on_user_error  # noqa: E402
+from sora.config import register_schemas
+from sora.config.overrides import one_line_override_errors
+from sora.errors import SoraError, exit_on_user_error
 
 log = logging.getLogger("sora.cache_latents")
 register_schemas()

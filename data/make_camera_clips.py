@@ -29,8 +29,8 @@ import webdataset as wds
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
-from sora.data.video_io import encode_mp4  # noqa: E402
-from sora.errors import SoraError, exit_on_user_error  # noqa: E402
+from sora.data.video_io import encode_mp4
+from sora.errors import SoraError, exit_on_user_error
 
 SOURCES = ("bikes.mp4", "carphone_pristine.mp4")
 HELD_OUT_FRACTION = 0.2

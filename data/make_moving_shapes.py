@@ -17,10 +17,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
 from sora.data.moving_shapes import (
-    MovingShapesArgs,  # noqa: E402
-    write_moving_shapes,  # noqa: E402
+    MovingShapesArgs,
+    write_moving_shapes,
 )
-from sora.errors import exit_on_user_error  # noqa: E402
+from sora.errors import exit_on_user_error
 
 
 class OneLineParser(argparse.ArgumentParser):

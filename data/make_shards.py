@@ -17,14 +17,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
-from sora.data.shard_writer import (  # noqa: E402
+from sora.data.shard_writer import (
     Filters,
     check_output_dir,
     read_manifest,
     scan_folder,
     write_shards,
 )
-from sora.errors import SoraError  # noqa: E402
+from sora.errors import SoraError
 
 
 class OneLineParser(argparse.ArgumentParser):

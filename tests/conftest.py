@@ -33,8 +33,8 @@ def require_xformers() -> None:
     """Skip unless xformers is installed and its CUDA kernels load (a wheel built for another torch loads none)."""
     import torch
 
-    from sora.models.attention import attention
     from sora.errors import SoraError
+    from sora.models.attention import attention
 
     pytest.importorskip("xformers")
     q = torch.randn(1, 1, 8, 64, device="cuda", dtype=torch.bfloat16)
@@ -74,7 +74,8 @@ def shrunk_overrides(shapes_dir: Path, run_dir: Path) -> list[str]:
         "data.num_frames=4", "data.height=16", "data.width=16", "data.batch_size_per_gpu=4", "data.num_workers=0",
         "data.shuffle_buffer=8",
         "dit.hidden_size=32", "dit.depth=1", "dit.num_heads=2", "text.width=16", "text.num_heads=2",
-        "train.max_steps=3", "train.max_minutes=null", "train.checkpoint_every_n_steps=2", "train.sample_every_n_steps=2",
+        "train.max_steps=3", "train.max_minutes=null", "train.checkpoint_every_n_steps=2",
+        "train.sample_every_n_steps=2",
         "train.samples_per_prompt=1", "sampler.steps=2", "logger.wandb=offline", "train.num_threads=1",
     ]
 
@@ -88,7 +89,8 @@ def logged_losses(run_dir: Path) -> dict[int, float]:
 
 
 def run_entry(script: str, *args: str, cwd: Path = ROOT, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run train.py / sample.py (or `-m MODULE`) as a user would; returns the finished process (stdout+stderr captured)."""
+    """Run train.py / sample.py (or `-m MODULE`) as a user would; returns the finished process (stdout+stderr
+    captured)."""
     env = {**os.environ, **ONE_THREAD, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0"}
     env.pop("WANDB_API_KEY", None)
     target = [script] if script.startswith("-") else [str(ROOT / script)]  # "-m", "sora.eval": a module

@@ -105,7 +105,8 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
 def test_the_doc_states_a_layer_for_every_package():
     layers = stated_layers()
     packages = {package_of(m) for m in module_imports()} - {"sora"}
-    assert packages == set(layers), f"packages without a layer: {packages - set(layers)}; stale: {set(layers) - packages}"
+    assert packages == set(layers), (f"packages without a layer: {packages - set(layers)}; "
+                                     f"stale: {set(layers) - packages}")
     assert max(layers, key=layers.get) == "sora.training"  # nothing imports the training layer
 
 
@@ -119,7 +120,8 @@ def test_no_import_cycles():
 
 @pytest.mark.parametrize("edges, broken", [
     ({"sora.models.dit": {"sora.training.ema"}}, "sora.models.dit (layer 1) imports sora.training.ema (layer 3)"),
-    ({"sora.data.stream": {"sora.diffusion.samplers"}}, "sora.data.stream (layer 2) imports sora.diffusion.samplers (layer 2)"),
+    ({"sora.data.stream": {"sora.diffusion.samplers"}},
+     "sora.data.stream (layer 2) imports sora.diffusion.samplers (layer 2)"),
 ])
 def test_the_checker_catches_a_broken_rule(edges, broken):
     layers = {"sora.models": 1, "sora.data": 2, "sora.diffusion": 2, "sora.training": 3}

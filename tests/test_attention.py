@@ -38,7 +38,7 @@ def test_backends_match_the_math_reference(backend, mask):
 
 def packed(n_lens=(10, 5, 9), k_lens=(7, 3, 6), device="cpu"):
     """A pack of 3 clips (b = 1): block-diagonal over clips, as DiT.forward_packed builds it, and its dense twin."""
-    ids = lambda lens: torch.repeat_interleave(torch.arange(len(lens)), torch.tensor(lens))[None].to(device)  # noqa: E731
+    ids = lambda lens: torch.repeat_interleave(torch.arange(len(lens)), torch.tensor(lens))[None].to(device)
     return (Segments(ids(n_lens), ids(k_lens), None, list(n_lens), list(k_lens)),
             Segments(ids(n_lens), ids(k_lens)))
 

@@ -50,7 +50,8 @@ def test_backends_bench_rows_at_a_tiny_size():
                           env={**os.environ, **ONE_THREAD})
     assert done.returncode == 0, done.stderr[-2000:]
     rows = {r["backend"]: r for r in map(json.loads, done.stdout.splitlines())}
-    assert set(rows) == {"flash", "cudnn"} and all(r["bench"] == "backends" and r["mode"] == "eager" for r in rows.values())
+    assert set(rows) == {"flash", "cudnn"}
+    assert all(r["bench"] == "backends" and r["mode"] == "eager" for r in rows.values())
     flash = rows["flash"]
     assert flash["model"] == "ours_cross" and flash["attention_backend"] == "flash" and flash["tokens"] == 4
     assert flash["step_s"] > 0 and flash["peak_mem_mb"] >= 0 and "mfu" in flash, flash
@@ -71,8 +72,9 @@ def test_vae_chunks_bench_at_a_tiny_size():
 
 
 def run_train_bench(tmp_path, *args: str) -> list[dict]:
-    done = subprocess.run([sys.executable, str(ROOT / "bench" / "train_runs.py"), *args, "--preset", "tiny", "--frames", "2",
-                           "--size-px", "16", "--workers", "0", "--data", str(tmp_path / "shapes"), "--out", str(tmp_path / "runs")],
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "train_runs.py"), *args, "--preset", "tiny",
+                           "--frames", "2", "--size-px", "16", "--workers", "0", "--data", str(tmp_path / "shapes"),
+                           "--out", str(tmp_path / "runs")],
                           capture_output=True, text=True, cwd=ROOT, timeout=600, env={**os.environ, **ONE_THREAD})
     assert done.returncode == 0, done.stderr[-2000:]
     return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
@@ -81,7 +83,8 @@ def run_train_bench(tmp_path, *args: str) -> list[dict]:
 def test_train_runs_mfu_reads_the_throughput_callback_of_a_real_run(tmp_path):
     (row,) = run_train_bench(tmp_path, "mfu", "--steps", "40", "--profile-steps", "2")
     assert row["bench"] == "train_runs.mfu" and row["grid"] == [2, 8, 8] and row["tokens"] == 128, row
-    assert row["windows"] == 2 and row["train_tflops"] > 0 and row["train_tokens_per_s"] > 0, row  # 4 windows, 2 skipped
+    # 4 windows, 2 skipped
+    assert row["windows"] == 2 and row["train_tflops"] > 0 and row["train_tokens_per_s"] > 0, row
     assert row["train_mfu"] is None or torch.cuda.is_available(), row  # no MFU without a known GPU peak
     # train.profile_steps: two whole steps after the measured ones, written beside the run
     assert row["profile_steps"] == 2 and row["profile_wall_ms_per_step"] > 0, row

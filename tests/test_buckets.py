@@ -29,7 +29,7 @@ def bucket_set(*overrides):
 
 def test_assignment_keeps_aspect_then_length_then_size():
     bs, _, _ = bucket_set()
-    pick = lambda *a: bs.buckets[bs.assign(*a, frame_stride=1)]  # noqa: E731
+    pick = lambda *a: bs.buckets[bs.assign(*a, frame_stride=1)]
     assert pick(100, 720, 1280, False) == Bucket(9, 24, 40)  # wide video -> the wide, longest bucket
     assert pick(100, 1280, 720, False) == Bucket(9, 40, 24)  # portrait
     assert pick(100, 500, 510, False) == Bucket(9, 32, 32)  # near square

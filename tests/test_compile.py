@@ -18,9 +18,11 @@ def test_compiled_blocks_match_eager():
     compiled.load_state_dict(eager.state_dict())
     for block in compiled.blocks:
         block.compile()
-    x, t, ctx, mask = torch.randn(2, 3, 2, 8, 8), torch.rand(2), torch.randn(2, 4, 16), torch.ones(2, 4, dtype=torch.bool)
+    x, t = torch.randn(2, 3, 2, 8, 8), torch.rand(2)
+    ctx, mask = torch.randn(2, 4, 16), torch.ones(2, 4, dtype=torch.bool)
     for model in (eager, compiled):
         model(x, t, Conditioning(ctx, mask)).square().mean().backward()
-    torch.testing.assert_close(compiled(x, t, Conditioning(ctx, mask)), eager(x, t, Conditioning(ctx, mask)), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(compiled(x, t, Conditioning(ctx, mask)), eager(x, t, Conditioning(ctx, mask)),
+                               atol=1e-4, rtol=1e-4)
     for a, b in zip(eager.parameters(), compiled.parameters()):
         torch.testing.assert_close(a.grad, b.grad, atol=1e-4, rtol=1e-4)

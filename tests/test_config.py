@@ -1,4 +1,5 @@
-"""Every config file composes against the typed schema; wrong keys and types fail at composition, bad values at start."""
+"""Every config file composes against the typed schema; wrong keys and types fail at composition, bad values at
+start."""
 
 import re
 
@@ -85,7 +86,8 @@ def test_typed_rejects_stray_keys_in_saved_configs():
     ("dit.modulation=single dit.text_conditioning=joint", "dit.modulation=single shares the video stream's modulation"),
     ("vae=causal3d vae.spatial_compression=6", "vae.spatial_compression must be a power of 2, got 6"),
     ("vae=causal3d vae.channel_mult=[1,2]", "vae.channel_mult needs log2(vae.spatial_compression) + 1 = 4 entries"),
-    ("vae=causal3d vae.temporal_compression=16", "vae.temporal_compression=16 may not exceed vae.spatial_compression=8"),
+    ("vae=causal3d vae.temporal_compression=16",
+     "vae.temporal_compression=16 may not exceed vae.spatial_compression=8"),
     ("text.vocab=[]", "text.vocab is empty"),
     ("text.vocab=[a,red,a]", "text.vocab repeats a"),
     ("text.max_tokens=1", "text.max_tokens must be >= 2, got 1"),
@@ -107,8 +109,8 @@ def test_out_of_range_values_fail_naming_the_key(override, message):
 
 def test_in_range_edge_values_pass():
     check_train_config(compose_config("train", ["train.max_steps=-1", "train.max_minutes=5", "train.devices=-1",
-                                                "train.keep_last_n=-1", "dit.checkpoint_fraction=1", "optim.grad_clip=0",
-                                                "data.moving_shapes=null"]))
+                                                "train.keep_last_n=-1", "dit.checkpoint_fraction=1",
+                                                "optim.grad_clip=0", "data.moving_shapes=null"]))
     check_train_config(compose_config("train", ["train.devices='[0,1]'"]))
 
 

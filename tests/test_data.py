@@ -238,8 +238,8 @@ def test_lightning_resume_continues_the_loader_where_it_stopped(shapes_dir, tmp_
 
 def test_data_settings_check_their_ranges_in_python_and_in_a_config():
     """DataArgs owns data.*'s ranges and rules: the same check built in Python and on a composed config."""
-    from sora.config import check_train_config
     import sora.config.checks as checks
+    from sora.config import check_train_config
     from sora.data.data_args import DataArgs
     from sora.data.moving_shapes import MovingShapesArgs
 

@@ -12,11 +12,11 @@ import torch
 
 pytest.importorskip("diffusers")
 
-from sora.data.latent_cache import check_cache, fingerprint, sample_latent  # noqa: E402
-from sora.errors import SoraError  # noqa: E402
-from sora.models.diffusers_vae import CLASSES, DiffusersVAE  # noqa: E402
-from sora.models.geometry import LatentGeometry  # noqa: E402
-from tests.conftest import compose_config, entry_module, run_entry  # noqa: E402
+from sora.data.latent_cache import check_cache, fingerprint, sample_latent
+from sora.errors import SoraError
+from sora.models.diffusers_vae import CLASSES, DiffusersVAE
+from sora.models.geometry import LatentGeometry
+from tests.conftest import compose_config, entry_module, run_entry
 
 # Each class at a few thousand to a few hundred thousand parameters: the real layer types (causal convs, their
 # caches, the mid-block attention, LTX's patchify), so every code path of the full-size model runs.

@@ -163,7 +163,7 @@ def test_adaln_single_shares_one_map_starts_as_identity_and_trains_every_table()
     block is the identity at init, and each block's table and the shared map get gradients."""
     with torch.device("meta"):
         per_block, single = build("XL128"), build("XL128", modulation="single")
-    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    count = lambda m: sum(p.numel() for p in m.parameters())
     d = 1152
     assert count(per_block) - count(single) == 28 * (d * 6 * d + 6 * d) - (d * 6 * d + 6 * d) - 28 * 6 * d
     assert 605e6 < count(single) < 615e6  # Wan at the same width, depth and heads: 607M (docs/BENCHMARKS.md)

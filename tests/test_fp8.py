@@ -33,7 +33,8 @@ def test_without_a_gpu_the_key_is_named(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "torchao", types.ModuleType("torchao"))  # installed or not: the GPU is missing
     monkeypatch.setitem(sys.modules, "torchao.float8", types.ModuleType("torchao.float8"))
-    with pytest.raises(SoraError, match=r"^train.fp8=tensorwise runs on a CUDA GPU with FP8 tensor cores.*train.fp8=null$"):
+    with pytest.raises(SoraError,
+                       match=r"^train.fp8=tensorwise runs on a CUDA GPU with FP8 tensor cores.*train.fp8=null$"):
         check_train_config(compose_config("train", ["train.fp8=tensorwise"]))
     check_train_config(compose_config("train", ["train.fp8=tensorwise", "train.dry_run=true"]))  # a plan runs anywhere
     with pytest.raises(SoraError, match="task=vae takes train.fp8=null"):
@@ -43,7 +44,8 @@ def test_without_a_gpu_the_key_is_named(monkeypatch):
 def test_only_the_blocks_matmuls_are_chosen():
     dit = DiT(3, 16, DiTArgs(hidden_size=64, depth=2, num_heads=2, patch_size=[1, 2, 2]))
     chosen = sorted(name for name, m in dit.named_modules() if fp8.fp8_linear(m, name))
-    assert len(chosen) == 2 * 6  # qkv, proj, cross q, proj, two MLP layers; not adaLN, the text's kv, embeddings, output
+    # qkv, proj, cross q, proj, two MLP layers; not adaLN, the text's kv, embeddings, output
+    assert len(chosen) == 2 * 6
     assert all(name.startswith("blocks.") and "adaLN" not in name and "cross.kv" not in name for name in chosen)
 
 

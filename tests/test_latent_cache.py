@@ -15,8 +15,8 @@ from sora.inference.bundle import ModelBundle
 from sora.training.vae_task import VAETask
 from tests.conftest import compose_config, run_entry, shrunk_overrides, train_in_process
 
-SMALL_VAE = ["vae=causal3d", "vae.latent_channels=4", "vae.base_channels=8", "vae.channel_mult=[1,1,2,2]", "dit.patch_size=[1,1,1]",
-             "data.num_frames=5", "data.frame_stride=1"]
+SMALL_VAE = ["vae=causal3d", "vae.latent_channels=4", "vae.base_channels=8", "vae.channel_mult=[1,1,2,2]",
+             "dit.patch_size=[1,1,1]", "data.num_frames=5", "data.frame_stride=1"]
 
 
 def save_vae(path, seed: int):
@@ -59,7 +59,8 @@ def test_a_cache_without_frames_alone_is_refused_for_a_run_that_gives_frames(cac
     root, overrides, _ = cache
     bundle = ModelBundle.build(compose_config("train", [o for o in overrides if not o.startswith("hydra.")]))
     info = json.loads((root / "latents" / "cache_info.json").read_text())
-    (tmp_path / "cache_info.json").write_text(json.dumps({**info, "frames_alone": False}))  # as conditioning=text writes
+    # as conditioning=text writes
+    (tmp_path / "cache_info.json").write_text(json.dumps({**info, "frames_alone": False}))
     check_cache(str(tmp_path), bundle.vae, bundle.text)  # a text-only run may use it
     with pytest.raises(SoraError, match="holds no latents of frames given alone"):
         check_cache(str(tmp_path), bundle.vae, bundle.text, frames_alone=True)
@@ -72,7 +73,8 @@ def test_cached_moments_match_the_decode_path(cache, shapes_dir):
     from sora.data.stream import make_loader, strip_bookkeeping
 
     data = cfg.data.copy()
-    data.latent_cache, data.random_start, data.random_crop, data.shuffle_buffer, data.num_workers = None, False, False, 1, 0
+    data.latent_cache, data.random_start, data.random_crop = None, False, False
+    data.shuffle_buffer, data.num_workers = 1, 0
     data.batch_size_per_gpu = 1
     direct, _, _ = strip_bookkeeping(next(iter(make_loader(data, seed=0))))
     data.latent_cache = str(root / "latents")
@@ -87,7 +89,8 @@ def test_cached_moments_match_the_decode_path(cache, shapes_dir):
 def test_a_cache_made_by_other_weights_is_refused(cache):
     root, overrides, vae_b = cache
     base = [o for o in overrides if not o.startswith("hydra.")]
-    other_vae = ModelBundle.build(compose_config("train", [o for o in base if not o.startswith("vae.ckpt")] + [f"vae.ckpt={vae_b}"]))
+    other_vae_overrides = [o for o in base if not o.startswith("vae.ckpt")] + [f"vae.ckpt={vae_b}"]
+    other_vae = ModelBundle.build(compose_config("train", other_vae_overrides))
     with pytest.raises(SoraError, match="made by another VAE"):
         check_cache(str(root / "latents"), other_vae.vae, other_vae.text)
     own_text = ModelBundle.build(compose_config("train", [o for o in base if not o.startswith("text")]))

@@ -73,7 +73,8 @@ def test_the_state_dict_carries_the_masters_through_a_weights_only_load():
     fresh.load_state_dict(state)
     assert torch.equal(fresh.masters[0], other.weight.float())
 
-    mismatch = MasterWeightAdamW([*ones_linear().parameters(), nn.Parameter(torch.ones(2, dtype=torch.bfloat16))], lr=1e-4)
+    mismatch = MasterWeightAdamW([*ones_linear().parameters(), nn.Parameter(torch.ones(2, dtype=torch.bfloat16))],
+                                 lr=1e-4)
     with pytest.raises(SoraError, match="train.param_dtype"):
         mismatch.load_state_dict({**opt.state_dict(), "param_groups": mismatch.state_dict()["param_groups"]})
 
@@ -95,7 +96,8 @@ def test_train_py_with_bf16_params_resumes_to_the_uninterrupted_run(shapes_dir, 
     weights, opt = ckpt["state_dict"], ckpt["optimizer_states"][0]
     low = [k for k, v in weights.items() if v.dtype == torch.bfloat16]
     assert low and all(k.startswith("model.dit.blocks.") for k in low)
-    assert len(opt["master_weights"]) == len(low) and all(m.dtype == torch.float32 for m in opt["master_weights"].values())
+    assert len(opt["master_weights"]) == len(low)
+    assert all(m.dtype == torch.float32 for m in opt["master_weights"].values())
     assert all(v.dtype == torch.float32 for k, v in weights.items() if k.startswith("ema.") and v.is_floating_point())
 
     resumed = train_in_process(*shrunk_overrides(shapes_dir, run), *EXACT, *BF16, "train.max_steps=4")
@@ -109,7 +111,8 @@ def test_train_py_with_bf16_params_resumes_to_the_uninterrupted_run(shapes_dir, 
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["train.param_dtype=bf16", "train.strategy=fsdp", "train.precision=bf16-mixed"], "does not combine with train.strategy=fsdp"),
+    (["train.param_dtype=bf16", "train.strategy=fsdp", "train.precision=bf16-mixed"],
+     "does not combine with train.strategy=fsdp"),
     (["train.param_dtype=bf16", "train.precision=32-true"], "needs train.precision=bf16-mixed"),
     (["train.param_dtype=fp16"], "train.param_dtype must be one of"),
 ])

@@ -14,7 +14,7 @@ def test_rows_are_videos_and_frames_sit_left_to_right_scaled():
     b = np.full((1, 4, 4, 3), 50, np.uint8)
     out = montage([a, b], scale=2, gap=1)
     assert out.shape == (2 * (4 * 2 + 1) + 1, 3 * (4 * 2 + 1) + 1, 3)  # 2 rows, 3 columns of 8x8 cells
-    cell = lambda r, c: out[1 + r * 9 : 1 + r * 9 + 8, 1 + c * 9 : 1 + c * 9 + 8]  # noqa: E731
+    cell = lambda r, c: out[1 + r * 9 : 1 + r * 9 + 8, 1 + c * 9 : 1 + c * 9 + 8]
     assert (cell(0, 1) == 200).all() and (cell(0, 0) == 0).all() and (cell(1, 0) == 50).all()
     assert (cell(1, 1) == 96).all()  # a shorter video leaves the background
     with pytest.raises(SoraError):

@@ -5,8 +5,8 @@ import webdataset as wds
 from sora.data.buckets import resize_crop
 from sora.data.decode import decode_clip
 from sora.data.moving_shapes import HELDOUT, TRAIN_COMBOS, caption, parse_caption, render_clip
-from sora.eval.probe import analyze, score
 from sora.data.video_io import to_uint8_frames
+from sora.eval.probe import analyze, score
 
 
 def test_probe_reads_the_ground_truth(shapes_dir):
@@ -27,7 +27,8 @@ def test_probe_says_none_for_an_empty_video_and_wrong_for_a_wrong_one():
 
 
 def test_dataset_holds_out_its_test_combinations(shapes_dir):
-    train = {parse_caption(s["txt"].decode()) for s in wds.WebDataset(f"{shapes_dir}/train-{{000000..000003}}.tar", shardshuffle=False)}
+    shards = wds.WebDataset(f"{shapes_dir}/train-{{000000..000003}}.tar", shardshuffle=False)
+    train = {parse_caption(s["txt"].decode()) for s in shards}
     assert train == set(TRAIN_COMBOS) and not train & set(HELDOUT)
     assert (shapes_dir / "heldout_prompts.txt").read_text().splitlines() == [caption(*c) for c in HELDOUT]
 

@@ -98,7 +98,7 @@ def test_no_causal_leak_into_a_given_latent():
     video = torch.randn(1, 3, 9, 16, 16)
     earlier = video.clone()
     earlier[:, :, 1:5] = torch.randn_like(earlier[:, :, 1:5])  # the frames of latent frame 1
-    encode = lambda v: vae.encode(v, sample=False)  # noqa: E731
+    encode = lambda v: vae.encode(v, sample=False)
     alone, alone_earlier = encode_frames_alone(vae, video, encode), encode_frames_alone(vae, earlier, encode)
     torch.testing.assert_close(alone[:, :, 2], alone_earlier[:, :, 2])  # latent frame 2: frames 5..8 alone
     assert not torch.allclose(encode(video)[:, :, 2], encode(earlier)[:, :, 2])  # the whole clip's would leak

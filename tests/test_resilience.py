@@ -13,7 +13,8 @@ import torch
 
 from sora.errors import SoraError
 from sora.training.resilience import NonFiniteError, NonFiniteGuard, find_resume_checkpoint, rng_state, set_rng_state
-from tests.conftest import ROOT, logged_losses as losses, run_entry, shrunk_overrides, train_in_process
+from tests.conftest import ROOT, run_entry, shrunk_overrides, train_in_process
+from tests.conftest import logged_losses as losses
 
 EXACT = ["optim.schedule=constant", "optim.warmup_steps=2", "train.sample_every_n_steps=0", "train.final_samples=false",
          "logger.wandb=disabled", "train.log_every_n_steps=1", "train.checkpoint_every_n_steps=2"]
@@ -57,8 +58,9 @@ def test_sigterm_saves_stops_cleanly_and_the_resumed_loss_curve_is_the_uninterru
 
 def test_keep_last_n_and_fallback_past_a_corrupt_last_checkpoint(shapes_dir, tmp_path):
     run = tmp_path / "run"
-    ok(run_entry("train.py", *shrunk_overrides(shapes_dir, run), "train.max_steps=5", "train.checkpoint_every_n_steps=1",
-                 "train.keep_last_n=2", "train.final_samples=false", "train.sample_every_n_steps=0"))
+    ok(run_entry("train.py", *shrunk_overrides(shapes_dir, run), "train.max_steps=5",
+                 "train.checkpoint_every_n_steps=1", "train.keep_last_n=2", "train.final_samples=false",
+                 "train.sample_every_n_steps=0"))
     ckpts = run / "checkpoints"
     assert sorted(p.name for p in ckpts.glob("step*.ckpt")) == ["step0000004.ckpt", "step0000005.ckpt"]
     assert not list(ckpts.glob("*.tmp"))

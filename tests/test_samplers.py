@@ -39,7 +39,8 @@ def test_gaussian_flow_converges_at_its_order(name, order):
     mu, sigma = torch.tensor([2.0, -1.0, 0.5]), 0.3
     noise = torch.randn(64, 3)
     target = mu + sigma * noise
-    errors = [(SAMPLERS[name](gaussian_velocity(mu, sigma), noise, uniform(n)) - target).abs().max().item() for n in (16, 64)]
+    errors = [(SAMPLERS[name](gaussian_velocity(mu, sigma), noise, uniform(n)) - target).abs().max().item()
+              for n in (16, 64)]
     # 4x the steps divides the error by about 4^order
     assert errors[0] / errors[1] > 0.75 * 4**order
     assert errors[1] < (0.05 if order == 1 else 0.002)
@@ -49,7 +50,8 @@ def test_heun_beats_euler_at_equal_steps():
     mu, sigma = torch.tensor([1.0]), 0.5
     noise = torch.randn(256, 1)
     target = mu + sigma * noise
-    err = {f.__name__: (f(gaussian_velocity(mu, sigma), noise, uniform(10)) - target).abs().mean() for f in (euler, heun)}
+    err = {f.__name__: (f(gaussian_velocity(mu, sigma), noise, uniform(10)) - target).abs().mean()
+           for f in (euler, heun)}
     assert err["heun"] < err["euler"] / 3
 
 

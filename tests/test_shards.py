@@ -6,9 +6,9 @@ import pytest
 import webdataset as wds
 
 from sora.data.buckets import BucketSet
+from sora.data.shard_writer import Filters, read_manifest, scan_folder, write_shards
 from sora.data.stream import ClipStream, expand_shards, strip_bookkeeping
 from sora.errors import SoraError
-from sora.data.shard_writer import Filters, read_manifest, scan_folder, write_shards
 from tests.conftest import compose_config, run_entry
 from tests.media import moving_square, write_broken_folder, write_video
 
@@ -65,13 +65,16 @@ def test_written_shards_load_in_buckets_rotated_clips_upright(broken, tmp_path):
 def test_manifests_csv_and_jsonl(tmp_path):
     write_video(tmp_path / "a.mp4", moving_square(8, 32, 32))
     (tmp_path / "m.csv").write_text("path,caption,score\na.mp4,a square,0.9\nmissing.mp4,gone,0.1\n")
-    (tmp_path / "m.jsonl").write_text(json.dumps({"path": str(tmp_path / "a.mp4"), "caption": "a square", "src": "x"}) + "\n")
+    record = {"path": str(tmp_path / "a.mp4"), "caption": "a square", "src": "x"}
+    (tmp_path / "m.jsonl").write_text(json.dumps(record) + "\n")
     for name in ("m.csv", "m.jsonl"):
         summary = write_shards(read_manifest(str(tmp_path / name)), str(tmp_path / name.replace(".", "_")), workers=1)
         assert summary["written"] == 1
     assert summary["skipped"] == {}
-    assert write_shards(read_manifest(str(tmp_path / "m.csv")), str(tmp_path / "again"), workers=1)["skipped"] == {"unreadable": 1}
-    meta = json.loads(next(iter(wds.WebDataset(str(tmp_path / "m_csv" / "shard-000000.tar"), shardshuffle=False)))["json"])
+    again = write_shards(read_manifest(str(tmp_path / "m.csv")), str(tmp_path / "again"), workers=1)
+    assert again["skipped"] == {"unreadable": 1}
+    first_shard = wds.WebDataset(str(tmp_path / "m_csv" / "shard-000000.tar"), shardshuffle=False)
+    meta = json.loads(next(iter(first_shard))["json"])
     assert meta["score"] == "0.9"
     (tmp_path / "bad.csv").write_text("file,caption\na.mp4,x\n")
     with pytest.raises(SoraError, match="has no 'path'"):
@@ -80,7 +83,8 @@ def test_manifests_csv_and_jsonl(tmp_path):
 
 def test_cli_prints_the_summary_and_clear_errors(broken, tmp_path):
     root, expected = broken
-    done = run_entry("data/make_shards.py", str(root), "--out", str(tmp_path / "s"), "--workers", "2", "--min-frames", "4")
+    done = run_entry("data/make_shards.py", str(root), "--out", str(tmp_path / "s"), "--workers", "2",
+                     "--min-frames", "4")
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads(done.stdout)
     assert summary["written"] == expected["written"] and summary["skipped_total"] == 9

@@ -30,7 +30,8 @@ def _save_tiny_t5(path):
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
     fast.save_pretrained(path)
-    T5EncoderModel(T5Config(vocab_size=len(vocab), d_model=24, d_kv=8, d_ff=32, num_layers=1, num_heads=3)).save_pretrained(path)
+    config = T5Config(vocab_size=len(vocab), d_model=24, d_kv=8, d_ff=32, num_layers=1, num_heads=3)
+    T5EncoderModel(config).save_pretrained(path)
 
 
 def _save_tiny_clip(path):

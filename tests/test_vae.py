@@ -104,9 +104,9 @@ def test_tiles_blend_back_exactly_for_local_maps():
 
     x = torch.randn(2, 3, 5, 40, 56)
     torch.testing.assert_close(tiled(lambda v: 2 * v, x, 16, 8, 1.0), 2 * x)  # overlap-weighted mean of equal values
-    pool = lambda v: torch.nn.functional.avg_pool3d(v, (1, 8, 8))  # noqa: E731  (an 8x "encoder")
+    pool = lambda v: torch.nn.functional.avg_pool3d(v, (1, 8, 8))
     torch.testing.assert_close(tiled(pool, x, 16, 8, 1 / 8), pool(x))
-    up = lambda v: v.repeat_interleave(8, -1).repeat_interleave(8, -2)  # noqa: E731  (its "decoder")
+    up = lambda v: v.repeat_interleave(8, -1).repeat_interleave(8, -2)
     z = pool(x)
     torch.testing.assert_close(tiled(up, z, 2, 1, 8), up(z))
 
@@ -120,7 +120,8 @@ def test_tiled_vae_keeps_shapes_and_a_tile_as_large_as_the_frame_is_exact():
         recon = vae.decode(whole)
         vae.tile_px, vae.tile_overlap_px = 96, 16
         torch.testing.assert_close(vae.encode(video, sample=False), whole)
-        vae.tile_px = 32  # 3 x 5 tiles; how close they come to the whole frame is measured on a trained VAE (bench/vae.py)
+        # 3 x 5 tiles; how close they come to the whole frame is measured on a trained VAE (bench/vae.py)
+        vae.tile_px = 32
         tiles, tiled_recon = vae.encode(video, sample=False), vae.decode(whole)
     assert tiles.shape == whole.shape and tiled_recon.shape == recon.shape
     assert torch.isfinite(tiles).all() and not torch.equal(tiles, whole)

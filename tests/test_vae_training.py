@@ -69,8 +69,10 @@ def test_vae_with_lpips_and_gan_trains_logs_and_resumes_exactly(shapes_dir, tmp_
             "optim.schedule=constant", "logger.wandb=disabled", "train.log_every_n_steps=1",
             "train.checkpoint_every_n_steps=2"]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    ok(train_in_process(*shrunk_overrides(shapes_dir, straight), *args, "train.max_steps=4", "train.final_samples=false"))
-    ok(train_in_process(*shrunk_overrides(shapes_dir, resumed), *args, "train.max_steps=2", "train.final_samples=false"))
+    ok(train_in_process(*shrunk_overrides(shapes_dir, straight), *args, "train.max_steps=4",
+                        "train.final_samples=false"))
+    ok(train_in_process(*shrunk_overrides(shapes_dir, resumed), *args, "train.max_steps=2",
+                        "train.final_samples=false"))
     first = logged_losses(resumed)
     ok(train_in_process(*shrunk_overrides(shapes_dir, resumed), *args, "train.max_steps=4"))
     a, b = logged_losses(straight), {**first, **logged_losses(resumed)}

@@ -15,8 +15,9 @@ from tests.test_distributed import free_port
 
 
 def _val_config(shapes_dir):
-    return compose_config("train", [o for o in shrunk_overrides(shapes_dir, "/tmp/unused") if not o.startswith("hydra.")]
-                          + ["val.batch_size=3"])  # 8 clips in batches of 3, 3, 2: the ranks get 2 and 1
+    overrides = [o for o in shrunk_overrides(shapes_dir, "/tmp/unused") if not o.startswith("hydra.")]
+    # 8 clips in batches of 3, 3, 2: the ranks get 2 and 1
+    return compose_config("train", overrides + ["val.batch_size=3"])
 
 
 def _val_loss(shapes_dir, rank: int = 0, world: int = 1) -> dict:
@@ -50,7 +51,8 @@ def test_validation_loss_is_identical_on_one_and_two_processes_and_across_evalua
     finally:
         torch.set_num_threads(threads)
     assert one == again
-    assert one["num_clips"] == 8 and list(one["per_timestep"]) == [f"{t:g}" for t in _val_config(shapes_dir).val.timesteps]
+    assert one["num_clips"] == 8
+    assert list(one["per_timestep"]) == [f"{t:g}" for t in _val_config(shapes_dir).val.timesteps]
     out = tmp_path / "two.json"
     mp.spawn(_worker, args=(2, free_port(), shapes_dir, out), nprocs=2)
     assert json.loads(out.read_text()) == one  # bit for bit, every timestep

@@ -184,7 +184,8 @@ class ValConfig(Settings):
     # Fixed timesteps, equally spaced: the loss at each, and their mean.
     timesteps: List[float] = setting(factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9], gt=0, le=1,
                                      each=True)
-    seed: int = setting(0, unbounded=True)  # the noise of clip i at timestep k comes from a generator seeded by (seed, i, k)
+    # The noise of clip i at timestep k comes from a generator seeded by (seed, i, k).
+    seed: int = setting(0, unbounded=True)
     batch_size: Optional[int] = setting(None, ge=1)  # clips per forward (null: each bucket's training batch size)
 
     def check(self, at: str = "") -> None:
@@ -274,7 +275,8 @@ class SampleConfig(Settings):
     keyframes: List[str] = field(default_factory=list)  # ["FRAME:PATH", ...]: images pinned at frames
     edit: Optional[str] = None  # re-make this clip from the prompt (SDEdit)
     strength: float = setting(0.6, ge=0, le=1)  # edit: how far towards noise (0: the clip, 1: text to video)
-    cfg_visual: Optional[float] = setting(None, ge=0)  # guidance towards the given frames (null: 1, none beyond the text's)
+    # Guidance towards the given frames (null: 1, none beyond the text's).
+    cfg_visual: Optional[float] = setting(None, ge=0)
     overlap_frames: Optional[int] = setting(None, ge=1)  # frames a window is given from the one before (null: half)
     provenance: ProvenanceConfig = field(default_factory=ProvenanceConfig)  # C2PA manifest, watermark
 

@@ -109,10 +109,10 @@ def write_latent_cache(cfg, vae: nn.Module, text: nn.Module, geometry: LatentGeo
                 written += 1
     finally:
         sink.close()
-    info = {"vae": {"fingerprint": fingerprint(vae), "kind": str(getattr(cfg.vae.kind, "value", cfg.vae.kind)),
+    info = {"vae": {"fingerprint": fingerprint(vae), "kind": cfg.vae.kind.value,
                     "ckpt": cfg.vae.ckpt, "path": cfg.vae.get("path")},
             "text": {"fingerprint": fingerprint(text) if text_frozen else None, "cached": text_frozen,
-                     "kind": str(getattr(cfg.text.kind, "value", cfg.text.kind)), "path": cfg.text.path},
+                     "kind": cfg.text.kind.value, "path": cfg.text.path},
             "frames_alone": frames_alone, "source_shards": cfg.data.shards, "num_samples": written,
             "latent_shapes": dict(shapes),
             "skipped": dict(skipped), "seconds": round(time.time() - t0, 1)}

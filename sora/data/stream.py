@@ -287,8 +287,6 @@ class ClipStream(IterableDataset):
     def __init__(self, shards: list[str], cfg, buckets: BucketSet, seed: int = 0, rank: int = 0, world_size: int = 1,
                  state: dict | None = None, worker_offset: int = 0, skipped_path: str | None = None):
         super().__init__()
-        assert cfg.frame_stride >= 1, f"data.frame_stride must be >= 1, got {cfg.frame_stride}"
-        assert cfg.shuffle_buffer >= 1, f"data.shuffle_buffer must be >= 1, got {cfg.shuffle_buffer}"
         self.shards, self.seed, self.rank, self.world_size = list(shards), seed, rank, world_size
         self.buckets, self.frame_stride, self.random_start = buckets, cfg.frame_stride, cfg.random_start
         self.shuffle_buffer, self.strict, self.image_batch_ratio = cfg.shuffle_buffer, cfg.strict, cfg.image_batch_ratio

@@ -129,7 +129,8 @@ class RectifiedFlow:
         eps = each_clip(torch.randn_like, x0)
         xt = each_clip(self.noised, x0, eps, t)
         if cond.has_frames:  # the given frames at their own small timestep (noise augmentation, CogVideoX / LTX)
-            cond = cond.with_frames(each_clip(self.noised, cond.frames, eps, cond.frame_t), cond.frame_mask, cond.frame_t)
+            noised_frames = each_clip(self.noised, cond.frames, eps, cond.frame_t)
+            cond = cond.with_frames(noised_frames, cond.frame_mask, cond.frame_t)
         v = self.velocity(model, xt, t, cond)
         masks = as_list(cond.frame_mask) if cond.has_frames else [None] * len(as_list(x0))
         err, count = 0.0, 0

@@ -35,7 +35,8 @@ class CLIPScorer:
             self.model = transformers.CLIPModel.from_pretrained(path, local_files_only=True).eval().to(device)
             self.tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
         except (OSError, ValueError) as e:
-            raise SoraError(f"clip.path={path!r}: not a CLIPModel with its tokenizer ({str(e).splitlines()[0][:200]})") from None
+            raise SoraError(f"clip.path={path!r}: not a CLIPModel with its tokenizer "
+                            f"({str(e).splitlines()[0][:200]})") from None
         self.path, self.device = str(path), device
         size = self.model.config.vision_config.image_size
         self.size, self.mean, self.std = size, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
@@ -74,5 +75,5 @@ class CLIPScorer:
 
 def summarize(cos: torch.Tensor, path: str) -> dict:
     """CLIPSIM and CLIP score from all videos' b t cosines."""
-    return {"clipsim": float(cos.mean()), "clip_score": float(100 * cos.clamp(min=0).mean()), "num_videos": cos.shape[0],
-            "frames_per_video": cos.shape[1], "model": path}
+    return {"clipsim": float(cos.mean()), "clip_score": float(100 * cos.clamp(min=0).mean()),
+            "num_videos": cos.shape[0], "frames_per_video": cos.shape[1], "model": path}

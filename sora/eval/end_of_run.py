@@ -84,7 +84,7 @@ def reconstruct(vae, loader, out_dir: Path, fps: int, num_batches: int = 8, lpip
             scores["lpips"].append(video_lpips(lpips, recon, video).item())
         if i == 0:
             write_mp4(Path(out_dir) / "reconstruction.mp4", torch.cat([video[0], recon[0]], dim=-1), fps)
-    mean = lambda v: round(sum(v) / len(v), 4) if v else None  # noqa: E731
+    mean = lambda v: round(sum(v) / len(v), 4) if v else None
     results = {"reconstruction_psnr_db": mean(scores["psnr"]), "reconstruction_ssim": mean(scores["ssim"]),
                "num_batches": len(scores["psnr"])}
     if lpips is not None:

@@ -24,7 +24,8 @@ def ssim(x: torch.Tensor, y: torch.Tensor, window: int = 11, sigma: float = 1.5)
     only windows wholly inside the frame ('valid'), as skimage's `structural_similarity(gaussian_weights=True)`.
     Frames smaller than the window use a window as large as the frame.
     """
-    assert x.shape == y.shape and x.dim() == 5, f"ssim takes two b c t h w videos of one shape, got {x.shape}, {y.shape}"
+    assert x.shape == y.shape and x.dim() == 5, (
+        f"ssim takes two b c t h w videos of one shape, got {x.shape}, {y.shape}")
     x = rearrange((x.float() + 1) / 2, "b c t h w -> (b c t) 1 h w")
     y = rearrange((y.float() + 1) / 2, "b c t h w -> (b c t) 1 h w")
     size = min(window, x.shape[-1], x.shape[-2])

@@ -74,7 +74,8 @@ def score(videos: list[np.ndarray], prompts: list[str]) -> dict:
     for frames, prompt in zip(videos, prompts):
         want = parse_caption(prompt)
         if want is None:
-            raise SoraError(f"prompt {prompt!r} is not a moving-shapes caption ('a {{color}} {{shape}} moving {{direction}}')")
+            raise SoraError(f"prompt {prompt!r} is not a moving-shapes caption "
+                            "('a {color} {shape} moving {direction}')")
         got = analyze(frames)
         for name, value in zip(("color", "shape", "direction"), want):
             hits[name] += got[name] == value

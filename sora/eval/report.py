@@ -34,7 +34,8 @@ def read_run(run: Path) -> dict:
     overrides = [str(o) for o in OmegaConf.load(run / ".hydra" / "overrides.yaml")]
     results = json.loads((run / "results.json").read_text()) if (run / "results.json").is_file() else None
     curve_file = run / "val_loss.jsonl"
-    curve = [json.loads(line) for line in curve_file.read_text().splitlines() if line.strip()] if curve_file.is_file() else []
+    lines = curve_file.read_text().splitlines() if curve_file.is_file() else []
+    curve = [json.loads(line) for line in lines if line.strip()]
     return {"dir": run, "overrides": overrides, "results": results, "curve": curve}
 
 

@@ -144,7 +144,8 @@ class ModelBundle(nn.Module):
         """What an export holds: `dit.*`, `vae.*`, and `text.*` for a trained word encoder (a frozen one is
         reloaded from text.path)."""
         parts = {"dit": self.dit, "vae": self.vae, **({"text": self.text} if self.text.trainable else {})}
-        return {f"{name}.{k}": v.detach().cpu().contiguous() for name, m in parts.items() for k, v in m.state_dict().items()}
+        return {f"{name}.{k}": v.detach().cpu().contiguous()
+                for name, m in parts.items() for k, v in m.state_dict().items()}
 
     def save(self, path: str, step: int | None = None, source: str | None = None) -> dict:
         """Write the bundle to safetensors (tensors and string metadata only: loading it cannot run code)."""

@@ -44,7 +44,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     if not path.is_file():
         raise SoraError(f"checkpoint {str(path)!r} does not exist")
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; anything else is not ours
-        raise SoraError(f"{str(path)!r} is not a readable checkpoint (not a torch.save archive: truncated, or another format)")
+        raise SoraError(f"{str(path)!r} is not a readable checkpoint "
+                        "(not a torch.save archive: truncated, or another format)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as e:
@@ -52,7 +53,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         raise SoraError(f"{str(path)!r} is not a safe checkpoint: it holds objects beyond tensors and plain "
                         f"types, and loading it could run code ({_first_line(e)})") from None
     except Exception as e:  # torch raises many types for a damaged archive; each means "not readable"
-        raise SoraError(f"{str(path)!r} is not a readable checkpoint (truncated or another format): {_first_line(e)}") from None
+        raise SoraError(f"{str(path)!r} is not a readable checkpoint (truncated or another format): "
+                        f"{_first_line(e)}") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "sora_config" not in ckpt:
         raise SoraError(f"{str(path)!r} is a torch file but not a sora checkpoint (no state_dict / sora_config)")
     return upgrade(ckpt)

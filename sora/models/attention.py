@@ -259,14 +259,14 @@ def _fa4(q, k, v, seg: Optional[Segments]):
     if problem := _fa4_gpu_problem(q.device):
         raise SoraError(problem)
     cute = _fa4_module()
-    first = lambda r: r[0] if isinstance(r, tuple) else r  # noqa: E731  (out, lse) in recent releases
+    first = lambda r: r[0] if isinstance(r, tuple) else r
     if not _masked(seg):
         q, k, v = (rearrange(x, "b h n d -> b n h d") for x in (q, k, v))
         return rearrange(first(cute.flash_attn_func(q, k, v)), "b n h d -> b h n d")
     groups = mask_groups(seg, q.shape[0], q.shape[2], k.shape[2])
-    take = lambda x, ix: [rearrange(x[g.row][:, getattr(g, ix)], "h n d -> n h d") for g in groups]  # noqa: E731
+    take = lambda x, ix: [rearrange(x[g.row][:, getattr(g, ix)], "h n d -> n h d") for g in groups]
     qs, ks, vs = take(q, "q"), take(k, "k"), take(v, "k")
-    cu = lambda xs: torch.tensor([0] + [x.shape[0] for x in xs], device=q.device).cumsum(0).int()  # noqa: E731
+    cu = lambda xs: torch.tensor([0] + [x.shape[0] for x in xs], device=q.device).cumsum(0).int()
     # By keyword: 4.0.0b40 put a `qv` argument fourth, and positional lengths then failed on an H200.
     out = first(cute.flash_attn_varlen_func(torch.cat(qs), torch.cat(ks), torch.cat(vs), cu_seqlens_q=cu(qs),
                                             cu_seqlens_k=cu(ks), max_seqlen_q=max(x.shape[0] for x in qs),

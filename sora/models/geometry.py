@@ -90,4 +90,5 @@ class LatentGeometry:
         """SoraError naming `where` (the keys that set this size) when the size cannot be cut."""
         problems = self.problems(num_frames, height, width)
         if problems:
-            raise SoraError(f"{where}: [{num_frames}, {height}, {width}] (frames, height, width): " + "; ".join(problems))
+            raise SoraError(f"{where}: [{num_frames}, {height}, {width}] (frames, height, width): "
+                            + "; ".join(problems))

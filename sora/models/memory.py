@@ -84,7 +84,8 @@ def saved_activation_bytes(dit, grid, text_len: int, batch_size: int, dtype=torc
     for i, block in enumerate(dit.blocks):
         hooks.append(block.register_forward_pre_hook(lambda m, a, i=i: where.__setitem__(0, i)))
         hooks.append(block.register_forward_hook(lambda m, a, o: where.__setitem__(0, None)))
-    saved_ckpt, dit.num_checkpointed = dit.num_checkpointed, 0  # count every block whole; checkpointing is applied below
+    # Count every block whole; checkpointing is applied below.
+    saved_ckpt, dit.num_checkpointed = dit.num_checkpointed, 0
     real_sdpa = F.scaled_dot_product_attention
     try:
         if fused_attention:

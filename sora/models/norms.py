@@ -16,7 +16,9 @@ import torch.nn.functional as F
 
 
 def _no_autocast(x):
-    return torch.autocast(x.device.type, enabled=False) if x.device.type in ("cuda", "cpu") else contextlib.nullcontext()
+    if x.device.type in ("cuda", "cpu"):
+        return torch.autocast(x.device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def _cast(p, x):

@@ -25,7 +25,8 @@ def _axis_angles(positions: torch.Tensor, dim: int, theta: float) -> torch.Tenso
 def grid_positions(grid: tuple[int, int, int]) -> torch.Tensor:
     """(t, h, w) -> (t*h*w) 3 integer coordinates in the t-major order that `patchify` uses."""
     t, h, w = grid
-    return torch.stack(torch.meshgrid(torch.arange(t), torch.arange(h), torch.arange(w), indexing="ij"), -1).reshape(-1, 3)
+    coords = torch.meshgrid(torch.arange(t), torch.arange(h), torch.arange(w), indexing="ij")  # 3 x (t h w)
+    return torch.stack(coords, -1).reshape(-1, 3)  # (t*h*w) 3
 
 
 def rope_angles(positions: torch.Tensor, head_dim: int, theta: float = 10000.0) -> torch.Tensor:

@@ -68,11 +68,8 @@ PAD, BOS, UNK = 0, 1, 2
 class WordTokenizer:
     """Lower-cased words to ids; ids 0-2 are <pad>, <bos>, <unk>; every sequence starts with <bos>."""
 
-    def __init__(self, vocab: list[str], max_tokens: int):
-        assert max_tokens >= 2, f"max_tokens must be >= 2 (<bos> and one word), got {max_tokens}"
+    def __init__(self, vocab: list[str], max_tokens: int):  # both checked by TextArgs (vocab, max_tokens)
         words = [w.lower() for w in vocab]
-        assert len(set(words)) == len(words), \
-            f"text.vocab has repeated words: {sorted(w for w in set(words) if words.count(w) > 1)}"
         self.vocab = words
         self.ids = {w: i + 3 for i, w in enumerate(words)}
         self.size, self.max_tokens = len(words) + 3, max_tokens
@@ -107,7 +104,6 @@ class VocabTextEncoder(nn.Module):
 
     def __init__(self, vocab: list[str], width: int = 128, depth: int = 1, num_heads: int = 4, max_tokens: int = 16):
         super().__init__()
-        assert len(vocab) > 0, "text.vocab is empty: list the words the captions use"
         self.tokenizer = WordTokenizer(vocab, max_tokens)
         self.dim = width
         self.embed = nn.Embedding(self.tokenizer.size, width)

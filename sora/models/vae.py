@@ -107,7 +107,8 @@ class PixelVAE(nn.Module):
         return latent
 
     def moments(self, video: torch.Tensor) -> torch.Tensor:
-        """b 3 t h w -> b 6 t h w: the latent and a zero std (the latent cache's format, see sora/data/latent_cache.py)."""
+        """b 3 t h w -> b 6 t h w: the latent and a zero std (the latent cache's format, see
+        sora/data/latent_cache.py)."""
         return torch.cat([video, torch.zeros_like(video)], dim=1)
 
 
@@ -273,7 +274,8 @@ class CausalVAE(nn.Module):
                                                                   args.num_res_blocks, args.shortcuts)
         chunk_frames, tile_px, tile_overlap_px = args.chunk_frames, args.tile_px, args.tile_overlap_px
         memory_budget_gb = args.memory_budget_gb
-        n_spatial, n_temporal = int(math.log2(spatial_compression)), int(math.log2(temporal_compression))  # VAEArgs.check: powers of 2
+        # VAEArgs.check: powers of 2
+        n_spatial, n_temporal = int(math.log2(spatial_compression)), int(math.log2(temporal_compression))
         self.latent_channels = latent_channels
         self.temporal_compression, self.spatial_compression = temporal_compression, spatial_compression
         self.chunk_frames, self.tile_px, self.tile_overlap_px = chunk_frames, tile_px, tile_overlap_px
@@ -292,7 +294,8 @@ class CausalVAE(nn.Module):
             enc += [ResBlock(c_in if j == 0 else chans[i], chans[i]) for j in range(num_res_blocks)]
             if i < n_spatial:
                 enc.append(Downsample(chans[i], down_out[i], temporal_at[i], shortcuts))
-        enc += [ResBlock(chans[-1], chans[-1]), _norm(chans[-1]), nn.SiLU(), CausalConv3d(chans[-1], 2 * latent_channels)]
+        enc += [ResBlock(chans[-1], chans[-1]), _norm(chans[-1]), nn.SiLU(),
+                CausalConv3d(chans[-1], 2 * latent_channels)]
         self.encoder = nn.Sequential(*enc)
 
         dec = [CausalConv3d(latent_channels, chans[-1]), ResBlock(chans[-1], chans[-1])]
@@ -331,14 +334,14 @@ class CausalVAE(nn.Module):
         without tiles)."""
         p = self.plan(*video.shape[2:])
         sc = self.spatial_compression
-        fn = lambda v: self._chunked(self.encoder, v, p.chunk_frames)  # noqa: E731
+        fn = lambda v: self._chunked(self.encoder, v, p.chunk_frames)
         return tiled(fn, video, p.tile_px, p.overlap_px, 1 / sc) if p.tile_px else fn(video)
 
     def run_decoder(self, z: torch.Tensor) -> torch.Tensor:
         """b z t h w -> b 3 T H W, chunked and tiled as the pixel-space clip it makes would be."""
         tc, sc = self.temporal_compression, self.spatial_compression
         p = self.plan(1 + (z.shape[2] - 1) * tc, z.shape[3] * sc, z.shape[4] * sc)
-        fn = lambda v: self._chunked(self.decoder, v, p.chunk_frames // tc)  # noqa: E731
+        fn = lambda v: self._chunked(self.decoder, v, p.chunk_frames // tc)
         return tiled(fn, z, p.tile_px // sc, p.overlap_px // sc, sc) if p.tile_px else fn(z)
 
     # -- the VAE interface -------------------------------------------------------------------------------------

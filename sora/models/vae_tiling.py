@@ -98,7 +98,7 @@ def plan(num_frames: int, height: int, width: int, bytes_per_voxel: float, budge
     """
     tc, sc = temporal_compression, spatial_compression
     overlap = overlap_px // sc * sc  # tile edges on the latent grid
-    fits = lambda t, h, w: bytes_per_voxel * t * h * w <= budget_bytes  # noqa: E731
+    fits = lambda t, h, w: bytes_per_voxel * t * h * w <= budget_bytes
     if chunk_frames is None:
         if fits(num_frames, height, width):
             chunk_frames = 0

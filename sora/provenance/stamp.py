@@ -13,6 +13,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 
 import torch
@@ -137,4 +138,4 @@ def _plain(x):
         return [_plain(v) for v in x]
     if x is None or isinstance(x, (bool, int, float, str)):
         return x
-    return str(getattr(x, "value", x))
+    return x.value if isinstance(x, Enum) else str(x)

@@ -52,7 +52,8 @@ class DataReport(L.Callback):
 
 
 class Throughput(L.Callback):
-    """Logs perf/tokens_per_s, perf/tflops (model FLOPs, sora/models/flops.py) and perf/mfu when the GPU's peak is known."""
+    """Logs perf/tokens_per_s, perf/tflops (model FLOPs, sora/models/flops.py) and perf/mfu when the GPU's peak is
+    known."""
 
     def __init__(self, window: int = 25):
         self.window, self.t0, self.steps, self.tokens, self.flops = window, None, 0, 0, 0.0
@@ -76,7 +77,8 @@ class Throughput(L.Callback):
         self._sync(module)
         seconds = time.perf_counter() - self.t0
         world = trainer.world_size
-        metrics = {"perf/tokens_per_s": self.tokens * world / seconds, "perf/tflops_per_device": self.flops / seconds / 1e12}
+        metrics = {"perf/tokens_per_s": self.tokens * world / seconds,
+                   "perf/tflops_per_device": self.flops / seconds / 1e12}
         value = mfu(self.flops, seconds, device_peak_flops(module.device))
         if value is not None:
             metrics["perf/mfu"] = value
@@ -94,12 +96,13 @@ def log_videos(trainer, paths, prompts, step: int) -> None:
         if type(logger).__name__ == "WandbLogger":
             import wandb
 
-            logger.experiment.log({"samples": [wandb.Video(str(p), caption=c, format="mp4") for p, c in zip(paths, prompts)]},
-                                  step=step)
+            videos = [wandb.Video(str(p), caption=c, format="mp4") for p, c in zip(paths, prompts)]
+            logger.experiment.log({"samples": videos}, step=step)
 
 
 class Profile(L.Callback):
-    """`steps` whole steps under torch.profiler from global step `start`: RUN/profile/{table.txt, summary.json, trace.json}.
+    """`steps` whole steps under torch.profiler from global step `start`:
+    RUN/profile/{table.txt, summary.json, trace.json}.
 
     A window runs from one step's start to the start of the step `steps` later, so it holds everything a step
     costs: the wait for data, the step itself, and the callbacks after it. The summary's device_busy_share is
@@ -137,7 +140,8 @@ class Profile(L.Callback):
         events = self.prof.key_averages()
         on_gpu = module.device.type == "cuda"
         key = "self_device_time_total" if on_gpu else "self_cpu_time_total"
-        # The device's own events (kernels, copies), as the profiler's table totals them; an op's row repeats its kernels.
+        # The device's own events (kernels, copies), as the profiler's table totals them; an op's row repeats its
+        # kernels.
         kernels = [e for e in events if e.device_type == DeviceType.CUDA and not e.is_user_annotation]
         busy_us = sum(e.self_device_time_total for e in kernels) if on_gpu else None
         self.out_dir.mkdir(parents=True, exist_ok=True)

@@ -123,7 +123,8 @@ class DiTTask(Task):
             # The DiT being trained splits tokens; the EMA copy (made in __init__) stays whole, for sampling.
             self.sequence_group = sequence_parallel_group(sp, self.trainer.strategy.root_device.type)
             parallelize_sequence(dit, self.sequence_group)
-        if self.cfg.train.param_dtype != "fp32" and not getattr(self, "_lowered", False):  # AdamW then keeps fp32 masters
+        # AdamW then keeps fp32 masters
+        if self.cfg.train.param_dtype != "fp32" and not getattr(self, "_lowered", False):
             lower_block_linears(dit, DTYPES[self.cfg.train.param_dtype])  # the EMA copy (made in __init__) stays fp32
             self._lowered = True
         if self.cfg.train.fp8 and not getattr(self, "_fp8", False):  # before sharding and compiling, as torchao asks
@@ -193,7 +194,8 @@ class DiTTask(Task):
         self.log("train/loss", loss, prog_bar=True, batch_size=len(cond))
         # What Throughput needs to count this step's model FLOPs: (token grid, text length, clips).
         clips = [(z.shape, 1) for z in latent] if isinstance(latent, list) else [(latent.shape, latent.shape[0])]
-        self.last_step_shapes = [(self.model.geometry.grid_of_latent(shape), cond.text.shape[1], n) for shape, n in clips]
+        self.last_step_shapes = [(self.model.geometry.grid_of_latent(shape), cond.text.shape[1], n)
+                                 for shape, n in clips]
         return loss
 
     def on_train_batch_start(self, batch, batch_idx):
@@ -242,7 +244,8 @@ class DiTTask(Task):
         # The sharded weights run only with every rank: rank 0 samples from the gathered copy.
         assert ema and self._gathered_ema is not None, "a sharded run samples its EMA after gather_for_sampling()"
         state = self._gathered_ema
-        parts = {name: {k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + ".")} for name in ("dit", "text")}
+        parts = {name: {k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + ".")}
+                 for name in ("dit", "text")}
         frozen_text = None if self.model.text.trainable else self.model.text
         with torch.random.fork_rng(devices=[]):  # a rebuilt word encoder's init must not move the training RNG
             bundle = ModelBundle.assemble(self.cfg, parts, vae=self.model.vae, text=frozen_text, where="gathered EMA")

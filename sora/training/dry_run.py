@@ -67,7 +67,8 @@ def dry_run(cfg, bundle, buckets: BucketSet) -> dict:
                                  world, sp)
         rows.append({"bucket": [b.num_frames, b.height, b.width], "clips": counts.get(i, 0),
                      "batch_size": size, "batches_per_epoch_per_device": -(-counts.get(i, 0) // (size * readers)),
-                     "tokens_per_batch": tokens * size, "tflops_per_step": dit_train_flops(bundle.dit, grid, text_len, size) / sp / 1e12,
+                     "tokens_per_batch": tokens * size,
+                     "tflops_per_step": dit_train_flops(bundle.dit, grid, text_len, size) / sp / 1e12,
                      "peak_memory_gib": memory.as_gib()})
     report = {"buckets": rows, "skipped": dict(skipped), "params": {"trained": trained, "frozen": frozen},
               "precision": precision, "strategy": strategy, "devices": world, "sequence_parallel": sp,
@@ -80,7 +81,8 @@ def dry_run(cfg, bundle, buckets: BucketSet) -> dict:
         log.info("  bucket %-16s clips %6d  batch %3d  batches/epoch/device %5d  tokens/batch %7d  TFLOP/step %8.3f  "
                  "peak memory %.2f GiB/device (state %.2f, activations %.2f, transient %.2f)", str(r["bucket"]),
                  r["clips"], r["batch_size"], r["batches_per_epoch_per_device"], r["tokens_per_batch"],
-                 r["tflops_per_step"], *(r["peak_memory_gib"][k] for k in ("total", "state", "activations", "transient")))
+                 r["tflops_per_step"],
+                 *(r["peak_memory_gib"][k] for k in ("total", "state", "activations", "transient")))
     if problem := empty_bucket(histogram, buckets, cfg.data, f"data.shards={cfg.data.shards!r}"):
         raise SoraError(problem)
     return report

@@ -67,8 +67,8 @@ class MasterWeightAdamW(torch.optim.AdamW):
 
     def state_dict(self) -> dict:
         state = super().state_dict()
-        state["master_weights"] = {i: m.detach().clone() for i, (p, m) in enumerate(zip(self.model_params, self.masters))
-                                   if m is not p}
+        state["master_weights"] = {i: m.detach().clone()
+                                   for i, (p, m) in enumerate(zip(self.model_params, self.masters)) if m is not p}
         return state
 
     def load_state_dict(self, state_dict: dict) -> None:
@@ -84,7 +84,8 @@ class MasterWeightAdamW(torch.optim.AdamW):
             low = {i for i, (p, m) in enumerate(zip(self.model_params, self.masters)) if m is not p}
             if set(map(int, saved)) != low:
                 raise SoraError(f"the checkpoint's optimizer holds master weights for {len(saved)} parameters and this "
-                                f"model has {len(low)} in low precision: resume with the train.param_dtype it was saved with")
+                                f"model has {len(low)} in low precision: "
+                                "resume with the train.param_dtype it was saved with")
             for i, value in saved.items():
                 self.masters[int(i)].copy_(value)
                 self.model_params[int(i)].copy_(value)

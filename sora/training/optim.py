@@ -43,7 +43,8 @@ def adamw(params, cfg, progress: Callable[[], float]) -> dict:
 
 
 def training_progress(trainer, max_minutes: float | None) -> float:
-    """Share of training done: the further along of steps and wall-clock time (restored on resume by Lightning's Timer)."""
+    """Share of training done: the further along of steps and wall-clock time (restored on resume by Lightning's
+    Timer)."""
     if trainer is None:
         return 0.0
     done = trainer.global_step / trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else 0.0

@@ -26,7 +26,8 @@ def progress_line(step: int, max_steps: int, elapsed_s: float, budget_s: float |
     left_time = max(0.0, budget_s - elapsed_s) if budget_s is not None else None
     by_time = left_time is not None and (left_steps is None or left_time <= left_steps)
     parts = [f"step {step}" + (f" of {max_steps}" if max_steps > 0 and not by_time else "")]
-    parts.append(f"{_minutes(elapsed_s)} of {_minutes(budget_s)}" if budget_s is not None else f"{_minutes(elapsed_s)} elapsed")
+    parts.append(f"{_minutes(elapsed_s)} of {_minutes(budget_s)}" if budget_s is not None
+                 else f"{_minutes(elapsed_s)} elapsed")
     if by_time:
         parts.append(f"{_minutes(left_time)} left (time budget)")
     elif left_steps is not None:
@@ -65,14 +66,16 @@ class Progress(L.Callback):
         seconds = time.perf_counter() - self.t0
         done = trainer.global_step - self.step0
         loss = trainer.callback_metrics.get("train/loss")
+        steps_per_s = done / seconds if done and seconds > 0 else None
         return progress_line(trainer.global_step, trainer.max_steps, self._elapsed(trainer), self.budget_s,
-                             done / seconds if done and seconds > 0 else None, float(loss) if loss is not None else None)
+                             steps_per_s, float(loss) if loss is not None else None)
 
     def on_train_start(self, trainer, module):
         self.t0, self.step0 = time.perf_counter(), trainer.global_step
         if self.terminal and trainer.is_global_zero:
             for handler in logging.getLogger().handlers:
-                if not isinstance(handler, logging.FileHandler) and getattr(handler, "stream", None) in (sys.stderr, sys.stdout):
+                if (not isinstance(handler, logging.FileHandler)
+                        and getattr(handler, "stream", None) in (sys.stderr, sys.stdout)):
                     handler.addFilter(_DropOnTerminal())
                     self.filtered.append(handler)
 

@@ -59,7 +59,8 @@ class Preemption(L.Callback):
         received = self.received
         if trainer.world_size > 1:  # every rank stops at the same step, even if only one got the signal
             flag = torch.tensor(float(received is not None), device=module.device)
-            received = received or ("signal on another rank" if trainer.strategy.reduce(flag, reduce_op="max") > 0 else None)
+            any_rank = trainer.strategy.reduce(flag, reduce_op="max") > 0  # every rank joins the all-reduce
+            received = received or ("signal on another rank" if any_rank else None)
         if received:
             log.warning("%s received: saving %s at step %d and stopping; rerun the same command to resume",
                         received, self.last_path, trainer.global_step)
@@ -111,7 +112,8 @@ class NonFiniteGuard:
             return True
         self.consecutive += 1
         self.total += 1
-        log.warning("step %d: non-finite %s, step skipped (%d in a row, %d in all)", step, what, self.consecutive, self.total)
+        log.warning("step %d: non-finite %s, step skipped (%d in a row, %d in all)", step, what, self.consecutive,
+                    self.total)
         if self.consecutive >= self.max_consecutive:
             raise NonFiniteError(f"{self.consecutive} steps in a row had a non-finite {what} (last at step {step}); "
                                  "lower optim.lr, check the data, or raise train.max_nonfinite_steps")
@@ -209,6 +211,7 @@ def run_record() -> dict:
     record = {"git_commit": git("rev-parse", "HEAD") or None, "git_dirty": bool(git("status", "--porcelain")),
               "versions": versions, "python": platform.python_version(), "command": [sys.executable, *sys.argv],
               "host": platform.node(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-              "cuda": torch.version.cuda, "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
+              "cuda": torch.version.cuda,
+              "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
               "slurm_job_id": os.environ.get("SLURM_JOB_ID")}
     return record

@@ -112,7 +112,8 @@ class Task(L.LightningModule):
                 p.grad = None
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
-        """Clip the module's gradients: with fp32 master weights the optimizer's own copies get theirs only in step()."""
+        """Clip the module's gradients: with fp32 master weights the optimizer's own copies get theirs only in
+        step()."""
         if not hasattr(optimizer, "model_params"):
             return super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
         if gradient_clip_val:

@@ -116,6 +116,7 @@ class VAETask(Task):
             if hasattr(self.vae, "latent_scale"):  # running latent std, so encode() hands the DiT unit-variance latents
                 self.vae.latent_scale.lerp_(z.float().std(), 0.01 if self.global_step > 0 else 1.0)
                 logs["train/latent_scale"] = self.vae.latent_scale
-            logs.update({"train/loss": loss, "train/psnr": psnr(recon, video), "train/ssim": ssim(recon.clamp(-1, 1), video)})
+            logs.update({"train/loss": loss, "train/psnr": psnr(recon, video),
+                         "train/ssim": ssim(recon.clamp(-1, 1), video)})
         self.log_dict(logs, prog_bar=True, batch_size=video.shape[0])
         return loss
