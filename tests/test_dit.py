@@ -96,14 +96,34 @@ def test_variants_shapes_and_text_padding(layout, text):
 
 
 def test_factorized_attention_is_spatial_then_temporal():
-    """Frames exchange information only through the temporal attention: a change in frame 2 reaches frame 0."""
+    """Frames exchange information only through the temporal attention, and positions within a frame only through
+    the spatial one: a change in frame 2 reaches frame 0; with the temporal attention silenced it does not; with the
+    spatial one silenced it reaches frame 0 only at the changed position (a full attention layer fails both)."""
     model = randomized(attention_layout="factorized")
     x, t, ctx, mask = inputs(c=3, t=3, h=8, w=8)
-    out = model(x, t, Conditioning(ctx, mask))
+    cond = Conditioning(ctx, mask)
+    out = model(x, t, cond)
     x2 = x.clone()
     x2[:, :, 2] += 1.0
     # frames talk (temporal attention)
-    assert not torch.allclose(model(x2, t, Conditioning(ctx, mask))[:, :, 0], out[:, :, 0])
+    assert not torch.allclose(model(x2, t, cond)[:, :, 0], out[:, :, 0])
+
+    def silenced(name):  # the model with every block's `name` attention contributing nothing
+        quiet = randomized(attention_layout="factorized")
+        for block in quiet.blocks:
+            torch.nn.init.zeros_(getattr(block, name).proj.weight)
+            torch.nn.init.zeros_(getattr(block, name).proj.bias)
+        return quiet
+
+    no_time = silenced("attn_t")
+    torch.testing.assert_close(no_time(x2, t, cond)[:, :, 0], no_time(x, t, cond)[:, :, 0])
+    no_space = silenced("attn")
+    x3 = x.clone()
+    x3[:, :, 2, :2, :2] += 1.0  # one 2 x 2 patch: token (0, 0) of frame 2
+    moved = (no_space(x3, t, cond) - no_space(x, t, cond))[:, :, 0].abs()  # b c h w, frame 0
+    assert moved[..., :2, :2].amax() > 1e-4  # the same position, through time
+    moved[..., :2, :2] = 0
+    assert moved.amax() == 0  # nowhere else
 
 
 @pytest.mark.parametrize("layout", ["full", "factorized"])
