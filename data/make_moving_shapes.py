@@ -9,7 +9,6 @@ ROOT is replaced as a whole, so it must be new, empty, or an earlier copy of thi
 A bad option ends in one line `error: ...` (exit status 2).
 """
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -20,21 +19,13 @@ from sora.data.moving_shapes import (
     MovingShapesArgs,
     write_moving_shapes,
 )
-from sora.errors import exit_on_user_error
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse whose mistakes are one line, `error: ...` with exit status 2, as every entry point's are."""
-
-    def error(self, message: str):
-        print(f"error: {message} (--help lists the options)", file=sys.stderr)
-        sys.exit(2)
+from sora.errors import ArgumentParser, exit_on_user_error
 
 
 @exit_on_user_error
 def main(argv=None) -> None:
     d = MovingShapesArgs()
-    p = OneLineParser(description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--root", default=d.root)
     p.add_argument("--clips-per-combo", type=int, default=d.clips_per_combo)
     p.add_argument("--clips-per-shard", type=int, default=d.clips_per_shard)

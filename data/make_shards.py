@@ -9,7 +9,6 @@ by reason and listed in the log; OUT/summary.json holds the counts. A bad option
 usable sample, ends in one line `error: ...` (exit status 2).
 """
 
-import argparse
 import json
 import logging
 import sys
@@ -24,15 +23,7 @@ from sora.data.shard_writer import (
     scan_folder,
     write_shards,
 )
-from sora.errors import SoraError
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse whose mistakes are one line, `error: ...` with exit status 2, as every entry point's are."""
-
-    def error(self, message: str):
-        print(f"error: {message} (--help lists the options)", file=sys.stderr)
-        sys.exit(2)
+from sora.errors import ArgumentParser, SoraError, exit_on_user_error
 
 
 def check_arguments(a) -> None:
@@ -54,9 +45,10 @@ def check_arguments(a) -> None:
         raise SoraError(f"--out={a.out!r} cannot be a folder: {there} is a file")
 
 
+@exit_on_user_error
 def main(argv=None) -> int:
     d = Filters()
-    p = OneLineParser(description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("input", help="a folder (media + NAME.txt captions) or a .csv / .jsonl manifest")
     p.add_argument("--out", required=True, help="output folder for PREFIX-NNNNNN.tar and summary.json")
     p.add_argument("--prefix", default="shard")

@@ -1,5 +1,6 @@
 """One exception type for mistakes the user can fix (bad config, path, checkpoint, prompt)."""
 
+import argparse
 import functools
 import sys
 
@@ -20,3 +21,11 @@ def exit_on_user_error(main):
             sys.exit(2)
 
     return wrapper
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose usage errors are a SoraError: one line, `error: ...`, exit 2 (argparse prints two lines)."""
+
+    def error(self, message):
+        usage = " ".join(self.format_usage().split())  # argparse wraps long usages over several lines
+        raise SoraError(f"{message} ({usage}; --help lists the options)")

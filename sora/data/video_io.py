@@ -18,39 +18,29 @@ GENERATED_TAG = "AI-generated: made by a video diffusion model trained with the 
 
 def encode_mp4(frames: np.ndarray, fps: int, crf: int = 18, generated: bool = False) -> bytes:
     """Encode uint8 frames (t h w 3) to H.264 mp4 bytes; odd sizes are padded by one black pixel (yuv420p)."""
-    assert frames.ndim == 4 and frames.shape[-1] == 3 and frames.dtype == np.uint8, \
-        f"want uint8 t h w 3, got {frames.dtype} {frames.shape}"
-    t, h, w, _ = frames.shape
-    frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)))  # t h w 3 -> t H W 3 (H, W even)
-    buf = io.BytesIO()
-    with av.open(buf, mode="w", format="mp4") as container:
-        if generated:
-            container.metadata["comment"] = GENERATED_TAG
-        stream = container.add_stream("libx264", rate=int(fps))
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": str(crf), "preset": "fast"}
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return buf.getvalue()
+    return _encode(frames, fps, "mp4", "libx264", {"crf": str(crf), "preset": "fast"}, generated)
 
 
 def encode_webm(frames: np.ndarray, fps: int, crf: int = 20, generated: bool = False) -> bytes:
     """Encode uint8 frames (t h w 3) to VP9 WebM bytes (constant quality: crf with no bitrate cap); odd sizes are
     padded by one black pixel (yuv420p)."""
+    return _encode(frames, fps, "webm", "libvpx-vp9", {"crf": str(crf), "b": "0"}, generated)
+
+
+def _encode(frames: np.ndarray, fps: int, container_format: str, codec: str, options: dict,
+            generated: bool) -> bytes:
+    assert frames.ndim == 4 and frames.shape[-1] == 3 and frames.dtype == np.uint8, \
+        f"want uint8 t h w 3, got {frames.dtype} {frames.shape}"
     t, h, w, _ = frames.shape
     frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)))  # t h w 3 -> t H W 3 (H, W even)
     buf = io.BytesIO()
-    with av.open(buf, mode="w", format="webm") as container:
+    with av.open(buf, mode="w", format=container_format) as container:
         if generated:
             container.metadata["comment"] = GENERATED_TAG
-        stream = container.add_stream("libvpx-vp9", rate=int(fps))
+        stream = container.add_stream(codec, rate=int(fps))
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": str(crf), "b": "0"}
+        stream.options = options
         for frame in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)

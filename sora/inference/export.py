@@ -9,12 +9,11 @@ safetensors holds tensors and string metadata only, so loading it can never run 
 resolved config (`sora_config`, JSON), the training step and which weights were exported (ModelBundle.save).
 """
 
-import argparse
 import json
 import sys
 
 from sora.data.video_io import check_writable
-from sora.errors import SoraError, exit_on_user_error
+from sora.errors import ArgumentParser, SoraError, exit_on_user_error
 from sora.inference.bundle import ModelBundle
 from sora.inference.checkpoint import load_checkpoint
 
@@ -31,12 +30,6 @@ def export(ckpt_path: str, out_path: str, ema: bool = True) -> dict:
     step = load_checkpoint(ckpt_path).get("global_step", 0)  # memory-mapped: reads the small pickle only
     return bundle.save(out_path, step=step, source=str(ckpt_path))
 
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse whose usage errors are a SoraError: one line, `error: ...`, exit 2 (argparse prints two)."""
-
-    def error(self, message):
-        raise SoraError(f"{message} ({self.format_usage().strip()})")
 
 
 @exit_on_user_error

@@ -9,7 +9,6 @@ run; without a valid manifest the detector always runs. Works on any video, ours
 Exit status 1 when any manifest is tampered, 2 when a file is not a readable video (one line each), else 0.
 """
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from sora.errors import SoraError, exit_on_user_error
+from sora.errors import ArgumentParser, SoraError, exit_on_user_error
 from sora.provenance import manifest, watermark
 
 MAX_FRAMES = 64  # the detector averages frames: more than this adds time, not evidence
@@ -101,12 +100,6 @@ def describe(r: dict) -> str:
              if w["found"] else "watermark not found")
     return f"{r['file']}: {m}; {w}"
 
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse whose usage errors are a SoraError: one line, `error: ...`, exit 2 (argparse prints two)."""
-
-    def error(self, message):
-        raise SoraError(f"{message} ({self.format_usage().strip()})")
 
 
 @exit_on_user_error

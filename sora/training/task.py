@@ -112,12 +112,17 @@ class Task(L.LightningModule):
                 p.grad = None
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
-        """Clip the module's gradients: with fp32 master weights the optimizer's own copies get theirs only in
-        step()."""
-        if not hasattr(optimizer, "model_params"):
-            return super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
-        if gradient_clip_val:
-            torch.nn.utils.clip_grad_norm_(optimizer.model_params, gradient_clip_val)
+        """Clip the module's gradients by their global norm (optim.grad_clip), here rather than in Lightning's
+        precision plugin: its mixed-precision plugin refuses any fused optimizer (it assumes the optimizer unscales
+        fp16 gradients itself), and with fp32 master weights the optimizer's own copies get their gradients only in
+        step(). Under a GradScaler (train.precision=16-mixed) the gradients are unscaled first, as torch's AMP
+        recipe clips them; the scaler's step then knows they are."""
+        if not gradient_clip_val:
+            return
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        if scaler is not None:
+            scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model_params(optimizer), gradient_clip_val)
 
     # -- checkpoints and resume ------------------------------------------------------------------------------
 
