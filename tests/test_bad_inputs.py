@@ -1,9 +1,6 @@
 """Bad input to the training and data entry points, as a new user would give it (issue 27): wrong types, empty and
 missing paths, shards of the wrong kind, sizes no VAE or bucket can take, values at and past each range's ends.
 Each case ends in one line `error: ...` (exit status 2, no traceback) before any training step, or works.
-
-A case that fails today in code owned elsewhere is marked xfail(strict=True) with the reason: it starts passing,
-and so failing here, when that code is fixed (then drop the mark).
 """
 
 import functools
@@ -38,10 +35,6 @@ def worked(proc):
 def case_id(value) -> str:
     """A case's id: its arguments, and whether it should work or end in an error."""
     return " ".join(value) if isinstance(value, list) else "works" if value is None else "error"
-
-
-def xfail(reason: str):
-    return pytest.mark.xfail(strict=True, reason=reason)
 
 
 
