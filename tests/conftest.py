@@ -167,21 +167,31 @@ def train_in_process(*overrides: str) -> subprocess.CompletedProcess:
     return finished
 
 
+def captioned_shards(tmp_path_factory, name: str, write_media, samples_per_shard: int) -> Path:
+    """Shards written by the real shard writer from a folder that `write_media(folder)` fills, each file captioned
+    `clip NAME`."""
+    from sora.data.shard_writer import scan_folder, write_shards
+
+    src = tmp_path_factory.mktemp(f"{name}_src")
+    write_media(src)
+    for p in list(src.iterdir()):
+        p.with_suffix(".txt").write_text(f"clip {p.stem}")
+    out = tmp_path_factory.mktemp(f"{name}_shards")
+    sources, skipped = scan_folder(str(src))
+    write_shards(sources, str(out), samples_per_shard=samples_per_shard, workers=1, skipped=skipped)
+    return out
+
+
 @pytest.fixture(scope="session")
 def mixed_shards(tmp_path_factory) -> Path:
     """Shards written by the real shard writer from a folder of square and wide videos and images, captioned."""
-    from sora.data.shard_writer import scan_folder, write_shards
     from tests.media import moving_square, write_image, write_video
 
-    src = tmp_path_factory.mktemp("mixed_src")
-    for i in range(6):
-        write_video(src / f"sq{i}.mp4", moving_square(8, 32, 32))
-        write_video(src / f"wide{i}.webm", moving_square(8, 32, 48))
-        write_image(src / f"img{i}.png", 32, 32)
-        write_image(src / f"wimg{i}.jpg", 32, 48)
-    for p in list(src.iterdir()):
-        p.with_suffix(".txt").write_text(f"clip {p.stem}")
-    out = tmp_path_factory.mktemp("mixed_shards")
-    sources, skipped = scan_folder(str(src))
-    write_shards(sources, str(out), samples_per_shard=8, workers=1, skipped=skipped)
-    return out
+    def media(src):
+        for i in range(6):
+            write_video(src / f"sq{i}.mp4", moving_square(8, 32, 32))
+            write_video(src / f"wide{i}.webm", moving_square(8, 32, 48))
+            write_image(src / f"img{i}.png", 32, 32)
+            write_image(src / f"wimg{i}.jpg", 32, 48)
+
+    return captioned_shards(tmp_path_factory, "mixed", media, samples_per_shard=8)

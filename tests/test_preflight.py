@@ -19,7 +19,7 @@ from sora.data.moving_shapes import MovingShapesArgs
 from sora.data.preflight import preflight, read_samples, survey
 from sora.data.stream import ClipStream, expand_shards, raw_samples
 from sora.errors import SoraError
-from tests.conftest import eval_in_process, shrunk_overrides, train_in_process
+from tests.conftest import captioned_shards, eval_in_process, shrunk_overrides, train_in_process
 
 
 def error_lines(proc) -> list[str]:
@@ -41,20 +41,15 @@ def one_line_error(proc, *needles: str) -> str:
 def own_shards(tmp_path_factory):
     """A user's own dataset, written by the project's shard writer: 9- to 12-frame square and wide videos and
     square images, captioned."""
-    from sora.data.shard_writer import scan_folder, write_shards
     from tests.media import moving_square, write_image, write_video
 
-    src = tmp_path_factory.mktemp("own_src")
-    for i in range(4):
-        write_video(src / f"sq{i}.mp4", moving_square(9 + i, 32, 32))
-        write_video(src / f"wide{i}.mp4", moving_square(9 + i, 32, 48))
-        write_image(src / f"img{i}.png", 32, 32)
-    for p in list(src.iterdir()):
-        p.with_suffix(".txt").write_text(f"clip {p.stem}")
-    out = tmp_path_factory.mktemp("own_shards")
-    sources, skipped = scan_folder(str(src))
-    write_shards(sources, str(out), samples_per_shard=4, workers=1, skipped=skipped)
-    return out
+    def media(src):
+        for i in range(4):
+            write_video(src / f"sq{i}.mp4", moving_square(9 + i, 32, 32))
+            write_video(src / f"wide{i}.mp4", moving_square(9 + i, 32, 48))
+            write_image(src / f"img{i}.png", 32, 32)
+
+    return captioned_shards(tmp_path_factory, "own", media, samples_per_shard=4)
 
 
 # ---------------------------------------------------------------------------------------------------------------
