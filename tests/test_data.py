@@ -11,9 +11,10 @@ import pytest
 import torch
 import webdataset as wds
 
+import sora.data.decode
 import sora.data.stream
 from sora.data.buckets import BucketSet, resize_crop
-from sora.data.decode import BadSample, decode_clip
+from sora.data.decode import BadSample, DecodedClips, decode_clip
 from sora.data.stream import ClipStream, check_shards, expand_shards, make_loader, strip_bookkeeping
 from sora.errors import SoraError
 from tests.conftest import compose_config
@@ -110,6 +111,40 @@ def test_resume_continues_the_exact_stream(shapes_dir):
         assert a["caption"] == b["caption"]
         assert torch.equal(a["video"], b["video"])  # same random starts and crops too
     assert full[-1]["_position"]["epoch"] == 1
+
+
+def test_decoded_clips_kept_in_memory_give_the_batches_decoding_gives(shapes_dir):
+    """data.decoded_cache_mb: over two epochs the stream's batches equal those of decoding every time, and the
+    second epoch decodes nothing."""
+    batches = {}
+    for mb in (0, 64):
+        cfg = data_cfg(shapes_dir, f"data.decoded_cache_mb={mb}", "data.shuffle_buffer=16")
+        stream = ClipStream(expand_shards(cfg.shards), cfg, BucketSet.from_config(cfg), seed=3)
+        batches[mb] = [b for _, b in zip(range(40), stream)]  # past the first epoch
+        assert batches[mb][-1]["_position"]["epoch"] >= 1
+    for a, b in zip(batches[0], batches[64]):
+        assert a["caption"] == b["caption"] and torch.equal(a["video"], b["video"])
+    clips = sum(1 for _ in wds.WebDataset(expand_shards(cfg.shards), shardshuffle=False))
+    assert stream.decoded is not None and len(stream.decoded.clips) == clips  # every clip kept, once
+
+
+def test_decoded_clips_keep_only_what_fits_and_decode_the_rest(shapes_dir, monkeypatch):
+    raws = [r for _, r in zip(range(3), wds.WebDataset(f"{shapes_dir}/train-000000.tar", shardshuffle=False))]
+    info = json.loads(raws[0]["json"])
+    one_clip = info["num_frames"] * info["height"] * info["width"] * 3
+    cache = DecodedClips(1)
+    cache.max_bytes = 2 * one_clip  # room for two clips
+    for i, raw in enumerate(raws):
+        want = decode_clip(raw["mp4"], "mp4", 4, 3, random.Random(i), json.loads(raw["json"]))
+        got = cache.decode(raw["__key__"], raw["mp4"], "mp4", 4, 3, random.Random(i), json.loads(raw["json"]))
+        assert torch.equal(want, got)
+    assert sorted(cache.clips) == sorted(r["__key__"] for r in raws[:2]) and cache.used_bytes == 2 * one_clip
+    decoded = []
+    monkeypatch.setattr(sora.data.decode, "_decode_decord", lambda *a, **k: decoded.append(a) or 1 / 0)
+    cache.decode(raws[0]["__key__"], raws[0]["mp4"], "mp4", 4, 3, random.Random(0), json.loads(raws[0]["json"]))
+    assert decoded == []  # served from memory
+    with pytest.raises(BadSample, match="too_short"):  # a kept clip still says when it is too short
+        cache.decode(raws[0]["__key__"], raws[0]["mp4"], "mp4", 40, 3, random.Random(0), json.loads(raws[0]["json"]))
 
 
 def test_clip_sampling_and_resize(shapes_dir):

@@ -56,6 +56,10 @@ class DataArgs(Settings):
     # (NaViT; DiT.forward_packed), instead of one bucket per batch. Needs tokens_per_batch.
     packing: bool = False
     num_workers: int = setting(1, ge=0)
+    # Videos decoded once and kept whole in each reader's memory (a DataLoader worker's), up to this many MB
+    # (sora/data/decode.py: DecodedClips); 0: decode every time. The built-in dataset is 100 MB and read for ten
+    # epochs in the quick start: its worker then decodes in the first epoch only instead of taking CPU from training.
+    decoded_cache_mb: int = setting(256, ge=0)
     shuffle_buffer: int = setting(512, ge=1)
     strict: bool = False  # true: stop at the first bad sample, naming it (false: skip, count, report)
     min_side_px: int = setting(8, ge=1)  # smaller clips are skipped (too_small)

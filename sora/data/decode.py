@@ -116,6 +116,15 @@ def read_media_info(data: bytes, ext: str) -> MediaInfo:
 # ---------------------------------------------------------------------------------------------------------------
 
 
+@dataclass
+class WholeClip:
+    """Every frame of a video as decord decodes it, kept so that later clips of it are picked without decoding."""
+
+    frames: np.ndarray  # n h w c uint8
+    times_s: np.ndarray  # n: presentation time of each frame
+    avg_fps: float
+
+
 def frame_times(num_frames: int, frame_stride: int, fps: float, available_s: float,
                 rng: random.Random | None) -> np.ndarray:
     """Timestamps (s) of `num_frames` frames `frame_stride` source frames apart, from a random start if rng is given."""
@@ -142,7 +151,16 @@ def _check_length(have: int, num_frames: int, frame_stride: int) -> None:
                         f"{have} frames, needs {span} (num_frames={num_frames}, frame_stride={frame_stride})")
 
 
-def _decode_decord(data: bytes, num_frames: int, frame_stride: int, rng) -> np.ndarray:
+def _decord_indices(times: np.ndarray, avg_fps: float, num_frames: int, frame_stride: int, rng) -> list[int]:
+    """Which of a decord stream's frames (presentation times `times`, s) make the clip."""
+    n = len(times)
+    fps = (n - 1) / (times[-1] - times[0]) if n > 1 and times[-1] > times[0] else avg_fps
+    wanted = frame_times(num_frames, frame_stride, fps, times[-1] - times[0] + 1 / fps, rng) + times[0]
+    return list(_pick(times, wanted))
+
+
+def _decode_decord(data: bytes, num_frames: int, frame_stride: int, rng, whole: bool = False):
+    """The clip's frames (t h w c), or with `whole` every frame and what picking needs (a WholeClip)."""
     import decord
 
     try:
@@ -150,9 +168,10 @@ def _decode_decord(data: bytes, num_frames: int, frame_stride: int, rng) -> np.n
         n = len(reader)
         _check_length(n, num_frames, frame_stride)
         times = reader.get_frame_timestamp(range(n))[:, 0]  # n: presentation time of each frame (s)
-        fps = (n - 1) / (times[-1] - times[0]) if n > 1 and times[-1] > times[0] else reader.get_avg_fps()
-        wanted = frame_times(num_frames, frame_stride, fps, times[-1] - times[0] + 1 / fps, rng) + times[0]
-        return reader.get_batch(list(_pick(times, wanted))).asnumpy()  # t h w c
+        if whole:
+            return WholeClip(reader.get_batch(list(range(n))).asnumpy(), times, reader.get_avg_fps())  # n h w c
+        return reader.get_batch(_decord_indices(times, reader.get_avg_fps(), num_frames, frame_stride,
+                                                rng)).asnumpy()  # t h w c
     except BadSample:
         raise
     except Exception as e:  # decord raises DECORDError (and others) for corrupt or truncated input
@@ -219,3 +238,48 @@ def decode_clip(data: bytes, ext: str, num_frames: int, frame_stride: int, rng: 
     if video.ndim != 4 or video.shape[-1] < 3:
         raise BadSample("undecodable", f"frames of shape {video.shape}")
     return torch.from_numpy(np.ascontiguousarray(video[..., :3]))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Decoded clips kept in memory
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class DecodedClips:
+    """Videos decoded once and kept whole, by sample key, up to `max_mb` of frames (`data.decoded_cache_mb`).
+
+    A small dataset read for many epochs (the built-in one: 2,048 clips, 100 MB) is then decoded in the first epoch
+    only; later epochs pick frames from memory with the same random draws, so batches are the ones decoding would
+    give. A video is kept only when its size from the shard's metadata fits what is left; the others, and what
+    decord does not decode (GIFs, rotated videos, images, no decord), are decoded each time as before.
+    """
+
+    def __init__(self, max_mb: int):
+        self.max_bytes, self.used_bytes, self.clips = max_mb * 2**20, 0, {}
+
+    def decode(self, key: str, data: bytes, ext: str, num_frames: int, frame_stride: int,
+               rng: random.Random | None = None, info: dict | None = None) -> torch.Tensor:
+        """What `decode_clip` returns for these arguments, decoding `data` at most once per `key`."""
+        ext, info = ext.lower(), info or {}
+        clip = self.clips.get(key)
+        if clip is None:
+            if (ext in IMAGE_EXTENSIONS or ext == "gif" or info.get("rotation", 0) or not HAVE_DECORD
+                    or ext not in MEDIA_EXTENSIONS or not data):
+                return decode_clip(data, ext, num_frames, frame_stride, rng, info)
+            size = info.get("num_frames", 0) * info.get("height", 0) * info.get("width", 0) * 3  # bytes, uint8
+            if not size or self.used_bytes + size > self.max_bytes:  # unknown, or would not fit: decode the clip
+                return decode_clip(data, ext, num_frames, frame_stride, rng, info)
+            try:
+                clip = _decode_decord(data, num_frames, frame_stride, None, whole=True)
+            except BadSample as e:
+                if e.reason != "undecodable":
+                    raise
+                return decode_clip(data, ext, num_frames, frame_stride, rng, info)  # PyAV decides, as there
+            if self.used_bytes + clip.frames.nbytes <= self.max_bytes:
+                self.clips[key] = clip
+                self.used_bytes += clip.frames.nbytes
+        _check_length(len(clip.frames), num_frames, frame_stride)
+        chosen = _decord_indices(clip.times_s, clip.avg_fps, num_frames, frame_stride, rng)
+        if clip.frames.ndim != 4 or clip.frames.shape[-1] < 3:
+            raise BadSample("undecodable", f"frames of shape {clip.frames[chosen].shape}")
+        return torch.from_numpy(np.ascontiguousarray(clip.frames[chosen][..., :3]))  # t h w c

@@ -41,7 +41,7 @@ import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from sora.data.buckets import BucketSet, resize_crop
-from sora.data.decode import IMAGE_EXTENSIONS, MEDIA_EXTENSIONS, BadSample, decode_clip, read_media_info
+from sora.data.decode import IMAGE_EXTENSIONS, MEDIA_EXTENSIONS, BadSample, DecodedClips, decode_clip, read_media_info
 from sora.data.skip_log import SkipLog
 from sora.errors import SoraError
 
@@ -296,6 +296,7 @@ class ClipStream(IterableDataset):
         self.latent = bool(cfg.latent_cache)
         self.state, self.worker_offset = state or {}, worker_offset
         self.skipped_path = str(skipped_path) if skipped_path else None
+        self.decoded = DecodedClips(cfg.decoded_cache_mb) if cfg.decoded_cache_mb and not self.latent else None
 
     # -- per-sample work (video shards) -------------------------------------------------------------------------
 
@@ -305,7 +306,11 @@ class ClipStream(IterableDataset):
         ext, caption, info, b = self.locate(raw)
         bucket = self.buckets.buckets[b]
         start_rng = rng if self.random_start else None
-        frames = decode_clip(raw[ext], ext, bucket.num_frames, self.frame_stride, start_rng, info)
+        if self.decoded is not None:
+            key = f"{raw.get('__url__', '')}:{raw.get('__key__', '')}"
+            frames = self.decoded.decode(key, raw[ext], ext, bucket.num_frames, self.frame_stride, start_rng, info)
+        else:
+            frames = decode_clip(raw[ext], ext, bucket.num_frames, self.frame_stride, start_rng, info)
         item = {"video": resize_crop(frames, bucket.height, bucket.width, rng if self.random_crop else None),
                 "caption": caption}
         if self.packing:
