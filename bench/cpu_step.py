@@ -4,6 +4,8 @@
                                                            # optimizer, EMA; torch's default AdamW beside fused
     python bench/cpu_step.py ratio --ref ce06fe2 [--steps 400 --rounds 2]
                                                            # train.py here and at REF, alternating, same command
+    python bench/cpu_step.py budget --ref ce06fe2 [--ref-steps 1200 --out DIR]
+                                                           # the whole quick start here against REF_STEPS of REF's
 
 `parts` builds the quick start's DiT task and loader in this process (the same modules train.py runs, without
 Lightning) and times each part of every step; the first 10 steps are warm-up. `ratio` runs `python train.py` of
@@ -132,6 +134,46 @@ def ratio(ref: str, steps: int, rounds: int) -> dict:
             "step_time_ratio_here_over_ref": round(before / here, 3)}
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# budget: the quick start's whole run here against REF_STEPS steps of the quick start at REF
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def timed_run(checkout: Path, overrides: list[str], out: Path) -> dict:
+    """One `python train.py` run: its wall time, the training loop's time and the results it wrote."""
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "train.py", "logger.wandb=disabled", f"hydra.run.dir={out}", *overrides],
+                          cwd=checkout, capture_output=True, text=True)
+    wall_s = time.perf_counter() - t0
+    if proc.returncode:
+        raise SystemExit(f"{checkout}: train.py failed:\n{proc.stderr[-3000:]}")
+    results = json.loads((out / "results.json").read_text())
+    return {"wall_s": round(wall_s, 1), "train_s": round(results["val"]["train_seconds"], 1),
+            "steps": results["steps"], "results": results}
+
+
+def budget(ref: str, ref_steps: int, out: Path | None) -> dict:
+    """`python train.py` as a newcomer runs it, here, against the training of `ref_steps` steps of the quick start
+    at REF (its own defaults, no final samples), one after the other: the ratio of training times, and what the
+    rest of the run here (dataset, start-up, final samples and scores) takes."""
+    with tempfile.TemporaryDirectory() as tmp:
+        ref_tree = Path(tmp) / "ref"
+        subprocess.run(["git", "worktree", "add", "--detach", "-q", str(ref_tree), ref], cwd=ROOT, check=True)
+        try:
+            old = timed_run(ref_tree, ["train.max_minutes=null", f"train.max_steps={ref_steps}",
+                                       "train.final_samples=false"], Path(tmp) / "ref_run")
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(ref_tree)], cwd=ROOT, check=False)
+        new = timed_run(ROOT, [], (out or Path(tmp)) / "here_run")
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    res = new.pop("results")
+    old.pop("results")
+    return {"ref": ref, "here": head.stdout.strip(), "ref_run": old, "here_run": new,
+            "train_time_ratio_here_over_ref": round(new["train_s"] / old["train_s"], 3),
+            "here_rest_of_run_s": round(new["wall_s"] - new["train_s"], 1),
+            "here_scores": {"heldout": res.get("probe", {}).get("heldout"), "train": res.get("probe", {}).get("train")}}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="mode", required=True)
@@ -141,13 +183,19 @@ def main() -> None:
     b.add_argument("--ref", default="ce06fe2", help="the commit to compare with (default: before issue 28)")
     b.add_argument("--steps", type=int, default=400)
     b.add_argument("--rounds", type=int, default=2)
+    c = sub.add_parser("budget")
+    c.add_argument("--ref", default="ce06fe2", help="the commit whose quick start sets the budget")
+    c.add_argument("--ref-steps", type=int, default=1200, help="the budget: this many of REF's quick-start steps")
+    c.add_argument("--out", type=Path, default=None, help="keep the run here in OUT/here_run (default: a temp dir)")
     args = p.parse_args()
     os.environ.setdefault("WANDB_SILENT", "true")
     if args.mode == "parts":
         for kind in ("loop", "fused"):
             print(json.dumps(parts(args.steps, kind)), flush=True)
-    else:
+    elif args.mode == "ratio":
         print(json.dumps(ratio(args.ref, args.steps, args.rounds)), flush=True)
+    else:
+        print(json.dumps(budget(args.ref, args.ref_steps, args.out)), flush=True)
 
 
 if __name__ == "__main__":

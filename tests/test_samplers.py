@@ -72,6 +72,27 @@ def test_rectified_flow_loss_vanishes_for_the_exact_velocity():
     torch.testing.assert_close(flow.velocity(lambda *a: c.expand_as(xt), xt, t, text_only), (xt - c) / 0.25)
 
 
+@pytest.mark.parametrize("packed", [False, True])
+def test_loss_t_floor_divides_the_x0_error_by_the_floored_t(packed):
+    """objective.loss_t_floor: the x0 model's loss is |x0 - x0_hat|^2 / max(t, floor)^2 (no floor: / t^2)."""
+    x0 = torch.randn(3, 3, 2, 4, 4)
+    guess = torch.randn(3, 2, 4, 4)  # the model's x0, the same whatever it is given
+    text = Conditioning(torch.zeros(3, 1, 1), torch.ones(3, 1, dtype=torch.bool))
+    losses = {}
+    for floor in (0.05, 0.3):
+        flow = RectifiedFlow(ObjectiveArgs(prediction="x0", t_min=0.05, loss_t_floor=floor))
+        flow.sample_t = lambda n, device, generator=None: torch.tensor([0.1, 0.3, 0.8])
+
+        def model(xt, t, cond):
+            return guess.expand_as(xt)
+
+        model.forward_packed = lambda xs, t, cond: [guess.expand_as(x) for x in xs]
+        losses[floor] = flow.loss(model, list(x0) if packed else x0, text)
+    err = (x0 - guess).square().flatten(1).mean(1)  # per clip
+    torch.testing.assert_close(losses[0.05], (err / torch.tensor([0.1, 0.3, 0.8]) ** 2).mean())
+    torch.testing.assert_close(losses[0.3], (err / torch.tensor([0.3, 0.3, 0.8]) ** 2).mean())
+
+
 def test_logit_normal_timesteps():
     t = RectifiedFlow(ObjectiveArgs(0.0, 1.0)).sample_t(20000, "cpu")
     assert 0 < t.min() and t.max() < 1 and abs(t.median().item() - 0.5) < 0.02

@@ -72,6 +72,11 @@ class ObjectiveArgs(Settings):
     # which lies on a low-dimensional manifold, fits through (JiT). Velocity suits patches narrower than the DiT.
     prediction: Prediction = Prediction.x0
     t_min: float = setting(0.05, gt=0, lt=1)  # x0 prediction: floor of t in v = (x_t - x0) / t
+    # x0 prediction: the velocity loss is |x0 - x0_hat|^2 / t^2, so a clip near the data end (t = t_min: 400x
+    # the weight of t = 0.5) sets Adam's per-weight step sizes. The loss divides by max(t, loss_t_floor)^2
+    # instead (sampling is unchanged): the mid- and high-noise levels, where layout and motion are made, then
+    # drive the updates. loss_t_floor = t_min is the plain velocity loss.
+    loss_t_floor: float = setting(0.05, gt=0, lt=1)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -103,6 +108,13 @@ class RectifiedFlow:
         # v = (x_t - x_0) / t; t is floored so the division stays bounded near the data end (JiT, sec. 4).
         return (x - out) / broadcast_t(t.clamp(min=self.t_min), x)
 
+    def _loss_weight(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor | None:
+        """Per-clip factor turning |v - v_hat|^2 = |x0 - x0_hat|^2 / max(t, t_min)^2 into a division by
+        max(t, loss_t_floor)^2; None where it is 1."""
+        if self.prediction != Prediction.x0 or self.args.loss_t_floor <= self.t_min:
+            return None
+        return broadcast_t((t.clamp(min=self.t_min) / t.clamp(min=self.args.loss_t_floor)).square(), x)
+
     @staticmethod
     def with_given_frames(x: Latent, cond: Conditioning) -> Latent:
         """x with the frames cond gives written in (x itself when none are)."""
@@ -133,9 +145,12 @@ class RectifiedFlow:
             cond = cond.with_frames(noised_frames, cond.frame_mask, cond.frame_t)
         v = self.velocity(model, xt, t, cond)
         masks = as_list(cond.frame_mask) if cond.has_frames else [None] * len(as_list(x0))
+        weights = as_list(each_clip(self._loss_weight, x0, t))
         err, count = 0.0, 0
-        for vi, ei, xi, mi in zip(*(as_list(a) for a in (v, eps, x0)), masks):
+        for vi, ei, xi, mi, wi in zip(*(as_list(a) for a in (v, eps, x0)), masks, weights):
             sq = (vi.float() - (ei - xi).float()).square()
+            if wi is not None:
+                sq = sq * wi
             if mi is not None:  # only the frames the model has to make
                 keep = ~frames_like(mi, sq)
                 sq, n = sq * keep, keep.expand_as(sq).sum()
