@@ -15,10 +15,10 @@ files); nothing is downloaded. A folder of the wrong kind is one line naming it.
 """
 
 import logging
-from pathlib import Path
 
 import numpy as np
 
+from sora.curation.local_models import greedy, load_local
 from sora.devices import resolve_device
 from sora.errors import SoraError
 
@@ -27,50 +27,6 @@ log = logging.getLogger(__name__)
 DEFAULT_PROMPT = ("These are frames of one video clip, in order. Describe the video in detail in one paragraph: "
                   "the subjects and their appearance, what moves and how, the setting, the lighting, and the camera's "
                   "framing and motion. Describe only what is visible; do not mention frames or images.")
-
-# ---------------------------------------------------------------------------------------------------------------
-# Loading
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def _check_model_dir(model_dir: str, kind: str, names: dict, key: str) -> None:
-    """`model_dir` is a local transformers folder whose config names a model in `names` (an Auto class's mapping)."""
-    from transformers import AutoConfig
-
-    path = Path(model_dir)
-    if not path.is_dir():
-        raise SoraError(f"{key}={model_dir!r} is not a folder: give {kind} model saved locally with save_pretrained")
-    if not (path / "config.json").is_file():
-        raise SoraError(f"{key}={model_dir!r} has no config.json: not a transformers model folder ({kind} model "
-                        "saved with save_pretrained)")
-    try:
-        config = AutoConfig.from_pretrained(str(path), local_files_only=True)
-    except (ValueError, OSError, KeyError) as e:
-        raise SoraError(f"{key}={model_dir!r}: its config.json cannot be read: {str(e).splitlines()[0]}") from None
-    if config.model_type not in names:
-        raise SoraError(f"{key}={model_dir!r} holds a {config.model_type!r} model, not {kind} model")
-
-
-def load_local(model_dir: str, auto_model, processor_class, kind: str, names: dict, key: str, device):
-    """(model in eval mode on `device`, processor or tokenizer) from a local folder; one line naming the folder
-    when it is not a `kind` model or its files do not load. bf16 on GPU, fp32 on CPU."""
-    import torch
-
-    _check_model_dir(model_dir, kind, names, key)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    try:
-        processor = processor_class.from_pretrained(model_dir, local_files_only=True)
-        model = auto_model.from_pretrained(model_dir, local_files_only=True, dtype=dtype)
-    except (ValueError, OSError, KeyError, TypeError) as e:
-        raise SoraError(f"{key}={model_dir!r}: cannot load it as {kind} model: {str(e).splitlines()[0]}") from None
-    return model.to(device).eval(), processor
-
-
-def greedy(max_new_tokens: int, pad_token_id) -> dict:
-    """generate()'s arguments for greedy decoding, whatever sampling the model's generation_config asks for."""
-    return {"do_sample": False, "num_beams": 1, "max_new_tokens": max_new_tokens, "pad_token_id": pad_token_id,
-            "temperature": None, "top_p": None, "top_k": None}
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # Captioning
