@@ -172,6 +172,12 @@ def test_a_run_reports_what_it_dropped_and_a_missing_score_ends_it_in_one_line(s
     skip_file = run / "skipped_samples.jsonl"  # the bad samples' file: the dropped are not bad
     assert not skip_file.exists() or "min_scores" not in skip_file.read_text()
 
+    dry = [o.replace(str(run), str(tmp_path / "dry")) for o in base]
+    proc = train_in_process(*dry, "data.min_scores={motion:0.5,aesthetic:4.5}", "train.dry_run=true")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "dry" / "dry_run.json").read_text())
+    assert report["skipped"] == dropped and sum(r["clips"] for r in report["buckets"]) == len(kept)
+
     lacking = write_scored(tmp_path / "lacking", lacking=0)
     proc = train_in_process(*[o.replace(str(scored), str(lacking)) for o in base], "data.min_scores={aesthetic:4.5}")
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
