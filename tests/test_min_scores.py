@@ -129,6 +129,20 @@ def test_a_sample_without_the_score_stops_the_check_naming_score_and_shard(tmp_p
     survey(ClipStream(expand_shards(cfg.shards), _plain(data_cfg(shards)), BucketSet.from_config(cfg)))  # unfiltered
 
 
+def test_a_latent_cache_written_with_min_scores_holds_only_the_kept_clips(scored, shapes_dir, tmp_path):
+    from sora.data.latent_cache import write_latent_cache
+    from sora.inference.bundle import ModelBundle
+
+    kept, dropped = expected()
+    overrides = [o for o in shrunk_overrides(shapes_dir, tmp_path) if not o.startswith("hydra.")]
+    cfg = compose_config("train", [*overrides, f"data.shards={scored}/shard-*.tar", "data.eval_shards=null",
+                                   "data.frame_stride=1", "data.min_scores={motion:0.5,aesthetic:4.5}"])
+    bundle = ModelBundle.build(cfg)
+    info = write_latent_cache(cfg, bundle.vae, bundle.text, bundle.geometry, str(tmp_path / "cache"))
+    assert info["num_samples"] == len(kept) and info["skipped"] == dropped
+    assert info["min_scores"] == MINIMA
+
+
 def test_min_scores_with_a_latent_cache_is_one_line(scored, tmp_path):
     (tmp_path / "cache").mkdir()
     cfg = _plain(data_cfg(scored, "data.min_scores={motion:0.5}", f"data.latent_cache={tmp_path}/cache"))
@@ -190,3 +204,15 @@ def _plain(cfg):
     from omegaconf import OmegaConf
 
     return OmegaConf.to_object(cfg)
+
+
+def test_held_out_clips_are_read_unfiltered(shapes_dir, tmp_path):
+    """The moving-shapes held-out shards carry no scores: with data.min_scores set, evaluation still reads them."""
+    from sora.eval.modes import held_out_clips
+    from sora.eval.validation import eval_data_config
+
+    overrides = [o for o in shrunk_overrides(shapes_dir, tmp_path) if not o.startswith("hydra.")]
+    data = compose_config("train", [*overrides, "data.min_scores={motion:0.5}"]).data
+    assert eval_data_config(data).min_scores is None
+    clips, captions = held_out_clips(data, f"{shapes_dir}/test-*.tar", 2, 4)
+    assert clips.shape[0] == 2 and len(captions) == 2
