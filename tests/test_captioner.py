@@ -59,6 +59,34 @@ def test_a_folder_of_the_wrong_kind_is_one_line_naming_it(tmp_path, make, said):
     assert str(folder) in str(e.value) and "\n" not in str(e.value)
 
 
+def test_a_processor_that_needs_a_missing_package_is_one_line(tmp_path):
+    """Qwen2-VL's processor needs torchvision (its video processor): without it, one line naming the folder."""
+    import importlib.util
+    import json
+
+    import torch
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+    from tests.tiny_models import tiny_tokenizer
+
+    if importlib.util.find_spec("torchvision") is not None:
+        pytest.skip("torchvision is installed: Qwen2-VL's processor loads")
+    tokenizer = tiny_tokenizer()
+    text = {"vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+            "num_attention_heads": 4, "num_key_value_heads": 2,
+            "rope_parameters": {"rope_type": "default", "mrope_section": [2, 1, 1], "rope_theta": 1e4}}
+    torch.manual_seed(0)
+    Qwen2VLForConditionalGeneration(Qwen2VLConfig(text_config=text, vision_config={
+        "depth": 1, "embed_dim": 32, "hidden_size": 32, "num_heads": 2})).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps({
+        "processor_class": "Qwen2VLProcessor", "image_processor_type": "Qwen2VLImageProcessor"}))
+    with pytest.raises(SoraError, match=r"cannot load it as an image-text-to-text \(vision-language\) model: "
+                                        r".*requires the Torchvision library") as e:
+        Captioner(str(tmp_path))
+    assert str(tmp_path) in str(e.value) and "\n" not in str(e.value)
+
+
 def test_bad_clips_and_settings_are_one_line(vlm_dir):
     captioner = Captioner(str(vlm_dir), max_new_tokens=2)
     with pytest.raises(SoraError, match="clip 1 must be uint8 frames"):

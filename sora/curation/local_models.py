@@ -19,7 +19,7 @@ def check_model_dir(model_dir: str, kind: str, names: dict, key: str) -> None:
     try:
         config = AutoConfig.from_pretrained(str(path), local_files_only=True)
     except (ValueError, OSError, KeyError) as e:
-        raise SoraError(f"{key}={model_dir!r}: its config.json cannot be read: {str(e).splitlines()[0]}") from None
+        raise SoraError(f"{key}={model_dir!r}: its config.json cannot be read: {first_sentence(e)}") from None
     if config.model_type not in names:
         raise SoraError(f"{key}={model_dir!r} holds a {config.model_type!r} model, not {kind} model")
 
@@ -34,9 +34,15 @@ def load_local(model_dir: str, auto_model, processor_class, kind: str, names: di
     try:
         processor = processor_class.from_pretrained(model_dir, local_files_only=True)
         model = auto_model.from_pretrained(model_dir, local_files_only=True, dtype=dtype)
-    except (ValueError, OSError, KeyError, TypeError) as e:
-        raise SoraError(f"{key}={model_dir!r}: cannot load it as {kind} model: {str(e).splitlines()[0]}") from None
+    except (ValueError, OSError, KeyError, TypeError, ImportError) as e:  # ImportError: a processor's missing package
+        raise SoraError(f"{key}={model_dir!r}: cannot load it as {kind} model: {first_sentence(e)}") from None
     return model.to(device).eval(), processor
+
+
+def first_sentence(e: Exception) -> str:
+    """An exception's message cut to one line: its first sentence (transformers' run over several lines)."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text.split(". ", 1)[0].rstrip(".")
 
 
 def greedy(max_new_tokens: int, pad_token_id) -> dict:
