@@ -7,6 +7,7 @@ invisible watermark (provenance.c2pa=false / provenance.watermark=false turn the
     python sample.py ckpt=PATH prompt=... out=x.mp4 video=clip.mp4 extend=forward       # continue a clip
     python sample.py ckpt=PATH prompt=... out=x.mp4 loop=true | connect=[a.mp4,b.mp4] | keyframes=[0:a.png,7:b.png]
     python sample.py ckpt=PATH prompt=... out=x.mp4 edit=clip.mp4 strength=0.6           # SDEdit
+    python sample.py ckpt=PATH prompt="a cat" out=x.mp4 expand=LLM_DIR [expand_examples=SHARDS]  # prompt expansion
 
 Frames, size, steps, guidance, sampler and schedule default to the checkpoint's; num_frames=, height=, width=,
 steps=, cfg=, cfg_visual=, sampler=, schedule=, shift=, fps= override them. num_frames beyond what the model
@@ -14,6 +15,8 @@ trained on is made window by window (overlap_frames= each window is given from t
 checks the sizes against the checkpoint (sora/inference/pipeline.py), before the first step. `out`'s extension is
 the format: .mp4 (H.264), .gif, .webm (VP9; C2PA cannot sign WebM, so it carries the watermark alone). Frames too
 small to hold the watermark (sora/provenance/watermark.py MIN_FRAME_PX) carry none, and their manifest says so.
+expand= rewrites each prompt as a caption like the training captions with a local instruct model
+(sora/inference/expand.py; docs/SAMPLING.md, "Prompt expansion") before sampling; the manifest records both.
 """
 
 import logging
@@ -56,6 +59,27 @@ def resolve_jobs(cfg) -> tuple[list[str], list[Path]]:
     return prompts, outs
 
 
+def expand_prompts(cfg, train_shards: str, prompts: list[str], device) -> tuple[list[str], dict]:
+    """(the prompts expanded by cfg.expand's model, what the manifest says about it), few-shot from the captions of
+    cfg.expand_examples or else the checkpoint's training shards; the model is released before sampling."""
+    import torch
+
+    from sora.inference.expand import PromptExpander, shard_captions
+
+    examples = []
+    if cfg.expand_k:
+        pattern, key = ((cfg.expand_examples, "expand_examples") if cfg.expand_examples else
+                        (train_shards, "the checkpoint's data.shards (expand_examples=SHARDS reads others)"))
+        examples = shard_captions(pattern, key)
+    expander = PromptExpander(cfg.expand, examples, cfg.expand_k, cfg.expand_max_new_tokens,
+                              batch_size=cfg.batch_size, device=str(device))
+    expanded, record = expander.expand(prompts), expander.record
+    del expander
+    if device.type == "cuda":
+        torch.cuda.empty_cache()  # the language model's memory goes back before the DiT samples
+    return expanded, record
+
+
 def sample(cfg) -> list[Path]:
     from sora.inference.bundle import ModelBundle
     from sora.inference.pipeline import SampleSettings, check_prompts, generate_to_files
@@ -66,6 +90,10 @@ def sample(cfg) -> list[Path]:
         raise SoraError("ckpt='' is empty: give a training checkpoint (.ckpt) or an export (.safetensors)")
     prompts, outs = resolve_jobs(cfg)
     prompts = check_prompts(prompts)  # before the checkpoint loads: a bad prompt fails at once
+    if cfg.expand:
+        from sora.inference.expand import check_expander_dir
+
+        check_expander_dir(cfg.expand)  # a folder of the wrong kind fails before the checkpoint loads too
     device = resolve_device(cfg.device)
     bundle = ModelBundle.from_checkpoint(cfg.ckpt, ema=cfg.ema).to(device)
     settings = SampleSettings.of(bundle.cfg).override(
@@ -74,11 +102,15 @@ def sample(cfg) -> list[Path]:
         overlap_frames=cfg.overlap_frames)
     visual = load(settings, bundle.cfg.data.frame_stride, cfg.image, cfg.image_at, cfg.video, cfg.extend, cfg.loop,
                   cfg.connect, list(cfg.keyframes), cfg.edit, cfg.strength)
+    user_prompts, expander = None, None
+    if cfg.expand:
+        user_prompts, (prompts, expander) = prompts, expand_prompts(cfg, bundle.cfg.data.shards, prompts, device)
     log.info("sampling %d video(s) (%s) with the %s weights: %s", len(prompts), visual.mode, bundle.weights,
              settings.as_dict())
     t0 = time.time()
     generate_to_files(bundle, prompts, outs, cfg.seed, settings, batch_size=cfg.batch_size,
-                      progress=sys.stderr.isatty(), provenance=cfg.provenance,
+                      progress=sys.stderr.isatty(), provenance=cfg.provenance, user_prompts=user_prompts,
+                      expander=expander,
                       make=lambda batch, seed, callback: make(bundle, batch, seed, settings, visual, callback))
     for out in outs:
         print(out, flush=True)

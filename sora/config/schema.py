@@ -278,9 +278,18 @@ class SampleConfig(Settings):
     # Guidance towards the given frames (null: 1, none beyond the text's).
     cfg_visual: Optional[float] = setting(None, ge=0)
     overlap_frames: Optional[int] = setting(None, ge=1)  # frames a window is given from the one before (null: half)
+    # Prompt expansion (sora/inference/expand.py): a local instruct model (a transformers causal LM folder) rewrites
+    # each prompt as a caption like the training captions, few-shot from expand_k captions of expand_examples (a
+    # shard pattern; null: the checkpoint's data.shards); greedy. The manifest records both prompts.
+    expand: Optional[str] = None
+    expand_examples: Optional[str] = None
+    expand_k: int = setting(4, ge=0)  # example captions shown a prompt (0: none, no shards read)
+    expand_max_new_tokens: int = setting(200, ge=1)  # the longest expansion, in the model's tokens
     provenance: ProvenanceConfig = field(default_factory=ProvenanceConfig)  # C2PA manifest, watermark
 
     def check(self, at: str = "") -> None:
+        if self.expand is None and self.expand_examples is not None:
+            raise SoraError("expand_examples= needs expand=LLM_DIR: the instruct model that expands the prompts")
         if (self.prompt is None) == (self.prompts is None):
             raise SoraError("give exactly one of prompt='...' (with out=FILE.mp4) or prompts=FILE (with out_dir=DIR)")
         if self.prompt is not None and not self.out:

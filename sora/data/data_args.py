@@ -11,9 +11,10 @@ import dataclasses
 import logging
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 from sora.data.moving_shapes import MovingShapesArgs, ensure_moving_shapes
 from sora.data.stream import check_shards, expand_shards
@@ -64,6 +65,12 @@ class DataArgs(Settings):
     strict: bool = False  # true: stop at the first bad sample, naming it (false: skip, count, report)
     min_side_px: int = setting(8, ge=1)  # smaller clips are skipped (too_small)
     max_aspect: float = setting(6.0, ge=1)  # longer side / shorter side beyond this is skipped (extreme_aspect)
+    # Curation scores to train on, {NAME: MIN, ...} (e.g. data.min_scores={motion:0.5,aesthetic:4.5}): a sample whose
+    # .json `scores` (data/curate.py, docs/CURATION.md) has NAME below MIN is dropped and counted as min_scores.NAME;
+    # a sample without NAME stops the run at start, naming score and shard. Null or {}: every sample. Typed Any, not
+    # Dict[str, float]: Hydra merges an override into a typed dict, which struct mode refuses a new key; names and
+    # numbers are checked in `check`.
+    min_scores: Optional[Any] = None
     # A latent cache written by data/cache_latents.py: training reads latents and text embeddings, no decoding.
     latent_cache: Optional[str] = None
     sample_fps: int = setting(4, ge=1)  # frame rate of written samples: the source fps / frame_stride
@@ -80,6 +87,16 @@ class DataArgs(Settings):
         for row in self.buckets or []:
             if len(row) != 3 or min(row) < 1:
                 raise SoraError(f"{at}buckets: each bucket is [num_frames, height, width] >= 1, got {list(row)}")
+        if self.min_scores is not None:
+            if not isinstance(self.min_scores, Mapping):
+                raise SoraError(f"{at}min_scores must be a mapping {{NAME: MIN, ...}}, e.g. {{motion: 0.5, aesthetic: "
+                                f"4.5}}, got {self.min_scores!r}")
+            for name, low in self.min_scores.items():
+                if not str(name).strip():
+                    raise SoraError(f"{at}min_scores: a score name is empty; give {{NAME: MIN, ...}}, e.g. "
+                                    "{motion: 0.5}")
+                if isinstance(low, bool) or not isinstance(low, (int, float)) or low != low:  # low != low: NaN
+                    raise SoraError(f"{at}min_scores.{name} must be a number, got {low!r}")
         if self.packing and not self.tokens_per_batch:
             raise SoraError(f"{at}packing=true packs clips up to {at}tokens_per_batch tokens: set {at}tokens_per_batch")
 

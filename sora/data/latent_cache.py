@@ -88,9 +88,9 @@ def write_latent_cache(cfg, vae: nn.Module, text: nn.Module, geometry: LatentGeo
     try:
         for batch in loader:
             batch, position, skip = strip_bookkeeping(batch)
-            skipped.update(skip)
-            if position["epoch"] > 0:  # one pass
+            if position["epoch"] > 0:  # one pass: what the next epoch skipped before this batch is not counted
                 break
+            skipped.update(skip)
             video = batch["video"].to(device)
             moments = vae.moments(video).to("cpu", torch.float16)  # b 2z t h w
             alone = encode_frames_alone(vae, video, vae.moments).to("cpu", torch.float16) if frames_alone else None
@@ -114,6 +114,7 @@ def write_latent_cache(cfg, vae: nn.Module, text: nn.Module, geometry: LatentGeo
             "text": {"fingerprint": fingerprint(text) if text_frozen else None, "cached": text_frozen,
                      "kind": cfg.text.kind.value, "path": cfg.text.path},
             "frames_alone": frames_alone, "source_shards": cfg.data.shards, "num_samples": written,
+            "min_scores": dict(cfg.data.min_scores or {}),  # the clips it holds passed these (counted in skipped)
             "latent_shapes": dict(shapes),
             "skipped": dict(skipped), "seconds": round(time.time() - t0, 1)}
     (out / INFO).write_text(json.dumps(info, indent=1))

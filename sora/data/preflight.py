@@ -17,6 +17,10 @@ for any bucket stops the run either way.
 
 Shards without .json metadata (not written by data/make_shards.py or the built-in dataset's writer) get one note
 and no check: knowing their clips' lengths means decoding them.
+
+With data.min_scores, every sample read is first put through the loader's score filter (`check_scores`): those it
+drops are counted apart (`Survey.dropped`) and fill no bucket, and a sample without a named score stops the run
+with one line naming the score and the shard, before training would skip it, or every sample, as `no_score`.
 """
 
 import logging
@@ -29,7 +33,17 @@ from webdataset.tariterators import base_plus_ext
 
 from sora.data.buckets import Bucket, BucketSet
 from sora.data.decode import BadSample, frames_needed, read_media_info
-from sora.data.stream import ClipStream, clip_shape, expand_shards, sample_info, strict_error
+from sora.data.stream import (
+    ClipStream,
+    Dropped,
+    MissingScore,
+    check_min_scores_source,
+    check_scores,
+    clip_shape,
+    expand_shards,
+    sample_info,
+    strict_error,
+)
 from sora.errors import SoraError
 
 log = logging.getLogger(__name__)
@@ -91,6 +105,7 @@ class Survey:
     unmeasured: int = 0  # samples without .json metadata (their media not read)
     video_frames: Counter = field(default_factory=Counter)  # frames -> videos of a usable size and aspect
     images: int = 0  # images of a usable size and aspect
+    dropped: Counter = field(default_factory=Counter)  # score name -> samples below its data.min_scores minimum
 
     def describe(self, limit: int | None = None) -> str:
         read = f"{self.samples} sample(s) read from {self.shards_read} of {self.shards_total} shard(s)"
@@ -98,7 +113,9 @@ class Survey:
             read += f", at most {limit} of each"
         skipped = ", ".join(f"{k}={v}" for k, v in sorted(self.skipped.items())) or "none"
         unmeasured = f"; {self.unmeasured} without .json metadata" if self.unmeasured else ""
-        return f"{read}; skipped: {skipped}{unmeasured}"
+        dropped = ", ".join(f"{k}={v}" for k, v in sorted(self.dropped.items()))
+        dropped = f"; dropped below data.min_scores: {dropped}" if dropped else ""
+        return f"{read}; skipped: {skipped}{unmeasured}{dropped}"
 
 
 def _spread(shards: list[str], at_most: int | None) -> list[str]:
@@ -140,6 +157,16 @@ def survey(stream: ClipStream, samples_per_shard: int | None = SAMPLES_PER_SHARD
 
 def _count(stream: ClipStream, raw: dict, s: Survey, skip, read_media: bool) -> None:
     where = f"{raw['__url__']}:{raw['__key__']}"
+    if stream.min_scores:
+        try:
+            check_scores(raw, stream.min_scores)
+        except Dropped as e:
+            s.dropped[e.reason.split(".", 1)[1]] += 1
+            return
+        except MissingScore as e:
+            raise SoraError(f"data.min_scores.{e.score}: shard {raw['__url__']!r} has a sample without that score "
+                            f"({raw['__key__']}: {e.detail}); data/curate.py's score stage writes the scores "
+                            "(docs/CURATION.md)") from None
     try:
         ext, _, info = sample_info(raw)
         if info is None:
@@ -179,6 +206,8 @@ def buckets_key(data) -> str:
 
 def _why_empty(s: Survey, b: Bucket, stride: int) -> str:
     """What the data has that keeps bucket `b` empty."""
+    if s.dropped and not s.images and not s.video_frames:
+        return f"data.min_scores drops every clip read ({', '.join(f'{k}={v}' for k, v in sorted(s.dropped.items()))})"
     if b.is_image:
         if not s.images:
             return "the data has no images of a usable size (a bucket of 1 frame takes images)"
@@ -213,15 +242,18 @@ def empty_bucket(s: Survey, buckets: BucketSet, data, source: str, limit: int | 
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _rules_of(data, shards: list[str], buckets: BucketSet, strict: bool) -> ClipStream:
-    """A stream that only answers which bucket a clip goes to (packing and latent caches do not change that)."""
-    return ClipStream(shards, replace(data, packing=False, latent_cache=None, strict=strict), buckets)
+def _rules_of(data, shards: list[str], buckets: BucketSet, strict: bool, scores: bool = True) -> ClipStream:
+    """A stream that only answers which bucket a clip goes to (packing and latent caches do not change that), and,
+    with `scores`, which samples data.min_scores drops (the held-out shards are read unfiltered)."""
+    return ClipStream(shards, replace(data, packing=False, latent_cache=None, strict=strict,
+                                      min_scores=data.min_scores if scores else {}), buckets)
 
 
 def preflight(data, buckets: BucketSet | None = None) -> Survey | None:
     """Before the first step, on `data` (DataArgs, paths resolved): stop with one line when a bucket of
     data.shards, or the whole run, would get no clip, or when data.eval_shards hold no clip for any bucket.
     None for a latent cache (its latents were cut to their buckets when it was written)."""
+    check_min_scores_source(data)
     if data.latent_cache:
         return None
     buckets = buckets or BucketSet.from_config(data)
@@ -241,8 +273,8 @@ def preflight(data, buckets: BucketSet | None = None) -> Survey | None:
                            for i, b in enumerate(buckets.buckets))
     log.info("data: clips per bucket %s (%s)", per_bucket, s.describe(SAMPLES_PER_SHARD))
     if data.eval_shards:  # read as validation reads them: bad samples skipped, whatever data.strict says
-        held_out = survey(_rules_of(data, expand_shards(data.eval_shards, key="data.eval_shards"), buckets, False),
-                          SAMPLES_PER_SHARD, MAX_SHARDS)
+        held_out = survey(_rules_of(data, expand_shards(data.eval_shards, key="data.eval_shards"), buckets, False,
+                                    scores=False), SAMPLES_PER_SHARD, MAX_SHARDS)
         if not sum(held_out.clips.values()) and not held_out.unmeasured:
             raise SoraError(empty_bucket(held_out, buckets, data, f"data.eval_shards={data.eval_shards!r}",
                                          SAMPLES_PER_SHARD))

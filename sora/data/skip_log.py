@@ -8,7 +8,8 @@ lines per reader however many clips are bad. Each line gives the count and the l
 (RUN/skipped_samples.jsonl in a run, its path given by the loader's caller) holds every skipped sample, one JSON
 object a line, written by every reader: each line is one write to the file opened for appending, so lines of
 different workers do not interleave on a local filesystem. The run's totals by reason are reported at its end
-(sora/training/callbacks.py: DataReport) and in results.json.
+(sora/training/callbacks.py: DataReport) and in results.json. Samples that data.min_scores leaves out are counted
+the same way under `min_scores.NAME` (`drop`), summed up at info level and not written to the file.
 """
 
 import json
@@ -45,3 +46,13 @@ class SkipLog:
         if is_power_of_ten(n):
             log.warning("data: reader %d skipped %d sample(s) so far as %s, e.g. %s%s", self.reader, n, reason,
                         "; ".join(self.recent[reason]), f"; every one is in {self.path}" if self.path else "")
+
+    def drop(self, reason: str, detail: str, where: str) -> None:
+        """A sample data.min_scores leaves out (reason min_scores.NAME): counted and summed up at counts 1, 10, 100,
+        ... at info level, as asked for, and not written to the file (the shards hold its scores)."""
+        self.counts[reason] += 1
+        self.recent[reason].append(f"{where} ({detail})")
+        n = self.counts[reason]
+        if is_power_of_ten(n):
+            log.info("data: reader %d dropped %d sample(s) so far below data.%s, e.g. %s", self.reader, n, reason,
+                     "; ".join(self.recent[reason]))

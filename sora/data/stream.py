@@ -20,6 +20,13 @@ Bad samples raise `BadSample` inside a reader; they are skipped, counted by reas
 each one written to a JSON-lines file with its shard and key and summed up in the log (sora/data/skip_log.py),
 or, with `data.strict=true`, stop the run naming the file.
 
+`data.min_scores` keeps the samples whose curation scores (the `scores` of their .json, written by data/curate.py
+through data/make_shards.py) reach every minimum: a sample below one is dropped before it is decoded and counted as
+`min_scores.NAME` beside the skipped samples' reasons (logged at info level, never an error, data.strict or not,
+and not written to the skipped samples' file: its scores are in the shards); a sample without the score is a bad
+sample (`no_score`), and the check before the first step stops on one (sora/data/preflight.py). Validation and
+evaluation read their held-out shards unfiltered.
+
 A `SoraError` in a DataLoader worker (strict mode, a reader that finds no usable sample) reaches the main
 process as a batch carrying its message (ERROR), and `strip_bookkeeping` raises it there: torch would re-raise
 it as "Caught SoraError in DataLoader worker process N" with the worker's traceback, not the user's one line.
@@ -103,6 +110,50 @@ def sample_info(raw: dict) -> tuple[str, str, dict | None]:
     return ext, caption, info
 
 
+DROPPED = "min_scores."  # the reason a sample below data.min_scores is counted under: min_scores.NAME
+
+
+class Dropped(Exception):
+    """A sample data.min_scores leaves out: counted by the score it falls short on, not a bad sample."""
+
+    def __init__(self, score: str, detail: str):
+        super().__init__(detail)
+        self.reason, self.detail = f"{DROPPED}{score}", detail
+
+
+def check_min_scores_source(cfg) -> None:
+    """data.min_scores needs the shards' .json: a latent cache keeps none (its writer applies the filter)."""
+    if cfg.min_scores and cfg.latent_cache:
+        raise SoraError("data.min_scores reads each sample's .json scores, which a latent cache does not keep: give "
+                        "it to data/cache_latents.py, whose cache then holds only the clips it keeps, and leave it off "
+                        "when training on the cache")
+
+
+class MissingScore(BadSample):
+    """A sample whose .json has no number for a score data.min_scores names (`score`)."""
+
+    def __init__(self, score: str, detail: str):
+        super().__init__("no_score", detail)
+        self.score = score
+
+
+def check_scores(raw: dict, min_scores: dict) -> None:
+    """Nothing when the sample's .json `scores` reach every minimum (in the mapping's order); Dropped naming the
+    first score below its minimum; MissingScore (a BadSample, no_score) when a score is missing or not a number."""
+    try:
+        scores = json.loads(raw["json"]).get("scores") if raw.get("json") else None
+    except (ValueError, UnicodeDecodeError, AttributeError):
+        scores = None
+    for name, minimum in min_scores.items():
+        value = scores.get(name) if isinstance(scores, dict) else None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:  # value != value: NaN
+            have = ", ".join(sorted(scores)) if isinstance(scores, dict) and scores else "none"
+            raise MissingScore(name, f"no number at scores.{name} in its .json (data.min_scores.{name}; its "
+                                     f"scores: {have})")
+        if value < minimum:
+            raise Dropped(name, f"{name}={value:g} < data.min_scores.{name}={minimum:g}")
+
+
 def clip_shape(ext: str, info: dict) -> tuple[int, int, int, bool]:
     """(frames, height, width, is_image) of a clip from its metadata."""
     is_image = bool(info.get("is_image")) or ext in IMAGE_EXTENSIONS
@@ -167,11 +218,17 @@ class _Reader:
         self.skip_log.add(reason, detail, where, epoch)
 
     def _process(self, n: int, raw: dict, epoch: int):
-        """(bucket key, item) of one raw sample, or None when it is skipped (counted)."""
+        """(bucket key, item) of one raw sample, or None when it is skipped or dropped (counted)."""
         where = f"{raw.get('__url__', '?')}:{raw.get('__key__', '?')}"
         rng = random.Random(f"{self.s.seed}/{epoch}/{self.reader}/{n}")  # per sample: replays identically
         try:
+            if self.s.min_scores:  # before decoding: a dropped clip costs its .json alone
+                check_scores(raw, self.s.min_scores)
             return self.s.process(raw, rng)
+        except Dropped as e:
+            self.skipped[e.reason] += 1
+            self.skip_log.drop(e.reason, e.detail, where)
+            return None
         except BadSample as e:
             self._bad(e.reason, e.detail, where, epoch)
             return None
@@ -294,6 +351,7 @@ class ClipStream(IterableDataset):
         self.packing, self.random_crop = cfg.packing, cfg.random_crop
         assert not self.packing or buckets.tokens, "data.packing=true packs up to data.tokens_per_batch tokens a pack"
         self.latent = bool(cfg.latent_cache)
+        self.min_scores = dict(cfg.min_scores or {})  # only the training readers apply it (_Reader._process)
         self.state, self.worker_offset = state or {}, worker_offset
         self.skipped_path = str(skipped_path) if skipped_path else None
         self.decoded = DecodedClips(cfg.decoded_cache_mb) if cfg.decoded_cache_mb and not self.latent else None
@@ -399,6 +457,7 @@ def make_loader(cfg, seed: int, rank: int = 0, world_size: int = 1, buckets: Buc
                 state: dict | None = None, worker_offset: int = 0, skipped_path: str | None = None) -> DataLoader:
     """A DataLoader over `cfg.shards` (DataArgs) yielding one-bucket batches (see ClipStream); its batches go
     through `strip_bookkeeping`, which also raises a worker's SoraError."""
+    check_min_scores_source(cfg)
     shards = expand_shards(f"{cfg.latent_cache.rstrip('/')}/latents-*.tar" if cfg.latent_cache else cfg.shards)
     check_shards(shards)
     stream = ClipStream(shards, cfg, buckets or BucketSet.from_config(cfg), seed, rank, world_size, state,

@@ -50,6 +50,7 @@ def held_out_clips(data_cfg, eval_shards: str, num_clips: int, num_frames: int) 
     data.random_start = data.random_crop = False
     data.num_frames, data.batch_size_per_gpu = num_frames, num_clips
     data.latent_cache, data.tokens_per_batch = None, None
+    data.min_scores = None  # held-out clips are read unfiltered (data.min_scores is training's)
     batch, _, _ = strip_bookkeeping(next(iter(make_loader(data, seed=0))))
     return batch["video"][:num_clips], list(batch["caption"][:num_clips])
 

@@ -46,6 +46,7 @@ def eval_data_config(data_cfg):
     data = data_cfg.copy()
     data.shards, data.latent_cache, data.packing, data.num_workers = data_cfg.eval_shards, None, False, 0
     data.random_start = data.random_crop = False
+    data.min_scores = None  # held-out clips are read unfiltered (data.min_scores is training's)
     return data
 
 

@@ -311,12 +311,15 @@ def num_windows(settings: SampleSettings) -> int:
 
 
 def generate_to_files(bundle, prompts: list[str], paths: list, seed: int, settings: SampleSettings,
-                      batch_size: int = 8, progress: bool = False, make=None, provenance=None) -> list:
+                      batch_size: int = 8, progress: bool = False, make=None, provenance=None,
+                      user_prompts: list[str] | None = None, expander: dict | None = None) -> list:
     """Write video i (seeded `seed + i`) of prompt i to paths[i], in batches; bf16 autocast on GPU.
 
     make(prompts, seed, callback) -> b 3 T h w makes a batch (default: text to video, window by window);
     sora.inference.prompting.make gives frames as a condition. provenance (a `Provenance`; default: the
     bundle config's `provenance` node, both marks on) says what each file carries: a C2PA manifest, a watermark.
+    With prompt expansion (sora/inference/expand.py), `prompts` are the expanded captions the model is conditioned
+    on and `user_prompts` what the user wrote; each manifest records both, and `expander` (PromptExpander.record).
     """
     from tqdm import tqdm
 
@@ -324,6 +327,7 @@ def generate_to_files(bundle, prompts: list[str], paths: list, seed: int, settin
 
     prompts = check_prompts(prompts, bundle.text)
     assert len(paths) == len(prompts), f"{len(paths)} output paths for {len(prompts)} prompts"
+    assert user_prompts is None or len(user_prompts) == len(prompts), "one user prompt per expanded prompt"
     if batch_size < 1:
         raise SoraError(f"batch_size must be >= 1, got {batch_size}")
     for path in paths:  # before any video is made: a name in a format we do not write, or a place we cannot write
@@ -342,7 +346,11 @@ def generate_to_files(bundle, prompts: list[str], paths: list, seed: int, settin
             with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
                 videos = make(prompts[start : start + batch_size], seed + start, lambda step, total: bar.update(1))
             for i, (video, path) in enumerate(zip(videos, paths[start : start + batch_size]), start):
-                gen = Generation(fingerprint, bundle.weights, settings.as_dict(), seed + i, prompts[i])
+                if user_prompts is None:
+                    gen = Generation(fingerprint, bundle.weights, settings.as_dict(), seed + i, prompts[i])
+                else:
+                    gen = Generation(fingerprint, bundle.weights, settings.as_dict(), seed + i, user_prompts[i],
+                                     prompts[i], expander)
                 write_generated(path, video, settings.fps, prov, gen)
     return list(paths)
 

@@ -2,10 +2,11 @@
 
 The manifest holds a `c2pa.created` action whose digitalSourceType is IPTC's trainedAlgorithmicMedia, the
 generator (sora and its version) and our `org.sora.generation` assertion (model fingerprint, sampler settings,
-seed, the prompt's SHA-256, the watermark: its payload, or that none was embedded and why). c2pa-rs binds it to
-the file with a hash of every byte but the manifest's own (a BMFF hash for mp4, a data hash for GIF) and signs the
-claim: a changed byte of video data makes the hash mismatch. Which formats it can sign is the library's list
-(`can_sign`): c2pa-python 0.38.1 signs mp4 and GIF, not WebM.
+seed, the prompt's SHA-256 (for an expanded prompt, the expansion's too and the expander), the watermark: its
+payload, or that none was embedded and why). c2pa-rs binds it to the file with a hash of every byte but the
+manifest's own (a BMFF hash for mp4, a data hash for GIF) and signs the claim: a changed byte of video data makes
+the hash mismatch. Which formats it can sign is the library's list (`can_sign`): c2pa-python 0.38.1 signs mp4
+and GIF, not WebM.
 """
 
 import functools

@@ -2,6 +2,7 @@
 
     prov = Provenance.of(cfg.provenance)     # c2pa and watermark on by default
     write_generated(path, video, fps, prov, Generation(model_sha256, weights, sampler, seed, prompt))
+    # with prompt expansion (sora/inference/expand.py): Generation(..., prompt, expanded_prompt, expander)
 
 The file name's extension is the format (sora.data.video_io.VIDEO_FORMATS). A format C2PA cannot sign (WebM) is
 written with the watermark alone; frames under watermark.MIN_FRAME_PX are written without a watermark, and the
@@ -51,7 +52,9 @@ class Generation:
     weights: str  # "ema" | "raw" | "init"
     sampler: dict  # the sampler settings (SampleSettings.as_dict())
     seed: int
-    prompt: str
+    prompt: str  # as the user wrote it
+    expanded_prompt: str | None = None  # what the model was conditioned on, when a language model expanded `prompt`
+    expander: dict | None = None  # which model expanded it (sora.inference.expand.PromptExpander.record)
 
 
 def model_fingerprint(tensors: dict[str, torch.Tensor]) -> str:
@@ -71,7 +74,8 @@ def payload_of(model_sha256: str, generation_id: int) -> int:
 
 def generation_id(gen: Generation) -> int:
     """8 bits from the seed, prompt and sampler settings: the same generation gets the same id (and frames)."""
-    key = json.dumps([gen.seed, gen.prompt, _plain(gen.sampler)], sort_keys=True).encode()
+    parts = [gen.seed, gen.prompt, _plain(gen.sampler)] + ([gen.expanded_prompt] if gen.expanded_prompt else [])
+    key = json.dumps(parts, sort_keys=True).encode()
     return hashlib.sha256(key).digest()[0]
 
 
@@ -94,8 +98,13 @@ def write_generated(path, video: torch.Tensor, fps: int, prov: Provenance, gen: 
     frames = to_uint8_frames(video)  # t h w 3
     record = {"model": {"sha256": gen.model_sha256, "weights": gen.weights}, "sampler": gen.sampler, "seed": gen.seed,
               "prompt_sha256": hashlib.sha256(gen.prompt.encode()).hexdigest()}
+    if gen.expanded_prompt is not None:  # the user's prompt above, the text the model saw here
+        record["expanded_prompt_sha256"] = hashlib.sha256(gen.expanded_prompt.encode()).hexdigest()
+        record["expander"] = gen.expander or {}
     if prov.include_prompt:
         record["prompt"] = gen.prompt
+        if gen.expanded_prompt is not None:
+            record["expanded_prompt"] = gen.expanded_prompt
     if prov.watermark:
         h, w = frames.shape[1:3]
         if watermark.fits(h, w):

@@ -8,6 +8,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from sora.data.stream import DROPPED
 from sora.inference.pipeline import SampleSettings, generate_to_dir
 from sora.models.flops import device_peak_flops, dit_train_flops, mfu, num_tokens
 
@@ -33,7 +34,8 @@ class SampleVideos(L.Callback):
 
 
 class DataReport(L.Callback):
-    """Logs the loader's skipped samples by reason (data/skipped/REASON) and sums them up when training ends."""
+    """Logs the loader's skipped samples by reason (data/skipped/REASON; data.min_scores' drops as
+    data/skipped/min_scores.NAME) and sums them up when training ends, the dropped apart from the bad."""
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         dm = trainer.datamodule
@@ -42,7 +44,12 @@ class DataReport(L.Callback):
 
     def on_train_end(self, trainer, module):
         dm = trainer.datamodule
-        skipped = dict(getattr(dm, "skipped", {}) or {})
+        counts = dict(getattr(dm, "skipped", {}) or {})
+        dropped = {k[len(DROPPED):]: v for k, v in counts.items() if k.startswith(DROPPED)}
+        skipped = {k: v for k, v in counts.items() if not k.startswith(DROPPED)}
+        if dropped:
+            log.info("data: dropped %d sample(s) below data.min_scores on rank %d: %s", sum(dropped.values()),
+                     trainer.global_rank, ", ".join(f"{k}={v}" for k, v in sorted(dropped.items())))
         if skipped:
             log.warning("data: skipped %d sample(s) on rank %d: %s; every one is in %s", sum(skipped.values()),
                         trainer.global_rank, ", ".join(f"{k}={v}" for k, v in sorted(skipped.items())),

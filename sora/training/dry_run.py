@@ -15,6 +15,7 @@ run's check, sora/data/preflight.py): Open-Sora users found such buckets only by
 """
 
 import logging
+from collections import Counter
 from dataclasses import replace
 
 import torch
@@ -22,7 +23,7 @@ from omegaconf import OmegaConf
 
 from sora.data.buckets import BucketSet
 from sora.data.preflight import Survey, empty_bucket, survey
-from sora.data.stream import ClipStream, expand_shards
+from sora.data.stream import DROPPED, ClipStream, expand_shards
 from sora.devices import default_precision, world_size
 from sora.errors import SoraError
 from sora.models.dit import DiT
@@ -50,7 +51,9 @@ def dry_run(cfg, bundle, buckets: BucketSet) -> dict:
     world, sp = world_size(t.devices, t.num_nodes, t.accelerator, count_auto=True), t.sequence_parallel_size
     readers = world // sp  # sequence-parallel ranks share batches
     histogram = bucket_histogram(cfg.data, buckets)
-    counts, skipped = histogram.clips, histogram.skipped
+    # data.min_scores' drops under the loader's own names for them (min_scores.NAME), beside the bad samples
+    counts = histogram.clips
+    skipped = histogram.skipped + Counter({f"{DROPPED}{k}": v for k, v in histogram.dropped.items()})
     precision, strategy = default_precision(t.precision, t.accelerator), t.strategy.value
     trained = sum(p.numel() for p in bundle.trainable().parameters())
     frozen = sum(p.numel() for p in bundle.parameters()) - trained

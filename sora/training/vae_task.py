@@ -71,6 +71,8 @@ class VAETask(Task):
         """Reconstruction PSNR, SSIM (and LPIPS) on the held-out shards, or the training ones when there are none."""
         data = self.cfg.data.copy()
         data.shards, data.num_workers = self.cfg.data.eval_shards or self.cfg.data.shards, 0
+        if self.cfg.data.eval_shards:
+            data.min_scores = None  # held-out clips are read unfiltered (data.min_scores is training's)
         return reconstruct(self.vae, make_loader(data, seed=1), run_dir / "samples" / "final", data.sample_fps,
                            lpips=self.lpips)
 

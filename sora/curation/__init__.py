@@ -1,0 +1,1 @@
+"""Curating raw footage into captioned shards: scene splits, scores, deduplication, filters, re-captioning."""
