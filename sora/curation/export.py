@@ -21,7 +21,10 @@ import numpy as np
 
 from sora.settings import Settings, setting
 
-DROPPED_FIELDS = ("phash", "clip_embedding", "keep", "dropped_by", "stage", "of", "detail")
+# The curation's working fields, and what make_shards probes from the clip itself (a manifest's extra fields would
+# override its probed metadata).
+DROPPED_FIELDS = ("phash", "clip_embedding", "keep", "dropped_by", "stage", "of", "detail", "fps", "num_frames",
+                  "height", "width", "duration_s")
 
 
 @dataclass

@@ -14,6 +14,7 @@ import pickle
 
 import numpy as np
 
+from sora.curation.tasks import device_for, run_task
 from sora.errors import SoraError
 
 
@@ -21,14 +22,10 @@ class _StageActor:
     """One Ray actor: the stage's worker, set up once, run on batches of tasks (one JSON string each)."""
 
     def __init__(self, worker_bytes: bytes, device: str):
-        from sora.curation.runner import device_for
-
         self.worker = pickle.loads(worker_bytes)
         self.worker.setup(device_for(device, 0) if device != "cuda" else "cuda")  # Ray sets CUDA_VISIBLE_DEVICES
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from sora.curation.runner import run_task
-
         out = [json.dumps(run_task(self.worker, [tuple(t) for t in json.loads(task)])) for task in batch["task"]]
         return {"records": np.array(out, dtype=object)}
 

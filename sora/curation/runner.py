@@ -18,12 +18,10 @@ from pathlib import Path
 from typing import Callable
 
 from sora.curation.manifest import ManifestWriter, clip_key, is_live, read_records
+from sora.curation.tasks import Task, device_for, run_task
 from sora.errors import SoraError
 
 log = logging.getLogger(__name__)
-
-Task = list[tuple[str, list[dict] | None]]  # [(source, its records to do, or None for the split stage)]
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # What is left to do
@@ -48,59 +46,9 @@ def pending_clips(records: list[dict], done: list[dict]) -> tuple[list[dict], li
     return [r for r in todo if is_live(r)], [r for r in todo if not is_live(r)]
 
 
-def group_tasks(records: list[dict], min_clips: int = 1) -> list[Task]:
-    """Clips grouped by source (in first-seen order), consecutive sources joined until a task has min_clips."""
-    by_source: dict[str, list[dict]] = {}
-    for r in records:
-        by_source.setdefault(r["source"], []).append(r)
-    tasks, task, n = [], [], 0
-    for source, recs in by_source.items():
-        task.append((source, recs))
-        n += len(recs)
-        if n >= min_clips:
-            tasks.append(task)
-            task, n = [], 0
-    return tasks + ([task] if task else [])
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Workers
 # ---------------------------------------------------------------------------------------------------------------
-
-
-def device_for(device: str, rank: int) -> str:
-    """The device of worker `rank`: `cuda` spreads the workers over the visible GPUs; anything else as given."""
-    if device == "cuda":
-        import torch
-
-        if torch.cuda.is_available() and torch.cuda.device_count() > 1:
-            return f"cuda:{rank % torch.cuda.device_count()}"
-    return device
-
-
-def run_task(worker, task: Task) -> list[dict]:
-    """A task's records. A file that fails in a way no stage foresaw is recorded as skipped with the error, so one
-    file never ends a long run; what the stage expects (unreadable, empty, no scene) is its own reason."""
-    if hasattr(worker, "run_task"):  # a stage that batches across files (caption)
-        try:
-            return worker.run_task(task)
-        except Exception as e:  # noqa: BLE001 - the safety net: recorded, counted and logged, never a traceback
-            return [r for source, records in task for r in _failed(source, records, e)]
-    out = []
-    for source, records in task:
-        try:
-            out += worker.run(source, records)
-        except Exception as e:  # noqa: BLE001 - as above
-            out += _failed(source, records, e)
-    return out
-
-
-def _failed(source: str, records: list[dict] | None, e: Exception) -> list[dict]:
-    detail = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
-    log.warning("skipping %s: error: %s", source, detail)
-    if records is None:  # the split stage: one line for the file
-        return [{"source": source, "start": 0, "end": 0, "skipped": "error", "detail": detail, "of": 1}]
-    return [{**r, "skipped": "error", "detail": detail} for r in records]
 
 
 _WORKER = None
@@ -144,14 +92,23 @@ def run_tasks(worker, tasks: list[Task], workers: int, device: str):
 
 def run_stage(stage: str, worker, tasks: list[Task], out: str, workers: int = 1, device: str = "cpu",
               passthrough: list[dict] = (), finish: Callable[[list[dict]], list[dict]] | None = None,
-              done: list[dict] = (), engine: str = "local", extra: dict | None = None) -> dict:
+              done: list[dict] = (), engine: str = "local", extra: dict | None = None,
+              not_kept_out: str | None = None) -> dict:
     """Run `tasks` and append their records (and `passthrough`, first) to `out`, leaving out clips an earlier run
     wrote (`done`: a split task redoes a file whose clips were cut short); returns the run's summary, also written
-    to OUT.summary.json. `engine` "ray" runs the tasks through Ray Data (sora/curation/ray_engine.py)."""
+    to OUT.summary.json. `engine` "ray" runs the tasks through Ray Data (sora/curation/ray_engine.py).
+    `not_kept_out`: a second manifest for the records not kept, when `out` must hold kept clips only (export)."""
     t0, counts, seen = time.time(), Counter(), {clip_key(r) for r in done}
     clips_in = sum(len(recs) if recs is not None else 1 for task in tasks for _, recs in task)
+    side = ManifestWriter(not_kept_out, stage) if not_kept_out else None
     with ManifestWriter(out, stage) as writer:
-        writer.write(list(passthrough))
+        def write(records):
+            if side is None:
+                return writer.write(records)
+            side.write([r for r in records if not is_live(r)])
+            writer.write([r for r in records if is_live(r)])
+
+        write(list(passthrough))
         if engine == "ray":
             from sora.curation.ray_engine import ray_run_tasks
 
@@ -163,12 +120,14 @@ def run_stage(stage: str, worker, tasks: list[Task], out: str, workers: int = 1,
         finished = 0
         for records in results:
             records = [r for r in (finish(records) if finish else records) if clip_key(r) not in seen]
-            writer.write(records)
+            write(records)
             for r in records:
                 counts[_outcome(r)] += 1
             finished += 1
             if finished % 20 == 0 or finished == len(tasks):
                 log.info("%s: %d/%d tasks, %d clips written", stage, finished, len(tasks), sum(counts.values()))
+    if side is not None:
+        side.close()
     seconds = time.time() - t0
     made = counts["kept"] if stage == "split" else clips_in  # split: clips cut per second; others: clips done
     summary = {"stage": stage, "out": str(out), ("videos_in" if stage == "split" else "clips_in"): clips_in,

@@ -157,5 +157,5 @@ class Splitter:
         except BadSample as e:
             return [{"source": path, "start": 0, "end": 0, "skipped": e.reason, "detail": e.detail, "of": 1}]
         return [{"source": path, "start": s, "end": e, "fps": fps, "start_s": round(s / fps, 3),
-                 "end_s": round(e / fps, 3), "num_frames": num_frames, "scenes": len(scenes), "of": len(clips)}
+                 "end_s": round(e / fps, 3), "source_frames": num_frames, "scenes": len(scenes), "of": len(clips)}
                 for s, e in clips]

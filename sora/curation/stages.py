@@ -9,9 +9,10 @@ from sora.curation.dedup import DedupArgs, DuplicateIndex, Hasher
 from sora.curation.export import ExportArgs, Exporter
 from sora.curation.filtering import FilterArgs, apply, check_scores, removed_by
 from sora.curation.manifest import read_input, read_records
-from sora.curation.runner import done_records, group_tasks, pending_clips, pending_sources, run_stage
+from sora.curation.runner import done_records, pending_clips, pending_sources, run_stage
 from sora.curation.scores import ScoreArgs, Scorer, check_models
 from sora.curation.split import SplitArgs, Splitter, find_videos
+from sora.curation.tasks import group_tasks
 from sora.errors import SoraError
 
 
@@ -36,16 +37,17 @@ def split(folder: str, out: str, args: SplitArgs, workers: int = 1, device: str 
 
 
 def _clip_stage(stage: str, input_path: str, out: str, worker, workers: int, device: str, engine: str,
-                min_clips: int = 1, finish=None, extra: dict | None = None, before=None) -> dict:
-    """A stage over the clips of an input manifest, resuming after what `out` already holds."""
+                min_clips: int = 1, finish=None, extra: dict | None = None, before=None,
+                not_kept_out: str | None = None) -> dict:
+    """A stage over the clips of an input manifest, resuming after what `out` (and `not_kept_out`) already hold."""
     _check_out(out, input_path)
     records = read_input(input_path, stage)
-    done = done_records(out, stage)
+    done = done_records(out, stage) + (done_records(not_kept_out, stage) if not_kept_out else [])
     todo, passthrough = pending_clips(records, done)
     if before is not None:
         before(done)
     return run_stage(stage, worker, group_tasks(todo, min_clips), out, workers, device, passthrough=passthrough,
-                     finish=finish, done=done, engine=engine, extra=extra)
+                     finish=finish, done=done, engine=engine, extra=extra, not_kept_out=not_kept_out)
 
 
 def score(input_path: str, out: str, args: ScoreArgs, workers: int = 1, device: str = "cpu",
@@ -105,5 +107,8 @@ def caption(input_path: str, out: str, args: CaptionArgs, workers: int = 1, devi
 
 
 def export(input_path: str, out: str, args: ExportArgs, workers: int = 1) -> dict:
-    """Kept clips cut to files beside `out`, and `out` a manifest data/make_shards.py reads."""
-    return _clip_stage("export", input_path, out, Exporter(args, str(Path(out).parent)), workers, "cpu", "local")
+    """Kept clips cut to files beside `out`, and `out` a manifest data/make_shards.py reads: exported clips only
+    (each line has a path); the clips not exported, with their reasons, go to OUT_NAME.not_kept.jsonl."""
+    not_kept = str(Path(out).with_suffix("")) + ".not_kept.jsonl"
+    return _clip_stage("export", input_path, out, Exporter(args, str(Path(out).parent)), workers, "cpu", "local",
+                       not_kept_out=not_kept)
