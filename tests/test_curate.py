@@ -131,13 +131,18 @@ def test_clips_of_scenes_trim_at_cuts_only_and_respect_lengths():
 def test_split_finds_planted_cuts_within_one_frame(footage, tmp_path, detector):
     one = tmp_path / "in"
     one.mkdir()
-    (one / "cuts.mp4").write_bytes((footage / "cuts.mp4").read_bytes())
+    if detector == Detector.transnetv2:  # ~2 s a 100-frame window on a free CPU core: one window, one cut
+        cuts, frames = (20,), 45
+        (one / "cuts.mp4").write_bytes(encode_mp4(np.concatenate([shot(20, 1), shot(25, 2)]), FPS))
+    else:
+        cuts, frames = CUTS, 110
+        (one / "cuts.mp4").write_bytes((footage / "cuts.mp4").read_bytes())
     summary = stages.split(str(one), str(tmp_path / "split.jsonl"), SplitArgs(detector, None, 0.5, 10.0, 0))
     clips = [(r["start"], r["end"]) for r in read_records(tmp_path / "split.jsonl")]
-    assert summary["outcomes"] == {"kept": 3}, summary
+    assert summary["outcomes"] == {"kept": len(cuts) + 1}, summary
     found = [end for _, end in clips[:-1]]
-    assert all(abs(f - c) <= 1 for f, c in zip(found, CUTS, strict=True)), (found, CUTS)
-    assert clips[0][0] == 0 and clips[-1][1] == 110
+    assert all(abs(f - c) <= 1 for f, c in zip(found, cuts, strict=True)), (found, cuts)
+    assert clips[0][0] == 0 and clips[-1][1] == frames
 
 
 def test_transnetv2_loads_its_weights_from_its_package(monkeypatch):
@@ -308,8 +313,10 @@ def test_a_model_folder_of_the_wrong_kind_is_refused(scored, tmp_path, capsys):
     argv = ["score", str(scored / "split.jsonl"), "--out", str(tmp_path / "s.jsonl"), "--aesthetic-mlp", "x.pth"]
     _refused([*argv, "--clip-dir", str(wrong)], capsys, "holds a 't5' model, not a CLIPModel")
     _refused([*argv, "--clip-dir", str(tmp_path / "none")], capsys, "is not a folder")
-    _refused(["dedup", str(scored / "split.jsonl"), "--out", str(tmp_path / "d.jsonl"), "--clip-dir", str(wrong)],
-             capsys, "not a CLIPModel")
+    _refused(["dedup", str(scored / "split.jsonl"), "--out", str(tmp_path / "d.jsonl"), "--clip-dir", str(wrong),
+              "--workers", "2"], capsys, "not a CLIPModel")
+    _refused(["caption", str(scored / "split.jsonl"), "--out", str(tmp_path / "c.jsonl"), "--model-dir", str(wrong),
+              "--workers", "2"], capsys, "holds a 't5' model, not an image-text-to-text")
     assert not (tmp_path / "s.jsonl").exists()  # refused before anything was written
 
 
@@ -452,3 +459,23 @@ def test_ray_engine_runs_a_stage(scored, tmp_path):
 def test_input_manifest_of_a_stage_that_cannot_come_first_is_refused(scored):
     with pytest.raises(SoraError, match="the filter stage reads the manifest of score or dedup or filter"):
         read_input(scored / "split.jsonl", "filter")
+
+
+def test_a_worker_that_cannot_load_its_models_ends_the_run_in_one_line(monkeypatch):
+    """A pool restarts an initializer that raises, forever: the error is kept and raised by the worker's first task
+    instead, as a SoraError the entry point prints in one line."""
+    import queue
+
+    from sora.curation import runner
+
+    class Broken:
+        def setup(self, device):
+            raise RuntimeError("CUDA out of memory\nmore lines")
+
+    ranks = queue.Queue()
+    ranks.put(0)
+    monkeypatch.setattr(runner, "_SETUP_ERROR", None)
+    threads = torch.get_num_threads()
+    runner._init_worker(Broken(), "cpu", ranks, threads)
+    with pytest.raises(SoraError, match="^a worker could not load its models: RuntimeError: CUDA out of memory$"):
+        runner._run_in_worker([("a.mp4", [])])

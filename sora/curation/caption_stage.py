@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from sora.curation.media import clip_frames, sample_indices
 from sora.data.decode import BadSample
+from sora.errors import SoraError
 from sora.settings import Settings, setting
 
 
@@ -20,6 +21,24 @@ class CaptionArgs(Settings):
     frames: int = setting(4, ge=1, le=64)  # frames per clip given to the model
     batch_size: int = setting(8, ge=1)  # clips per generate call (and per task)
     max_side: int = setting(448, ge=32)  # frames are read at most this big (the processor resizes them anyway)
+
+
+def check_model_dir(path: str, key: str = "--model-dir") -> None:
+    """SoraError naming `key` unless `path` is a transformers folder of an image-text-to-text model: checked from
+    config.json before a run starts its workers (the Captioner checks again, and loads it)."""
+    import json
+    from pathlib import Path
+
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+    if not path or not Path(path).is_dir():
+        raise SoraError(f"{key}={path!r} is not a folder: give an image-text-to-text model saved with save_pretrained")
+    try:
+        kind = json.loads((Path(path) / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError):
+        raise SoraError(f"{key}={path!r} has no readable config.json: not a transformers model folder") from None
+    if kind not in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
+        raise SoraError(f"{key}={path!r} holds a {kind!r} model, not an image-text-to-text (vision-language) model")
 
 
 @dataclass

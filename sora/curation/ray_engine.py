@@ -14,7 +14,7 @@ import pickle
 
 import numpy as np
 
-from sora.curation.tasks import device_for, run_task
+from sora.curation.tasks import run_task
 from sora.errors import SoraError
 
 
@@ -23,7 +23,7 @@ class _StageActor:
 
     def __init__(self, worker_bytes: bytes, device: str):
         self.worker = pickle.loads(worker_bytes)
-        self.worker.setup(device_for(device, 0) if device != "cuda" else "cuda")  # Ray sets CUDA_VISIBLE_DEVICES
+        self.worker.setup(device)  # "cuda" is the actor's own GPU: Ray sets CUDA_VISIBLE_DEVICES per actor
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = [json.dumps(run_task(self.worker, [tuple(t) for t in json.loads(task)])) for task in batch["task"]]

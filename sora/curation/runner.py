@@ -51,21 +51,27 @@ def pending_clips(records: list[dict], done: list[dict]) -> tuple[list[dict], li
 # ---------------------------------------------------------------------------------------------------------------
 
 
-_WORKER = None
+_WORKER, _SETUP_ERROR = None, None
 
 
 def _init_worker(worker, device: str, ranks, threads: int) -> None:
-    global _WORKER
+    global _WORKER, _SETUP_ERROR
     import cv2
     import torch
 
     torch.set_num_threads(threads)  # the workers share the machine's cores, not each all of them
     cv2.setNumThreads(1)
-    worker.setup(device_for(device, ranks.get()))
+    try:
+        worker.setup(device_for(device, ranks.get()))
+    except Exception as e:  # noqa: BLE001 - an initializer that raises is restarted by the pool, forever
+        _SETUP_ERROR = e if isinstance(e, SoraError) else \
+            SoraError(f"a worker could not load its models: {type(e).__name__}: {(str(e).splitlines() or [''])[0]}")
     _WORKER = worker
 
 
 def _run_in_worker(task: Task) -> list[dict]:
+    if _SETUP_ERROR is not None:
+        raise _SETUP_ERROR  # ends the run in the main process, in one line
     return run_task(_WORKER, task)
 
 

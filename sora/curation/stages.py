@@ -4,7 +4,8 @@
 import json
 from pathlib import Path
 
-from sora.curation.caption_stage import CaptionArgs, CaptionWorker
+from sora.curation.caption_stage import CaptionArgs, CaptionWorker, check_model_dir
+from sora.curation.clip_models import check_clip_dir
 from sora.curation.dedup import DedupArgs, DuplicateIndex, Hasher
 from sora.curation.export import ExportArgs, Exporter
 from sora.curation.filtering import FilterArgs, apply, check_scores, removed_by
@@ -61,6 +62,8 @@ def score(input_path: str, out: str, args: ScoreArgs, workers: int = 1, device: 
 def dedup(input_path: str, out: str, args: DedupArgs, workers: int = 1, device: str = "cpu",
           engine: str = "local") -> dict:
     """Near-duplicates dropped (the first kept), decided in manifest order in this process."""
+    if args.clip_dir:
+        check_clip_dir(args.clip_dir)
     index = DuplicateIndex(args)
     return _clip_stage("dedup", input_path, out, Hasher(args), workers, device, engine, finish=index.decide,
                        before=index.remember, extra={"max_distance": args.max_distance})
@@ -102,6 +105,8 @@ def caption(input_path: str, out: str, args: CaptionArgs, workers: int = 1, devi
         raise SoraError("--model-dir is required: a local image-text-to-text model folder (e.g. Qwen2.5-VL)")
     if captioner is not None and workers > 1:
         raise SoraError("a captioner object runs in this process: use workers=1")
+    if captioner is None:
+        check_model_dir(args.model_dir)
     return _clip_stage("caption", input_path, out, CaptionWorker(args, captioner), workers, device, engine,
                        min_clips=args.batch_size, extra={"model_dir": args.model_dir})
 
