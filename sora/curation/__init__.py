@@ -1,1 +1,2 @@
-"""Curating raw footage into captioned shards: scene splits, scores, deduplication, filters, re-captioning."""
+"""Curation: raw footage -> scene clips -> scores -> deduplicated, filtered, captioned clips, one resumable manifest
+per stage (`python data/curate.py STAGE ...`; docs/CURATION.md)."""
