@@ -397,6 +397,23 @@ def test_caption_stage_batches_clips_and_resumes(scored, tmp_path):
     assert len(fake.seen) <= 2 and len(read_records(out)) == len(records)
 
 
+def test_caption_stage_captions_with_a_real_local_vlm_end_to_end(scored, tmp_path):
+    """The caption stage through the command line with a tiny random vision-language model saved to a folder (the
+    Captioner, not a stand-in): every kept clip gets a caption, the same on a rerun from scratch."""
+    from tests.tiny_models import save_tiny_vlm
+
+    model = save_tiny_vlm(tmp_path / "vlm")
+    captions = []
+    for run in ("a", "b"):
+        out = tmp_path / f"caption_{run}.jsonl"
+        assert curate.main(["caption", str(scored / "dedup.jsonl"), "--out", str(out), "--model-dir", str(model),
+                            "--frames", "2", "--batch-size", "2"]) == 0
+        kept = [r for r in read_records(out) if r.get("keep") is True]
+        assert kept and all(isinstance(r.get("caption"), str) for r in kept)
+        captions.append([(r["source"], r["start"], r["caption"]) for r in kept])
+    assert captions[0] == captions[1]  # greedy decoding: deterministic
+
+
 def test_caption_stage_needs_a_model_dir(scored, tmp_path, capsys):
     _refused(["caption", str(scored / "score.jsonl"), "--out", str(tmp_path / "c.jsonl")], capsys, "--model-dir")
 
