@@ -19,7 +19,7 @@ from typing import Callable, Optional
 
 import torch
 
-FrameVelocityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x: b c T h w, t: T) -> b c T h w
+FrameVelocityFn = Callable[[torch.Tensor, float | torch.Tensor], torch.Tensor]  # (x: b c T h w, t: T or a float)
 
 
 def lags(made: torch.Tensor, ar_step: int, reverse: bool = False) -> torch.Tensor:
@@ -45,12 +45,14 @@ def pyramid(times: list[float], unit_lags: torch.Tensor, frames_per_unit: int = 
 def rolling(velocity_fn: FrameVelocityFn, noise: torch.Tensor, levels: torch.Tensor,
             callback: Optional[Callable[[int, int], None]] = None) -> torch.Tensor:
     """Euler with a timestep per latent frame: x <- x + (t_next - t) v(x, t), t and t_next T vectors (rows of
-    `levels`, (S + 1) x T from `pyramid`); x: b c T h w. Each row equal is the synchronous Euler sampler."""
+    `levels`, (S + 1) x T from `pyramid`); x: b c T h w. A step whose frames are all at one level asks the model
+    at that one level (a float, as the synchronous sampler does), so rows all equal are the Euler sampler exactly."""
     x, num_steps = noise, levels.shape[0] - 1
     for i in range(num_steps):
-        t, t_next = levels[i], levels[i + 1]  # T each, float64
+        t, t_next = levels[i], levels[i + 1]  # T each, float64, on the CPU
         dt = (t_next - t).to(x.dtype).to(x.device)  # as euler's float step, rounded to x's dtype
-        x = x + dt[None, None, :, None, None] * velocity_fn(x, t.to(torch.float32).to(x.device))
+        at = float(t[0]) if bool((t == t[0]).all()) else t.to(torch.float32).to(x.device)
+        x = x + dt[None, None, :, None, None] * velocity_fn(x, at)
         if callback is not None:
             callback(i + 1, num_steps)
     return x

@@ -69,7 +69,11 @@ class SampleSettings:
         return replace(self, **{k: v for k, v in values.items() if v is not None})
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """The settings a video's manifest records (long.stream says how the file was written, not what is in it:
+        a streamed video is the same video, with the same watermark)."""
+        out = asdict(self)
+        del out["long"]["stream"]
+        return out
 
     @property
     def window(self) -> int:
