@@ -8,10 +8,14 @@ invisible watermark (provenance.c2pa=false / provenance.watermark=false turn the
     python sample.py ckpt=PATH prompt=... out=x.mp4 loop=true | connect=[a.mp4,b.mp4] | keyframes=[0:a.png,7:b.png]
     python sample.py ckpt=PATH prompt=... out=x.mp4 edit=clip.mp4 strength=0.6           # SDEdit
     python sample.py ckpt=PATH prompt="a cat" out=x.mp4 expand=LLM_DIR [expand_examples=SHARDS]  # prompt expansion
+    python sample.py ckpt=PATH prompt=... out=x.mp4 num_frames=240 long.latent_context=true long.stream=true
+    python sample.py ckpt=PATH window_prompts="[a red circle moving left,a red circle moving right]" out=x.mp4 ...
 
 Frames, size, steps, guidance, sampler and schedule default to the checkpoint's; num_frames=, height=, width=,
 steps=, cfg=, cfg_visual=, sampler=, schedule=, shift=, fps= override them. num_frames beyond what the model
-trained on is made window by window (overlap_frames= each window is given from the one before). The pipeline
+trained on is made window by window (overlap_frames= each window is given from the one before; long.* switches:
+the previous window's latents as history, context noise, history guidance, a rolling schedule, writing window by
+window; window_prompts= / window_prompts_file= a prompt per window; docs/SAMPLING.md). The pipeline
 checks the sizes against the checkpoint (sora/inference/pipeline.py), before the first step. `out`'s extension is
 the format: .mp4 (H.264), .gif, .webm (VP9; C2PA cannot sign WebM, so it carries the watermark alone). Frames too
 small to hold the watermark (sora/provenance/watermark.py MIN_FRAME_PX) carry none, and their manifest says so.
@@ -36,22 +40,34 @@ log = logging.getLogger("sora.sample")
 register_schemas()
 
 
-def resolve_jobs(cfg) -> tuple[list[str], list[Path]]:
-    """The prompts and the file each goes to, from prompt/out or prompts/out_dir; the files' names and places are
-    checked here, before the checkpoint loads."""
-    if cfg.prompt is not None:
+def read_lines(path: str, key: str) -> list[str]:
+    """The non-empty lines of a text file named by the setting `key` (one-line SoraError otherwise)."""
+    if not Path(path).is_file():
+        raise SoraError(f"{key}={path!r} is not a file (one prompt a line)")
+    try:
+        lines = [line for line in Path(path).read_text().splitlines() if line.strip()]
+    except UnicodeDecodeError:
+        raise SoraError(f"{key}={path!r} is not a text file (one prompt a line)") from None
+    if not lines:
+        raise SoraError(f"{key}={path!r} holds no prompt")
+    return lines
+
+
+def resolve_jobs(cfg) -> tuple[list, list[Path]]:
+    """The prompts and the file each goes to, from prompt/out, prompts/out_dir or window_prompts/out (one video, a
+    prompt a window: its prompt is the list); the files' names and places are checked here, before the checkpoint
+    loads."""
+    if cfg.prompt is not None or cfg.window_prompts is not None or cfg.window_prompts_file is not None:
         video_format(cfg.out, "out")
         check_writable(cfg.out, "out")
-        return [cfg.prompt], [Path(cfg.out)]
-    path = Path(cfg.prompts)
-    if not path.is_file():
-        raise SoraError(f"prompts={cfg.prompts!r} is not a file (one prompt a line)")
-    try:
-        prompts = [line for line in path.read_text().splitlines() if line.strip()]
-    except UnicodeDecodeError:
-        raise SoraError(f"prompts={cfg.prompts!r} is not a text file (one prompt a line)") from None
-    if not prompts:
-        raise SoraError(f"prompts={cfg.prompts!r} holds no prompt")
+        if cfg.prompt is not None:
+            return [cfg.prompt], [Path(cfg.out)]
+        story = list(cfg.window_prompts) if cfg.window_prompts is not None else \
+            read_lines(cfg.window_prompts_file, "window_prompts_file")
+        if not story:
+            raise SoraError("window_prompts=[] holds no prompt")
+        return [story], [Path(cfg.out)]
+    prompts = read_lines(cfg.prompts, "prompts")
     outs = [Path(cfg.out_dir) / f"{i:03d}.mp4" for i in range(len(prompts))]
     if Path(cfg.out_dir).exists() and not Path(cfg.out_dir).is_dir():
         raise SoraError(f"out_dir={cfg.out_dir!r} is a file, not a folder")
@@ -81,9 +97,11 @@ def expand_prompts(cfg, train_shards: str, prompts: list[str], device) -> tuple[
 
 
 def sample(cfg) -> list[Path]:
+    from omegaconf import OmegaConf
+
     from sora.inference.bundle import ModelBundle
-    from sora.inference.pipeline import SampleSettings, check_prompts, generate_to_files
-    from sora.inference.prompting import load, make
+    from sora.inference.pipeline import SampleSettings, check_prompts, check_settings, generate_to_files, per_window
+    from sora.inference.prompting import load, make_pieces, windows_of
 
     check_sample_config(cfg)
     if not str(cfg.ckpt).strip():
@@ -99,9 +117,11 @@ def sample(cfg) -> list[Path]:
     settings = SampleSettings.of(bundle.cfg).override(
         num_frames=cfg.num_frames, height=cfg.height, width=cfg.width, steps=cfg.steps, cfg=cfg.cfg,
         sampler=cfg.sampler, schedule=cfg.schedule, shift=cfg.shift, fps=cfg.fps, cfg_visual=cfg.cfg_visual,
-        overlap_frames=cfg.overlap_frames)
+        overlap_frames=cfg.overlap_frames, long=OmegaConf.to_object(cfg.long))
+    check_settings(bundle, settings)  # the sizes and the long.* switches against the checkpoint, before any file
     visual = load(settings, bundle.cfg.data.frame_stride, cfg.image, cfg.image_at, cfg.video, cfg.extend, cfg.loop,
                   cfg.connect, list(cfg.keyframes), cfg.edit, cfg.strength)
+    per_window(prompts, windows_of(settings, visual))  # a prompt per window: as many as there are windows
     user_prompts, expander = None, None
     if cfg.expand:
         user_prompts, (prompts, expander) = prompts, expand_prompts(cfg, bundle.cfg.data.shards, prompts, device)
@@ -111,7 +131,7 @@ def sample(cfg) -> list[Path]:
     generate_to_files(bundle, prompts, outs, cfg.seed, settings, batch_size=cfg.batch_size,
                       progress=sys.stderr.isatty(), provenance=cfg.provenance, user_prompts=user_prompts,
                       expander=expander,
-                      make=lambda batch, seed, callback: make(bundle, batch, seed, settings, visual, callback))
+                      make=lambda batch, seed, callback: make_pieces(bundle, batch, seed, settings, visual, callback))
     for out in outs:
         print(out, flush=True)
     log.info("wrote %d video(s) in %.1f s", len(outs), time.time() - t0)

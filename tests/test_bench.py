@@ -110,3 +110,29 @@ def test_dit_step_with_bf16_block_weights_runs_under_bf16_autocast():
     assert row["bf16_weights"] and "error" not in row and row["step_s"] > 0, row
     refused = run("--bf16-weights", "--dtype", "fp32")
     assert refused.returncode == 2 and "add --dtype bf16" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_long_video_bench_rows_at_a_tiny_size(shapes_dir, tmp_path):
+    """bench/long_video.py: a row with every switch off, one with all the checkpoint was trained for, and one with
+    each of those off in turn; a switch it was not trained for is left out and said so; bad flags in one line."""
+    from tests.test_forcing import FORCING, tiny_bundle
+
+    ckpt = tmp_path / "forcing.safetensors"
+    tiny_bundle(shapes_dir, tmp_path, *FORCING[:1]).save(str(ckpt))  # per-frame timesteps, no history noise
+    (tmp_path / "p.txt").write_text("a red circle moving left\n")
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "long_video.py"), str(ckpt), "--prompts",
+                           str(tmp_path / "p.txt"), "--lengths", "8", "--steps", "1", "--no-memory", "--out",
+                           str(tmp_path / "out")], capture_output=True, text=True, cwd=ROOT, timeout=300,
+                          env={**os.environ, **ONE_THREAD})
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    left_out = {r["switch"] for r in rows if "left_out" in r}
+    assert left_out == {"history_guidance"}  # the checkpoint has no history noise (0.05: its frame_noise, allowed)
+    made = {r["row"]: r for r in rows if "row" in r}
+    assert set(made) == {"window_by_window", "all", "all - latent_context", "all - context_noise", "all - ar_step"}
+    assert made["all"]["long"] == {"latent_context": True, "context_noise": 0.05, "ar_step": 1}
+    assert all(r["num_frames"] == 8 and r["seconds_per_video"] > 0 for r in made.values())
+    assert (tmp_path / "out" / "all-ar_step" / "8" / "000.mp4").is_file()
+    bad = subprocess.run([sys.executable, str(ROOT / "bench" / "long_video.py"), str(ckpt), "--lengths", "8,x"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300, env={**os.environ, **ONE_THREAD})
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "--lengths must be frame counts" in bad.stderr

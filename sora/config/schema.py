@@ -244,6 +244,27 @@ class TrainConfig:
 
 
 @dataclass
+class LongVideoConfig(Settings):
+    """`long.*`: how a video longer than a window stays on the rails, each part a switch (docs/SAMPLING.md). Every
+    default is the window-by-window sampler as it was: each later window given the decoded-and-re-encoded end of
+    the one before, clean, at the sampler's one timestep, the video written at once."""
+
+    # The next window's given frames are the previous window's latents (no decode -> encode round trip).
+    latent_context: bool = False
+    # The given history's timestep: noised to this level with the window's own noise (Diffusion Forcing's
+    # stabilisation, Chen et al. 2024). 0: clean. Needs a checkpoint trained at that level.
+    context_noise: float = setting(0.0, ge=0, lt=1)
+    # Guidance over the history (History-Guided Video Diffusion, Song et al. 2025): the unconditional branch gives
+    # the history fully noised (t = 1). 1: none. Needs a checkpoint trained with objective.history_noise > 0.
+    history_guidance: float = setting(1.0, ge=0)
+    # Rolling / pyramid schedule: each token frame made starts this many sampler steps after the one before
+    # (Diffusion Forcing; SkyReels-V2's ar_step). 0: every frame at one timestep. Needs per-frame training.
+    ar_step: int = setting(0, ge=0)
+    # Decode and write each window as it is made, so memory does not grow with the video (mp4 and WebM).
+    stream: bool = False
+
+
+@dataclass
 class SampleConfig(Settings):
     """sample.py's settings; null ones come from the checkpoint's config (sora.inference.pipeline.SampleSettings)."""
 
@@ -285,15 +306,26 @@ class SampleConfig(Settings):
     expand_examples: Optional[str] = None
     expand_k: int = setting(4, ge=0)  # example captions shown a prompt (0: none, no shards read)
     expand_max_new_tokens: int = setting(200, ge=1)  # the longest expansion, in the model's tokens
+    # A prompt per window, in order (a story): one video -> `out`. A list, or a file with one prompt a line.
+    window_prompts: Optional[List[str]] = None
+    window_prompts_file: Optional[str] = None
+    long: LongVideoConfig = field(default_factory=LongVideoConfig)  # longer than a window: each switch
     provenance: ProvenanceConfig = field(default_factory=ProvenanceConfig)  # C2PA manifest, watermark
 
     def check(self, at: str = "") -> None:
         if self.expand is None and self.expand_examples is not None:
             raise SoraError("expand_examples= needs expand=LLM_DIR: the instruct model that expands the prompts")
-        if (self.prompt is None) == (self.prompts is None):
-            raise SoraError("give exactly one of prompt='...' (with out=FILE.mp4) or prompts=FILE (with out_dir=DIR)")
-        if self.prompt is not None and not self.out:
-            raise SoraError("prompt= needs out=FILE.mp4")
+        story = self.window_prompts is not None or self.window_prompts_file is not None
+        if sum((self.prompt is not None, self.prompts is not None, story)) != 1:
+            raise SoraError("give exactly one of prompt='...' (with out=FILE.mp4), prompts=FILE (with out_dir=DIR) or "
+                            "window_prompts=[...] / window_prompts_file=FILE (a prompt per window, with out=FILE.mp4)")
+        if self.window_prompts is not None and self.window_prompts_file is not None:
+            raise SoraError("give window_prompts=[...] or window_prompts_file=FILE, not both")
+        if story and self.expand is not None:
+            raise SoraError("expand= rewrites one prompt a video: with window_prompts= give each window's prompt as "
+                            "the model should see it")
+        if (self.prompt is not None or story) and not self.out:
+            raise SoraError(f"{'prompt' if self.prompt is not None else 'window_prompts'}= needs out=FILE.mp4")
         if self.prompts is not None and not self.out_dir:
             raise SoraError("prompts= needs out_dir=DIR")
 

@@ -18,35 +18,80 @@ GENERATED_TAG = "AI-generated: made by a video diffusion model trained with the 
 
 def encode_mp4(frames: np.ndarray, fps: int, crf: int = 18, generated: bool = False) -> bytes:
     """Encode uint8 frames (t h w 3) to H.264 mp4 bytes; odd sizes are padded by one black pixel (yuv420p)."""
+    _check_frames(frames)
     return _encode(frames, fps, "mp4", "libx264", {"crf": str(crf), "preset": "fast"}, generated)
 
 
 def encode_webm(frames: np.ndarray, fps: int, crf: int = 20, generated: bool = False) -> bytes:
     """Encode uint8 frames (t h w 3) to VP9 WebM bytes (constant quality: crf with no bitrate cap); odd sizes are
     padded by one black pixel (yuv420p)."""
+    _check_frames(frames)
     return _encode(frames, fps, "webm", "libvpx-vp9", {"crf": str(crf), "b": "0"}, generated)
+
+
+def _check_frames(frames: np.ndarray) -> None:
+    assert frames.ndim == 4 and frames.shape[-1] == 3 and frames.dtype == np.uint8, \
+        f"want uint8 t h w 3, got {frames.dtype} {frames.shape}"
 
 
 def _encode(frames: np.ndarray, fps: int, container_format: str, codec: str, options: dict,
             generated: bool) -> bytes:
-    assert frames.ndim == 4 and frames.shape[-1] == 3 and frames.dtype == np.uint8, \
-        f"want uint8 t h w 3, got {frames.dtype} {frames.shape}"
-    t, h, w, _ = frames.shape
-    frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)))  # t h w 3 -> t H W 3 (H, W even)
     buf = io.BytesIO()
-    with av.open(buf, mode="w", format=container_format) as container:
-        if generated:
-            container.metadata["comment"] = GENERATED_TAG
-        stream = container.add_stream(codec, rate=int(fps))
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = "yuv420p"
-        stream.options = options
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    with VideoEncoder(buf, frames.shape[1], frames.shape[2], fps, container_format, codec, options,
+                      generated) as encoder:
+        encoder.write(frames)
     return buf.getvalue()
+
+
+class VideoEncoder:
+    """An mp4 / WebM encoder that takes frames a few at a time (a long video written window by window, with memory
+    flat in its length); `encode_mp4` and `encode_webm` are one call of it. Odd sizes are padded by one black
+    pixel (yuv420p)."""
+
+    def __init__(self, out, height: int, width: int, fps: int, container_format: str, codec: str, options: dict,
+                 generated: bool = False):
+        self.height, self.width = height, width
+        self.container = av.open(out, mode="w", format=container_format)
+        if generated:
+            self.container.metadata["comment"] = GENERATED_TAG
+        self.stream = self.container.add_stream(codec, rate=int(fps))
+        self.stream.width, self.stream.height = width + width % 2, height + height % 2
+        self.stream.pix_fmt = "yuv420p"
+        self.stream.options = options
+
+    @classmethod
+    def of(cls, out, ext: str, height: int, width: int, fps: int, generated: bool = False) -> "VideoEncoder":
+        """The encoder `encode_video` uses for `ext` (.mp4 or .webm)."""
+        if ext == ".mp4":
+            return cls(out, height, width, fps, "mp4", "libx264", {"crf": "18", "preset": "fast"}, generated)
+        assert ext == ".webm", f"no streaming encoder for {ext}"
+        return cls(out, height, width, fps, "webm", "libvpx-vp9", {"crf": "20", "b": "0"}, generated)
+
+    def write(self, frames: np.ndarray) -> None:
+        """uint8 t h w 3 frames, the next ones of the video."""
+        assert frames.ndim == 4 and frames.shape[-1] == 3 and frames.dtype == np.uint8, \
+            f"want uint8 t h w 3, got {frames.dtype} {frames.shape}"
+        assert frames.shape[1:3] == (self.height, self.width), f"frames of {frames.shape[1:3]} in a video of " \
+            f"{(self.height, self.width)}"
+        h, w = self.height, self.width
+        frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)))  # t h w 3 -> t H W 3 (H, W even)
+        for frame in frames:
+            for packet in self.stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                self.container.mux(packet)
+
+    def close(self) -> None:
+        for packet in self.stream.encode():
+            self.container.mux(packet)
+        self.container.close()
+
+    def __enter__(self) -> "VideoEncoder":
+        return self
+
+    def __exit__(self, kind, *_) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.container.close()
 
 
 def encode_gif(frames: np.ndarray, fps: int, generated: bool = False) -> bytes:

@@ -16,14 +16,25 @@ shapes, run as one sequence through `DiT.forward_packed`): `loss(model, x0, cond
 
 Frames given as a condition (`cond.frame_mask`, sora/models/conditioning.py) are written into the noisy latent
 before the model runs; their velocity is zero (the sampler leaves them as given) and the loss covers only the
-frames that are not given. In training they carry noise at their own small timestep `cond.frame_t`.
+frames that are not given. In training they carry noise at their own small timestep `cond.frame_t`, or, in a
+share of batches (`history_noise`), at a level drawn from the whole [0, 1], so that the model learns to read
+imperfect history (History-Guided Video Diffusion, Song et al. 2025) and history guidance has a branch to guide
+from (history fully noised).
+
+A timestep per token frame (Diffusion Forcing, Chen et al. 2024): `frame_timesteps` is a mixture of three ways a
+clip's token frames draw their timesteps: synchronous (one t for the clip: the default, and what every run
+before it trained), independent (each token frame its own logit-normal t) and non-decreasing (independent draws
+sorted along time, later frames noisier: SkyReels-V2's schedule for autoregressive rollout, Chen et al. 2025).
+A clip's t is then b T (one per latent frame, equal within a token frame) and the DiT modulates each token frame
+by its own (sora/models/modulation.py). Frames given at frame_t are the special case: their t is frame_t.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 import torch
 
+from sora.errors import SoraError
 from sora.models.conditioning import Conditioning
 from sora.settings import Settings, setting
 
@@ -48,7 +59,10 @@ def as_list(x: Latent) -> list[torch.Tensor]:
 
 
 def broadcast_t(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Timesteps shaped to broadcast over x: b -> b 1 1 1 1 for a batch; a clip's 0-d t stays a scalar."""
+    """Timesteps shaped to broadcast over x: b -> b 1 1 1 1 for a batch, b T -> b 1 T 1 1 (a timestep per latent
+    frame); a clip's 0-d t stays a scalar, its T -> 1 T 1 1."""
+    if t.ndim == x.ndim - 3:  # a timestep per latent frame
+        return frames_like(t, x)
     return t.reshape(t.shape + (1,) * (x.ndim - t.ndim))
 
 
@@ -60,6 +74,28 @@ def broadcast_t(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 class Prediction(str, Enum):
     velocity = "velocity"  # the network outputs v = eps - x0
     x0 = "x0"  # the network outputs the clean latent; v = (x_t - x0) / t (JiT)
+
+
+@dataclass
+class FrameTimesteps(Settings):
+    """`objective.frame_timesteps.*`: relative shares (normalised by their sum) of the ways a training clip's token
+    frames draw their timesteps. The default, synchronous alone, is one t a clip: what every run before trained."""
+
+    synchronous: float = setting(1.0, ge=0)  # one t for every frame of the clip
+    independent: float = setting(0.0, ge=0)  # each token frame its own t (Diffusion Forcing, Chen et al. 2024)
+    non_decreasing: float = setting(0.0, ge=0)  # independent draws sorted along time (SkyReels-V2)
+
+    def check(self, at: str = "") -> None:
+        if self.synchronous + self.independent + self.non_decreasing <= 0:
+            raise SoraError(f"{at.rstrip('.')}: the shares must not all be 0 (synchronous: 1 is one t a clip)")
+
+    @property
+    def per_frame(self) -> bool:
+        """Whether any clip draws a timestep per token frame (what a rolling schedule needs at sampling)."""
+        return self.independent + self.non_decreasing > 0
+
+
+KINDS = ("synchronous", "independent", "non_decreasing")  # FrameTimesteps' fields, in the order draws index them
 
 
 @dataclass
@@ -77,6 +113,10 @@ class ObjectiveArgs(Settings):
     # instead (sampling is unchanged): the mid- and high-noise levels, where layout and motion are made, then
     # drive the updates. loss_t_floor = t_min is the plain velocity loss.
     loss_t_floor: float = setting(0.05, gt=0, lt=1)
+    frame_timesteps: FrameTimesteps = field(default_factory=FrameTimesteps)
+    # Share of batches whose given frames are noised to a level drawn from [0, 1] instead of [0,
+    # conditioning.frame_noise]: history may be imperfect (Song et al. 2025). 0: every batch as before.
+    history_noise: float = setting(0.0, ge=0, le=1)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -85,9 +125,11 @@ class ObjectiveArgs(Settings):
 
 
 class RectifiedFlow:
-    def __init__(self, args: ObjectiveArgs | None = None):
+    def __init__(self, args: ObjectiveArgs | None = None, frames_per_unit: int = 1):
+        """frames_per_unit: latent frames a token frame holds (the DiT's patch_size[0]): per-frame timesteps are
+        drawn for whole token frames."""
         args = args if args is not None else ObjectiveArgs()
-        self.args = args
+        self.args, self.frames_per_unit = args, frames_per_unit
         self.mean, self.std, self.prediction, self.t_min = (args.logit_normal_mean, args.logit_normal_std,
                                                             args.prediction, args.t_min)
 
@@ -95,6 +137,31 @@ class RectifiedFlow:
         """One timestep per clip in (0, 1): t = sigmoid(n) with n ~ N(mean, std^2)."""
         n = torch.randn(num_clips, device=device, generator=generator)
         return torch.sigmoid(self.mean + self.std * n)
+
+    def sample_frame_t(self, num_clips: int, num_frames: int, device,
+                       generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(b T timesteps, b kinds): each clip draws a kind from `frame_timesteps` (an index into KINDS), then
+        logit-normal t for each of its token frames: all equal (synchronous), as drawn (independent) or sorted
+        ascending along time (non-decreasing); spread over the token frame's latent frames."""
+        shares = self.args.frame_timesteps
+        weights = torch.tensor([getattr(shares, k) for k in KINDS], dtype=torch.float64)
+        kinds = torch.multinomial(weights, num_clips, replacement=True, generator=generator)  # b, on the CPU
+        units = num_frames // self.frames_per_unit
+        n = torch.randn(num_clips, units, device=device, generator=generator)
+        t = torch.sigmoid(self.mean + self.std * n)  # b u
+        kind = kinds.to(device)[:, None]  # b 1
+        t = torch.where(kind == 0, t[:, :1].expand_as(t), t)
+        t = torch.where(kind == 2, t.sort(dim=1).values, t)
+        return t.repeat_interleave(self.frames_per_unit, dim=1), kinds  # b T
+
+    def draw_t(self, x0: Latent, device):
+        """Training timesteps: b (one a clip, as every run before per-frame timesteps drew them) when the mixture
+        is synchronous alone, else b T for a batch (a list of T_i for a pack)."""
+        if not self.args.frame_timesteps.per_frame:
+            return self.sample_t(len(x0) if isinstance(x0, list) else x0.shape[0], device)
+        if isinstance(x0, list):
+            return [self.sample_frame_t(1, xi.shape[1], device)[0][0] for xi in x0]
+        return self.sample_frame_t(x0.shape[0], x0.shape[2], device)[0]
 
     @staticmethod
     def noised(x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -124,7 +191,8 @@ class RectifiedFlow:
                          cond.frame_mask)
 
     def velocity(self, model, x: Latent, t: torch.Tensor, cond: Conditioning) -> Latent:
-        """The sampler's dx/dt at (x, t): x a batch (t: b) or a pack (t: one per clip); zero on given frames."""
+        """The sampler's dx/dt at (x, t): x a batch (t: b, or b T: a timestep per latent frame) or a pack (t: one per
+        clip, or a T_i tensor per clip); zero on given frames."""
         x = self.with_given_frames(x, cond)
         out = model.forward_packed(x, t, cond) if isinstance(x, list) else model(x, t, cond)
         v = each_clip(self._to_velocity, x, out, t)
@@ -137,9 +205,12 @@ class RectifiedFlow:
         the same, so a pack's loss is the loss its clips would have as one batch)."""
         num_clips = len(x0) if isinstance(x0, list) else x0.shape[0]
         device = x0[0].device if isinstance(x0, list) else x0.device
-        t = self.sample_t(num_clips, device)
+        t = self.draw_t(x0, device)  # b, or a timestep per latent frame
         eps = each_clip(torch.randn_like, x0)
         xt = each_clip(self.noised, x0, eps, t)
+        if cond.has_frames and self.args.history_noise > 0 and float(torch.rand(())) < self.args.history_noise:
+            # this batch's history anywhere from clean to pure noise (Song et al. 2025), not just slightly noised
+            cond = cond.with_frames(cond.frames, cond.frame_mask, torch.rand(num_clips, device=device))
         if cond.has_frames:  # the given frames at their own small timestep (noise augmentation, CogVideoX / LTX)
             noised_frames = each_clip(self.noised, cond.frames, eps, cond.frame_t)
             cond = cond.with_frames(noised_frames, cond.frame_mask, cond.frame_t)

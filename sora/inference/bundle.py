@@ -52,7 +52,7 @@ class ModelBundle(nn.Module):
         super().__init__()
         self.cfg = typed(cfg)
         self.vae, self.text, self.dit = vae, text, dit
-        self.objective = RectifiedFlow(OmegaConf.to_object(self.cfg.objective))
+        self.objective = RectifiedFlow(OmegaConf.to_object(self.cfg.objective), int(self.cfg.dit.patch_size[0]))
         self.geometry = LatentGeometry.of(vae, self.cfg.dit.patch_size)
         self.weights = weights  # which weights the DiT holds: "init", "raw" (training's) or "ema"
 

@@ -6,8 +6,11 @@
 One window is one run of the sampler over the model's latent (`generate`): text, frames given anywhere in it
 (`Given`: an image to animate, the end of a clip to extend, two ends to connect, keyframes), and an optional
 start from a clip's latent part-way to noise (SDEdit). Videos longer than a window are made window by window,
-each conditioned on the end of the one before (`generate_long`). sora/inference/prompting.py turns files and
-modes into `Given` frames.
+each conditioned on the end of the one before (`long_video` yields the pieces, `generate_long` joins them);
+`settings.long` (sora/config/schema.py LongVideoConfig) holds its switches: the previous window's latents as the
+history, context noise, history guidance, a rolling schedule (sora/diffusion/rolling.py), and writing window by
+window (`generate_to_files`); a prompt may be a list, one prompt a window. sora/inference/prompting.py turns
+files and modes into `Given` frames.
 
 Every size is checked where it is used, so that every caller (sample.py, evaluation, a script) fails in one line
 before the first step: `generate` checks the frames it makes at once, `generate_long` the window and the overlap,
@@ -16,14 +19,17 @@ before the first step: `generate` checks the frames it makes at once, `generate_
 
 import logging
 import weakref
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
+from sora.config.schema import LongVideoConfig
 from sora.data.video_io import check_writable, video_format
 from sora.diffusion.frame_modes import gives_frames
 from sora.diffusion.guidance import guided_velocity
+from sora.diffusion.rolling import lags, num_rolling_steps, pyramid, rolling
 from sora.diffusion.samplers import SAMPLERS
 from sora.diffusion.schedules import make_schedule
 from sora.errors import SoraError
@@ -50,6 +56,7 @@ class SampleSettings:
     cfg_visual: float = 1.0  # guidance toward the given frames (1: none beyond the text's)
     window_frames: int | None = None  # frames the model makes at once (None: num_frames); longer videos go by windows
     overlap_frames: int | None = None  # frames each later window is given from the one before (None: half a window)
+    long: LongVideoConfig = field(default_factory=LongVideoConfig)  # the long-video switches (all off: as before)
 
     @classmethod
     def of(cls, cfg) -> "SampleSettings":
@@ -62,7 +69,11 @@ class SampleSettings:
         return replace(self, **{k: v for k, v in values.items() if v is not None})
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """The settings a video's manifest records (long.stream says how the file was written, not what is in it:
+        a streamed video is the same video, with the same watermark)."""
+        out = asdict(self)
+        del out["long"]["stream"]
+        return out
 
     @property
     def window(self) -> int:
@@ -82,10 +93,14 @@ class SampleSettings:
 _warned_prompts: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # text encoder -> prompts warned about
 
 
-def check_prompts(prompts: list[str], text_encoder=None) -> list[str]:
+def check_prompts(prompts: list, text_encoder=None) -> list:
     """Strip prompts; an empty one is a user error (the empty caption is the unconditional branch of CFG). With a
     word encoder, words it never saw (they read as <unk>) and words past its text.max_tokens are named in one
-    warning a prompt, once a prompt for that encoder however many windows and batches use it."""
+    warning a prompt, once a prompt for that encoder however many windows and batches use it. A prompt may be a
+    list (one prompt a window of a long video): each of its prompts is checked."""
+    if any(not isinstance(p, str) for p in prompts):  # stories: one prompt a window
+        return [check_prompts([p], text_encoder)[0] if isinstance(p, str) else check_prompts(list(p), text_encoder)
+                for p in prompts]
     prompts = [p.strip() for p in prompts]
     for i, p in enumerate(prompts):
         if not p:
@@ -145,9 +160,10 @@ def check_given_frames(bundle, what: str) -> None:
 
 
 def check_settings(bundle, settings: SampleSettings) -> None:
-    """Everything generate_long checks, at once: the sizes it makes, the overlap of its windows, and whether the
-    checkpoint can make a video longer than a window."""
+    """Everything generate_long checks, at once: the sizes it makes, the overlap of its windows, whether the
+    checkpoint can make a video longer than a window, and the long-video switches against what it trained with."""
     s, window = settings, settings.window
+    check_long(bundle, s)
     if s.num_frames <= window:
         check_size(bundle.geometry, s.num_frames, s.height, s.width)
         return
@@ -155,8 +171,35 @@ def check_settings(bundle, settings: SampleSettings) -> None:
     if not 1 <= s.overlap < window:
         raise SoraError(f"overlap_frames={s.overlap}: each later window of a {s.num_frames}-frame video is given "
                         f"1 to {window - 1} frames of the {window}-frame window before it")
+    if s.long.latent_context and bundle.geometry.problems(s.overlap, s.height, s.width):
+        cuts = [n for n in range(1, window) if not bundle.geometry.problems(n, s.height, s.width)]
+        raise SoraError(f"long.latent_context: overlap_frames={s.overlap} is not a whole number of the model's latent "
+                        f"token frames, so the previous window's latents cannot be handed over as they are; use "
+                        f"overlap_frames={' or '.join(map(str, sorted(cuts, key=lambda n: abs(n - s.overlap))[:2]))}")
     check_given_frames(bundle, f"num_frames={s.num_frames} is more than its {window}-frame window, and each "
                                "later window is given the end of the one before")
+
+
+def check_long(bundle, settings: SampleSettings) -> None:
+    """SoraError naming the `long.*` switch a checkpoint was not trained for (its config says what it was)."""
+    long, trained = settings.long, bundle.cfg
+    shares, history_noise = trained.objective.frame_timesteps, trained.objective.history_noise
+    if long.ar_step > 0:
+        if shares.independent + shares.non_decreasing <= 0:
+            raise SoraError(f"long.ar_step={long.ar_step}: a rolling schedule gives each frame its own timestep, and "
+                            "this checkpoint trained with one timestep a clip (objective.frame_timesteps: synchronous "
+                            "alone); use long.ar_step=0, or train with objective.frame_timesteps.non_decreasing > 0")
+        if settings.sampler != "euler":
+            raise SoraError(f"long.ar_step={long.ar_step}: the rolling schedule steps each frame by Euler; use "
+                            f"sampler=euler, not {settings.sampler}")
+    if long.history_guidance != 1.0 and history_noise <= 0:
+        raise SoraError(f"long.history_guidance={long.history_guidance}: its unconditional branch gives the history "
+                        "fully noised, which this checkpoint was never given (objective.history_noise=0); use "
+                        "long.history_guidance=1, or train with objective.history_noise > 0")
+    if long.context_noise > trained.conditioning.frame_noise and history_noise <= 0:
+        raise SoraError(f"long.context_noise={long.context_noise}: this checkpoint was given frames at noise levels up "
+                        f"to conditioning.frame_noise={trained.conditioning.frame_noise} only "
+                        "(objective.history_noise=0); use at most that")
 
 
 def noise(geometry: LatentGeometry, num_videos: int, seed: int, num_frames: int, height: int, width: int,
@@ -179,6 +222,7 @@ class Given:
 
     frames: torch.Tensor  # b 3 T h w in [-1, 1] (frames not given: anything)
     mask: torch.Tensor  # b T bool: which frames are given
+    history: bool = False  # the end of the video so far (a later window): settings.long applies to them
 
     def latents(self, bundle) -> tuple[torch.Tensor, torch.Tensor]:
         """(b z t h w latents, b t latent-frame mask) for the DiT.
@@ -217,6 +261,56 @@ def fill_from_nearest(frames: torch.Tensor, given: torch.Tensor, wanted: torch.T
 # ---------------------------------------------------------------------------------------------------------------
 
 
+GivenLatents = tuple[torch.Tensor, torch.Tensor]  # (b z t h w latent frames, b t latent-frame mask)
+
+
+@torch.no_grad()
+def sample_latent(bundle, prompts: list[str], seed: int, settings: SampleSettings,
+                  given: GivenLatents | None = None, history: bool = False, backward: bool = False,
+                  start: torch.Tensor | None = None, strength: float = 1.0, callback=None) -> torch.Tensor:
+    """One window's latent (b z t h w): the sampler run from noise (or SDEdit's start) under guidance.
+
+    given: latent frames given as a condition. history: they are the end of the video so far (a later window of a
+    long video), so `settings.long` applies to them: context noise and history guidance; backward: the video grows
+    towards its start (the rolling schedule then leads from the end).
+    """
+    s, b, long = settings, len(prompts), settings.long
+    cond = bundle.encode_text(prompts)
+    uncond = bundle.encode_text([""] * b)
+    x = noise(bundle.geometry, b, seed, s.num_frames, s.height, s.width, bundle.device)
+    if given is None:
+        chain, scales = [uncond, cond], [s.cfg]
+    else:
+        frames, mask = given
+        frame_t = torch.zeros(b, device=x.device)  # given clean: within [0, frame_noise] of training
+        if history and long.context_noise > 0:  # the history at a small noise level, with this window's noise
+            frame_t = torch.full((b,), long.context_noise, device=x.device)
+            frames = bundle.objective.noised(frames.to(x.dtype), x, frame_t)
+        full = cond.with_frames(frames, mask, frame_t)
+        if history and long.history_guidance != 1.0:  # DFoT: guide away from the history fully noised (t = 1)
+            ones = torch.ones(b, device=x.device)
+            chain = [uncond.with_frames(x, mask, ones), cond.with_frames(x, mask, ones), full]
+            scales = [s.cfg, long.history_guidance]
+        else:  # nothing / the frames / frames and text, with a scale for each step (guidance.py)
+            visual = uncond.with_frames(frames, mask, frame_t)
+            chain, scales = [visual.without_frames(), visual, full], [s.cfg_visual, s.cfg]
+    times = make_schedule(s.schedule, s.steps, s.shift)
+    if start is not None:  # SDEdit: the clip's latent part-way to noise, and the schedule from there down
+        z = bundle.vae.encode(start.to(bundle.device), sample=False)
+        x = bundle.objective.noised(z, x, torch.full((b,), strength, device=x.device))
+        times = [strength] + [t for t in times if t < strength] if strength > 0 else [0.0]
+    velocity_fn = guided_velocity(bundle.objective, bundle.dit, chain, scales)
+    if given is not None:
+        x = bundle.objective.with_given_frames(x, chain[-1])
+    if len(times) <= 1:
+        return x
+    if long.ar_step > 0 and start is None:  # each token frame its own timestep: the pyramid
+        pt = bundle.dit.patch_size[0]
+        made = ~given[1][0, ::pt].cpu() if given is not None else torch.ones(x.shape[2] // pt, dtype=torch.bool)
+        return rolling(velocity_fn, x, pyramid(times, lags(made, long.ar_step, backward), pt), callback)
+    return SAMPLERS[s.sampler](velocity_fn, x, times, callback)
+
+
 @torch.no_grad()
 def generate(bundle, prompts: list[str], seed: int, settings: SampleSettings, given: Given | None = None,
              start: torch.Tensor | None = None, strength: float = 1.0, callback=None) -> torch.Tensor:
@@ -226,37 +320,29 @@ def generate(bundle, prompts: list[str], seed: int, settings: SampleSettings, gi
     begin from the clip `start` (b 3 t h w) noised to t = strength, and integrate from there; strength 1 is
     text-to-video from the same noise, 0 returns the clip. callback(step, num_steps) follows the sampler.
     """
+    return _window(bundle, prompts, seed, settings, given, start=start, strength=strength, callback=callback)[1]
+
+
+def _window(bundle, prompts: list[str], seed: int, settings: SampleSettings, given: Given | None = None,
+            latents: GivenLatents | None = None, backward: bool = False, start: torch.Tensor | None = None,
+            strength: float = 1.0, callback=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One window: (its latent, its video in [-1, 1]). given: pixel frames (encoded here); latents: latent frames
+    handed over from the window before (the history: settings.long applies)."""
     prompts = check_prompts(prompts, bundle.text)
-    s, b = settings, len(prompts)
+    s = settings
     check_size(bundle.geometry, s.num_frames, s.height, s.width)
-    if given is not None:
+    if given is not None or latents is not None:
         check_given_frames(bundle, "frames given as a condition")
     if start is not None and not 0.0 <= strength <= 1.0:
         raise SoraError(f"strength must be in [0, 1], got {strength}")
-    cond = bundle.encode_text(prompts)
-    uncond = bundle.encode_text([""] * b)
-    x = noise(bundle.geometry, b, seed, s.num_frames, s.height, s.width, bundle.device)
-    if given is None:
-        chain, scales = [uncond, cond], [s.cfg]
-    else:  # nothing / the frames / frames and text, with a scale for each step (guidance.py)
-        frames, mask = given.latents(bundle)
-        frame_t = torch.zeros(b, device=x.device)  # given clean: within [0, frame_noise] of training
-        visual = uncond.with_frames(frames, mask, frame_t)
-        chain = [visual.without_frames(), visual, cond.with_frames(frames, mask, frame_t)]
-        scales = [s.cfg_visual, s.cfg]
-    times = make_schedule(s.schedule, s.steps, s.shift)
-    if start is not None:  # SDEdit: the clip's latent part-way to noise, and the schedule from there down
-        z = bundle.vae.encode(start.to(bundle.device), sample=False)
-        x = bundle.objective.noised(z, x, torch.full((b,), strength, device=x.device))
-        times = [strength] + [t for t in times if t < strength] if strength > 0 else [0.0]
-    velocity_fn = guided_velocity(bundle.objective, bundle.dit, chain, scales)
+    history = latents is not None or (given is not None and given.history)
     if given is not None:
-        x = bundle.objective.with_given_frames(x, chain[-1])
-    latent = SAMPLERS[s.sampler](velocity_fn, x, times, callback) if len(times) > 1 else x
+        latents = given.latents(bundle)
+    latent = sample_latent(bundle, prompts, seed, s, latents, history, backward, start, strength, callback)
     video = bundle.vae.decode(latent).clamp(-1, 1)
     if given is not None:  # the given frames as they were given (decoding a latent is not exact)
         video = torch.where(given.mask.to(video.device)[:, None, :, None, None], given.frames.to(video.device), video)
-    return video
+    return latent, video
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -264,36 +350,70 @@ def generate(bundle, prompts: list[str], seed: int, settings: SampleSettings, gi
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def per_window(prompts: list, windows: int, what: str = "window_prompts") -> list[list[str]]:
+    """Each window's prompts: a prompt that is a string serves every window, a list gives one prompt a window
+    (a SoraError naming `what` unless it has one for each of the `windows`)."""
+    for p in prompts:
+        if not isinstance(p, str) and len(p) != windows:
+            raise SoraError(f"{what}: {len(p)} prompts for a video of {windows} windows (one prompt a window)")
+    return [[p if isinstance(p, str) else p[w] for p in prompts] for w in range(windows)]
+
+
 @torch.no_grad()
-def generate_long(bundle, prompts: list[str], seed: int, settings: SampleSettings, given: Given | None = None,
-                  backward: bool = False, callback=None) -> torch.Tensor:
-    """Videos of settings.num_frames made window by window (a window is what the model trained on): each later
-    window is given the last overlap_frames of the video so far and makes the rest, so memory stays that of one
-    window whatever the length. `given` applies to the first window. backward: the video grows towards its
-    start instead (each later window is given the first frames so far, at its end)."""
+def long_video(bundle, prompts: list, seed: int, settings: SampleSettings, given: Given | None = None,
+               backward: bool = False, callback=None) -> Iterator[torch.Tensor]:
+    """A video of settings.num_frames window by window (a window is what the model trained on), as b 3 n h w
+    pieces in the order they are made: the first window, then each later window's new frames (forwards: in the
+    video's order; `backward`: each piece goes before the ones made already). Each later window is given the last
+    overlap_frames of the video so far and makes the rest, so memory stays that of one window whatever the
+    length. `given` applies to the first window; a prompt that is a list gives one prompt a window."""
     s = settings
     window, total = s.window, s.num_frames
     check_settings(bundle, s)
+    prompts = per_window(check_prompts(prompts, bundle.text), num_windows(s))
     if total <= window:
-        return generate(bundle, prompts, seed, s, given, callback=callback)
-    overlap = s.overlap
+        yield generate(bundle, prompts[0], seed, s, given, callback=callback)
+        return
+    overlap, b = s.overlap, len(prompts[0])
     one = replace(s, num_frames=window)
-    video = generate(bundle, prompts, seed, one, given, callback=callback)  # b 3 window h w
-    parts, made, w = [video], window, 1
+    latent, video = _window(bundle, prompts[0], seed, one, given, callback=callback)  # b 3 window h w
+    yield video
+    made, w = window, 1
     while made < total:
-        keep = video[:, :, :overlap] if backward else video[:, :, -overlap:]  # b 3 overlap h w: the frames so far
-        blank = torch.zeros_like(video[:, :, : window - overlap])
-        frames = torch.cat([blank, keep] if backward else [keep, blank], dim=2)  # b 3 window h w
-        mask = torch.zeros(len(prompts), window, dtype=torch.bool)
+        mask = torch.zeros(b, window, dtype=torch.bool)  # pixel frames given: the overlap, at the window's start
         if backward:
             mask[:, window - overlap:] = True
         else:
             mask[:, :overlap] = True
-        video = generate(bundle, prompts, seed + 7919 * w, one, Given(frames, mask), callback=callback)
-        parts.append(video[:, :, : window - overlap] if backward else video[:, :, overlap:])
+        if s.long.latent_context:  # the previous window's own latents, with no decode -> encode round trip
+            g = bundle.geometry.latent_frames(overlap)
+            frames = torch.zeros_like(latent)
+            lat_mask = torch.zeros(b, latent.shape[2], dtype=torch.bool, device=latent.device)
+            if backward:
+                frames[:, :, -g:], lat_mask[:, -g:] = latent[:, :, :g], True
+            else:
+                frames[:, :, :g], lat_mask[:, :g] = latent[:, :, -g:], True
+            latent, video = _window(bundle, prompts[w], seed + 7919 * w, one, latents=(frames, lat_mask),
+                                    backward=backward, callback=callback)
+        else:  # the frames so far in pixels, re-encoded as the first window's given frames are
+            keep = video[:, :, :overlap] if backward else video[:, :, -overlap:]  # b 3 overlap h w
+            blank = torch.zeros_like(video[:, :, : window - overlap])
+            frames = torch.cat([blank, keep] if backward else [keep, blank], dim=2)  # b 3 window h w
+            latent, video = _window(bundle, prompts[w], seed + 7919 * w, one, Given(frames, mask, history=True),
+                                    backward=backward, callback=callback)
+        new = video[:, :, : window - overlap] if backward else video[:, :, overlap:]
+        need = total - made
+        yield new[:, :, -need:] if backward else new[:, :, :need]
         made, w = made + window - overlap, w + 1
-    out = torch.cat(parts[::-1] if backward else parts, dim=2)  # b 3 made h w
-    return out[:, :, -total:] if backward else out[:, :, :total]
+
+
+@torch.no_grad()
+def generate_long(bundle, prompts: list, seed: int, settings: SampleSettings, given: Given | None = None,
+                  backward: bool = False, callback=None) -> torch.Tensor:
+    """Videos of settings.num_frames made window by window (`long_video`), joined: b 3 num_frames h w. backward:
+    the video grows towards its start instead (each later window is given the first frames so far, at its end)."""
+    pieces = list(long_video(bundle, prompts, seed, settings, given, backward, callback))
+    return torch.cat(pieces[::-1] if backward else pieces, dim=2)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -310,20 +430,36 @@ def num_windows(settings: SampleSettings) -> int:
     return 1 + -(-(total - window) // (window - overlap))
 
 
-def generate_to_files(bundle, prompts: list[str], paths: list, seed: int, settings: SampleSettings,
+def num_steps(bundle, settings: SampleSettings) -> int:
+    """Model evaluations (sampler steps) of one batch of a text-to-video long video: every window's steps, more
+    under a rolling schedule (sora/diffusion/rolling.py)."""
+    s, windows = settings, num_windows(settings)
+    if s.long.ar_step == 0:
+        return windows * s.steps
+    geometry, pt = bundle.geometry, bundle.dit.patch_size[0]
+    units = geometry.latent_frames(min(s.window, s.num_frames)) // pt
+    given = -(-(int(geometry.latent_index(s.window)[s.overlap - 1]) + 1) // pt) if windows > 1 else 0
+    first = num_rolling_steps(s.steps, units, s.long.ar_step)
+    return first + (windows - 1) * num_rolling_steps(s.steps, units - given, s.long.ar_step)
+
+
+def generate_to_files(bundle, prompts: list, paths: list, seed: int, settings: SampleSettings,
                       batch_size: int = 8, progress: bool = False, make=None, provenance=None,
                       user_prompts: list[str] | None = None, expander: dict | None = None) -> list:
-    """Write video i (seeded `seed + i`) of prompt i to paths[i], in batches; bf16 autocast on GPU.
+    """Write video i (seeded `seed + i`) of prompt i to paths[i], in batches; bf16 autocast on GPU. A prompt may be
+    a list: one prompt a window of a long video.
 
-    make(prompts, seed, callback) -> b 3 T h w makes a batch (default: text to video, window by window);
-    sora.inference.prompting.make gives frames as a condition. provenance (a `Provenance`; default: the
-    bundle config's `provenance` node, both marks on) says what each file carries: a C2PA manifest, a watermark.
-    With prompt expansion (sora/inference/expand.py), `prompts` are the expanded captions the model is conditioned
-    on and `user_prompts` what the user wrote; each manifest records both, and `expander` (PromptExpander.record).
+    make(prompts, seed, callback) makes a batch: b 3 T h w, or its pieces in order (b 3 n h w each; default: text to
+    video, window by window, `long_video`); sora.inference.prompting.make_pieces gives frames as a condition. With
+    settings.long.stream each piece is written as it comes (`StreamedVideo`), else the video is written at once.
+    provenance (a `Provenance`; default: the bundle config's `provenance` node, both marks on) says what each file
+    carries: a C2PA manifest, a watermark. With prompt expansion (sora/inference/expand.py), `prompts` are the
+    expanded captions the model is conditioned on and `user_prompts` what the user wrote; each manifest records both,
+    and `expander` (PromptExpander.record).
     """
     from tqdm import tqdm
 
-    from sora.provenance.stamp import Generation, Provenance, model_fingerprint, write_generated
+    from sora.provenance.stamp import Generation, Provenance, StreamedVideo, model_fingerprint, write_generated
 
     prompts = check_prompts(prompts, bundle.text)
     assert len(paths) == len(prompts), f"{len(paths)} output paths for {len(prompts)} prompts"
@@ -334,24 +470,45 @@ def generate_to_files(bundle, prompts: list[str], paths: list, seed: int, settin
         video_format(path, "out")
         check_writable(path, "out")
     check_settings(bundle, settings)
+    if make is None:  # a story of the wrong length, before anything runs (prompting's modes check their own)
+        per_window(prompts, num_windows(settings))
     prov = provenance if isinstance(provenance, Provenance) else Provenance.of(provenance or bundle.cfg.provenance)
     fingerprint = model_fingerprint(bundle.tensors())
-    make = make or (lambda batch, batch_seed, callback: generate_long(bundle, batch, batch_seed, settings,
-                                                                      callback=callback))
+    make = make or (lambda batch, batch_seed, callback: long_video(bundle, batch, batch_seed, settings,
+                                                                   callback=callback))
     device = bundle.device
     batches = range(0, len(prompts), batch_size)
-    total = len(batches) * num_windows(settings) * settings.steps
-    with tqdm(total=total, desc="sampling", unit="step", disable=not progress) as bar:
+
+    def generation(i: int) -> Generation:
+        prompt = prompts[i] if isinstance(prompts[i], str) else "\n".join(prompts[i])  # a story: a line a window
+        if user_prompts is None:
+            return Generation(fingerprint, bundle.weights, settings.as_dict(), seed + i, prompt)
+        return Generation(fingerprint, bundle.weights, settings.as_dict(), seed + i, user_prompts[i], prompt, expander)
+
+    with tqdm(total=len(batches) * num_steps(bundle, settings), desc="sampling", unit="step",
+              disable=not progress) as bar:
         for start in batches:
+            batch_paths = paths[start : start + batch_size]
             with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
-                videos = make(prompts[start : start + batch_size], seed + start, lambda step, total: bar.update(1))
-            for i, (video, path) in enumerate(zip(videos, paths[start : start + batch_size]), start):
-                if user_prompts is None:
-                    gen = Generation(fingerprint, bundle.weights, settings.as_dict(), seed + i, prompts[i])
-                else:
-                    gen = Generation(fingerprint, bundle.weights, settings.as_dict(), seed + i, user_prompts[i],
-                                     prompts[i], expander)
-                write_generated(path, video, settings.fps, prov, gen)
+                made = make(prompts[start : start + batch_size], seed + start, lambda step, total: bar.update(1))
+                pieces = [made] if torch.is_tensor(made) else made
+                if settings.long.stream:  # each piece into each video's file as it comes: memory flat in length
+                    writers = [StreamedVideo(p, settings.fps, prov, generation(i))
+                               for i, p in enumerate(batch_paths, start)]
+                    try:
+                        for piece in pieces:
+                            for writer, video in zip(writers, piece):
+                                writer.add(video)
+                    except BaseException:
+                        for writer in writers:
+                            writer.abort()
+                        raise
+                    for writer in writers:
+                        writer.close()
+                    continue
+                videos = torch.cat(list(pieces), dim=2)  # b 3 T h w
+            for i, (video, path) in enumerate(zip(videos, batch_paths), start):
+                write_generated(path, video, settings.fps, prov, generation(i))
     return list(paths)
 
 

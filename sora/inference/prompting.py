@@ -20,7 +20,16 @@ import torch
 from sora.data.buckets import resize_crop
 from sora.data.decode import IMAGE_EXTENSIONS, MEDIA_EXTENSIONS, BadSample, decode_clip, read_media_info
 from sora.errors import SoraError
-from sora.inference.pipeline import Given, SampleSettings, check_given_frames, generate, generate_long
+from sora.inference.pipeline import (
+    Given,
+    SampleSettings,
+    check_given_frames,
+    generate,
+    generate_long,
+    long_video,
+    num_windows,
+    per_window,
+)
 
 # ---------------------------------------------------------------------------------------------------------------
 # Files
@@ -159,20 +168,46 @@ def _given(frames: torch.Tensor, at: list[int], b: int, window: int) -> Given:
     return Given(out, mask)
 
 
-def make(bundle, prompts: list[str], seed: int, settings: SampleSettings, visual: VisualPrompt,
+def windows_of(settings: SampleSettings, visual: VisualPrompt) -> int:
+    """How many windows a mode makes a video in (what a prompt per window must match)."""
+    if visual.mode in ("text", "image"):
+        return num_windows(settings)
+    if visual.mode == "extend":  # the given end of the clip and num_frames new frames
+        g = min(settings.overlap, visual.clip.shape[-3])
+        return num_windows(replace(settings, num_frames=settings.num_frames + g))
+    return 1
+
+
+def make(bundle, prompts: list, seed: int, settings: SampleSettings, visual: VisualPrompt,
          callback=None) -> torch.Tensor:
-    """b 3 T h w videos of a mode, b = len(prompts)."""
+    """b 3 T h w videos of a mode, b = len(prompts) (a prompt may be a list: one a window)."""
+    return torch.cat(list(make_pieces(bundle, prompts, seed, settings, visual, callback)), dim=2)
+
+
+def make_pieces(bundle, prompts: list, seed: int, settings: SampleSettings, visual: VisualPrompt, callback=None):
+    """The videos of a mode as b 3 n h w pieces in order: window by window for text and image (what
+    settings.long.stream writes as they come, sora.inference.pipeline.long_video), one piece for the others."""
     s, b, mode = settings, len(prompts), visual.mode
     window = s.window
     if visual.gives_frames:
         check_given_frames(bundle, mode)
     if mode == "text":
-        return generate_long(bundle, prompts, seed, s, callback=callback)
+        return long_video(bundle, prompts, seed, s, callback=callback)
     if mode == "image":
         first = min(window, s.num_frames)  # the frames of the first window
         at = 0 if visual.image_at == "first" else first - 1
         image = _per_video(visual.image, b, 3)[:, :, None]  # b 3 1 h w
-        return generate_long(bundle, prompts, seed, s, _given(image, [at], b, first), callback=callback)
+        return long_video(bundle, prompts, seed, s, _given(image, [at], b, first), callback=callback)
+    if mode == "extend":
+        return [_one_piece(bundle, prompts, seed, s, visual, callback)]
+    return [_one_piece(bundle, per_window(prompts, 1)[0], seed, s, visual, callback)]  # one window: one prompt
+
+
+def _one_piece(bundle, prompts: list, seed: int, settings: SampleSettings, visual: VisualPrompt,
+               callback=None) -> torch.Tensor:
+    """b 3 T h w: the modes made at once (extend joins its windows to the clip)."""
+    s, b, mode = settings, len(prompts), visual.mode
+    window = s.window
     one = replace(s, num_frames=window)
     if mode == "keyframes":
         at = sorted(visual.keyframes)

@@ -13,7 +13,8 @@ Two kinds of condition:
   carry their own timestep `frame_t` (0, or the small noise level they were trained with, as CogVideoX and
   LTX-Video add), the others the sampler's t: per-token timesteps (Open-Sora 1.2's frame masks). The objective
   writes `frames` into the noisy latent at the given frames and leaves them out of the loss; the sampler keeps
-  them fixed.
+  them fixed. With a timestep per frame (t given to the DiT as b T: Diffusion Forcing) they are the special case
+  of a per-frame t that is `frame_t` on the given frames (sora/models/modulation.py).
 """
 
 from dataclasses import dataclass, fields, replace

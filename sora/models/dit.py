@@ -171,7 +171,8 @@ class DiT(nn.Module):
         assert frames == t * self.patch_size[0], f"a mask of {frames} frames for {t} token frames"
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
-        """x: b c t h w; t: b in [0, 1]; cond: b rows (text b m text_dim; frames given) -> b c t h w.
+        """x: b c t h w; t: b in [0, 1], or b T (a timestep per latent frame, equal within a token frame: Diffusion
+        Forcing); cond: b rows (text b m text_dim; frames given) -> b c t h w.
 
         Tokens of the frames `cond.frame_mask` gives are modulated by `cond.frame_t` instead of t: per-token
         timesteps. Writing the given frames into x is the objective's job.
@@ -189,7 +190,8 @@ class DiT(nn.Module):
         return unpatchify(out, self.patch_size, grid)  # b c t h w
 
     def forward_packed(self, xs: list[torch.Tensor], t: torch.Tensor, cond: Conditioning) -> list[torch.Tensor]:
-        """Clips of different shapes as one sequence: xs[i]: c t h w; t: k; cond: k rows -> [c t h w].
+        """Clips of different shapes as one sequence: xs[i]: c t h w; t: k (or k tensors of T_i: a timestep per latent
+        frame); cond: k rows -> [c t h w].
 
         Self-attention is block-diagonal over clips, each clip's tokens see only its own caption, RoPE
         positions restart at every clip, and each token is modulated by its own clip's timestep (NaViT-style), or

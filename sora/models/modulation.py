@@ -6,7 +6,8 @@ c (adaLN-Zero, Peebles & Xie 2023). Three pieces:
                       stream's, the final layer's, or adaLN-single's map shared by every block)
   AdaLNStep           one normalize-modulate-gate step's shift, scale and gate
   AdaLNConditioning   the conditioning vectors of a forward pass and which tokens take which: built once, read by
-                      every block; what would change for per-frame timesteps (its docstring says how)
+                      every block: a row per clip, per given token frame, per token frame (a timestep
+                      per frame: Diffusion Forcing) or per token
 """
 
 from dataclasses import dataclass, replace
@@ -77,24 +78,28 @@ class AdaLNConditioning:
     mapped from each row once (never per token) and each unit takes its row's: no b n d modulation tensor is made
     for a batch.
 
-    A timestep per token frame (Diffusion Forcing, Chen et al. 2024: b t values) is, inside the model, a change here
-    only (DiT.forward passes t through as it comes): `of_batch` takes t as b T, embeds the b t token frames'
-    timesteps (t[:, ::pt] flattened) as the one group of rows and sets `index` to arange(b t) viewed b t. The blocks
-    and the final layer then modulate each token frame by its own timestep through the same b t s d view, with no
-    per-token matmul and no b n d tensor; given frames become frames whose timestep is frame_t. `per_clip` (the
-    joint text stream's modulation) would then take a clip-level vector (e.g. the mean of the clip's rows), a choice
-    to make with that feature.
+    A timestep per token frame (Diffusion Forcing, Chen et al. 2024; History-Guided Video Diffusion, Song et al. 2025)
+    is t given as b T (one per latent frame, equal within a token frame): `of_batch` embeds the b t token frames'
+    timesteps (t[:, ::pt]) as one group of rows and sets `index` to arange(b t) viewed b t. The blocks and the final
+    layer modulate each token frame by its own timestep through the same b t s d view, with no per-token matmul and
+    no b n d tensor. Given frames are then frames whose timestep is frame_t (their rows take it), the special case
+    they are. `per_clip` (the joint text stream's modulation, which has no frames) takes a clip-level vector kept
+    in `clip_rows`: the embedding of the clip's noisiest frame's timestep (the clip's t when all are equal).
     """
 
     rows: tuple[torch.Tensor, ...]
     index: torch.Tensor  # b u
+    clip_rows: Optional[torch.Tensor] = None  # b d: a clip-level vector when rows are per frame (None: rows[0])
 
     @classmethod
     def of_batch(cls, t_embed: nn.Module, pooled: torch.Tensor | float, t: torch.Tensor,
                  frame_t: Optional[torch.Tensor] = None, frame_mask: Optional[torch.Tensor] = None,
                  pt: int = 1) -> "AdaLNConditioning":
-        """b clips at timesteps t (b); with frames given (frame_mask: b T latent frames, frame_t: b), the token
-        frames whose first latent frame is given take frame_t's vector. pooled: b d, or 0 (no pooled caption)."""
+        """b clips at timesteps t (b, or b T: one per latent frame); with frames given (frame_mask: b T latent frames,
+        frame_t: b), the token frames whose first latent frame is given take frame_t's vector. pooled: b d, or 0 (no
+        pooled caption)."""
+        if t.ndim == 2:  # a timestep per token frame: a row each
+            return cls._per_frame(t_embed, pooled, t[:, ::pt], frame_t, frame_mask, pt)  # t: b t
         c = t_embed(t) + pooled  # b d
         clips = torch.arange(c.shape[0], device=c.device)[:, None]  # b 1
         if frame_mask is None:
@@ -103,16 +108,48 @@ class AdaLNConditioning:
         return cls((c, t_embed(frame_t) + pooled), clips + c.shape[0] * given.long())  # b t
 
     @classmethod
-    def of_pack(cls, t_embed: nn.Module, pooled: torch.Tensor | float, t: torch.Tensor, clip: torch.Tensor,
+    def _per_frame(cls, t_embed: nn.Module, pooled: torch.Tensor | float, t: torch.Tensor,
+                  frame_t: Optional[torch.Tensor] = None, frame_mask: Optional[torch.Tensor] = None,
+                  pt: int = 1) -> "AdaLNConditioning":
+        """b clips of t token frames, each at its own timestep (t: b t): b t rows, the given frames' at frame_t."""
+        b, u = t.shape
+        clip = t_embed(t.amax(1)) + pooled  # b d: the clip's noisiest frame, as the clip-level vector
+        if frame_mask is not None:
+            t = torch.where(frame_mask[:, ::pt], frame_t[:, None].to(t.dtype), t)  # b t
+        pooled = pooled if not torch.is_tensor(pooled) else pooled.repeat_interleave(u, dim=0)  # (b t) d
+        c = t_embed(t.reshape(b * u)) + pooled  # (b t) d
+        return cls((c,), torch.arange(b * u, device=c.device).view(b, u), clip)  # index b t
+
+    @classmethod
+    def of_pack(cls, t_embed: nn.Module, pooled: torch.Tensor | float, t, clip: torch.Tensor,
                 frame_t: Optional[torch.Tensor] = None, frame_masks: Optional[list[torch.Tensor]] = None,
                 grids: Optional[list[tuple[int, int, int]]] = None, pt: int = 1) -> "AdaLNConditioning":
         """k clips packed into one sequence (b = 1; clip: N, each token's clip): each token its clip's row, or its
-        clip's frame_t row for the token frames its frame mask (T latent frames) gives."""
+        clip's frame_t row for the token frames its frame mask (T latent frames) gives. t: k, or a list of k
+        tensors of T_i timesteps (one per latent frame: each token frame its own row; grids needed)."""
+        if isinstance(t, (list, tuple)):
+            return cls._pack_per_frame(t_embed, pooled, t, frame_t, frame_masks, grids, pt)
         c = t_embed(t) + pooled  # k d
         if frame_masks is None:
             return cls((c,), clip[None])  # 1 N
         given = torch.cat([m[::pt].repeat_interleave(h * w) for m, (_, h, w) in zip(frame_masks, grids)])  # N
         return cls((c, t_embed(frame_t) + pooled), (clip + c.shape[0] * given.long())[None])  # 1 N
+
+    @classmethod
+    def _pack_per_frame(cls, t_embed, pooled, ts, frame_t, frame_masks, grids, pt) -> "AdaLNConditioning":
+        """A pack whose clips each have a timestep per latent frame: a row per token frame of every clip."""
+        rows, index, clip_rows, start = [], [], [], 0
+        for i, (ti, (u, h, w)) in enumerate(zip(ts, grids)):
+            tu = ti[::pt]  # u: the clip's token frames
+            pi = pooled[i] if torch.is_tensor(pooled) else pooled
+            clip_rows.append(t_embed(ti.amax()[None])[0] + pi)  # d: the clip's noisiest frame
+            if frame_masks is not None:
+                tu = torch.where(frame_masks[i][::pt], frame_t[i].to(tu.dtype), tu)
+            ci = t_embed(tu) + pi  # u d
+            rows.append(ci)
+            index.append((start + torch.arange(u, device=ci.device)).repeat_interleave(h * w))  # u h w tokens
+            start += u
+        return cls((torch.cat(rows),), torch.cat(index)[None], torch.stack(clip_rows))  # rows R d, index 1 N
 
     def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> "AdaLNConditioning":
         """The same tokens' rows through fn (adaLN-single's shared map, once a row for all blocks)."""
@@ -125,8 +162,10 @@ class AdaLNConditioning:
         return _steps(per_unit.chunk(n, dim=-1))
 
     def per_clip(self, layer: Callable[[torch.Tensor], torch.Tensor], n: int) -> list[AdaLNStep]:
-        """As `modulations`, every token of a clip taking the clip's c: for streams without frames (joint text)."""
-        return _steps(layer(self.rows[0])[:, None, None].chunk(n, dim=-1))  # each b 1 1 d
+        """As `modulations`, every token of a clip taking the clip's c (`clip_rows` with a row per token frame): for
+        streams without frames (joint text)."""
+        clip = self.rows[0] if self.clip_rows is None else self.clip_rows  # b d
+        return _steps(layer(clip)[:, None, None].chunk(n, dim=-1))  # each b 1 1 d
 
     def split(self, take: Callable[[torch.Tensor, int], torch.Tensor], n: int) -> "AdaLNConditioning":
         """This rank's share when the n tokens of each clip are split by `take(x, dim)` (sequence parallelism)."""

@@ -60,16 +60,21 @@ def c2pa_version() -> str:
 def sign(data: bytes, mime: str, definition: dict, identity: SigningIdentity) -> bytes:
     """A file's bytes -> the same file with the signed manifest embedded (an mp4 `uuid` box, a GIF application
     extension)."""
+    out = io.BytesIO()
+    sign_stream(io.BytesIO(data), out, mime, definition, identity)
+    return out.getvalue()
+
+
+def sign_stream(source, dest, mime: str, definition: dict, identity: SigningIdentity) -> None:
+    """`sign` from one seekable file object into another (a long video's file, never held in memory here)."""
     import c2pa
 
     info = c2pa.C2paSignerInfo(c2pa.C2paSigningAlg.ES256, identity.chain_pem, identity.key_pem, None)
-    out = io.BytesIO()
     try:
         with c2pa.Signer.from_info(info) as signer, c2pa.Builder(definition) as builder:
-            builder.sign(signer, mime, io.BytesIO(data), out)
+            builder.sign(signer, mime, source, dest)
     except c2pa.C2paError as e:
         raise SoraError(f"C2PA signing failed (provenance.cert / provenance.key?): {e}") from None
-    return out.getvalue()
 
 
 # ---------------------------------------------------------------------------------------------------------------

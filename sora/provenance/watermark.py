@@ -145,6 +145,12 @@ def pattern(height: int, width: int, tile: np.ndarray, cell_px: float) -> np.nda
 
 def psnr_db(a: np.ndarray, b: np.ndarray) -> float:
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return psnr_of_mse(float(mse))
+
+
+def psnr_of_mse(mse: float) -> float:
+    """PSNR in dB of uint8 frames from their mean squared difference (a sum of squared integer differences over
+    their count is exact, so frames read a window at a time give the PSNR of all of them at once)."""
     return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
 
 
@@ -162,13 +168,28 @@ def embed(frames: np.ndarray, payload: int, psnr_target_db: float = 40.0, key: K
     the content's own fold is its main noise. We know that fold here, so part of the budget subtracts `informed`
     of it (at most 1 - MIN_MARK_SHARE of the energy), and the rest is the keyed pattern.
     """
+    change = plan(mean_luma(frames), lambda c: psnr_db(frames, add_change(frames, c)), payload, psnr_target_db, key,
+                  cell_px, informed)
+    return add_change(frames, change)
+
+
+def add_change(frames: np.ndarray, change: np.ndarray) -> np.ndarray:
+    """uint8 t h w 3 frames plus an h w change on R, G and B alike, rounded and clipped to uint8."""
+    x = torch.from_numpy(frames).float()
+    return (x + torch.from_numpy(change).float()[None, :, :, None]).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+def plan(img: torch.Tensor, psnr_of, payload: int, psnr_target_db: float = 40.0, key: Key | None = None,
+         cell_px: float | None = None, informed: float = INFORMED) -> np.ndarray:
+    """The h w change `embed` adds to every frame, from the frames' mean luma (1 1 h w, `mean_luma`) and
+    psnr_of(change) -> the PSNR the frames would have with it: all the frames are needed only through these two,
+    so a long video can be marked from a file read a window at a time (sora/provenance/stamp.py)."""
     key = key or Key.make()
-    h, w = frames.shape[1:3]
+    h, w = img.shape[-2:]
     cell_px = cell_px or embed_cell_px(h, w)
     tile = key.tile(payload)
     mark = pattern(h, w, tile, cell_px)  # h w, the keyed +-1 cells
     amplitude = 255.0 * 10 ** (-psnr_target_db / 20)  # the RMS change that gives the target PSNR
-    img = mean_luma(frames)
     host = cells(fold(img, cell_px))  # K K: the content's fold, as the detector sees it
     with_mark = cells(fold(img + amplitude * torch.from_numpy(mark).float()[None, None], cell_px))
     gain = float(((with_mark - host) * tile).mean()) / amplitude  # the detector's response to one grey level
@@ -177,28 +198,23 @@ def embed(frames: np.ndarray, payload: int, psnr_target_db: float = 40.0, key: K
     spent = float((cancel**2).sum())
     if spent > (1 - MIN_MARK_SHARE) * budget:
         cancel *= np.sqrt((1 - MIN_MARK_SHARE) * budget / spent)
-    x = torch.from_numpy(frames).float()
-
-    def marked(change: np.ndarray) -> tuple[float, np.ndarray]:  # h w change -> (PSNR, uint8 t h w 3)
-        out = (x + torch.from_numpy(change).float()[None, :, :, None]).round().clamp(0, 255).to(torch.uint8).numpy()
-        return psnr_db(frames, out), out
 
     uu, uv, vv = float((mark**2).sum()), float((mark * cancel).sum()), float((cancel**2).sum())
     best = None
     for _ in range(8):  # clipping at 0 and 255 removes part of the change: raise the strength to meet the target
         # amplitude a of the mark such that |a mark - cancel|^2 = budget
         a = (uv + np.sqrt(max(uv**2 - uu * (vv - budget), 0.0))) / uu
-        got, out = marked(a * mark - cancel)
+        got = psnr_of(a * mark - cancel)
         if got >= psnr_target_db and (best is None or got < best[0]):
-            best = (got, out)  # never more visible than asked: the strongest change that meets the target
+            best = (got, a * mark - cancel)  # never more visible than asked: the strongest change that meets it
         if 0 <= got - psnr_target_db < 0.3:
             break
         budget *= min(10 ** ((got - psnr_target_db - 0.1) / 10), 4.0)
     change = a * mark - cancel
     while best is None:  # rounding alone misses the target (a tiny budget): halve the change until it meets it
         change = change / 2
-        if (tried := marked(change))[0] >= psnr_target_db:
-            best = tried
+        if (got := psnr_of(change)) >= psnr_target_db:
+            best = (got, change)
     return best[1]
 
 
@@ -222,8 +238,19 @@ class Detection:
 
 
 def mean_luma(frames: np.ndarray) -> torch.Tensor:
-    """uint8 t h w 3 -> 1 1 h w float: the frames' mean over time and over R, G, B."""
-    return torch.from_numpy(frames).float().mean(dim=(0, 3))[None, None]  # 1 1 h w
+    """uint8 t h w 3 -> 1 1 h w float: the frames' mean over time and over R, G, B (`luma_of_sum`: summed exactly,
+    so a video read a window at a time has the same mean)."""
+    return luma_of_sum(luma_sum(frames), frames.shape[0])
+
+
+def luma_sum(frames: np.ndarray) -> torch.Tensor:
+    """uint8 t h w 3 -> h w int64: the sum over time and R, G, B (exact: sums of several windows add up)."""
+    return torch.from_numpy(frames).sum(dim=(0, 3), dtype=torch.int64)
+
+
+def luma_of_sum(total: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """An h w `luma_sum` of num_frames frames -> 1 1 h w float32: their mean luma."""
+    return (total.double() / (3 * num_frames)).float()[None, None]  # 1 1 h w
 
 
 def cell_sizes(height: int, width: int) -> np.ndarray:

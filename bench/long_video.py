@@ -1,0 +1,239 @@
+"""Long videos from a checkpoint with each long.* switch off in turn: drift, time, and peak memory by length.
+
+    python bench/long_video.py CKPT                                  # every row, 4 windows and 240 frames
+    python bench/long_video.py CKPT --prompts P.txt --lengths 32,240 --context-noise 0.05 --history-guidance 1.5
+    python bench/long_video.py CKPT --memory-only                    # peak memory of 60 and 240 frames
+
+Rows (docs/SAMPLING.md#long-videos): `window_by_window` (every switch off: the sampler as it was), `all` (every
+switch the checkpoint was trained for on: latent context, context noise, history guidance, the rolling schedule),
+and `all - X` for each switch X (X off, the others on), so each part's effect is a number. A switch the checkpoint
+was not trained for is left out of every row, and said so. Every row streams its files (long.stream changes no
+frame: tests/test_forcing.py). Each row's videos (DIR/ROW/LENGTH/000.mp4, ...) are scored with the drift score
+(`sora.eval.drift.score_drift_dir`, per trained window) when it is importable; without it a row reports its time
+alone.
+
+Memory: each length is made once more in a fresh process (one prompt, streamed to a file): the process's resident
+high-water mark (VmHWM) over the generation, less its resident size just before it (after the model is loaded and
+one window made), with glibc told to return freed blocks (as bench/memory.py); on CUDA,
+torch.cuda.max_memory_allocated likewise. Prints one JSON line a row, then a markdown table.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SWITCHES = ("latent_context", "context_noise", "history_guidance", "ar_step")
+
+
+def _status(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    raise KeyError(key)
+
+
+def load(ckpt: str, device: str, steps: int | None):
+    import torch
+
+    from sora.devices import resolve_device
+    from sora.inference.bundle import ModelBundle
+    from sora.inference.pipeline import SampleSettings
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
+    bundle = ModelBundle.from_checkpoint(ckpt).to(resolve_device(device))
+    settings = SampleSettings.of(bundle.cfg).override(steps=steps)
+    return bundle, settings
+
+
+def switches_on(bundle, settings, args) -> tuple[dict, dict]:
+    """({switch: its on value} for those the checkpoint was trained for, {switch: why not} for the others)."""
+    from sora.config.schema import LongVideoConfig
+    from sora.errors import SoraError
+    from sora.inference.pipeline import check_long
+
+    wanted = {"latent_context": True, "context_noise": args.context_noise, "history_guidance": args.history_guidance,
+              "ar_step": args.ar_step}
+    on, skipped = {}, {}
+    for name, value in wanted.items():
+        try:
+            check_long(bundle, replace(settings, sampler="euler", long=LongVideoConfig(**{name: value})))
+            on[name] = value
+        except SoraError as e:
+            skipped[name] = str(e)
+    return on, skipped
+
+
+def rows_of(on: dict) -> dict[str, dict]:
+    """Row name -> the long.* values it samples with."""
+    rows = {"window_by_window": {}, "all": dict(on)}
+    for name in on:
+        rows[f"all - {name}"] = {k: v for k, v in on.items() if k != name}
+    return rows
+
+
+def prompts_of(bundle, args) -> list[str]:
+    from sora.errors import SoraError
+
+    if args.prompts:
+        path = Path(args.prompts)
+        if not path.is_file():
+            raise SoraError(f"--prompts {args.prompts!r} is not a file (one prompt a line)")
+        prompts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    else:
+        try:
+            from sora.eval.drift import drift_prompts
+        except ImportError:
+            drift_prompts = None
+        prompts = drift_prompts(bundle.cfg.data) if drift_prompts else []
+        if not prompts and bundle.cfg.data.eval_prompts and Path(bundle.cfg.data.eval_prompts).is_file():
+            prompts = [p.strip() for p in Path(bundle.cfg.data.eval_prompts).read_text().splitlines() if p.strip()]
+    if not prompts:
+        raise SoraError("no prompts: give --prompts FILE (the checkpoint's data.eval_prompts is not there)")
+    return prompts[: args.limit] if args.limit else prompts
+
+
+def sample_rows(args) -> list[dict]:
+    from sora.config.schema import LongVideoConfig
+    from sora.inference.pipeline import generate_to_dir
+
+    try:
+        from sora.eval.drift import score_drift_dir
+    except ImportError:  # the drift score comes with its own change; until then, times alone
+        score_drift_dir = None
+    bundle, settings = load(args.ckpt, args.device, args.steps)
+    window = settings.window
+    lengths = [int(n) for n in args.lengths.split(",")] if args.lengths else [4 * window, 240]
+    prompts = prompts_of(bundle, args)
+    on, skipped = switches_on(bundle, settings, args)
+    for name, why in skipped.items():
+        print(json.dumps({"switch": name, "left_out": why}), flush=True)
+    out = []
+    for row, values in rows_of(on).items():
+        long = LongVideoConfig(**values, stream=True)
+        s = replace(settings, long=long, sampler="euler" if long.ar_step else settings.sampler)
+        for n in lengths:
+            folder = Path(args.out) / row.replace(" ", "") / str(n)
+            t0 = time.perf_counter()
+            generate_to_dir(bundle, prompts, folder, args.seed, s.override(num_frames=n), batch_size=args.batch_size)
+            result = {"row": row, "num_frames": n, "videos": len(prompts), "long": values,
+                      "seconds_per_video": round((time.perf_counter() - t0) / len(prompts), 3)}
+            if score_drift_dir is not None:
+                scores = score_drift_dir(folder, prompts, window)
+                result.update({k: scores[k] for k in ("all_windows_pass", "median_frames_to_first_failure",
+                                                      "per_window_pass") if k in scores})
+            print(json.dumps(result), flush=True)
+            out.append(result)
+    return out
+
+
+def measure_memory(args, num_frames: int) -> dict:
+    """One streamed video of num_frames in this process: the peak over the generation, above where it started."""
+    import torch
+
+    from sora.config.schema import LongVideoConfig
+    from sora.inference.pipeline import generate_to_files
+
+    bundle, settings = load(args.ckpt, args.device, args.steps)
+    prompt = prompts_of(bundle, args)[:1]
+    s = replace(settings, long=LongVideoConfig(stream=True))
+    out = Path(args.out) / "memory"
+    generate_to_files(bundle, prompt, [out / "warm.mp4"], args.seed, s.override(num_frames=s.window))  # caches
+    cuda = bundle.device.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        Path("/proc/self/clear_refs").write_text("5")  # VmHWM back to the resident size now
+        base = _status("VmRSS")
+    t0 = time.perf_counter()
+    generate_to_files(bundle, prompt, [out / f"{num_frames}.mp4"], args.seed, s.override(num_frames=num_frames))
+    peak = torch.cuda.max_memory_allocated() if cuda else _status("VmHWM")
+    return {"memory": "cuda_allocated" if cuda else "resident", "num_frames": num_frames,
+            "base_mb": round(base / 2**20, 1), "peak_mb": round(peak / 2**20, 1),
+            "growth_mb": round((peak - base) / 2**20, 1), "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def memory_rows(args) -> list[dict]:
+    rows = []
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
+    for n in (60, 240):
+        cmd = [sys.executable, __file__, args.ckpt, "--memory-child", str(n), "--device", args.device,
+               "--out", args.out, "--seed", str(args.seed)]
+        cmd += ["--steps", str(args.steps)] if args.steps else []
+        cmd += ["--prompts", args.prompts] if args.prompts else []
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if done.returncode:
+            sys.exit(done.stderr[-3000:])
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        print(json.dumps(rows[-1]), flush=True)
+    short, long = rows
+    ratio = {"memory_ratio_240_to_60": round(long["peak_mb"] / short["peak_mb"], 3),
+             "growth_ratio_240_to_60": round(long["growth_mb"] / max(short["growth_mb"], 0.1), 3)}
+    print(json.dumps(ratio), flush=True)
+    return rows + [ratio]
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| row | frames | all windows pass | median frames to first failure | s / video |",
+             "| --- | --- | --- | --- | --- |"]
+    for r in rows:
+        lines.append(f"| {r['row']} | {r['num_frames']} | {r.get('all_windows_pass', 'n/a')} | "
+                     f"{r.get('median_frames_to_first_failure', 'n/a')} | {r['seconds_per_video']} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    from sora.errors import exit_on_user_error
+
+    exit_on_user_error(run)(argv)
+
+
+def run(argv=None) -> None:
+    from sora.errors import ArgumentParser, SoraError
+
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("ckpt", help="a task=dit checkpoint (.ckpt) or an export (.safetensors)")
+    parser.add_argument("--prompts", help="one prompt a line (default: the drift score's held-out prompts, or the "
+                        "checkpoint's data.eval_prompts)")
+    parser.add_argument("--limit", type=int, default=0, help="the first N prompts only (0: all)")
+    parser.add_argument("--lengths", help="frames, comma-separated (default: 4 windows and 240)")
+    parser.add_argument("--steps", type=int, help="sampler steps (default: the checkpoint's)")
+    parser.add_argument("--context-noise", type=float, default=0.05, help="long.context_noise when on (0.05)")
+    parser.add_argument("--history-guidance", type=float, default=1.5, help="long.history_guidance when on (1.5)")
+    parser.add_argument("--ar-step", type=int, default=1, help="long.ar_step when on (1)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", default="long_video_bench", help="where the videos go (default: ./long_video_bench)")
+    parser.add_argument("--memory-only", action="store_true", help="only the peak memory of 60 and 240 frames")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory rows")
+    parser.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)  # one length, in this process
+    args = parser.parse_args(argv)
+    if not Path(args.ckpt).is_file():
+        raise SoraError(f"ckpt {args.ckpt!r} is not a file")
+    for key, low in (("steps", 1), ("batch_size", 1), ("ar_step", 0), ("limit", 0)):
+        value = getattr(args, key)
+        if value is not None and value < low:
+            raise SoraError(f"--{key.replace('_', '-')} must be >= {low}, got {value}")
+    if args.lengths and not all(n.strip().isdigit() and int(n) >= 1 for n in args.lengths.split(",")):
+        raise SoraError(f"--lengths must be frame counts >= 1, comma-separated, got {args.lengths!r}")
+    if args.memory_child:
+        print(json.dumps(measure_memory(args, args.memory_child)), flush=True)
+        return
+    rows = [] if args.memory_only else sample_rows(args)
+    if not args.no_memory:
+        memory_rows(args)
+    if rows:
+        print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
