@@ -293,3 +293,124 @@ def test_data_settings_check_their_ranges_in_python_and_in_a_config():
             check_train_config(compose_config("train", [override]))
     assert not hasattr(checks, "TRAIN_LIMITS")  # one place: the dataclass, no string-keyed range table
     assert DataArgs().batch_size_per_gpu == 16 and MovingShapesArgs().size_px == 32  # the quick start's
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The built-in dataset: bouncing clips and the occluder
+# ---------------------------------------------------------------------------------------------------------------
+
+# sha256 of every rendered frame, member name and non-video member of the default dataset (clips_per_combo=3,
+# clips_per_shard=50, seed 0), taken from the code before bouncing clips existed (main at 4d863f7).
+DEFAULT_DATASET_SHA256 = "7f8159a2ed887616edb6cff983735c9f6bd9fe88d873dda289566bd699078d23"
+
+
+def dataset_fingerprint(root, monkeypatch, **settings) -> str:
+    """sha256 of the frames handed to the mp4 encoder and of everything else written (the mp4 bytes themselves
+    depend on the encoder's build)."""
+    import hashlib
+    import tarfile
+
+    import numpy as np
+
+    import sora.data.moving_shapes as ms
+
+    h = hashlib.sha256()
+
+    def frames_only(frames, fps):
+        h.update(np.ascontiguousarray(frames).tobytes())
+        return b"x"
+
+    monkeypatch.setattr(ms, "encode_mp4", frames_only)
+    out = ms.write_moving_shapes(ms.MovingShapesArgs(root=str(root), clips_per_combo=3, clips_per_shard=50,
+                                                     **settings))
+    for path in sorted(out.iterdir()):
+        if path.suffix == ".tar":
+            with tarfile.open(path) as tar:
+                for member in tar.getmembers():
+                    if not member.name.endswith(".mp4"):
+                        h.update(member.name.encode()), h.update(tar.extractfile(member).read())
+        else:
+            h.update(path.name.encode()), h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def test_the_default_dataset_is_bit_for_bit_what_it_was(tmp_path, monkeypatch):
+    assert dataset_fingerprint(tmp_path / "a", monkeypatch) == DEFAULT_DATASET_SHA256
+    # shares of 0 given explicitly are the default; a bouncing share changes it
+    assert dataset_fingerprint(tmp_path / "b", monkeypatch, bouncing_share=0.0, occluder_share=0.0) == \
+        DEFAULT_DATASET_SHA256
+    assert dataset_fingerprint(tmp_path / "c", monkeypatch, bouncing_share=0.5) != DEFAULT_DATASET_SHA256
+
+
+def test_bouncing_clips_their_captions_and_held_out_combinations(tmp_path):
+    from sora.data.moving_shapes import (
+        BOUNCING_PROMPTS,
+        HELDOUT,
+        HELDOUT_BOUNCING,
+        MovingShapesArgs,
+        caption,
+        write_moving_shapes,
+    )
+
+    cfg = MovingShapesArgs(root=str(tmp_path / "ms"), clips_per_combo=4, clips_per_shard=300, bouncing_share=0.5,
+                           occluder_share=0.5)
+    root = write_moving_shapes(cfg)
+    seen = Counter()
+    for name, verbs in (("train", {"moving", "bouncing"}), ("test", {"moving"}), ("test_bouncing", {"bouncing"})):
+        for sample in wds.WebDataset(f"{root}/{name}-000000.tar", shardshuffle=False):
+            text, meta = sample["txt"].decode(), json.loads(sample["json"])
+            verb = text.split()[3]
+            assert verb in verbs and verb == meta.get("motion", "moving")
+            combo = (meta["color"], meta["shape"], meta["direction"])
+            assert text == caption(*combo, verb)
+            held = HELDOUT if verb == "moving" else HELDOUT_BOUNCING
+            assert (combo in held) == (name != "train")
+            if verb == "bouncing":
+                assert meta["num_frames"] == cfg.bouncing_num_frames
+                seen["occluded"] += meta["occluder"] is not None
+            seen[name, verb] += 1
+    assert seen["train", "moving"] == 64 * 2 and seen["train", "bouncing"] == 64 * 2  # half of 4 clips a combination
+    assert seen["test", "moving"] == 8 and seen["test_bouncing", "bouncing"] == 8
+    assert 0 < seen["occluded"] < seen["train", "bouncing"] + 8
+    assert (root / BOUNCING_PROMPTS).read_text().splitlines() == [caption(*c, "bouncing") for c in HELDOUT_BOUNCING]
+    assert not set(HELDOUT) & set(HELDOUT_BOUNCING)
+    info = json.loads((root / "info.json").read_text())
+    assert info["config"]["bouncing_share"] == 0.5 and info["test_bouncing_shards"] == 1
+
+
+def test_bouncing_shapes_reflect_exactly_at_the_edges():
+    import numpy as np
+
+    from sora.data.moving_shapes import bouncing_track, reflect, speed_px
+
+    assert np.allclose(reflect(np.array([2.0, 5.0, 11.0, 13.0, -1.0, 21.0]), 2.0, 10.0), [2, 5, 9, 7, 5, 5])
+    size, speed = 32, speed_px(32, 16)
+    for direction in ("left", "right", "up", "down"):
+        track = bouncing_track(direction, np.random.default_rng(1), 200, size, speed, 15)
+        axis = 0 if direction in ("left", "right") else 1
+        along, lo, hi = track.centers[:, axis], track.side / 2, size - track.side / 2
+        assert along.min() >= lo - 1e-9 and along.max() <= hi + 1e-9  # the shape touches an edge, never passes it
+        assert np.ptp(track.centers[:, 1 - axis]) == 0  # on its axis
+        steps = np.diff(along)
+        sign = -1 if direction in ("left", "up") else 1
+        assert np.sign(steps[0]) == sign  # it starts the caption's way
+        bounced = np.flatnonzero(np.abs(np.abs(steps) - speed) > 1e-9)  # every other step is one frame's travel
+        assert len(bounced) >= 200 * speed / (hi - lo) - 2  # about one bounce each crossing
+        for j in bounced:  # elastic: the distances to the wall before and after the bounce add up to the travel
+            wall = hi if along[j] + along[j + 1] > lo + hi else lo
+            assert abs(abs(wall - along[j]) + abs(wall - along[j + 1]) - speed) < 1e-9
+        first_bounce = np.flatnonzero(np.sign(steps) != sign)[0]
+        assert 2 <= first_bounce <= 15  # within the first num_frames frames: training crops hold a bounce
+
+
+def test_an_occluder_needs_bouncing_clips():
+    from sora.data.moving_shapes import MovingShapesArgs
+
+    with pytest.raises(SoraError, match="occluder_share=0.5 puts bars in bouncing clips"):
+        MovingShapesArgs(occluder_share=0.5)
+    cfg = data_cfg("/tmp", "data.moving_shapes.occluder_share=0.5")  # a composed config names the full key
+    from sora.config.checks import check_train_config
+
+    with pytest.raises(SoraError, match="data.moving_shapes.bouncing_share=0"):
+        check_train_config(compose_config("train", ["data.moving_shapes.occluder_share=0.5"]))
+    assert cfg.moving_shapes.occluder_share == 0.5

@@ -144,6 +144,9 @@ class TrainLoopConfig(Settings):
     # the moving-shapes probe (only meaningful on the built-in dataset).
     final_samples: bool = True
     samples_per_prompt: int = setting(4, ge=1)  # 32 videos per split in the quick start: a steadier estimate than 8
+    # Also score drift at the end (sora/eval/drift.py): held-out prompts made val.drift_windows times the trained
+    # length window by window, scored per window (needs a model trained to take given frames).
+    final_drift: bool = False
     # Print the data's bucket histogram, tokens and FLOPs per step, parameters and a peak-memory estimate per
     # device, then stop before training (sora/training/dry_run.py).
     dry_run: bool = False
@@ -187,6 +190,11 @@ class ValConfig(Settings):
     # The noise of clip i at timestep k comes from a generator seeded by (seed, i, k).
     seed: int = setting(0, unbounded=True)
     batch_size: Optional[int] = setting(None, ge=1)  # clips per forward (null: each bucket's training batch size)
+    # Drift of long videos (sora/eval/drift.py) every this many steps, on the EMA weights, to RUN/drift.jsonl and
+    # val/drift_*; 0: never during training (train.final_drift scores it at the end).
+    drift_every_n_steps: int = setting(0, ge=0)
+    drift_windows: int = setting(4, ge=2)  # the videos' length in trained windows (4: 4x data.num_frames)
+    drift_samples_per_prompt: int = setting(1, ge=1)  # videos of each held-out prompt
 
     def check(self, at: str = "") -> None:
         if not self.timesteps:

@@ -3,6 +3,14 @@
 Captions are exactly `a {color} {shape} moving {direction}`. Eight combinations never appear in the training
 shards; they are the held-out test of compositional generalisation (written to test shards and to
 `heldout_prompts.txt`). Everything is deterministic for a seed.
+
+With `bouncing_share` > 0, that share of each combination's clips *bounce* instead: `a {color} {shape} bouncing
+{direction}`, the same colours, shapes, sizes and speed, reflected elastically at the frame's edges, in clips
+long enough that training crops hold a bounce (the long motion a video longer than a clip needs). Eight other
+combinations of the bouncing verb are held out (`test_bouncing-*.tar`, `heldout_bouncing_prompts.txt`). With
+`occluder_share` > 0, that share of bouncing clips have a dim bar across the shape's path that it passes behind
+and comes out of unchanged (object permanence). With both at 0 (the default) the dataset is bit for bit what it
+was before either existed.
 """
 
 import itertools
@@ -37,6 +45,20 @@ class MovingShapesArgs(Settings):
     size_px: int = setting(32, ge=8)
     fps: int = setting(8, ge=1)
     seed: int = setting(0, unbounded=True)
+    # Share of each combination's clips that bounce off the frame's edges instead of moving straight (0: none,
+    # and the dataset is exactly what it was before bouncing clips existed).
+    bouncing_share: float = setting(0.0, ge=0, le=1)
+    # A bouncing clip's frames. Its first bounce comes within its first num_frames frames (the span a training
+    # crop of the quick start covers: 8 frames at stride 2), so crops from its start hold a bounce and later
+    # crops start after one (what a window of a long video continues from).
+    bouncing_num_frames: int = setting(24, ge=2)
+    # Share of bouncing clips drawn behind a dim bar across the shape's path (0: none).
+    occluder_share: float = setting(0.0, ge=0, le=1)
+
+    def check(self, at: str = "") -> None:
+        if self.occluder_share > 0 and self.bouncing_share == 0:
+            raise SoraError(f"{at}occluder_share={self.occluder_share} puts bars in bouncing clips, and "
+                            f"{at}bouncing_share=0 makes none: set {at}bouncing_share > 0")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -55,6 +77,10 @@ SHAPES = ("square", "circle", "triangle")
 DIRECTIONS = ("left", "right", "up", "down")
 # (dx, dy) in image coordinates: y grows downwards.
 DIRECTION_VECTORS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
+VERBS = ("moving", "bouncing")
+# The occluder's colour: its brightest channel is under the probe's threshold (sora/eval/probe.py: BRIGHT = 100),
+# so a reader of bright pixels sees the shape, or the part of it not behind the bar, and never the bar.
+BAR_COLOR = (60, 60, 60)
 
 HELDOUT = (
     ("red", "triangle", "up"),
@@ -67,18 +93,38 @@ HELDOUT = (
     ("blue", "triangle", "left"),
 )
 
+# The bouncing verb's held-out combinations: others than the moving verb's, each colour, shape and direction in
+# one or more (the moving versions of these are in training: the verb is what is new).
+HELDOUT_BOUNCING = (
+    ("red", "circle", "down"),
+    ("green", "triangle", "right"),
+    ("blue", "circle", "up"),
+    ("yellow", "square", "left"),
+    ("cyan", "square", "up"),
+    ("magenta", "triangle", "down"),
+    ("green", "square", "right"),
+    ("yellow", "triangle", "left"),
+)
+
 ALL_COMBOS = tuple(itertools.product(COLORS, SHAPES, DIRECTIONS))
 TRAIN_COMBOS = tuple(c for c in ALL_COMBOS if c not in HELDOUT)
+TRAIN_COMBOS_BOUNCING = tuple(c for c in ALL_COMBOS if c not in HELDOUT_BOUNCING)
 
 
-def caption(color: str, shape: str, direction: str) -> str:
-    return f"a {color} {shape} moving {direction}"
+def caption(color: str, shape: str, direction: str, verb: str = "moving") -> str:
+    return f"a {color} {shape} {verb} {direction}"
+
+
+def caption_verb(text: str) -> str | None:
+    """`a red circle bouncing left` -> "bouncing"; None if it is not a moving-shapes caption."""
+    return text.strip().lower().split()[3] if parse_caption(text) else None
 
 
 def parse_caption(text: str) -> tuple[str, str, str] | None:
-    """`a red circle moving left` -> ("red", "circle", "left"); None if it is not a moving-shapes caption."""
+    """`a red circle moving left` (or `bouncing left`: the direction it starts in) -> ("red", "circle", "left");
+    None if it is not a moving-shapes caption (caption_verb says which verb)."""
     words = text.strip().lower().split()
-    if len(words) != 5 or words[0] != "a" or words[3] != "moving":
+    if len(words) != 5 or words[0] != "a" or words[3] not in VERBS:
         return None
     color, shape, direction = words[1], words[2], words[4]
     if color not in COLORS or shape not in SHAPES or direction not in DIRECTIONS:
@@ -125,30 +171,150 @@ def render_clip(color: str, shape: str, direction: str, rng: np.random.Generator
     return frames
 
 
+def speed_px(size_px: int, num_frames: int) -> float:
+    """Pixels a frame that a shape moves: a moving clip's 0.4 of the frame over its num_frames (render_clip)."""
+    return 0.4 * size_px / max(num_frames - 1, 1)
+
+
+def reflect(positions: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Positions on a line folded into [lo, hi] by elastic reflection at both ends (a triangle wave)."""
+    span = hi - lo
+    u = np.mod(positions - lo, 2 * span)
+    return lo + np.where(u <= span, u, 2 * span - u)
+
+
+@dataclass
+class Track:
+    """Where a clip's shape is: its centre in each frame, its width, and the occluding bar if it has one."""
+
+    centers: np.ndarray  # t 2: (x, y) in pixels
+    side: float  # the shape's width and height (shape_mask's `side`)
+    horizontal: bool  # it moves along x (a bar is then a band of columns), else along y (a band of rows)
+    bar: tuple[int, int] | None = None  # [start, stop) pixels along the motion axis, across the whole frame
+
+
+def bouncing_track(direction: str, rng: np.random.Generator, num_frames: int, size_px: int, speed: float,
+                   first_bounce_within: float, occluder: bool = False) -> Track:
+    """A shape that starts towards `direction` at `speed` px a frame and bounces off the frame's edges: its centre
+    is reflected at side/2 from each edge, where it touches that edge. The first bounce comes after a time drawn
+    from [3, first_bounce_within] frames. With `occluder`, a bar a little wider than the shape lies across its
+    path near the frame's middle: the shape is wholly behind it for a few frames."""
+    side = rng.uniform(0.25, 0.35) * size_px
+    ux, uy = DIRECTION_VECTORS[direction]
+    sign = ux + uy
+    lo, hi = side / 2, size_px - side / 2
+    # Frames before the first bounce: 3 or more, so that a reader at stride 2 sees it start the caption's way.
+    within = max(float(first_bounce_within), 1.0)
+    bounce_in = rng.uniform(min(3.0, within), within)
+    start = float(np.clip(hi - speed * bounce_in if sign > 0 else lo + speed * bounce_in, lo, hi))
+    across = rng.uniform(side / 2 + 1, size_px - side / 2 - 1)
+    along = reflect(start + sign * speed * np.arange(num_frames), lo, hi)  # t
+    centers = np.stack([along, np.full(num_frames, across)] if ux else [np.full(num_frames, across), along], 1)
+    return Track(centers, side, bool(ux), occluding_bar(rng, side, size_px) if occluder else None)
+
+
+def occluding_bar(rng: np.random.Generator, side: float, size_px: int) -> tuple[int, int]:
+    """[start, stop) pixels of a bar near the frame's middle, a little wider than the shape: wholly behind it
+    for a frame or two at the dataset's speed."""
+    width = side + rng.uniform(0.05, 0.1) * size_px
+    middle = rng.uniform(0.35, 0.65) * size_px
+    return max(0, int(round(middle - width / 2))), min(size_px, int(round(middle + width / 2)))
+
+
+def moving_track(direction: str, rng: np.random.Generator, num_frames: int, size_px: int, speed: float,
+                 occluder: bool = False) -> Track:
+    """A shape that moves straight at `speed` px a frame for any number of frames, placed as render_clip places
+    it (room for 0.4 of the frame ahead of it) and leaving the frame when it reaches the edge: the ground truth
+    of a long `moving` video."""
+    side = rng.uniform(0.25, 0.35) * size_px
+    ux, uy = DIRECTION_VECTORS[direction]
+    lo, hi = side / 2 + 1, size_px - side / 2 - 1
+    along = rng.uniform(lo, hi - 0.4 * size_px)
+    across = rng.uniform(lo, hi)
+    start = along if (ux + uy) > 0 else size_px - along
+    path = start + (ux + uy) * speed * np.arange(num_frames)  # t
+    centers = np.stack([path, np.full(num_frames, across)] if ux else [np.full(num_frames, across), path], 1)
+    return Track(centers, side, bool(ux), occluding_bar(rng, side, size_px) if occluder else None)
+
+
+def draw_track(color: str, shape: str, track: Track, size_px: int) -> np.ndarray:
+    """The frames of a track as uint8 t h w 3: the shape on black, and the bar drawn over it (it is in front)."""
+    frames = np.zeros((len(track.centers), size_px, size_px, 3), np.uint8)  # t h w c
+    for i, (cx, cy) in enumerate(track.centers):
+        frames[i][shape_mask(shape, cx, cy, track.side, size_px)] = COLORS[color]
+    if track.bar is not None:
+        a, b = track.bar
+        if track.horizontal:
+            frames[:, :, a:b] = BAR_COLOR
+        else:
+            frames[:, a:b, :] = BAR_COLOR
+    return frames
+
+
+def render_long_clip(color: str, shape: str, direction: str, verb: str, rng: np.random.Generator, num_frames: int,
+                     cfg, frame_stride: int = 1, occluder: bool = False) -> tuple[np.ndarray, Track]:
+    """A clip of any length (uint8 t h w 3) as the dataset's shapes move, read every `frame_stride` source frames
+    (as training reads them: data.frame_stride), and its track; verb: moving (it leaves the frame at the edge)
+    or bouncing. The ground truth the drift score (sora/eval/drift.py) is tested on."""
+    speed = speed_px(cfg.size_px, cfg.num_frames) * frame_stride
+    if verb == "bouncing":
+        track = bouncing_track(direction, rng, num_frames, cfg.size_px, speed, (cfg.num_frames - 1) / frame_stride,
+                               occluder)
+    else:
+        track = moving_track(direction, rng, num_frames, cfg.size_px, speed, occluder)
+    return draw_track(color, shape, track, cfg.size_px), track
+
+
+def render_bouncing_clip(color: str, shape: str, direction: str, rng: np.random.Generator, cfg,
+                         occluder: bool = False) -> tuple[np.ndarray, Track]:
+    """One bouncing clip of the dataset (cfg: MovingShapesArgs) as uint8 t h w 3, and its track."""
+    track = bouncing_track(direction, rng, cfg.bouncing_num_frames, cfg.size_px, speed_px(cfg.size_px, cfg.num_frames),
+                           cfg.num_frames - 1, occluder)
+    return draw_track(color, shape, track, cfg.size_px), track
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Shards
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _write_shards(out_dir: Path, prefix: str, combos, clips_per_combo: int, clips_per_shard: int, cfg, rng) -> int:
-    items = [c for c in combos for _ in range(clips_per_combo)]
+def _write_shards(out_dir: Path, prefix: str, items: list, clips_per_shard: int, cfg, rng) -> int:
+    """Shards of `items`, (verb, color, shape, direction) each, in an order drawn from rng; the number written.
+    Moving clips draw from rng exactly as they did before bouncing clips existed."""
     order = rng.permutation(len(items))  # mix combinations across shards
     num_shards = max(1, -(-len(items) // clips_per_shard))
     for shard in range(num_shards):
         with wds.TarWriter(str(out_dir / f"{prefix}-{shard:06d}.tar")) as sink:
             for j in order[shard * clips_per_shard : (shard + 1) * clips_per_shard]:
-                color, shape, direction = items[j]
-                frames = render_clip(color, shape, direction, rng, cfg.num_frames, cfg.size_px)
-                meta = dict(fps=cfg.fps, num_frames=cfg.num_frames, height=cfg.size_px, width=cfg.size_px,
-                            color=color, shape=shape, direction=direction)
+                verb, color, shape, direction = items[j]
+                if verb == "moving":
+                    frames = render_clip(color, shape, direction, rng, cfg.num_frames, cfg.size_px)
+                    meta = dict(fps=cfg.fps, num_frames=cfg.num_frames, height=cfg.size_px, width=cfg.size_px,
+                                color=color, shape=shape, direction=direction)
+                else:
+                    occluder = bool(rng.random() < cfg.occluder_share) if cfg.occluder_share > 0 else False
+                    frames, track = render_bouncing_clip(color, shape, direction, rng, cfg, occluder)
+                    meta = dict(fps=cfg.fps, num_frames=cfg.bouncing_num_frames, height=cfg.size_px,
+                                width=cfg.size_px, color=color, shape=shape, direction=direction, motion=verb,
+                                occluder=list(track.bar) if track.bar else None)
                 sink.write({"__key__": f"{prefix}{j:07d}", "mp4": encode_mp4(frames, cfg.fps),
-                            "txt": caption(color, shape, direction), "json": json.dumps(meta)})
+                            "txt": caption(color, shape, direction, verb), "json": json.dumps(meta)})
     return num_shards
 
 
+def clip_counts(cfg) -> tuple[int, int]:
+    """(moving, bouncing) clips of each training combination: clips_per_combo split by bouncing_share."""
+    bouncing = int(round(cfg.bouncing_share * cfg.clips_per_combo))
+    return cfg.clips_per_combo - bouncing, bouncing
+
+
 def _settings(cfg) -> dict:
-    return dict(clips_per_combo=cfg.clips_per_combo, clips_per_shard=cfg.clips_per_shard,
-                num_frames=cfg.num_frames, size_px=cfg.size_px, fps=cfg.fps, seed=cfg.seed)
+    out = dict(clips_per_combo=cfg.clips_per_combo, clips_per_shard=cfg.clips_per_shard,
+               num_frames=cfg.num_frames, size_px=cfg.size_px, fps=cfg.fps, seed=cfg.seed)
+    if cfg.bouncing_share > 0:  # only then: a copy written before bouncing clips existed still matches
+        out.update(bouncing_share=cfg.bouncing_share, bouncing_num_frames=cfg.bouncing_num_frames,
+                   occluder_share=cfg.occluder_share)
+    return out
 
 
 def check_root(root: str, where: str) -> None:
@@ -163,6 +329,9 @@ def check_root(root: str, where: str) -> None:
                         "writing replaces the whole folder: choose a new or empty one")
 
 
+BOUNCING_PROMPTS = "heldout_bouncing_prompts.txt"  # the bouncing verb's held-out prompts, in the dataset's root
+
+
 def write_moving_shapes(cfg, where: str = "data.moving_shapes.root") -> Path:
     """Write train and held-out test shards plus prompt files under `cfg.root`, atomically (a temp dir, renamed)."""
     check_root(cfg.root, where)
@@ -171,15 +340,23 @@ def write_moving_shapes(cfg, where: str = "data.moving_shapes.root") -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     rng = np.random.default_rng(cfg.seed)
-    n_train = _write_shards(tmp, "train", TRAIN_COMBOS, cfg.clips_per_combo, cfg.clips_per_shard, cfg, rng)
-    n_test = _write_shards(tmp, "test", HELDOUT, max(1, cfg.clips_per_combo // 4), cfg.clips_per_shard, cfg, rng)
+    n_moving, n_bouncing = clip_counts(cfg)
+    n_test = max(1, cfg.clips_per_combo // 4)
+    train = [("moving", *c) for c in TRAIN_COMBOS for _ in range(n_moving)]
+    train += [("bouncing", *c) for c in TRAIN_COMBOS_BOUNCING for _ in range(n_bouncing)]
+    n_train_shards = _write_shards(tmp, "train", train, cfg.clips_per_shard, cfg, rng)
+    test = [("moving", *c) for c in HELDOUT for _ in range(n_test)]
+    n_test_shards = _write_shards(tmp, "test", test, cfg.clips_per_shard, cfg, rng)
     (tmp / "heldout_prompts.txt").write_text("".join(caption(*c) + "\n" for c in HELDOUT))
     # Eight training combinations spread over colours, shapes and directions, for the train-set figures.
     picks = [TRAIN_COMBOS[i] for i in np.linspace(0, len(TRAIN_COMBOS) - 1, 8).round().astype(int)]
     (tmp / "train_prompts.txt").write_text("".join(caption(*c) + "\n" for c in picks))
-    (tmp / "info.json").write_text(json.dumps(dict(
-        train_shards=n_train, test_shards=n_test, train_clips=len(TRAIN_COMBOS) * cfg.clips_per_combo,
-        config=_settings(cfg)), indent=1))
+    info = dict(train_shards=n_train_shards, test_shards=n_test_shards, train_clips=len(train), config=_settings(cfg))
+    if n_bouncing:  # in their own shards: data.eval_shards (test-*.tar) and the prompting modes read moving clips
+        test = [("bouncing", *c) for c in HELDOUT_BOUNCING for _ in range(n_test)]
+        info["test_bouncing_shards"] = _write_shards(tmp, "test_bouncing", test, cfg.clips_per_shard, cfg, rng)
+        (tmp / BOUNCING_PROMPTS).write_text("".join(caption(*c, "bouncing") + "\n" for c in HELDOUT_BOUNCING))
+    (tmp / "info.json").write_text(json.dumps(info, indent=1))
     if root.exists():
         shutil.rmtree(root)
     os.replace(tmp, root)

@@ -4,6 +4,8 @@
   moving-shapes probe (sora/eval/probe.py);
 - `probe_modes`: for a model trained to take given frames, each prompting mode on held-out clips
   (sora/eval/modes.py);
+- `final_drift` (train.final_drift): held-out prompts made val.drift_windows times the trained length window by
+  window (the pipeline's `generate_long`) and their drift scored per window (sora/eval/drift.py);
 - `reconstruct`: the VAE's reconstruction PSNR, SSIM (and LPIPS, given its weights) on held-out clips.
 """
 
@@ -64,6 +66,19 @@ def probe_modes(bundle, data_cfg, out_dir: Path, settings: SampleSettings, num_c
     except SoraError as e:  # captions that are not moving-shapes captions: nothing to score against
         log.info("prompting modes not scored: %s", e)
         return None
+
+
+def final_drift(bundle, cfg, out_dir: Path, settings: SampleSettings) -> dict | None:
+    """The drift score of long videos (sora/eval/drift.py: measure_drift) of the run's held-out prompts, at
+    val.drift_windows times the trained window; None when there are no moving-shapes prompts to score."""
+    from sora.eval.drift import drift_prompts, measure_drift
+
+    prompts = drift_prompts(cfg.data)
+    if not prompts:
+        log.info("drift not scored: no moving-shapes prompts in data.eval_prompts or the built-in dataset")
+        return None
+    return measure_drift(bundle, prompts, Path(out_dir), settings, cfg.val.drift_windows,
+                         cfg.val.drift_samples_per_prompt)
 
 
 @torch.no_grad()

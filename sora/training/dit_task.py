@@ -14,7 +14,7 @@ from sora.data.latent_cache import sample_latent
 from sora.diffusion.frame_modes import draw_frame_masks, gives_frames
 from sora.distributed.fsdp import fully_shard_trained, gather_full_state
 from sora.distributed.sequence import parallelize_sequence, sequence_parallel_group, share_rng_state
-from sora.eval.end_of_run import probe_modes, probe_prompts, read_prompts
+from sora.eval.end_of_run import final_drift, probe_modes, probe_prompts, read_prompts
 from sora.inference.bundle import ModelBundle, vae_from_config
 from sora.inference.pipeline import SampleSettings
 from sora.models.conditioning import Conditioning
@@ -25,7 +25,7 @@ from sora.training.callbacks import SampleVideos, Throughput
 from sora.training.ema import EMA
 from sora.training.master_weights import DTYPES, lower_block_linears
 from sora.training.task import Task
-from sora.training.validation import Validation
+from sora.training.validation import DriftValidation, Validation
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,8 @@ class DiTTask(Task):
         callbacks = [Throughput(window=t.log_every_n_steps)]
         if self.cfg.data.eval_shards:  # the validation loss: every val.every_n_steps and at the end
             callbacks.append(Validation(self.cfg.data, self.cfg.val, buckets, run_dir / "val_loss.jsonl"))
+        if self.cfg.val.drift_every_n_steps > 0 and gives_frames(self.cfg.conditioning.modes):
+            callbacks.append(DriftValidation(self.cfg, run_dir / "drift"))
         if t.sample_every_n_steps > 0:
             callbacks.append(SampleVideos(read_prompts(self.cfg.data.eval_prompts), run_dir / "samples",
                                           t.sample_every_n_steps))
@@ -99,6 +101,8 @@ class DiTTask(Task):
         results = {"probe": probe_prompts(bundle, prompts, out, self.cfg.train.samples_per_prompt, settings)}
         if gives_frames(self.cfg.conditioning.modes):  # it learnt to take frames: score each prompting mode
             results["modes"] = probe_modes(bundle, self.cfg.data, out / "modes", settings)
+            if self.cfg.train.final_drift:  # long videos window by window, scored per window
+                results["drift"] = final_drift(bundle, self.cfg, out / "drift", settings)
         return results
 
     # -- setup -----------------------------------------------------------------------------------------------

@@ -3,6 +3,9 @@
 The loss itself (fixed clips, noise and timesteps; its split over ranks) is sora/eval/validation.py. This callback
 runs it on the EMA weights (what is sampled and exported), logs `val/loss` and `val/loss_t{t}`, and appends each
 evaluation to RUN/val_loss.jsonl with the step and the training seconds so far: the sweep report's curves.
+
+`DriftValidation` scores the drift of long videos (sora/eval/drift.py) every val.drift_every_n_steps on rank 0,
+logs `val/drift_all_windows_pass` and `val/drift_median_frames_to_first_failure`, and appends to RUN/drift.jsonl.
 """
 
 import json
@@ -12,8 +15,10 @@ from pathlib import Path
 
 import lightning as L
 
+from sora.eval.drift import drift_prompts, measure_drift
 from sora.eval.validation import ValidationLoss
 from sora.inference.bundle import ModelBundle
+from sora.inference.pipeline import SampleSettings
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +76,35 @@ class Validation(L.Callback):
             log.info("val loss %.5f at step %d (%d clips x %d timesteps, %.1f s)", result["loss"], step,
                      result["num_clips"], len(result["per_timestep"]), time.perf_counter() - t0)
         return row
+
+
+class DriftValidation(L.Callback):
+    """Every val.drift_every_n_steps: held-out prompts made val.drift_windows trained windows long with the EMA
+    weights (generate_long), scored per window; RUN/drift/step_N/ gets the videos, RUN/drift.jsonl a row."""
+
+    def __init__(self, cfg, out_dir: Path):
+        self.cfg, self.out_dir = cfg, Path(out_dir)
+        self.prompts = drift_prompts(cfg.data)
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        every, step = self.cfg.val.drift_every_n_steps, trainer.global_step
+        if every <= 0 or step % every or not self.prompts:
+            return
+        module.gather_for_sampling()  # sharded runs: every rank takes part, rank 0 gets the weights
+        if not trainer.is_global_zero:
+            return
+        t0 = time.perf_counter()
+        v = self.cfg.val
+        scores = measure_drift(module.sampling_bundle(ema=True), self.prompts, self.out_dir / f"step_{step:07d}",
+                               SampleSettings.of(module.cfg), v.drift_windows, v.drift_samples_per_prompt)
+        with open(self.out_dir.parent / "drift.jsonl", "a") as f:
+            f.write(json.dumps({"step": step, **scores}) + "\n")
+        metrics = {"val/drift_all_windows_pass": scores["all_windows_pass"],
+                   "val/drift_median_frames_to_first_failure": scores["median_frames_to_first_failure"]}
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=step)
+        log.info("drift at step %d: %.2f of %d videos pass every window (%.1f s)", step, scores["all_windows_pass"],
+                 scores["n"], time.perf_counter() - t0)
 
 
 def ema_bundle(module) -> ModelBundle:
