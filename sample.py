@@ -7,6 +7,7 @@ invisible watermark (provenance.c2pa=false / provenance.watermark=false turn the
     python sample.py ckpt=PATH prompt=... out=x.mp4 video=clip.mp4 extend=forward       # continue a clip
     python sample.py ckpt=PATH prompt=... out=x.mp4 loop=true | connect=[a.mp4,b.mp4] | keyframes=[0:a.png,7:b.png]
     python sample.py ckpt=PATH prompt=... out=x.mp4 edit=clip.mp4 strength=0.6           # SDEdit
+    python sample.py ckpt=BASE prompt=... out=x.mp4 lora=RUN/lora_ema.safetensors         # with a LoRA merged in
 
 Frames, size, steps, guidance, sampler and schedule default to the checkpoint's; num_frames=, height=, width=,
 steps=, cfg=, cfg_visual=, sampler=, schedule=, shift=, fps= override them. num_frames beyond what the model
@@ -67,7 +68,12 @@ def sample(cfg) -> list[Path]:
     prompts, outs = resolve_jobs(cfg)
     prompts = check_prompts(prompts)  # before the checkpoint loads: a bad prompt fails at once
     device = resolve_device(cfg.device)
-    bundle = ModelBundle.from_checkpoint(cfg.ckpt, ema=cfg.ema).to(device)
+    if cfg.lora is not None and not Path(cfg.lora).is_file():
+        raise SoraError(f"lora={cfg.lora!r} is not a file")
+    bundle = ModelBundle.from_checkpoint(cfg.ckpt, ema=cfg.ema)
+    if cfg.lora is not None:  # merged into the weights once: sampling then runs at the base model's speed
+        bundle.with_lora(cfg.lora, at="lora")
+    bundle = bundle.to(device)
     settings = SampleSettings.of(bundle.cfg).override(
         num_frames=cfg.num_frames, height=cfg.height, width=cfg.width, steps=cfg.steps, cfg=cfg.cfg,
         sampler=cfg.sampler, schedule=cfg.schedule, shift=cfg.shift, fps=cfg.fps, cfg_visual=cfg.cfg_visual,
