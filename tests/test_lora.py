@@ -265,3 +265,67 @@ def test_lora_settings_that_cannot_run_fail_at_start_in_one_line(shapes_dir, tmp
     save_lora(dit, str(tmp_path / "r2.safetensors"))
     proc = train_in_process(*args, "train.lora.rank=4", f"train.lora.init_from={tmp_path}/r2.safetensors")
     assert proc.returncode == 2 and "has rank 2; train.lora.rank=4" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_a_two_process_fsdp_lora_run_stopped_and_resumed_equals_an_uninterrupted_one(shapes_dir, tmp_path):
+    """2 CPU processes (gloo), train.strategy=fsdp: the frozen base and the adapter sharded together, the EMA adapter
+    as its own unit. A run stopped at step 2 and resumed to 4 logs the uninterrupted run's losses and ends with its
+    adapter files, tensor for tensor; samples during training come from the gathered base with the EMA merged."""
+    from tests.conftest import logged_losses
+
+    common = [*LORA_RUN, "train.accelerator=cpu", "train.devices=2", "train.strategy=fsdp", "logger.wandb=disabled",
+              "train.sample_every_n_steps=2"]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    proc = run_entry("train.py", *shrunk_overrides(shapes_dir, straight), *common, "train.max_steps=4")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = {}
+    for steps in (2, 4):
+        proc = run_entry("train.py", *shrunk_overrides(shapes_dir, resumed), *common, f"train.max_steps={steps}")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        got.update(logged_losses(resumed))
+    assert "resuming from" in proc.stderr + proc.stdout
+    want = logged_losses(straight)
+    assert sorted(want) == sorted(got) == [0, 1, 2, 3] and all(got[s] == want[s] for s in want), (got, want)
+    for name in ("lora.safetensors", "lora_ema.safetensors"):
+        a, _, _ = read_lora(str(straight / name))
+        b, _, _ = read_lora(str(resumed / name))
+        assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a), name
+    ckpt = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert all(".lora_" in k for k in ckpt if k.startswith("model.dit."))
+    assert len(list((straight / "samples" / "step_0000002").glob("*.mp4"))) > 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Memory: the dry run under LoRA, and the fine-tuning table
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_the_dry_run_counts_the_adapter_as_what_trains(shapes_dir, tmp_path):
+    reports = {}
+    for name, extra in (("full", []), ("lora", ["train.lora.rank=4"])):
+        proc = train_in_process(*shrunk_overrides(shapes_dir, tmp_path / name), "train.dry_run=true", *extra)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        reports[name] = json.loads((tmp_path / name / "dry_run.json").read_text())
+    full, lora = reports["full"]["params"], reports["lora"]["params"]
+    linears = [(32, 96), (32, 32), (32, 32), (32, 64), (32, 32), (32, 128), (128, 32)]  # attn, cross, mlp
+    assert lora["trained"] == sum(4 * (i + o) for i, o in linears)  # rank 4: A (4 x in) and B (out x 4) each
+    assert lora["frozen"] == full["trained"] + full["frozen"]  # the whole base (and the word encoder) frozen
+    assert reports["lora"]["buckets"][0]["peak_memory_gib"]["state"] < reports["full"]["buckets"][0][
+        "peak_memory_gib"]["state"]
+
+
+def test_the_finetune_memory_table_divides_state_by_gpus_and_checkpointing_cuts_activations():
+    from sora.training.dry_run import finetune_memory_table, wan_sized_dit
+
+    dit = wan_sized_dit("Wan2.1-1.3B")
+    assert dit.blocks[0].mlp[0].out_features == 8960 and dit.x_embed.in_features == 16 * 4
+    rows, table = finetune_memory_table(frames=5, height=64, width=64, lora_rank=16, gpus=(1, 8))
+    assert table.count("\n| Wan2.1-") == 8
+    by = {(r["model"], r["method"].split()[0], r["gpus"]): r for r in rows}
+    for model in ("Wan2.1-1.3B", "Wan2.1-14B"):
+        full1, full8, lora1 = by[model, "full", 1], by[model, "full", 8], by[model, "LoRA", 1]
+        assert full8["optimizer"] * 2**30 == pytest.approx(full1["params"])  # two fp32 moments, over 8 GPUs
+        assert full8["ema"] == pytest.approx(full1["ema"] / 8)
+        assert lora1["trained"] < full1["trained"] / 20 and lora1["ema"] < full1["ema"] / 20
+        assert full1["activations_ckpt"] < full1["activations"] and full1["peak_ckpt"] < full1["peak"]

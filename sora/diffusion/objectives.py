@@ -72,6 +72,9 @@ class ObjectiveArgs(Settings):
     # which lies on a low-dimensional manifold, fits through (JiT). Velocity suits patches narrower than the DiT.
     prediction: Prediction = Prediction.x0
     t_min: float = setting(0.05, gt=0, lt=1)  # x0 prediction: floor of t in v = (x_t - x0) / t
+    # Training timesteps shifted towards noise, t' = s t / (1 + (s - 1) t) (SD3 eq. 23, on the drawn t), as Wan and the
+    # trainers fine-tuning it shift them (DiffSynth-Studio: 5); 1: no shift.
+    timestep_shift: float = setting(1.0, gt=0)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -87,9 +90,11 @@ class RectifiedFlow:
                                                             args.prediction, args.t_min)
 
     def sample_t(self, num_clips: int, device, generator: torch.Generator | None = None) -> torch.Tensor:
-        """One timestep per clip in (0, 1): t = sigmoid(n) with n ~ N(mean, std^2)."""
+        """One timestep per clip in (0, 1): t = sigmoid(n) with n ~ N(mean, std^2), then shifted (timestep_shift)."""
         n = torch.randn(num_clips, device=device, generator=generator)
-        return torch.sigmoid(self.mean + self.std * n)
+        t = torch.sigmoid(self.mean + self.std * n)
+        s = self.args.timestep_shift
+        return t if s == 1 else s * t / (1 + (s - 1) * t)
 
     @staticmethod
     def noised(x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -133,10 +133,11 @@ class DiTTask(Task):
         fully_shard_trained(self.model.trainable(), mesh, dtype)
         if self.lora is None:
             fully_shard_trained(self.ema.model, mesh, dtype)
-        else:  # the EMA adapter: one unit, never run, only averaged shard by shard
+        else:  # the EMA adapter, each linear a unit (never run: averaged shard by shard)
             from torch.distributed.fsdp import fully_shard
 
-            fully_shard(self.ema.model, mesh=mesh)
+            for linear in [m for m in self.ema.model.modules() if isinstance(m, nn.Linear)]:
+                fully_shard(linear, mesh=mesh)
             # Lightning loads a single-file checkpoint into the sharded module before on_load_checkpoint: the frozen
             # base it does not hold is the one just rebuilt.
             self.strict_loading = False
@@ -251,6 +252,8 @@ class DiTTask(Task):
 
         super().on_load_checkpoint(checkpoint)
         upgrade(checkpoint)  # format-1 key names
+        if "state_dict" not in checkpoint:  # FSDP: the strategy has loaded the weights already (and taken them out)
+            return
         if not self.model.text.trainable:  # the frozen encoder's own weights, loaded from text.path
             checkpoint["state_dict"].update({f"model.text.{k}": v for k, v in self.model.text.state_dict().items()})
         if self.lora is not None:

@@ -16,6 +16,7 @@ and trained parameters) and the EMA adapter as one unit; each adapter tensor is 
 sampling copy needs it.
 """
 
+import contextlib
 import logging
 from pathlib import Path
 
@@ -41,6 +42,23 @@ def whole(t: torch.Tensor) -> torch.Tensor:
     from torch.distributed.tensor import DTensor
 
     return t.full_tensor() if isinstance(t, DTensor) else t
+
+
+@contextlib.contextmanager
+def swapped(live: nn.Module, ema: nn.Module):
+    """Inside the block the live adapter holds the EMA's values (shard by shard), after it its own again, bit for
+    bit: a sharded run evaluates its EMA adapter on the sharded DiT without a second copy of the base."""
+    pairs = list(zip(live.parameters(), ema.parameters()))
+    with torch.no_grad():
+        saved = [p.detach().clone() for p, _ in pairs]
+        for p, e in pairs:
+            p.copy_(e)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for (p, _), value in zip(pairs, saved):
+                p.copy_(value)
 
 
 class LoRATraining:
