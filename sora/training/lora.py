@@ -44,10 +44,23 @@ def whole(t: torch.Tensor) -> torch.Tensor:
     return t.full_tensor() if isinstance(t, DTensor) else t
 
 
+def reshard(module: nn.Module) -> None:
+    """Every FSDP unit of `module` back to its shards: a unit left gathered after a forward (FSDP2 keeps the root's
+    parameters gathered) would run on its gathered copy, not on values just written into the shards."""
+    from torch.distributed.fsdp import FSDPModule
+
+    for m in module.modules():
+        if isinstance(m, FSDPModule):
+            m.reshard()
+
+
 @contextlib.contextmanager
-def swapped(live: nn.Module, ema: nn.Module):
+def swapped(live: nn.Module, ema: nn.Module, sharded: nn.Module | None = None):
     """Inside the block the live adapter holds the EMA's values (shard by shard), after it its own again, bit for
-    bit: a sharded run evaluates its EMA adapter on the sharded DiT without a second copy of the base."""
+    bit: a sharded run evaluates its EMA adapter on the sharded DiT without a second copy of the base. `sharded`:
+    the FSDP module holding `live`, resharded on the way in and out."""
+    if sharded is not None:
+        reshard(sharded)
     pairs = list(zip(live.parameters(), ema.parameters()))
     with torch.no_grad():
         saved = [p.detach().clone() for p, _ in pairs]
@@ -56,6 +69,8 @@ def swapped(live: nn.Module, ema: nn.Module):
     try:
         yield
     finally:
+        if sharded is not None:
+            reshard(sharded)
         with torch.no_grad():
             for (p, _), value in zip(pairs, saved):
                 p.copy_(value)

@@ -82,7 +82,7 @@ def ema_bundle(module):
     if not module.sharded:
         yield module.sampling_bundle(ema=True)
     elif module.lora is not None:  # the sharded DiT itself, its adapter holding the EMA values meanwhile
-        with swapped(module.trained_module(), module.ema.model):
+        with swapped(module.trained_module(), module.ema.model, sharded=module.model.dit):
             yield ModelBundle(module.cfg, module.model.vae, module.model.text, module.model.dit, "ema")
     else:
         parts = module.ema.model
