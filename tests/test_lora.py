@@ -174,6 +174,22 @@ def test_a_lora_checkpoint_holds_the_adapter_and_resumes_exactly(lora_run, shape
     assert all(torch.equal(final[k], v) for k, v in ckpt["state_dict"].items() if not k.startswith("model.vae"))
 
 
+def test_lora_with_bf16_weights_keeps_fp32_masters_of_the_adapter(shapes_dir, tmp_path):
+    """train.param_dtype=bf16: the blocks' linears, adapters included, in bf16, AdamW's fp32 masters of the adapter
+    alone in the checkpoint; the validation loss runs on the merged DiT in fp32, as on the EMA copy."""
+    proc = train_in_process(*shrunk_overrides(shapes_dir, tmp_path), *LORA_RUN, "train.max_steps=2",
+                            "train.param_dtype=bf16", "train.precision=bf16-mixed")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    state = ckpt["state_dict"]
+    block_adapters = [k for k in state if k.startswith("model.dit.blocks.")]
+    assert block_adapters and all(state[k].dtype == torch.bfloat16 for k in block_adapters)
+    masters = ckpt["optimizer_states"][0]["master_weights"]
+    assert len(masters) == len(block_adapters) and all(v.dtype == torch.float32 for v in masters.values())
+    assert state["model.dit.final.linear.lora_A.default.weight"].dtype == torch.float32  # outside the blocks
+    assert json.loads((tmp_path / "val_loss.jsonl").read_text().splitlines()[-1])["step"] == 2
+
+
 def test_export_and_sample_with_a_lora(lora_run, tmp_path):
     """The run's checkpoint exports its base with the EMA adapter merged; a base export with --merge-lora and the
     run's lora_ema.safetensors gives the same weights; sample.py lora=FILE samples with it."""
@@ -298,6 +314,17 @@ def test_a_two_process_fsdp_lora_run_stopped_and_resumed_equals_an_uninterrupted
     assert all(".lora_" in k for k in ckpt if k.startswith("model.dit."))
     for step in (2, 4):
         assert len(list((resumed / "samples" / f"step_{step:07d}").glob("*.mp4"))) > 0
+
+    # DDP: the same arithmetic as FSDP's (each rank a whole replica), to reduction order
+    ddp = tmp_path / "ddp"
+    proc = run_entry("train.py", *shrunk_overrides(shapes_dir, ddp), *LORA_RUN, "train.accelerator=cpu",
+                     "train.devices=2", "train.strategy=ddp", "logger.wandb=disabled", "train.max_steps=4")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert all(abs(logged_losses(ddp)[s] - want[s]) <= 1e-4 * abs(want[s]) for s in want)
+    a, _, _ = read_lora(str(straight / "lora_ema.safetensors"))
+    b, _, _ = read_lora(str(ddp / "lora_ema.safetensors"))
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], atol=1e-4, rtol=1e-4, msg=k)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -276,10 +276,12 @@ class DiTTask(Task):
     def sampling_bundle(self, ema: bool = True) -> ModelBundle:
         """A bundle of the frozen parts with the EMA (or raw) DiT and text encoder."""
         if not self.sharded and self.lora is not None:
-            # The base with the EMA (or raw) adapter merged in: the weights no adapter touches are shared, the
-            # adapted ones are new tensors for as long as the bundle lives.
+            # The base with the EMA (or raw) adapter merged in, in fp32 as the EMA copy is (train.param_dtype=bf16
+            # lowers the training DiT's linears): fp32 weights no adapter touches are shared, the others are new
+            # tensors for as long as the bundle lives.
             adapters = adapter_state(self.ema.model if ema else self.trained_module())
-            state = self.lora.merged_state(self.model.dit.state_dict(), adapters)
+            state = {k: v.float() if v.is_floating_point() else v
+                     for k, v in self.lora.merged_state(self.model.dit.state_dict(), adapters).items()}
             with torch.device("meta"):
                 dit = DiT(self.model.dit.in_channels, self.model.text.dim, self.model.dit.args)
             dit.load_state_dict(state, assign=True)
