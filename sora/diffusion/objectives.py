@@ -72,8 +72,8 @@ class ObjectiveArgs(Settings):
     # which lies on a low-dimensional manifold, fits through (JiT). Velocity suits patches narrower than the DiT.
     prediction: Prediction = Prediction.x0
     t_min: float = setting(0.05, gt=0, lt=1)  # x0 prediction: floor of t in v = (x_t - x0) / t
-    # Training timesteps shifted towards noise, t' = s t / (1 + (s - 1) t) (SD3 eq. 23, on the drawn t), as Wan and the
-    # trainers fine-tuning it shift them (DiffSynth-Studio: 5); 1: no shift.
+    # Training timesteps shifted towards noise, t' = s t / (1 + (s - 1) t) (SD3 eq. 23, on the drawn t): fine-tuning
+    # a model that samples at a shift (Wan: 5) at that shift; 1: no shift.
     timestep_shift: float = setting(1.0, gt=0)
 
 
