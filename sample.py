@@ -10,6 +10,7 @@ invisible watermark (provenance.c2pa=false / provenance.watermark=false turn the
     python sample.py ckpt=PATH prompt="a cat" out=x.mp4 expand=LLM_DIR [expand_examples=SHARDS]  # prompt expansion
     python sample.py ckpt=PATH prompt=... out=x.mp4 num_frames=240 long.latent_context=true long.stream=true
     python sample.py ckpt=PATH window_prompts="[a red circle moving left,a red circle moving right]" out=x.mp4 ...
+    python sample.py ckpt=BASE prompt=... out=x.mp4 lora=RUN/lora_ema.safetensors         # with a LoRA merged in
 
 Frames, size, steps, guidance, sampler and schedule default to the checkpoint's; num_frames=, height=, width=,
 steps=, cfg=, cfg_visual=, sampler=, schedule=, shift=, fps= override them. num_frames beyond what the model
@@ -113,7 +114,12 @@ def sample(cfg) -> list[Path]:
 
         check_expander_dir(cfg.expand)  # a folder of the wrong kind fails before the checkpoint loads too
     device = resolve_device(cfg.device)
-    bundle = ModelBundle.from_checkpoint(cfg.ckpt, ema=cfg.ema).to(device)
+    if cfg.lora is not None and not Path(cfg.lora).is_file():
+        raise SoraError(f"lora={cfg.lora!r} is not a file")
+    bundle = ModelBundle.from_checkpoint(cfg.ckpt, ema=cfg.ema)
+    if cfg.lora is not None:  # merged into the weights once: sampling then runs at the base model's speed
+        bundle.with_lora(cfg.lora, at="lora")
+    bundle = bundle.to(device)
     settings = SampleSettings.of(bundle.cfg).override(
         num_frames=cfg.num_frames, height=cfg.height, width=cfg.width, steps=cfg.steps, cfg=cfg.cfg,
         sampler=cfg.sampler, schedule=cfg.schedule, shift=cfg.shift, fps=cfg.fps, cfg_visual=cfg.cfg_visual,

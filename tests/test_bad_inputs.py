@@ -184,7 +184,7 @@ TRAIN_CASES = [
      "the data has no video clips of a usable size"),
     (["objective.t_min=0"], "objective.t_min must be in (0, 1)"),
     (["objective.t_min=1"], "objective.t_min must be in (0, 1)"),
-    (["sampler.name=nope"], "sampler.name must be one of euler, heun, got nope"),
+    (["sampler.name=nope"], "sampler.name must be one of euler, heun, unipc, got nope"),
     (["sampler.steps=0"], "sampler.steps must be >= 1"),
     (["sampler.cfg=-1"], "sampler.cfg must be >= 0"),
     (["val.timesteps=[]"], "val.timesteps must be a non-empty list of numbers in (0, 1], got []"),

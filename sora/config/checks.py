@@ -79,6 +79,12 @@ def _check_sections_agree(cfg) -> None:
             raise SoraError(f"train.fp8={t.fp8} trains the DiT's linears in FP8; task=vae takes train.fp8=null")
         if t.dry_run:
             raise SoraError("train.dry_run=true reports on a DiT run (task=dit)")
+        if t.lora.rank > 0:
+            raise SoraError(f"train.lora.rank={t.lora.rank} puts LoRA on the DiT; task=vae takes train.lora.rank=0")
+    if t.lora.rank > 0 and t.fp8 is not None:
+        # torchao would swap the linears peft has wrapped (and the adapters' own): a combination nobody has run here
+        raise SoraError(f"train.lora.rank={t.lora.rank} does not combine with train.fp8={t.fp8} (peft's LoRA layers "
+                        "over torchao's float8 linears are untested): use train.fp8=null")
     if cfg.data.packing:
         if not is_dit:
             raise SoraError("data.packing=true packs DiT token sequences; task=vae trains on one bucket per batch")

@@ -23,6 +23,7 @@ from sora.diffusion.schedules import SCHEDULES
 from sora.errors import SoraError
 from sora.models.dit_args import DiTArgs
 from sora.models.fp8 import RECIPES as FP8_RECIPES
+from sora.models.lora import LoRAArgs
 from sora.models.text import TextArgs
 from sora.models.vae import VAEArgs
 from sora.settings import Settings, setting
@@ -157,6 +158,9 @@ class TrainLoopConfig(Settings):
     # the device's busy share of the wall time, and a Chrome trace (sora/training/callbacks.py: Profile). 0: off.
     profile_steps: int = setting(0, ge=0)
     profile_start_step: int = setting(20, ge=1)
+    # LoRA on the DiT through peft (sora/models/lora.py, sora/training/lora.py): train.lora.rank > 0 trains only the
+    # adapters (and checkpoints and averages only them); 0 trains the whole DiT.
+    lora: LoRAArgs = field(default_factory=LoRAArgs)
 
     def check(self, at: str = "") -> None:
         devices = str(self.devices).strip()
@@ -318,6 +322,7 @@ class SampleConfig(Settings):
     window_prompts: Optional[List[str]] = None
     window_prompts_file: Optional[str] = None
     long: LongVideoConfig = field(default_factory=LongVideoConfig)  # longer than a window: each switch
+    lora: Optional[str] = None  # our LoRA file (sora/models/lora.py), merged into the DiT's weights before sampling
     provenance: ProvenanceConfig = field(default_factory=ProvenanceConfig)  # C2PA manifest, watermark
 
     def check(self, at: str = "") -> None:

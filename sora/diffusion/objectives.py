@@ -117,6 +117,9 @@ class ObjectiveArgs(Settings):
     # Share of batches whose given frames are noised to a level drawn from [0, 1] instead of [0,
     # conditioning.frame_noise]: history may be imperfect (Song et al. 2025). 0: every batch as before.
     history_noise: float = setting(0.0, ge=0, le=1)
+    # Training timesteps shifted towards noise, t' = s t / (1 + (s - 1) t) (SD3 eq. 23, on the drawn t): fine-tuning
+    # a model that samples at a shift (Wan: 5) at that shift; 1: no shift.
+    timestep_shift: float = setting(1.0, gt=0)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -134,9 +137,15 @@ class RectifiedFlow:
                                                             args.prediction, args.t_min)
 
     def sample_t(self, num_clips: int, device, generator: torch.Generator | None = None) -> torch.Tensor:
-        """One timestep per clip in (0, 1): t = sigmoid(n) with n ~ N(mean, std^2)."""
+        """One timestep per clip in (0, 1): t = sigmoid(n) with n ~ N(mean, std^2), then shifted (timestep_shift)."""
         n = torch.randn(num_clips, device=device, generator=generator)
-        return torch.sigmoid(self.mean + self.std * n)
+        return self._logit_normal(n)
+
+    def _logit_normal(self, n: torch.Tensor) -> torch.Tensor:
+        """Standard normal draws -> timesteps: sigmoid(mean + std n), then shifted (timestep_shift)."""
+        t = torch.sigmoid(self.mean + self.std * n)
+        s = self.args.timestep_shift
+        return t if s == 1 else s * t / (1 + (s - 1) * t)
 
     def sample_frame_t(self, num_clips: int, num_frames: int, device,
                        generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -148,7 +157,7 @@ class RectifiedFlow:
         kinds = torch.multinomial(weights, num_clips, replacement=True, generator=generator)  # b, on the CPU
         units = num_frames // self.frames_per_unit
         n = torch.randn(num_clips, units, device=device, generator=generator)
-        t = torch.sigmoid(self.mean + self.std * n)  # b u
+        t = self._logit_normal(n)  # b u
         kind = kinds.to(device)[:, None]  # b 1
         t = torch.where(kind == 0, t[:, :1].expand_as(t), t)
         t = torch.where(kind == 2, t.sort(dim=1).values, t)

@@ -8,6 +8,7 @@ is called after every step (a progress bar). Guidance, conditioning and the mode
 grid in the schedule; a new sampler is one function here and one entry in SAMPLERS.
 """
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -47,7 +48,79 @@ def heun(velocity_fn: VelocityFn, noise: torch.Tensor, times: list[float], callb
     return x
 
 
-SAMPLERS = {"euler": euler, "heun": heun}
+# ---------------------------------------------------------------------------------------------------------------
+# UniPC (Zhao et al. 2023, "UniPC: A Unified Predictor-Corrector Framework for Fast Sampling of Diffusion Models")
+# ---------------------------------------------------------------------------------------------------------------
+#
+# In data-prediction form on the flow path x_t = (1 - t) x0 + t eps: alpha_t = 1 - t, sigma_t = t, the half
+# log-SNR lambda_t = log((1 - t) / t), and the model's data prediction x0 = x - t v. Order 2 with the B(h) = e^h - 1
+# variant ("bh2", the paper's choice for guided sampling), as diffusers' UniPCMultistepScheduler computes it with
+# prediction_type=flow_prediction and use_flow_sigmas=True, and as Wan2.1 samples (FlowUniPCMultistepScheduler):
+# first order at the first step (one prediction) and at the last (lower_order_final); the corrector (UniC) reuses
+# each new evaluation to correct the step before, so N steps cost N model evaluations.
+
+UNIPC_T_MAX = 1 - 1e-6  # t = 1 has alpha = 0 and lambda = -inf: diffusers and Wan start there instead
+
+
+def _half_log_snr(t: float) -> float:
+    return math.inf if t == 0 else math.log(1 - t) - math.log(t)
+
+
+def _unipc_update(x: torch.Tensor, x0s: list[torch.Tensor], ts: list[float], order: int,
+                  x0_new: torch.Tensor | None = None) -> torch.Tensor:
+    """One UniP step from ts[-2] to ts[-1] (x0_new None), or the UniC correction of that step given the data
+    prediction x0_new at ts[-1]. x0s: the data predictions at the times before ts[-1], newest last; `order` of them
+    are used (UniP-p: p - 1 differences; UniC-p: p differences, the new one included)."""
+    s0, t = ts[-2], ts[-1]
+    alpha_t, sigma_t, sigma_s0 = 1 - t, t, s0
+    lam_s0 = _half_log_snr(s0)
+    hh = -(_half_log_snr(t) - lam_s0)  # -h: data prediction
+    h_phi_1 = math.expm1(hh)  # e^-h - 1
+    b_h = h_phi_1  # bh2: B(h) = e^h - 1 (of -h here)
+    m0 = x0s[-1]
+    rks, diffs = [], []
+    for k in range(1, order):  # the earlier predictions' scaled differences (UniP-p and UniC-p: p - 1 of them)
+        rk = (_half_log_snr(ts[-2 - k]) - lam_s0) / -hh
+        rks.append(rk)
+        diffs.append((x0s[-1 - k] - m0) / rk)
+    x_next = (sigma_t / sigma_s0) * x - (alpha_t * h_phi_1) * m0
+    if x0_new is None:  # UniP: order 2 takes rho = 1/2 (the paper's B(h) choice); order 1 is DPM-Solver++(1)
+        return x_next - (alpha_t * b_h * 0.5) * diffs[0] if diffs else x_next
+    # UniC: solve R rho = b for the correction's weights (R's rows: powers of the r_k, the new point at r = 1)
+    rks.append(1.0)
+    rows, bs, h_phi_k, factorial = [], [], h_phi_1 / hh - 1, 1
+    for i in range(1, len(rks) + 1):
+        rows.append([r ** (i - 1) for r in rks])
+        bs.append(h_phi_k * factorial / b_h)
+        factorial *= i + 1
+        h_phi_k = h_phi_k / hh - 1 / factorial
+    rhos = [0.5] if len(rks) == 1 else torch.linalg.solve(torch.tensor(rows, dtype=torch.float64),
+                                                          torch.tensor(bs, dtype=torch.float64)).tolist()
+    correction = sum(rho * d for rho, d in zip(rhos[:-1], diffs)) + rhos[-1] * (x0_new - m0)
+    return x_next - (alpha_t * b_h) * correction
+
+
+@torch.no_grad()
+def unipc(velocity_fn: VelocityFn, noise: torch.Tensor, times: list[float], callback: Callback = None) -> torch.Tensor:
+    """UniPC-2 (bh2) in the flow-matching data-prediction form: Wan2.1's sampler, diffusers' UniPC with flow sigmas."""
+    ts = [min(float(t), UNIPC_T_MAX) for t in times]
+    num_steps, x = len(ts) - 1, noise
+    x0s: list[torch.Tensor] = []  # data predictions at ts[:i], the last two kept
+    last_x, last_order = None, 1
+    for i in range(num_steps):
+        x0 = x - ts[i] * velocity_fn(x, ts[i])  # the data prediction at this time
+        if i > 0:  # UniC: the step just taken, corrected with this evaluation
+            x = _unipc_update(last_x, x0s, ts[:i + 1], last_order, x0_new=x0)
+        x0s = (x0s + [x0])[-2:]
+        order = min(2, num_steps - i, i + 1)  # first order at the start (one prediction) and at the last step
+        last_x, last_order = x, order
+        x = _unipc_update(x, x0s, ts[:i + 2], order)
+        if callback is not None:
+            callback(i + 1, num_steps)
+    return x
+
+
+SAMPLERS = {"euler": euler, "heun": heun, "unipc": unipc}
 
 # ---------------------------------------------------------------------------------------------------------------
 # Settings

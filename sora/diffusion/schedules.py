@@ -24,7 +24,15 @@ def shifted(num_steps: int, shift: float = 3.0) -> list[float]:
     return [shift * t / (1 + (shift - 1) * t) for t in uniform(num_steps)]
 
 
-SCHEDULES = {"uniform": uniform, "shifted": shifted}
+def flow_sigmas(num_steps: int, shift: float = 5.0) -> list[float]:
+    """Wan2.1's and diffusers' flow sigmas (`use_flow_sigmas=True`, 1000 training timesteps): num_steps times equally
+    spaced from 1 down to 1/1000, each shifted as in `shifted`, then 0. Wan samples text to video at shift 5."""
+    assert num_steps >= 1 and shift > 0, f"num_steps >= 1 and shift > 0, got {num_steps}, {shift}"
+    base = torch.linspace(1.0, 1 / 1000, num_steps + 1, dtype=torch.float64)[:-1].tolist()
+    return [shift * t / (1 + (shift - 1) * t) for t in base] + [0.0]
+
+
+SCHEDULES = {"uniform": uniform, "shifted": shifted, "flow_sigmas": flow_sigmas}
 
 
 def make_schedule(name: str, num_steps: int, shift: float = 1.0) -> list[float]:

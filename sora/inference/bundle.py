@@ -28,6 +28,7 @@ from sora.models.attention import backend_unavailable
 from sora.models.conditioning import Conditioning
 from sora.models.dit import DiT
 from sora.models.geometry import LatentGeometry
+from sora.models.lora import merge_lora, read_lora
 from sora.models.text import build_text_encoder
 from sora.models.vae import build_vae
 
@@ -88,10 +89,43 @@ class ModelBundle(nn.Module):
                 raise SoraError(f"ckpt={path!r} is a {cfg.task.kind.value!r} checkpoint; sampling needs a "
                                 "text-to-video (task=dit) checkpoint")
             state, weights = ckpt["state_dict"], "ema" if ema else "raw"
+            if cfg.train.lora.rank > 0:  # the adapter alone: the base is rebuilt as the run built it
+                return cls.from_lora_checkpoint(cfg, state, ema, str(path))
             trained = "ema.model." if ema else "model."
             parts = {"vae": submodule_state(state, "model.vae."), "dit": submodule_state(state, trained + "dit."),
                      "text": submodule_state(state, trained + "text.")}
         return cls.assemble(cfg, parts, weights=weights, where=str(path))
+
+    @classmethod
+    def from_lora_checkpoint(cls, cfg, state: dict, ema: bool, where: str) -> "ModelBundle":
+        """A LoRA run's checkpoint holds its adapter (raw and EMA), not the frozen base: the base is rebuilt from the
+        run's config and seed as train.py built it (the same random init, or dit.init_from's weights), and the
+        adapter merged in."""
+        lora = OmegaConf.to_object(cfg.train.lora)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.train.seed)  # train.py seeds every generator with it before building the model
+            vae, built = vae_from_config(cfg)
+            bundle = cls.build(built, vae=vae)
+        names = [k[len("model.dit."):].replace(".lora_A.default.weight", "")
+                 for k in state if k.startswith("model.dit.") and k.endswith(".lora_A.default.weight")]
+        if ema:  # the EMA copy's keys: ema.model.blocks-0-attn-qkv.lora_A.weight
+            tensors = {f"{n}.{ab}.weight": state[f"ema.model.{n.replace('.', '-')}.{ab}.weight"]
+                       for n in names for ab in ("lora_A", "lora_B")}
+        else:
+            tensors = {f"{n}.{ab}.weight": state[f"model.dit.{n}.{ab}.default.weight"]
+                       for n in names for ab in ("lora_A", "lora_B")}
+        bundle.dit.load_state_dict(merge_lora(bundle.dit.state_dict(), tensors, lora.rank, lora.alpha, where),
+                                   assign=True)
+        bundle.weights = "ema" if ema else "raw"
+        return bundle.eval().requires_grad_(False)
+
+    def with_lora(self, path: str, at: str = "lora") -> "ModelBundle":
+        """Merge our LoRA file into the DiT's weights, in place (sample.py lora=FILE; export --merge-lora FILE)."""
+        tensors, rank, alpha = read_lora(path, at)
+        merged = merge_lora(self.dit.state_dict(), tensors, rank, alpha, f"{at}={path!r}")
+        self.dit.load_state_dict(merged, assign=True)  # new tensors for the merged weights; the rest as they were
+        self.weights = f"{self.weights}+lora"
+        return self
 
     @classmethod
     def assemble(cls, cfg, parts: dict[str, dict], vae: nn.Module | None = None, text: nn.Module | None = None,

@@ -3,6 +3,10 @@
     python -m sora.inference.export RUN/checkpoints/last.ckpt model.safetensors          # EMA weights (default)
     python -m sora.inference.export RUN/checkpoints/last.ckpt model.safetensors --raw    # the raw training weights
     python sample.py ckpt=model.safetensors prompt="a red circle moving left" out=x.mp4
+    python -m sora.inference.export base.safetensors merged.safetensors --merge-lora RUN/lora_ema.safetensors
+
+A LoRA run's checkpoint (train.lora.rank > 0) exports its base with the adapter merged in. `--merge-lora FILE`
+merges our LoRA file (sora/models/lora.py) into the weights of a checkpoint or of an export: W + (alpha/rank) B A.
 
 safetensors holds tensors and string metadata only, so loading it can never run code. The file stores
 `dit.*`, `vae.*` and (for the built-in trainable text encoder) `text.*` tensors; the metadata holds the
@@ -18,16 +22,20 @@ from sora.inference.bundle import ModelBundle
 from sora.inference.checkpoint import load_checkpoint
 
 
-def export(ckpt_path: str, out_path: str, ema: bool = True) -> dict:
-    if str(ckpt_path).endswith(".safetensors"):
-        raise SoraError(f"{ckpt_path!r} is an export already; export reads a training checkpoint (.ckpt)")
+def export(ckpt_path: str, out_path: str, ema: bool = True, merge_lora: str | None = None) -> dict:
+    if str(ckpt_path).endswith(".safetensors") and not merge_lora:
+        raise SoraError(f"{ckpt_path!r} is an export already; export reads a training checkpoint (.ckpt), or an "
+                        "export with --merge-lora FILE")
     # sample.py and eval read a file by its name: .safetensors is an export, anything else a torch checkpoint
     if not str(out_path).endswith(".safetensors"):
         raise SoraError(f"out={str(out_path)!r}: an export's name ends in .safetensors (sample.py's ckpt= reads it "
                         "by that)")
     check_writable(out_path, "out")
     bundle = ModelBundle.from_checkpoint(ckpt_path, ema=ema)
-    step = load_checkpoint(ckpt_path).get("global_step", 0)  # memory-mapped: reads the small pickle only
+    if merge_lora:
+        bundle.with_lora(merge_lora, at="--merge-lora")
+    # memory-mapped: reads the small pickle only
+    step = None if str(ckpt_path).endswith(".safetensors") else load_checkpoint(ckpt_path).get("global_step", 0)
     return bundle.save(out_path, step=step, source=str(ckpt_path))
 
 
@@ -38,8 +46,9 @@ def main(argv=None) -> int:
     p.add_argument("ckpt")
     p.add_argument("out")
     p.add_argument("--raw", action="store_true", help="export the raw training weights instead of the EMA")
+    p.add_argument("--merge-lora", metavar="FILE", help="merge this LoRA file (ours) into the DiT's weights")
     a = p.parse_args(argv)
-    print(json.dumps(export(a.ckpt, a.out, ema=not a.raw)))
+    print(json.dumps(export(a.ckpt, a.out, ema=not a.raw, merge_lora=a.merge_lora)))
     return 0
 
 

@@ -147,3 +147,53 @@ def training_memory(dit, trained_params: int, frozen_params: int, grid, text_len
     optimizer_step = grads + 2 * trained  # foreach AdamW: about two parameter-sized temporaries
     transient = max(backward, optimizer_step - activations)
     return MemoryEstimate(state, activations, transient, state + activations + transient)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Fine-tuning a released model: full, or LoRA (the table in docs/TRAINING.md, `python -m sora.training.dry_run
+# --finetune-table`)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def finetune_state(dit, lora_params: int, world_size: int) -> dict[str, float]:
+    """Bytes per device of what a fine-tune holds besides activations: {weights, grads, optimizer, ema}.
+
+    dit: the DiT on the meta device (plain: its parameters are the base). lora_params: 0 for a full fine-tune, else
+    the adapter's parameters (only they have gradients, AdamW moments and an EMA). One device runs with
+    train.param_dtype=bf16: the blocks' linears (base and adapter) in bf16, fp32 masters of what trains in the
+    optimizer, everything else fp32, the EMA fp32. More devices run FSDP (train.strategy=fsdp, which keeps fp32
+    shards and gathers bf16 blocks): every state divided by the device count, plus two gathered blocks (the one
+    running and the one prefetched).
+    """
+    total = sum(p.numel() for p in dit.parameters())
+    block_linear = sum(p.numel() for name, p in dit.named_parameters()
+                       if name.startswith("blocks.") and (name.endswith(".weight") or name.endswith(".bias"))
+                       and p.dim() >= 1 and _is_linear_param(dit, name))
+    trained = lora_params or total
+    if world_size == 1:
+        base = 2.0 * block_linear + 4.0 * (total - block_linear)  # bf16 block linears, fp32 rest
+        if lora_params:
+            weights = base + 2.0 * lora_params  # adapters sit in the blocks: bf16 too
+            grads = 2.0 * lora_params
+            low = lora_params  # every adapter is a block linear: all have an fp32 master
+        else:
+            weights, grads, low = base, base, block_linear  # gradients in each weight's own dtype
+        optimizer = 8.0 * trained + 4.0 * low  # AdamW's two fp32 moments, fp32 masters of the bf16 weights
+        return {"weights": weights, "grads": grads, "optimizer": optimizer, "ema": 4.0 * trained}
+    gathered = 2 * 2.0 * sum(p.numel() for p in dit.blocks[0].parameters())  # two bf16 blocks at a time
+    weights = 4.0 * (total + lora_params) / world_size + gathered
+    return {"weights": weights, "grads": 4.0 * trained / world_size, "optimizer": 8.0 * trained / world_size,
+            "ema": 4.0 * trained / world_size}
+
+
+def _is_linear_param(dit, name: str) -> bool:
+    module = dit.get_submodule(name.rsplit(".", 1)[0])
+    return isinstance(module, torch.nn.Linear)
+
+
+def finetune_activations(dit, grid, text_len: int, batch_size: int = 1) -> dict[str, float]:
+    """Bytes of activations a bf16 step saves, {"none": no checkpointing, "all": every block checkpointed}, and
+    "working": one block's (its backward's working set, or its recomputation under checkpointing)."""
+    outside, per_block, block_input = saved_activation_bytes(dit, grid, text_len, batch_size, torch.bfloat16, True)
+    return {"none": outside + sum(per_block), "all": outside + len(per_block) * block_input,
+            "working": max(per_block)}

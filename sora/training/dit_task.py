@@ -9,6 +9,8 @@ import logging
 from pathlib import Path
 
 import torch
+import torch.nn as nn
+from omegaconf import OmegaConf
 
 from sora.data.latent_cache import sample_latent
 from sora.diffusion.frame_modes import draw_frame_masks, gives_frames
@@ -18,11 +20,14 @@ from sora.eval.end_of_run import final_drift, probe_modes, probe_prompts, read_p
 from sora.inference.bundle import ModelBundle, vae_from_config
 from sora.inference.pipeline import SampleSettings
 from sora.models.conditioning import Conditioning
+from sora.models.dit import DiT
 from sora.models.flops import num_params
 from sora.models.geometry import LatentGeometry
+from sora.models.lora import adapter_state
 from sora.models.vae import encode_frames_alone
 from sora.training.callbacks import SampleVideos, Throughput
 from sora.training.ema import EMA
+from sora.training.lora import LoRATraining, SaveLoRA, whole
 from sora.training.master_weights import DTYPES, lower_block_linears
 from sora.training.task import Task
 from sora.training.validation import DriftValidation, Validation
@@ -40,15 +45,23 @@ class DiTTask(Task):
         bundle = bundle or ModelBundle.build(cfg)
         super().__init__(bundle.cfg)  # the bundle's config records the VAE a vae.ckpt brought
         self.model = bundle
-        # EMA of everything that trains: the DiT and, when it is trainable, the text encoder.
-        self.ema = EMA(bundle.trainable(), self.cfg.train.ema_decay)
+        # train.lora.rank > 0: peft's adapters on the DiT are all that trains (sora/training/lora.py)
+        self.lora = LoRATraining(OmegaConf.to_object(self.cfg.train.lora)) if self.cfg.train.lora.rank > 0 else None
+        if self.lora is not None:
+            self.lora.prepare(bundle)
+        # EMA of everything that trains: the DiT and, when it is trainable, the text encoder; or the LoRA adapter.
+        self.ema = EMA(self.trained_module(), self.cfg.train.ema_decay)
         self.sharded = False  # train.strategy=fsdp: see configure_model
         self._gathered_ema: dict | None = None  # sharded runs: the whole EMA state, gathered on rank 0 to sample
         self.last_step_shapes: list | None = None  # for sora.training.callbacks.Throughput
         self.sequence_group = None  # train.sequence_parallel_size > 1: this rank's group (see setup)
 
+    def trained_module(self) -> nn.Module:
+        """What trains, as one module: the DiT (and a trainable text encoder), or the LoRA adapter alone."""
+        return self.model.trainable() if self.lora is None else self.lora.adapters(self.model.dit)
+
     def trained_parameters(self):
-        return self.model.trainable().parameters()
+        return self.trained_module().parameters()
 
     # -- what train.py asks of a task ------------------------------------------------------------------------
 
@@ -65,11 +78,14 @@ class DiTTask(Task):
         return self.model.geometry
 
     def describe(self) -> str:
-        return f"task=dit  params: dit {num_params(self.model.dit)}, text {num_params(self.model.text)}"
+        lora = "" if self.lora is None else f", LoRA adapter {num_params(self.trained_module())} (only it trains)"
+        return f"task=dit  params: dit {num_params(self.model.dit)}, text {num_params(self.model.text)}{lora}"
 
     def callbacks(self, run_dir: Path, buckets) -> list:
         t = self.cfg.train
         callbacks = [Throughput(window=t.log_every_n_steps)]
+        if self.lora is not None:
+            callbacks.append(SaveLoRA(run_dir))
         if self.cfg.data.eval_shards:  # the validation loss: every val.every_n_steps and at the end
             callbacks.append(Validation(self.cfg.data, self.cfg.val, buckets, run_dir / "val_loss.jsonl"))
         if self.cfg.val.drift_every_n_steps > 0 and gives_frames(self.cfg.conditioning.modes):
@@ -117,8 +133,18 @@ class DiTTask(Task):
             return
         self.to(self.trainer.strategy.root_device)  # ModelParallelStrategy leaves placement to the module
         dtype = torch.bfloat16 if str(self.trainer.precision).startswith("bf16") else None
-        for parts in (self.model.trainable(), self.ema.model):
-            fully_shard_trained(parts, self.device_mesh["data_parallel"], dtype)
+        mesh = self.device_mesh["data_parallel"]
+        fully_shard_trained(self.model.trainable(), mesh, dtype)
+        if self.lora is None:
+            fully_shard_trained(self.ema.model, mesh, dtype)
+        else:  # the EMA adapter, each linear a unit (never run: averaged shard by shard)
+            from torch.distributed.fsdp import fully_shard
+
+            for linear in [m for m in self.ema.model.modules() if isinstance(m, nn.Linear)]:
+                fully_shard(linear, mesh=mesh)
+            # Lightning loads a single-file checkpoint into the sharded module before on_load_checkpoint: the frozen
+            # base it does not hold is the one just rebuilt.
+            self.strict_loading = False
         self.sharded = True
 
     def setup(self, stage: str):
@@ -213,7 +239,7 @@ class DiTTask(Task):
         # and a checkpoint must hold the EMA that includes its own step.
         opt = self.optimizers(use_pl_optimizer=False)
         # train.param_dtype=bf16: average the fp32 master weights, not their bf16 roundings
-        self.ema.update(self.model.trainable(), self.global_step, getattr(opt, "full_precision", lambda: None)())
+        self.ema.update(self.trained_module(), self.global_step, getattr(opt, "full_precision", lambda: None)())
 
     # -- checkpoints -----------------------------------------------------------------------------------------
 
@@ -222,25 +248,49 @@ class DiTTask(Task):
         if not self.model.text.trainable:  # a frozen encoder is not ours to store: it reloads from text.path
             for key in [k for k in checkpoint["state_dict"] if k.startswith("model.text.")]:
                 del checkpoint["state_dict"][key]
+        if self.lora is not None:  # the adapter and its EMA; the frozen base is rebuilt on resume
+            self.lora.strip_base(checkpoint["state_dict"])
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         from sora.inference.checkpoint import upgrade
 
         super().on_load_checkpoint(checkpoint)
         upgrade(checkpoint)  # format-1 key names
+        if "state_dict" not in checkpoint:  # FSDP: the strategy has loaded the weights already (and taken them out)
+            return
         if not self.model.text.trainable:  # the frozen encoder's own weights, loaded from text.path
             checkpoint["state_dict"].update({f"model.text.{k}": v for k, v in self.model.text.state_dict().items()})
+        if self.lora is not None:
+            self.lora.fill_base(checkpoint["state_dict"], self.model.dit)
 
     # -- sampling during training ----------------------------------------------------------------------------
 
     def gather_for_sampling(self) -> None:
         """Sharded runs: every rank calls this; rank 0 then holds the whole EMA state for sampling_bundle()."""
-        if self.sharded:
+        if self.sharded and self.lora is not None:  # the whole base on rank 0, the EMA adapter merged in
+            full = gather_full_state(self.model.trainable())  # {"dit.*"}: the wrapped DiT's names
+            ema = adapter_state(self.ema.model, whole)  # every rank gathers
+            dit = {k[len("dit."):]: v for k, v in full.items() if k.startswith("dit.")}
+            self._gathered_ema = ({f"dit.{k}": v for k, v in self.lora.merged_state(dit, ema).items()}
+                                  if self.global_rank == 0 else None)
+        elif self.sharded:
             full = gather_full_state(self.ema.model)  # {"dit.*", "text.*"} on rank 0's CPU, {} elsewhere
             self._gathered_ema = full if self.global_rank == 0 else None
 
     def sampling_bundle(self, ema: bool = True) -> ModelBundle:
         """A bundle of the frozen parts with the EMA (or raw) DiT and text encoder."""
+        if not self.sharded and self.lora is not None:
+            # The base with the EMA (or raw) adapter merged in, in fp32 as the EMA copy is (train.param_dtype=bf16
+            # lowers the training DiT's linears): fp32 weights no adapter touches are shared, the others are new
+            # tensors for as long as the bundle lives.
+            adapters = adapter_state(self.ema.model if ema else self.trained_module())
+            state = {k: v.float() if v.is_floating_point() else v
+                     for k, v in self.lora.merged_state(self.model.dit.state_dict(), adapters).items()}
+            with torch.device("meta"):
+                dit = DiT(self.model.dit.in_channels, self.model.text.dim, self.model.dit.args)
+            dit.load_state_dict(state, assign=True)
+            return ModelBundle(self.cfg, self.model.vae, self.model.text, dit.eval().requires_grad_(False),
+                               "ema" if ema else "raw").eval()
         if not self.sharded:  # share the weights: nothing is copied
             parts = self.ema.model if ema else self.model.trainable()
             text = parts["text"] if "text" in parts else self.model.text

@@ -55,11 +55,15 @@ def dry_run(cfg, bundle, buckets: BucketSet) -> dict:
     counts = histogram.clips
     skipped = histogram.skipped + Counter({f"{DROPPED}{k}": v for k, v in histogram.dropped.items()})
     precision, strategy = default_precision(t.precision, t.accelerator), t.strategy.value
-    trained = sum(p.numel() for p in bundle.trainable().parameters())
+    trained = sum(p.numel() for p in bundle.trainable().parameters() if p.requires_grad)  # LoRA: the adapter
     frozen = sum(p.numel() for p in bundle.parameters()) - trained
     text_len = bundle.encode_text(["a"]).text.shape[1]  # padded to the encoder's length, as training batches are
     with torch.device("meta"):
         meta_dit = DiT(bundle.vae.latent_channels, bundle.text.dim, bundle.dit.args)  # shapes only
+    if cfg.train.lora.rank > 0:  # what LoRA's layers save for backward, and what its frozen base does not
+        from sora.models.lora import add_lora
+
+        add_lora(meta_dit, OmegaConf.to_object(cfg.train.lora))
     rows = []
     for i, b in enumerate(buckets.buckets):
         size = buckets.batch_sizes[i]
@@ -89,3 +93,91 @@ def dry_run(cfg, bundle, buckets: BucketSet) -> dict:
     if problem := empty_bucket(histogram, buckets, cfg.data, f"data.shards={cfg.data.shards!r}"):
         raise SoraError(problem)
     return report
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Fine-tuning a released model: the memory table (docs/TRAINING.md, "Fine-tuning from released weights")
+# ---------------------------------------------------------------------------------------------------------------
+
+# Wan2.1's transformer sizes (its config.json): width, FFN width, heads, blocks; 16 latent channels, umT5's 4096-wide
+# text, 1x2x2 patches, one shared adaLN map (adaLN-single), no pooled text.
+WAN_SIZES = {"Wan2.1-1.3B": (1536, 8960, 12, 30), "Wan2.1-14B": (5120, 13824, 40, 40)}
+
+
+def wan_sized_dit(name: str):
+    """Our DiT at a Wan2.1 size, on the meta device (shapes only). The FFN width is set through mlp_ratio
+    (8960 / 1536 and 13824 / 5120 give exactly 8960 and 13824)."""
+    from sora.models.dit_args import DiTArgs
+
+    width, ffn, heads, depth = WAN_SIZES[name]
+    args = DiTArgs(hidden_size=width, depth=depth, num_heads=heads, mlp_ratio=ffn / width, patch_size=[1, 2, 2],
+                   modulation="single", pooled_text=False)
+    with torch.device("meta"):
+        return DiT(16, 4096, args)
+
+
+def finetune_memory_table(frames: int = 81, height: int = 480, width: int = 832, lora_rank: int = 32,
+                          gpus: tuple = (1, 8, 64), gpu_gib: float = 80) -> tuple[list[dict], str]:
+    """(rows, markdown): per-GPU memory of a full fine-tune and a LoRA of each Wan2.1 size on 1, 8 and 64 GPUs, one
+    clip of frames x height x width a GPU (Wan's VAE: 4x temporal, 8x spatial compression; 81 x 480 x 832 is
+    21 x 60 x 104 latents, 32,760 tokens), 512 text tokens (umT5's padded length), bf16-mixed."""
+    from sora.models.lora import LoRAArgs, adapter_modules, add_lora
+    from sora.models.memory import GiB, finetune_activations, finetune_state
+
+    grid = (1 + (frames - 1) // 4, height // 16, width // 16)  # latents / 1x2x2 patches
+    rows = []
+    for name in WAN_SIZES:
+        for method in ("full", f"LoRA r{lora_rank}"):
+            dit = wan_sized_dit(name)
+            params = sum(p.numel() for p in dit.parameters())
+            lora = 0
+            if method != "full":
+                add_lora(dit, LoRAArgs(rank=lora_rank, alpha=lora_rank))
+                lora = sum(p.numel() for p in adapter_modules(dit).parameters())
+                base = wan_sized_dit(name)  # the state's base count from the plain DiT
+            act = finetune_activations(dit, grid, 512)
+            for n in gpus:
+                state = finetune_state(dit if not lora else base, lora, n)
+                held = sum(state.values())
+                peak_none, peak_ckpt = held + act["none"] + act["working"], held + act["all"] + act["working"]
+                rows.append({"model": name, "params": params, "method": method, "trained": lora or params,
+                             "gpus": n, "strategy": "one device, param_dtype=bf16" if n == 1 else "fsdp",
+                             **{k: v / GiB for k, v in state.items()},
+                             "activations": act["none"] / GiB, "activations_ckpt": act["all"] / GiB,
+                             "peak": peak_none / GiB, "peak_ckpt": peak_ckpt / GiB,
+                             "fits": peak_ckpt / GiB <= gpu_gib})
+    head = ("| model | method (trained) | GPUs | weights | grads | optimizer | EMA | activations | activations, "
+            "checkpointed | peak | peak, checkpointed |\n|---|---|---|---|---|---|---|---|---|---|---|")
+    lines = [head]
+
+    def peak(gib: float) -> str:  # in bold when it does not fit
+        return f"{gib:.1f}" if gib <= gpu_gib else f"**{gib:.1f}**"
+
+    for r in rows:
+        trained = f"{r['trained'] / 1e9:.2f}B" if r["trained"] >= 1e9 else f"{r['trained'] / 1e6:.1f}M"
+        lines.append(f"| {r['model']} ({r['params'] / 1e9:.2f}B) | {r['method']} ({trained}) | {r['gpus']} | "
+                     f"{r['weights']:.1f} | {r['grads']:.1f} | {r['optimizer']:.1f} | {r['ema']:.1f} | "
+                     f"{r['activations']:.1f} | {r['activations_ckpt']:.1f} | {peak(r['peak'])} | "
+                     f"{peak(r['peak_ckpt'])} |")
+    return rows, "\n".join(lines) + f"\n\nGiB per GPU; in bold: over {gpu_gib:g} GiB."
+
+
+def main(argv=None) -> int:
+    from sora.errors import ArgumentParser
+
+    p = ArgumentParser(prog="python -m sora.training.dry_run", description="The fine-tuning memory table (GiB a GPU).")
+    p.add_argument("--finetune-table", action="store_true", required=True,
+                   help="full fine-tune and LoRA of Wan2.1-1.3B and 14B sized DiTs on 1, 8 and 64 GPUs")
+    p.add_argument("--frames", type=int, default=81)
+    p.add_argument("--height", type=int, default=480)
+    p.add_argument("--width", type=int, default=832)
+    p.add_argument("--lora-rank", type=int, default=32)
+    a = p.parse_args(argv)
+    print(finetune_memory_table(a.frames, a.height, a.width, a.lora_rank)[1])
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

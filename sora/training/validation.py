@@ -8,6 +8,7 @@ evaluation to RUN/val_loss.jsonl with the step and the training seconds so far: 
 logs `val/drift_all_windows_pass` and `val/drift_median_frames_to_first_failure`, and appends to RUN/drift.jsonl.
 """
 
+import contextlib
 import json
 import logging
 import time
@@ -19,6 +20,7 @@ from sora.eval.drift import drift_prompts, measure_drift
 from sora.eval.validation import ValidationLoss
 from sora.inference.bundle import ModelBundle
 from sora.inference.pipeline import SampleSettings
+from sora.training.lora import swapped
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +63,8 @@ class Validation(L.Callback):
             return None
         seconds = self.seconds()  # training time up to here, not counting this evaluation
         t0 = time.perf_counter()
-        result = self.loss(ema_bundle(module), sharded=module.sharded)
+        with ema_bundle(module) as bundle:
+            result = self.loss(bundle, sharded=module.sharded)
         self.last_step = step
         row = {"step": step, "train_seconds": round(seconds, 2), **result}
         self.history.append(row)
@@ -107,10 +110,15 @@ class DriftValidation(L.Callback):
                  scores["n"], time.perf_counter() - t0)
 
 
-def ema_bundle(module) -> ModelBundle:
+@contextlib.contextmanager
+def ema_bundle(module):
     """The EMA weights as a bundle on every rank (sharded ones stay sharded: every rank runs each forward)."""
     if not module.sharded:
-        return module.sampling_bundle(ema=True)
-    parts = module.ema.model
-    text = parts["text"] if "text" in parts else module.model.text
-    return ModelBundle(module.cfg, module.model.vae, text, parts["dit"], "ema")
+        yield module.sampling_bundle(ema=True)
+    elif module.lora is not None:  # the sharded DiT itself, its adapter holding the EMA values meanwhile
+        with swapped(module.trained_module(), module.ema.model, sharded=module.model.dit):
+            yield ModelBundle(module.cfg, module.model.vae, module.model.text, module.model.dit, "ema")
+    else:
+        parts = module.ema.model
+        text = parts["text"] if "text" in parts else module.model.text
+        yield ModelBundle(module.cfg, module.model.vae, text, parts["dit"], "ema")
