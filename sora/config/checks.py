@@ -122,9 +122,27 @@ def check_config(cfg, schema) -> None:
     check_settings(cfg, schema)
 
 
+def resolve_init_from(cfg) -> None:
+    """dit.init_from=PATH: the checkpoint's own config decides the DiT's architecture; read now (config.json, or a
+    ComfyUI file's header) and written into cfg.dit, so that every check after this sees it."""
+    from dataclasses import fields
+    from enum import Enum
+
+    from sora.models.dit_args import DiTArgs
+    from sora.models.wan import find_checkpoint, wan_dit_args
+
+    args = wan_dit_args(find_checkpoint(cfg.dit.init_from).config,
+                        DiTArgs(**OmegaConf.to_container(cfg.dit, resolve=True)))
+    for f in fields(args):
+        value = getattr(args, f.name)
+        OmegaConf.update(cfg, f"dit.{f.name}", value.value if isinstance(value, Enum) else value, force_add=True)
+
+
 def check_train_config(cfg) -> None:
     """Everything about a composed train config that can be known without building a model."""
     check_config(cfg, TrainConfig)
+    if cfg.task.kind == TaskKind.dit and cfg.dit.init_from:
+        resolve_init_from(cfg)
     _check_sections_agree(cfg)
     _check_machine(cfg)
 

@@ -94,7 +94,19 @@ class AdaLNConditioning:
                  frame_t: Optional[torch.Tensor] = None, frame_mask: Optional[torch.Tensor] = None,
                  pt: int = 1) -> "AdaLNConditioning":
         """b clips at timesteps t (b); with frames given (frame_mask: b T latent frames, frame_t: b), the token
-        frames whose first latent frame is given take frame_t's vector. pooled: b d, or 0 (no pooled caption)."""
+        frames whose first latent frame is given take frame_t's vector. pooled: b d, or 0 (no pooled caption).
+
+        t of shape b T (a timestep per latent frame, as Diffusion Forcing and Wan2.2-TI2V take): each token frame
+        takes its first latent frame's timestep (or frame_t where that frame is given), one row per token frame."""
+        if t.ndim == 2:
+            per_frame = t[:, ::pt]  # b t: each token frame's timestep
+            if frame_mask is not None:
+                per_frame = torch.where(frame_mask[:, ::pt], frame_t[:, None].to(per_frame.dtype), per_frame)
+            b, frames = per_frame.shape
+            if isinstance(pooled, torch.Tensor):
+                pooled = pooled.repeat_interleave(frames, 0)  # (b t) d
+            c = t_embed(per_frame.flatten()) + pooled  # (b t) d
+            return cls((c,), torch.arange(b * frames, device=c.device).view(b, frames))  # b t
         c = t_embed(t) + pooled  # b d
         clips = torch.arange(c.shape[0], device=c.device)[:, None]  # b 1
         if frame_mask is None:
