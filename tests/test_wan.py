@@ -349,3 +349,27 @@ def test_command_line_errors_are_one_line(wan, tmp_path):
                          capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0 and "is neither a folder nor a file" in out.stderr
+
+
+def test_train_from_init_from_then_export_as_wan(wan, shapes_dir, tmp_path):
+    """train.py with dit.init_from: the folder decides the architecture (whatever dit.* says), the run trains from
+    its weights, and its checkpoint exports as a Wan2.1 folder that diffusers loads."""
+    from sora.inference.export import main as export_main
+    from tests.conftest import shrunk_overrides, train_in_process
+
+    _, paths = wan
+    run = tmp_path / "run"
+    proc = train_in_process(*shrunk_overrides(shapes_dir, run), f"dit.init_from={paths['comfyui']}", "text.width=128",
+                            "objective.prediction=velocity", "train.max_steps=1", "train.final_samples=false",
+                            "train.sample_every_n_steps=0", "data.eval_shards=null")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["sora_config"]["dit"]["mlp_width"] == 320 and ckpt["sora_config"]["dit"]["hidden_size"] == 256
+    assert export_main([str(run / "checkpoints" / "last.ckpt"), str(tmp_path / "out"), "--format", "diffusers",
+                        "--raw"]) == 0
+    trained = diffusers.WanTransformer3DModel.from_pretrained(tmp_path / "out")
+    start = read(paths["diffusers"] / "diffusion_pytorch_model.safetensors")
+    state = trained.state_dict()
+    assert sorted(state) == sorted(start)
+    assert any(not torch.equal(state[k], start[k]) for k in start)  # it trained
+    assert max((state[k] - start[k]).abs().max().item() for k in start) < 1e-2  # one AdamW step from the start

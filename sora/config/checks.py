@@ -123,8 +123,9 @@ def check_config(cfg, schema) -> None:
 
 
 def resolve_init_from(cfg) -> None:
-    """dit.init_from=PATH: the checkpoint's own config decides the DiT's architecture; read now (config.json, or a
-    ComfyUI file's header) and written into cfg.dit, so that every check after this sees it."""
+    """dit.init_from=PATH: the checkpoint's own config decides the DiT's architecture. train.py calls this beside the
+    data paths, before anything is built (it reads config.json, or a ComfyUI file's header, and every shard's
+    presence); the architecture is written into cfg.dit, so the bucket checks and the checkpoints see it."""
     from dataclasses import fields
     from enum import Enum
 
@@ -141,8 +142,6 @@ def resolve_init_from(cfg) -> None:
 def check_train_config(cfg) -> None:
     """Everything about a composed train config that can be known without building a model."""
     check_config(cfg, TrainConfig)
-    if cfg.task.kind == TaskKind.dit and cfg.dit.init_from:
-        resolve_init_from(cfg)
     _check_sections_agree(cfg)
     _check_machine(cfg)
 

@@ -77,13 +77,13 @@ class AdaLNConditioning:
     mapped from each row once (never per token) and each unit takes its row's: no b n d modulation tensor is made
     for a batch.
 
-    A timestep per token frame (Diffusion Forcing, Chen et al. 2024: b t values) is, inside the model, a change here
-    only (DiT.forward passes t through as it comes): `of_batch` takes t as b T, embeds the b t token frames'
-    timesteps (t[:, ::pt] flattened) as the one group of rows and sets `index` to arange(b t) viewed b t. The blocks
-    and the final layer then modulate each token frame by its own timestep through the same b t s d view, with no
-    per-token matmul and no b n d tensor; given frames become frames whose timestep is frame_t. `per_clip` (the
-    joint text stream's modulation) would then take a clip-level vector (e.g. the mean of the clip's rows), a choice
-    to make with that feature.
+    A timestep per latent frame (Diffusion Forcing, Chen et al. 2024; Wan2.2-TI2V: t of shape b T) changes only
+    what is made here (DiT.forward passes t through as it comes): `of_batch` embeds the b t token frames'
+    timesteps (t[:, ::pt], given frames taking frame_t) as the one group of rows and sets `index` to arange(b t)
+    viewed b t. The blocks and the final layer then modulate each token frame by its own timestep through the same
+    b t s d view, with no per-token matmul and no b n d tensor. `per_clip` (the joint text stream's modulation)
+    would need a clip-level vector (e.g. the mean of the clip's rows): DiT.forward takes b T timesteps with
+    text_conditioning=cross only.
     """
 
     rows: tuple[torch.Tensor, ...]
