@@ -131,6 +131,30 @@ def test_per_token_timesteps_and_given_frames_equal_diffusers(wan):
         assert torch.allclose(torch.stack(packed), ours(x, same, Conditioning(text, mask)), atol=1e-5)
 
 
+def test_flops_and_bf16_autocast_on_the_wan_variant(wan):
+    """The analytic FLOPs count what torch counts (the captions padded to text_len); under bf16 autocast the residual
+    stream stays fp32 (dit.fp32_residual) and the output stays near the fp32 one."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from sora.models.flops import dit_forward_flops
+
+    _, paths = wan
+    ours, _ = load_wan(str(paths["wan"]))
+    ours.set_attention_backend("math")  # the counter does not see SDPA's fused CPU kernel
+    x, text, mask = inputs()
+    cond = Conditioning(text, mask)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        fp32 = ours(x, torch.tensor([0.5, 0.25]), cond)
+    counted = counter.get_total_flops()
+    assert abs(dit_forward_flops(ours, (3, 2, 3), 7, 2) - counted) / counted < 0.01
+    streams = []
+    ours.blocks[0].register_forward_hook(lambda m, i, out: streams.append(out[0].dtype))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        low = ours(x, torch.tensor([0.5, 0.25]), cond)
+    assert streams == [torch.float32]
+    assert ((low.float() - fp32).norm() / fp32.norm()).item() < 0.05
+
+
 def test_euler_steps_at_shift_3_equal_a_loop_over_diffusers(wan):
     from sora.diffusion.objectives import ObjectiveArgs, RectifiedFlow
     from sora.diffusion.samplers import euler
