@@ -240,7 +240,7 @@ def test_umt5_equals_transformers_and_differs_from_the_t5_path(tmp_path):
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>",
                                                 unk_token="<unk>")
-    fast.save_pretrained(tmp_path)
+    fast.save_pretrained(tmp_path / "tokenizer")  # as a diffusers Wan pipeline folder keeps them
     torch.manual_seed(0)
     config = transformers.UMT5Config(vocab_size=len(vocab), d_model=24, d_kv=8, d_ff=32, num_layers=3, num_heads=3)
     model = transformers.UMT5EncoderModel(config).eval()
@@ -248,7 +248,7 @@ def test_umt5_equals_transformers_and_differs_from_the_t5_path(tmp_path):
         for name, p in model.named_parameters():
             if "relative_attention_bias" in name:
                 p.normal_(0, 2.0)  # each layer's own bias, large enough to matter
-    model.save_pretrained(tmp_path)
+    model.save_pretrained(tmp_path / "text_encoder")
     enc = build_text_encoder(TextArgs(kind="umt5", path=str(tmp_path), max_tokens=12))
     captions = ["a red circle moving left", "a circle"]
     tokens, mask = enc(captions)
@@ -256,7 +256,7 @@ def test_umt5_equals_transformers_and_differs_from_the_t5_path(tmp_path):
     ids = fast(captions, padding="max_length", max_length=12, return_tensors="pt")
     with torch.no_grad():
         want = model(ids["input_ids"], ids["attention_mask"]).last_hidden_state * ids["attention_mask"][..., None]
-        t5 = transformers.T5EncoderModel.from_pretrained(tmp_path).eval()
+        t5 = transformers.T5EncoderModel.from_pretrained(tmp_path / "text_encoder").eval()
         as_t5 = t5(ids["input_ids"], ids["attention_mask"]).last_hidden_state * ids["attention_mask"][..., None]
     assert torch.allclose(tokens, want, atol=1e-6)
     assert tokens[~mask].abs().max() == 0  # Wan's padding: zero past each caption's length
@@ -366,6 +366,14 @@ def test_bad_inputs_name_the_key_or_file(wan, tmp_path):
     save_file(split, str(tmp_path / "split.safetensors"))
     with pytest.raises(SoraError, match="self_attn.q and diffusion_model.blocks.0.self_attn.k have different lora_A"):
         import_lora(str(tmp_path / "split.safetensors"), str(tmp_path / "x.safetensors"))
+
+
+def test_captions_longer_than_text_len_fail_at_the_config_check():
+    from sora.config import check_train_config
+    from tests.conftest import compose_config
+
+    with pytest.raises(SoraError, match="text.max_tokens=600 tokens a caption do not fit dit.text_len=512"):
+        check_train_config(compose_config("train", ["dit=wan2_1_1_3b", "text.max_tokens=600"]))
 
 
 def test_command_line_errors_are_one_line(wan, tmp_path):

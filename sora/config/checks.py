@@ -79,6 +79,10 @@ def _check_sections_agree(cfg) -> None:
             raise SoraError(f"train.fp8={t.fp8} trains the DiT's linears in FP8; task=vae takes train.fp8=null")
         if t.dry_run:
             raise SoraError("train.dry_run=true reports on a DiT run (task=dit)")
+    if is_dit and cfg.dit.text_len and cfg.text.max_tokens > cfg.dit.text_len:
+        raise SoraError(f"text.max_tokens={cfg.text.max_tokens} tokens a caption do not fit dit.text_len="
+                        f"{cfg.dit.text_len}, the length the DiT pads captions to: set text.max_tokens <= "
+                        f"{cfg.dit.text_len}")
     if cfg.data.packing:
         if not is_dit:
             raise SoraError("data.packing=true packs DiT token sequences; task=vae trains on one bucket per batch")

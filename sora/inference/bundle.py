@@ -54,7 +54,7 @@ class ModelBundle(nn.Module):
         self.vae, self.text, self.dit = vae, text, dit
         self.objective = RectifiedFlow(OmegaConf.to_object(self.cfg.objective))
         self.geometry = LatentGeometry.of(vae, self.cfg.dit.patch_size)
-        self.weights = weights  # which weights the DiT holds: "init", "raw" (training's) or "ema"
+        self.weights = weights  # which weights the DiT holds: "init", "init_from" (dit.init_from's), "raw" or "ema"
 
     # -- building --------------------------------------------------------------------------------------------
 

@@ -130,7 +130,8 @@ class VocabTextEncoder(nn.Module):
 
 
 class HFTextEncoder(nn.Module):
-    """A T5 encoder or CLIP text model, with its tokenizer, from a local `save_pretrained` directory; frozen."""
+    """A T5 encoder or CLIP text model, with its tokenizer, from a local `save_pretrained` directory (or a diffusers
+    pipeline folder's text_encoder/ and tokenizer/); frozen."""
 
     trainable = False
 
@@ -143,17 +144,21 @@ class HFTextEncoder(nn.Module):
             import transformers
         except ImportError as e:
             raise SoraError("text.kind=hf needs the transformers library: pip install 'sora[hf]'") from e
+        # A diffusers pipeline folder (Wan's) keeps the model and its tokenizer in text_encoder/ and tokenizer/.
+        pipeline = os.path.isdir(os.path.join(path, "text_encoder")) and os.path.isdir(os.path.join(path, "tokenizer"))
+        model_path, tokenizer_path = ((os.path.join(path, "text_encoder"), os.path.join(path, "tokenizer"))
+                                      if pipeline else (path, path))
         try:
-            config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
+            config = transformers.AutoConfig.from_pretrained(model_path, local_files_only=True)
             if config.model_type == "umt5":  # a relative position bias in every layer: T5EncoderModel keeps layer 0's
-                model = transformers.UMT5EncoderModel.from_pretrained(path, local_files_only=True)
+                model = transformers.UMT5EncoderModel.from_pretrained(model_path, local_files_only=True)
             elif config.model_type in ("t5", "mt5"):
-                model = transformers.T5EncoderModel.from_pretrained(path, local_files_only=True)
+                model = transformers.T5EncoderModel.from_pretrained(model_path, local_files_only=True)
             elif config.model_type in ("clip", "clip_text_model"):
-                model = transformers.CLIPTextModel.from_pretrained(path, local_files_only=True)
+                model = transformers.CLIPTextModel.from_pretrained(model_path, local_files_only=True)
             else:
                 raise SoraError(f"text.path={path!r} holds a {config.model_type!r} model; expected T5 or CLIP")
-            self.tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(tokenizer_path, local_files_only=True)
         except (OSError, ValueError) as e:
             raise SoraError(f"cannot load a text encoder from {path!r}: {str(e).splitlines()[0]}") from e
         self.model = model.eval().requires_grad_(False)
