@@ -172,7 +172,7 @@ def test_euler_steps_at_shift_3_equal_a_loop_over_diffusers(wan):
             v = model(z, torch.full((2,), 1000 * sigma, dtype=torch.float32), wan_text(text, mask),
                       return_dict=False)[0]
             z = z + (sigma_next - sigma) * v
-    assert torch.allclose(got, z, atol=1e-4, rtol=1e-5), (got - z).abs().max()
+    assert torch.allclose(got, z, atol=1e-5, rtol=1e-5), (got - z).abs().max()
 
 
 def test_check_command_prints_the_relative_error(wan, capsys):

@@ -86,12 +86,14 @@ def from_wan(state: dict, meta: dict, where: str) -> tuple[dict, int, float]:
     """A Wan LoRA (ComfyUI / Wan or diffusers names) -> (our LoRA tensors, rank, alpha)."""
     prefix = next((p for p in ("diffusion_model.", "transformer.") if any(k.startswith(p) for k in state)), "")
     state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    diffusers = any(".attn1." in k or ".attn2." in k or k.startswith("condition_embedder") for k in state)
     alphas = {k.rsplit(".", 1)[0]: float(v) for k, v in state.items() if k.endswith(".alpha")}
-    lora = {}
+    lora, diffusers = {}, False
     for name, (a, b) in _modules({k: v for k, v in state.items() if not k.endswith(".alpha")}, where).items():
-        original = rename_module(name, D2O) if diffusers else name
-        if original is None:
+        if rename_module(name, O2D) is not None:  # an original Wan name (ComfyUI, musubi-tuner, DiffSynth)
+            original = name
+        elif (original := rename_module(name, D2O)) is not None:  # a diffusers name
+            diffusers = True
+        else:
             raise SoraError(f"{where}: {prefix}{name} is no linear of a Wan2.1 transformer")
         lora[original] = (a, b, alphas.get(name))
     ranks = {a.shape[0] for a, _, _ in lora.values()}
