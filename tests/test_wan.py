@@ -350,6 +350,11 @@ def test_bad_inputs_name_the_key_or_file(wan, tmp_path):
             (missing / f.name).symlink_to(f)
     with pytest.raises(SoraError, match="names diffusion_pytorch_model-00002-of-00002.safetensors, which is not in"):
         load_wan(str(missing))
+    from sora.config.checks import resolve_init_from
+    from tests.conftest import compose_config
+
+    with pytest.raises(SoraError, match=r"holds a Wan model of dim=256, but dit.hidden_size=1536 \(a Wan preset of"):
+        resolve_init_from(compose_config("train", ["dit=wan2_1_1_3b", f"dit.init_from={paths['wan']}"]))
     with pytest.raises(SoraError, match="in_dim=3, but the VAE's latent channels are 16"):
         load_wan(str(paths["diffusers"]), in_channels=16)
     ours, _ = load_wan(str(paths["diffusers"]))

@@ -137,7 +137,7 @@ def resolve_init_from(cfg) -> None:
     from sora.models.wan import find_checkpoint, wan_dit_args
 
     args = wan_dit_args(find_checkpoint(cfg.dit.init_from).config,
-                        DiTArgs(**OmegaConf.to_container(cfg.dit, resolve=True)))
+                        DiTArgs(**OmegaConf.to_container(cfg.dit, resolve=True)), f"dit.init_from={cfg.dit.init_from}")
     for f in fields(args):
         value = getattr(args, f.name)
         OmegaConf.update(cfg, f"dit.{f.name}", value.value if isinstance(value, Enum) else value, force_add=True)

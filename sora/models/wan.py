@@ -286,8 +286,16 @@ def _checked(ck: WanCheckpoint) -> WanCheckpoint:
     return ck
 
 
-def wan_dit_args(config: dict, base: DiTArgs | None = None) -> DiTArgs:
-    """Our DiT's settings for a Wan2.1 config (original key names); `base` gives the rest (backend, ...)."""
+def wan_dit_args(config: dict, base: DiTArgs | None = None, where: str = "dit.init_from") -> DiTArgs:
+    """Our DiT's settings for a Wan2.1 config (original key names); `base` gives the rest (backend, ...). A base that
+    is a Wan preset already (final_modulation=table: dit=wan2_1_1_3b, wan2_1_14b) must name the same size."""
+    if base is not None and base.final_modulation == FinalModulation.table:
+        sizes = dict(hidden_size="dim", depth="num_layers", num_heads="num_heads", mlp_width="ffn_dim")
+        for key, theirs in sizes.items():
+            if getattr(base, key) != config[theirs]:
+                raise SoraError(f"{where} holds a Wan model of {theirs}={config[theirs]}, but dit.{key}="
+                                f"{getattr(base, key)} (a Wan preset of another size?): pick the preset of its size, "
+                                "or leave dit at its default and the checkpoint decides")
     return replace(base or DiTArgs(), hidden_size=config["dim"], depth=config["num_layers"],
                    num_heads=config["num_heads"], mlp_width=config["ffn_dim"], patch_size=list(config["patch_size"]),
                    qk_norm=bool(config["qk_norm"]), qk_norm_scope=QKNormScope.all_heads, rope_theta=10000.0,
@@ -325,7 +333,7 @@ def load_wan(path: str, in_channels: int | None = None, text_dim: int | None = N
                              (text_dim, "text_dim", "the text encoder's width")):
         if given is not None and given != c[key]:
             raise SoraError(f"dit.init_from={path}: the model takes {key}={c[key]}, but {what} are {given}")
-    args = wan_dit_args(c, base)
+    args = wan_dit_args(c, base, f"dit.init_from={path}")
     with torch.device("meta"):
         dit = DiT(c["in_dim"], c["text_dim"], args)
     expected = ours_to_original(dit.state_dict(), args.patch_size)
