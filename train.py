@@ -57,6 +57,10 @@ def prepare_data(cfg) -> None:
 
     data = resolve_data_paths(OmegaConf.to_object(cfg.data))
     cfg.data = data
+    if cfg.task.kind == "dit" and cfg.dit.init_from:  # a released Wan2.1's folder decides the DiT's architecture
+        from sora.config.checks import resolve_init_from
+
+        resolve_init_from(cfg)
     if data.latent_cache:
         log.info("data: %d latent-cache shard(s) in %s", len(expand_shards(latent_shards(data))), data.latent_cache)
     else:

@@ -23,7 +23,8 @@ def test_every_group_option_is_listed():
 
 @pytest.mark.parametrize("group, option", GROUP_OPTIONS)
 def test_group_option_composes(group, option):
-    paths = {("text", "hf"): ["text.path=/some/dir"], ("vae", "diffusers"): ["vae.path=/some/dir"]}
+    paths = {("text", "hf"): ["text.path=/some/dir"], ("text", "umt5"): ["text.path=/some/dir"],
+             ("vae", "diffusers"): ["vae.path=/some/dir"]}
     overrides = [f"{group}={option}"] + paths.get((group, option), [])
     cfg = compose_config("train", overrides)
     OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # no ??? left, every interpolation resolves

@@ -85,6 +85,10 @@ def _check_sections_agree(cfg) -> None:
         # torchao would swap the linears peft has wrapped (and the adapters' own): a combination nobody has run here
         raise SoraError(f"train.lora.rank={t.lora.rank} does not combine with train.fp8={t.fp8} (peft's LoRA layers "
                         "over torchao's float8 linears are untested): use train.fp8=null")
+    if is_dit and cfg.dit.text_len and cfg.text.max_tokens > cfg.dit.text_len:
+        raise SoraError(f"text.max_tokens={cfg.text.max_tokens} tokens a caption do not fit dit.text_len="
+                        f"{cfg.dit.text_len}, the length the DiT pads captions to: set text.max_tokens <= "
+                        f"{cfg.dit.text_len}")
     if cfg.data.packing:
         if not is_dit:
             raise SoraError("data.packing=true packs DiT token sequences; task=vae trains on one bucket per batch")
@@ -126,6 +130,23 @@ def check_config(cfg, schema) -> None:
     check_keys(cfg, schema)
     check_no_missing(cfg)
     check_settings(cfg, schema)
+
+
+def resolve_init_from(cfg) -> None:
+    """dit.init_from=PATH: the checkpoint's own config decides the DiT's architecture. train.py calls this beside the
+    data paths, before anything is built (it reads config.json, or a ComfyUI file's header, and every shard's
+    presence); the architecture is written into cfg.dit, so the bucket checks and the checkpoints see it."""
+    from dataclasses import fields
+    from enum import Enum
+
+    from sora.models.dit_args import DiTArgs
+    from sora.models.wan import find_checkpoint, wan_dit_args
+
+    args = wan_dit_args(find_checkpoint(cfg.dit.init_from).config,
+                        DiTArgs(**OmegaConf.to_container(cfg.dit, resolve=True)), f"dit.init_from={cfg.dit.init_from}")
+    for f in fields(args):
+        value = getattr(args, f.name)
+        OmegaConf.update(cfg, f"dit.{f.name}", value.value if isinstance(value, Enum) else value, force_add=True)
 
 
 def check_train_config(cfg) -> None:

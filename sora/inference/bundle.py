@@ -55,7 +55,7 @@ class ModelBundle(nn.Module):
         self.vae, self.text, self.dit = vae, text, dit
         self.objective = RectifiedFlow(OmegaConf.to_object(self.cfg.objective), int(self.cfg.dit.patch_size[0]))
         self.geometry = LatentGeometry.of(vae, self.cfg.dit.patch_size)
-        self.weights = weights  # which weights the DiT holds: "init", "raw" (training's) or "ema"
+        self.weights = weights  # which weights the DiT holds: "init", "init_from" (dit.init_from's), "raw" or "ema"
 
     # -- building --------------------------------------------------------------------------------------------
 
@@ -66,6 +66,12 @@ class ModelBundle(nn.Module):
         if vae is None:
             vae, cfg = vae_from_config(cfg)
         text = build_text_encoder(cfg.text)
+        if cfg.dit.init_from:  # released Wan2.1 weights; their config decides the architecture (cfg records it)
+            from sora.models.wan import load_wan
+
+            dit, dit_args = load_wan(cfg.dit.init_from, vae.latent_channels, text.dim, OmegaConf.to_object(cfg.dit))
+            cfg = OmegaConf.merge(cfg, {"dit": OmegaConf.structured(dit_args)})
+            return cls(cfg, vae, text, dit, weights="init_from")
         dit = DiT(vae.latent_channels, text.dim, OmegaConf.to_object(cfg.dit))  # a DiTArgs
         return cls(cfg, vae, text, dit)
 

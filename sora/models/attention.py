@@ -340,6 +340,17 @@ def _qk_norm(head_dim: int, on: bool) -> nn.Module:
     return RMSNorm(head_dim) if on else nn.Identity()
 
 
+def _qk_norms(num_heads: int, head_dim: int, on: bool, all_heads: bool) -> tuple[nn.Module, nn.Module]:
+    """The query and key norms: per head (head_dim channels), or across all heads before the split (Wan2.1's, with
+    its eps)."""
+    if on and all_heads:
+        return RMSNorm(num_heads * head_dim, eps=1e-6), RMSNorm(num_heads * head_dim, eps=1e-6)
+    return _qk_norm(head_dim, on), _qk_norm(head_dim, on)
+
+
+_NO_NORM = nn.Identity()  # the per-head norm's place when the norm ran across heads before the split
+
+
 class AttentionCore(nn.Module):
     """`attention` between a layer's projections, as a module without weights: what a parallel plan wraps (Ulysses
     sequence parallelism: sora/distributed/sequence.py) while the layer around it stays as it is."""
@@ -351,19 +362,26 @@ class AttentionCore(nn.Module):
 
 class SelfAttention(nn.Module):
     def __init__(self, dim: int, num_heads: int, qk_norm: bool = True,
-                 backend: AttentionBackend = AttentionBackend.sdpa):
+                 backend: AttentionBackend = AttentionBackend.sdpa, qk_norm_all_heads: bool = False):
         super().__init__()
         assert dim % num_heads == 0, f"hidden_size {dim} does not divide by num_heads {num_heads}"
         self.num_heads, self.head_dim, self.backend = num_heads, dim // num_heads, backend
         self.qkv = nn.Linear(dim, 3 * dim)
-        self.q_norm, self.k_norm = _qk_norm(self.head_dim, qk_norm), _qk_norm(self.head_dim, qk_norm)
+        self.all_heads = qk_norm and qk_norm_all_heads
+        self.q_norm, self.k_norm = _qk_norms(num_heads, self.head_dim, qk_norm, qk_norm_all_heads)
         self.proj = nn.Linear(dim, dim)
         self.core = AttentionCore()
 
     def forward(self, x: torch.Tensor, rope, seg: Optional[Segments] = None) -> torch.Tensor:
         """x: b n dim; rope: complex n head_dim/2 rotations (sora/models/rope.py)."""
-        q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.num_heads)
-        q, k = qk_norm_rope(q, self.q_norm, rope), qk_norm_rope(k, self.k_norm, rope)
+        if self.all_heads:  # Wan2.1: RMSNorm over all heads' channels, then the head split
+            q, k, v = self.qkv(x).chunk(3, dim=-1)  # b n dim each
+            q, k, v = (rearrange(y, "b n (h d) -> b h n d", h=self.num_heads)
+                       for y in (self.q_norm(q), self.k_norm(k), v))
+            q, k = qk_norm_rope(q, _NO_NORM, rope), qk_norm_rope(k, _NO_NORM, rope)
+        else:
+            q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.num_heads)
+            q, k = qk_norm_rope(q, self.q_norm, rope), qk_norm_rope(k, self.k_norm, rope)
         out = self.core(q, k, v, self.backend, seg)  # b h n d
         return self.proj(rearrange(out, "b h n d -> b n (h d)"))
 
@@ -372,17 +390,24 @@ class CrossAttention(nn.Module):
     """Video tokens attend to text tokens; padded text tokens (and, packed, other clips' text) are masked out."""
 
     def __init__(self, dim: int, context_dim: int, num_heads: int, qk_norm: bool = True,
-                 backend: AttentionBackend = AttentionBackend.sdpa):
+                 backend: AttentionBackend = AttentionBackend.sdpa, qk_norm_all_heads: bool = False):
         super().__init__()
         assert dim % num_heads == 0, f"hidden_size {dim} does not divide by num_heads {num_heads}"
         self.num_heads, self.head_dim, self.backend = num_heads, dim // num_heads, backend
         self.q = nn.Linear(dim, dim)
         self.kv = nn.Linear(context_dim, 2 * dim)
-        self.q_norm, self.k_norm = _qk_norm(self.head_dim, qk_norm), _qk_norm(self.head_dim, qk_norm)
+        self.all_heads = qk_norm and qk_norm_all_heads
+        self.q_norm, self.k_norm = _qk_norms(num_heads, self.head_dim, qk_norm, qk_norm_all_heads)
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor, seg: Segments) -> torch.Tensor:
         """x: b n dim; context: b m context_dim; seg: which text keys each query may see (>= 1 per query)."""
+        if self.all_heads:  # Wan2.1: RMSNorm over all heads' channels, then the head split
+            k, v = self.kv(context).chunk(2, dim=-1)  # b m dim each
+            q = rearrange(self.q_norm(self.q(x)), "b n (h d) -> b h n d", h=self.num_heads)
+            k, v = (rearrange(y, "b m (h d) -> b h m d", h=self.num_heads) for y in (self.k_norm(k), v))
+            out = attention(q, k, v, self.backend, seg)  # b h n d
+            return self.proj(rearrange(out, "b h n d -> b n (h d)"))
         q = rearrange(self.q(x), "b n (h d) -> b h n d", h=self.num_heads)
         k, v = rearrange(self.kv(context), "b m (two h d) -> two b h m d", two=2, h=self.num_heads)
         out = attention(self.q_norm(q), self.k_norm(k), v, self.backend, seg)  # b h n d

@@ -21,7 +21,7 @@ from einops import rearrange
 from sora.errors import SoraError
 from sora.models.attention import CrossAttention, Segments, SelfAttention, attention
 from sora.models.block_ops import qk_norm_rope
-from sora.models.dit_args import AttentionLayout, DiTArgs, Modulation, TextConditioning
+from sora.models.dit_args import AttentionLayout, DiTArgs, FinalModulation, Modulation, QKNormScope, TextConditioning
 from sora.models.modulation import AdaLN, AdaLNConditioning
 from sora.models.norms import LayerNorm
 from sora.models.rope import rope_for_grid
@@ -53,8 +53,8 @@ class BlockContext:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def mlp(dim: int, ratio: float) -> nn.Sequential:
-    hidden = int(dim * ratio)
+def mlp(dim: int, ratio: float, width: int = 0) -> nn.Sequential:
+    hidden = width or int(dim * ratio)  # dit.mlp_width, else the ratio's
     return nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
 
 
@@ -70,11 +70,16 @@ class Block(nn.Module):
 
     def _attention(self, a: DiTArgs) -> None:
         self.norm1 = _norm(a.hidden_size)
-        self.attn = SelfAttention(a.hidden_size, a.num_heads, a.qk_norm, a.attention_backend)
+        self.attn = SelfAttention(a.hidden_size, a.num_heads, a.qk_norm, a.attention_backend, _all_heads(a))
+
+    def _cross(self, a: DiTArgs) -> None:
+        self.norm_cross = LayerNorm(a.hidden_size, eps=1e-6)  # with affine: Wan2.1's norm3 (diffusers' norm2)
+        self.cross = CrossAttention(a.hidden_size, a.hidden_size, a.num_heads, a.qk_norm, a.attention_backend,
+                                    _all_heads(a))
 
     def _mlp_and_modulation(self, a: DiTArgs) -> None:
         self.norm2 = _norm(a.hidden_size)
-        self.mlp = mlp(a.hidden_size, a.mlp_ratio)
+        self.mlp = mlp(a.hidden_size, a.mlp_ratio, a.mlp_width)
         self.shares_modulation = a.modulation == Modulation.single
         if self.shares_modulation:  # adaLN-single: the DiT's shared map gives c as n_mod d values; this block's table
             self.modulation_table = nn.Parameter(torch.zeros(self.n_mod * a.hidden_size))
@@ -93,8 +98,7 @@ class CrossBlock(Block):
     def __init__(self, a: DiTArgs):
         super().__init__()
         self._attention(a)
-        self.norm_cross = LayerNorm(a.hidden_size, eps=1e-6)
-        self.cross = CrossAttention(a.hidden_size, a.hidden_size, a.num_heads, a.qk_norm, a.attention_backend)
+        self._cross(a)
         self._mlp_and_modulation(a)
 
     def forward(self, x, text, ctx: BlockContext):
@@ -114,9 +118,8 @@ class FactorizedBlock(Block):
         self.rope_theta = a.rope_theta
         self._attention(a)  # spatial
         self.norm_t = _norm(a.hidden_size)
-        self.attn_t = SelfAttention(a.hidden_size, a.num_heads, a.qk_norm, a.attention_backend)
-        self.norm_cross = LayerNorm(a.hidden_size, eps=1e-6)
-        self.cross = CrossAttention(a.hidden_size, a.hidden_size, a.num_heads, a.qk_norm, a.attention_backend)
+        self.attn_t = SelfAttention(a.hidden_size, a.num_heads, a.qk_norm, a.attention_backend, _all_heads(a))
+        self._cross(a)
         self._mlp_and_modulation(a)
 
     def forward(self, x, text, ctx: BlockContext):
@@ -149,7 +152,7 @@ class JointBlock(Block):
         self.text_norm1 = _norm(a.hidden_size)
         self.text_attn = SelfAttention(a.hidden_size, a.num_heads, a.qk_norm, a.attention_backend)  # qkv, norms, proj
         self.text_norm2 = _norm(a.hidden_size)
-        self.text_mlp = mlp(a.hidden_size, a.mlp_ratio)
+        self.text_mlp = mlp(a.hidden_size, a.mlp_ratio, a.mlp_width)
         self.text_adaLN_modulation = AdaLN(a.hidden_size, 6)
         self._mlp_and_modulation(a)
 
@@ -179,6 +182,10 @@ class JointBlock(Block):
         return x_out, t_ff.residual(text, self.text_mlp(t_ff.modulate(self.text_norm2, text)))
 
 
+def _all_heads(a: DiTArgs) -> bool:
+    return a.qk_norm_scope == QKNormScope.all_heads
+
+
 BLOCKS: dict[tuple[AttentionLayout, TextConditioning], type[Block]] = {
     (AttentionLayout.full, TextConditioning.cross): CrossBlock,
     (AttentionLayout.factorized, TextConditioning.cross): FactorizedBlock,
@@ -187,14 +194,24 @@ BLOCKS: dict[tuple[AttentionLayout, TextConditioning], type[Block]] = {
 
 
 class FinalLayer(nn.Module):
-    """adaLN-modulated norm, then the linear map back to patches."""
+    """adaLN-modulated norm, then the linear map back to patches. The (shift, scale) come from the layer's own adaLN
+    map of c, or (final_modulation=table: PixArt-alpha's T2IFinalLayer, Wan's head) from a learned table added to
+    c itself, the raw time embedding."""
 
-    def __init__(self, dim: int, out_dim: int):
+    def __init__(self, dim: int, out_dim: int, modulation: FinalModulation = FinalModulation.adaln):
         super().__init__()
         self.norm = _norm(dim)
         self.linear = nn.Linear(dim, out_dim)
-        self.adaLN_modulation = AdaLN(dim, 2)
+        self.table = modulation == FinalModulation.table
+        if self.table:
+            self.modulation_table = nn.Parameter(torch.zeros(2 * dim))
+        else:
+            self.adaLN_modulation = AdaLN(dim, 2)
+
+    def modulation(self, c: torch.Tensor) -> torch.Tensor:
+        """Rows of c (r d) -> r (2 d): the shift's and the scale's rows."""
+        return self.modulation_table + c.repeat(1, 2) if self.table else self.adaLN_modulation(c)
 
     def forward(self, x: torch.Tensor, adaln: AdaLNConditioning) -> torch.Tensor:
-        (step,) = adaln.modulations(self.adaLN_modulation, 2)
+        (step,) = adaln.modulations(self.modulation, 2)
         return self.linear(step.modulate(self.norm, x))  # b n out_dim

@@ -21,13 +21,16 @@ and run the same trunk (blocks, final layer). Sequence parallelism is applied fr
 (sora/distributed/sequence.py: parallelize_sequence), through `sequence_split` and each self-attention's core.
 """
 
+import contextlib
 import math
 from dataclasses import replace
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from sora.errors import SoraError
 from sora.models.attention import AttentionBackend, CrossAttention, Segments, SelfAttention
 from sora.models.blocks import BLOCKS, BlockContext, FinalLayer
 from sora.models.conditioning import Conditioning
@@ -107,7 +110,7 @@ class DiT(nn.Module):
         self.blocks = nn.ModuleList([block(args) for _ in range(args.depth)])
         # adaLN-single: the map every block shares (each adds its own table to it)
         self.adaLN_single = AdaLN(d, block.n_mod) if args.modulation == Modulation.single else None
-        self.final = FinalLayer(d, patch_dim)
+        self.final = FinalLayer(d, patch_dim, args.final_modulation)
         self.sequence_split = WholeSequence()
         self.initialize_weights()
 
@@ -145,20 +148,44 @@ class DiT(nn.Module):
     # -- the forward passes ---------------------------------------------------------------------------------
 
     def _text(self, cond: Conditioning):
-        """cond's text -> its tokens (b m hidden) and the pooled caption c adds (b hidden, or 0)."""
-        context = self.text_embed(cond.text)  # b m hidden
+        """cond's text -> its tokens (b m hidden) and the pooled caption c adds (b hidden, or 0).
+
+        With dit.text_len = L > 0 (Wan), the captions are zeroed past their length and padded to L tokens (b L
+        hidden), every one of which the video attends to.
+        """
+        text, mask = cond.text, cond.text_mask
+        if self.args.text_len:
+            pad = self.args.text_len - text.shape[1]
+            if pad < 0:
+                raise SoraError(f"dit.text_len={self.args.text_len}: the text encoder gave {text.shape[1]} tokens a "
+                                f"caption; set text.max_tokens <= {self.args.text_len}")
+            text = F.pad(text * mask[..., None].to(text.dtype), (0, 0, 0, pad))  # b L text_dim
+            mask = F.pad(mask, (0, pad))  # b L
+        context = self.text_embed(text)  # b m hidden
         pooled = 0.0
         if self.pool_embed is not None:
-            weights = cond.text_mask.to(context.dtype)[..., None]  # b m 1
+            weights = mask.to(context.dtype)[..., None]  # b m 1
             pooled = self.pool_embed((context * weights).sum(1) / weights.sum(1).clamp(min=1))  # b hidden
         return context, pooled
+
+    def _fp32(self):
+        """dit.fp32_residual: what runs inside runs in fp32 whatever autocast says (Wan's time embedding)."""
+        if self.args.fp32_residual:
+            return torch.autocast(self.x_embed.weight.device.type, enabled=False)
+        return contextlib.nullcontext()
+
+    def _embed(self, patches: torch.Tensor) -> torch.Tensor:
+        """b n patch_dim -> b n hidden; the residual stream in fp32 with dit.fp32_residual."""
+        tokens = self.x_embed(patches)
+        return tokens.float() if self.args.fp32_residual else tokens
 
     def _trunk(self, tokens: torch.Tensor, text: torch.Tensor, ctx: BlockContext) -> torch.Tensor:
         """The blocks and the final layer: tokens b n hidden, text b m hidden -> b n patch_dim."""
         tokens, ctx = self.sequence_split(tokens, ctx)  # sequence parallelism: this rank's n/P tokens
         final = ctx.adaln
         if self.adaLN_single is not None:  # the shared map once a row of c, for every block
-            ctx = replace(ctx, adaln=ctx.adaln.map(self.adaLN_single))
+            with self._fp32():
+                ctx = replace(ctx, adaln=ctx.adaln.map(self.adaLN_single))
         for i, block in enumerate(self.blocks):
             if i < self.num_checkpointed and torch.is_grad_enabled():
                 tokens, text = checkpoint(block, tokens, text, ctx, use_reentrant=False)
@@ -179,12 +206,19 @@ class DiT(nn.Module):
         """
         assert x.shape[1] == self.in_channels, f"DiT built for {self.in_channels} channels, got {x.shape[1]}"
         grid = check_patchable(x.shape, self.patch_size)
-        tokens = self.x_embed(patchify(x, self.patch_size))  # b n hidden
+        assert t.ndim == 1 or (t.shape[1] == x.shape[2] and self.text_conditioning == TextConditioning.cross), (
+            f"t of shape {tuple(t.shape)}: b, or b T for the {x.shape[2]} latent frames (text_conditioning=cross)")
+        tokens = self._embed(patchify(x, self.patch_size))  # b n hidden
         context, pooled = self._text(cond)
         if cond.has_frames:
             self._check_frames(cond.frame_mask, grid[0])
-        adaln = AdaLNConditioning.of_batch(self.t_embed, pooled, t, cond.frame_t, cond.frame_mask, self.patch_size[0])
-        context, context_mask = trim_text_padding(context, cond.text_mask)  # b m' hidden; None: no padding left
+        with self._fp32():
+            adaln = AdaLNConditioning.of_batch(self.t_embed, pooled, t, cond.frame_t, cond.frame_mask,
+                                               self.patch_size[0])
+        if self.args.text_len:  # Wan: every one of the text_len tokens is attended, padding included
+            context_mask = None
+        else:
+            context, context_mask = trim_text_padding(context, cond.text_mask)  # b m' hidden; None: no padding
         rope = rope_for_grid(grid, self.head_dim, self.rope_theta, x.device)  # n head_dim/2
         out = self._trunk(tokens, context, BlockContext(rope, Segments(k_valid=context_mask), adaln, grid))
         return unpatchify(out, self.patch_size, grid)  # b c t h w
@@ -202,7 +236,7 @@ class DiT(nn.Module):
         assert len(xs) == len(t) == len(cond), f"{len(xs)} clips, {len(t)} timesteps, {len(cond)} conditioning rows"
         grids = [check_patchable((1, *x.shape), self.patch_size) for x in xs]
         lens = [math.prod(g) for g in grids]
-        tokens = self.x_embed(torch.cat([patchify(x[None], self.patch_size) for x in xs], dim=1))  # 1 N hidden
+        tokens = self._embed(torch.cat([patchify(x[None], self.patch_size) for x in xs], dim=1))  # 1 N hidden
         rope = torch.cat([rope_for_grid(g, self.head_dim, self.rope_theta, tokens.device) for g in grids])  # N hd/2
         clips = torch.arange(len(xs), device=tokens.device)  # k
         ids = torch.repeat_interleave(clips, torch.tensor(lens, device=tokens.device))  # N: each token's clip
@@ -210,10 +244,14 @@ class DiT(nn.Module):
         if cond.has_frames:
             for mask, g in zip(cond.frame_mask, grids):
                 self._check_frames(mask, g[0])
-        adaln = AdaLNConditioning.of_pack(self.t_embed, pooled, t, ids, cond.frame_t, cond.frame_mask, grids,
-                                          self.patch_size[0])
-        text_lens = cond.text_mask.sum(1)  # k
-        text = context[cond.text_mask][None]  # 1 M hidden: the real text tokens of every clip, in order
+        with self._fp32():
+            adaln = AdaLNConditioning.of_pack(self.t_embed, pooled, t, ids, cond.frame_t, cond.frame_mask, grids,
+                                              self.patch_size[0])
+        text_mask = cond.text_mask
+        if self.args.text_len:  # Wan: each clip attends to all text_len tokens of its caption
+            text_mask = torch.ones(context.shape[:2], dtype=torch.bool, device=context.device)  # k L
+        text_lens = text_mask.sum(1)  # k
+        text = context[text_mask][None]  # 1 M hidden: the attended text tokens of every clip, in order
         text_ids = torch.repeat_interleave(clips, text_lens)  # M
         self_seg = Segments(ids[None], ids[None], None, lens, lens)
         text_seg = Segments(ids[None], text_ids[None], None, lens, text_lens.tolist())

@@ -7,7 +7,7 @@ what differs from them.
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import List
+from typing import List, Optional
 
 from sora.errors import SoraError
 from sora.models.attention import AttentionBackend
@@ -22,6 +22,16 @@ class AttentionLayout(str, Enum):
 class TextConditioning(str, Enum):
     cross = "cross"  # cross-attention to text tokens after self-attention (PixArt-alpha)
     joint = "joint"  # text tokens join self-attention with their own weights (MM-DiT, SD3, Esser et al. 2024)
+
+
+class QKNormScope(str, Enum):
+    head = "head"  # an RMSNorm of head_dim channels on each head's queries and keys (shared by the heads)
+    all_heads = "all_heads"  # one RMSNorm over all heads' channels, before the head split (Wan2.1)
+
+
+class FinalModulation(str, Enum):
+    adaln = "adaln"  # the final layer's own adaLN map of the conditioning vector (DiT)
+    table = "table"  # a learned (shift, scale) table added to the raw time embedding (PixArt-alpha's final layer; Wan)
 
 
 class Modulation(str, Enum):
@@ -53,6 +63,21 @@ class DiTArgs(Settings):
     # per_block: each block's own adaLN map (DiT); single: one shared map + a table per block (adaLN-single,
     # PixArt-alpha, Chen et al. 2023, sec. 2.3; as Wan), 27% fewer parameters at XL. text_conditioning=cross only.
     modulation: Modulation = Modulation.per_block
+    # Wan2.1's details (configs/dit/wan2_1_*.yaml, docs/WAN.md); the defaults are ours and change nothing.
+    qk_norm_scope: QKNormScope = QKNormScope.head
+    # The MLP's hidden width; 0: hidden_size x mlp_ratio. Wan2.1-1.3B's is 8960 (5.83x), not a whole ratio.
+    mlp_width: int = setting(0, ge=0)
+    final_modulation: FinalModulation = FinalModulation.adaln
+    # 0: padded caption tokens are masked out of cross-attention. > 0: captions are zeroed past their length and
+    # padded to this many tokens, all of them attended (Wan's 512: its text embedding of a zero vector is a bias,
+    # which the model was trained to see).
+    text_len: int = setting(0, ge=0)
+    # The residual stream, the time embedding and its shared map in fp32 under bf16 autocast, so the modulation,
+    # the norms and the residual adds run in fp32 (Wan's own code, wan/modules/model.py); linears stay in bf16.
+    fp32_residual: bool = False
+    # A local Wan2.1 transformer to start from (sora/models/wan.py: a diffusers save_pretrained folder, the original
+    # checkpoint folder, or ComfyUI's single file); its config decides the architecture fields above.
+    init_from: Optional[str] = None
 
     def check(self, at: str = "") -> None:
         if len(self.patch_size) != 3:
@@ -63,6 +88,12 @@ class DiTArgs(Settings):
         if head_dim % 2 or head_dim < 6:  # 3D RoPE rotates pairs of channels on each of the t, h, w axes (rope.py)
             raise SoraError(f"{at}hidden_size / {at}num_heads = {head_dim} channels a head; 3D RoPE needs an even "
                             "number >= 6")
+        if self.final_modulation == FinalModulation.table and self.modulation != Modulation.single:
+            raise SoraError(f"{at}final_modulation=table adds a table to the raw time embedding, as adaLN-single "
+                            f"does in every block: it needs {at}modulation=single")
+        if self.text_len and self.text_conditioning != TextConditioning.cross:
+            raise SoraError(f"{at}text_len={self.text_len} pads the captions for cross-attention: it needs "
+                            f"{at}text_conditioning=cross")
         joint = self.text_conditioning == TextConditioning.joint
         if joint and self.attention_layout == AttentionLayout.factorized:
             raise SoraError(f"{at}text_conditioning=joint attends over all spacetime tokens: it needs "

@@ -26,7 +26,7 @@ def device_peak_flops(device: torch.device | str | None = None) -> float | None:
 def dit_forward_flops(model, grid: tuple[int, int, int], text_len: int, batch_size: int = 1) -> float:
     """FLOPs of one forward pass of `model` (a sora.models.dit.DiT) on `batch_size` clips of token grid (t, h, w)."""
     t, h, w = grid
-    n, m = t * h * w, text_len
+    n, m = t * h * w, model.args.text_len or text_len  # dit.text_len: the captions padded to it (Wan)
     d = model.x_embed.out_features
     patch_dim, text_dim = model.x_embed.in_features, model.text_embed[0].in_features
     mlp_hidden = model.blocks[0].mlp[0].out_features
@@ -47,7 +47,8 @@ def dit_forward_flops(model, grid: tuple[int, int, int], text_len: int, batch_si
     embed = 2 * n * patch_dim * d + 2 * m * (text_dim * d + d * d) + 2 * 256 * d + 2 * d * d  # x, text, timestep MLP
     if model.pool_embed is not None:
         embed += 2 * d * d
-    final = 2 * n * d * patch_dim + 2 * d * 2 * d + (adaln if single else 0)
+    final_map = 0 if model.final.table else 2 * d * 2 * d  # final_modulation=table: an add, no matmul
+    final = 2 * n * d * patch_dim + final_map + (adaln if single else 0)
     return float(batch_size * (len(model.blocks) * per_block + embed + final))
 
 

@@ -28,6 +28,7 @@ MOVING_SHAPES_WORDS = ["a", "moving", "red", "green", "blue", "yellow", "cyan", 
 class TextKind(str, Enum):
     vocab = "vocab"  # small trainable encoder over a word vocabulary, trained with the DiT
     hf = "hf"  # frozen T5 or CLIP text encoder from the transformers library, loaded from a local directory
+    umt5 = "umt5"  # Wan's frozen umT5-XXL encoder (UMT5EncoderModel) with Wan's padding, from a local directory
 
 
 @dataclass
@@ -45,9 +46,10 @@ class TextArgs(Settings):
     path: Optional[str] = None
 
     def check(self, at: str = "") -> None:
-        if self.kind == TextKind.hf:
+        if self.kind in (TextKind.hf, TextKind.umt5):
             if not self.path:
-                raise SoraError(f"text=hf needs {at}path: a local directory written by save_pretrained()")
+                raise SoraError(f"text={self.kind.value} needs {at}path: a local directory written by "
+                                "save_pretrained()")
             return
         if not self.vocab:
             raise SoraError(f"{at}vocab is empty: list the words the captions use")
@@ -128,7 +130,8 @@ class VocabTextEncoder(nn.Module):
 
 
 class HFTextEncoder(nn.Module):
-    """A T5 encoder or CLIP text model, with its tokenizer, from a local `save_pretrained` directory; frozen."""
+    """A T5 encoder or CLIP text model, with its tokenizer, from a local `save_pretrained` directory (or a diffusers
+    pipeline folder's text_encoder/ and tokenizer/); frozen."""
 
     trainable = False
 
@@ -141,15 +144,21 @@ class HFTextEncoder(nn.Module):
             import transformers
         except ImportError as e:
             raise SoraError("text.kind=hf needs the transformers library: pip install 'sora[hf]'") from e
+        # A diffusers pipeline folder (Wan's) keeps the model and its tokenizer in text_encoder/ and tokenizer/.
+        pipeline = os.path.isdir(os.path.join(path, "text_encoder")) and os.path.isdir(os.path.join(path, "tokenizer"))
+        model_path, tokenizer_path = ((os.path.join(path, "text_encoder"), os.path.join(path, "tokenizer"))
+                                      if pipeline else (path, path))
         try:
-            config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
-            if config.model_type in ("t5", "mt5", "umt5"):
-                model = transformers.T5EncoderModel.from_pretrained(path, local_files_only=True)
+            config = transformers.AutoConfig.from_pretrained(model_path, local_files_only=True)
+            if config.model_type == "umt5":  # a relative position bias in every layer: T5EncoderModel keeps layer 0's
+                model = transformers.UMT5EncoderModel.from_pretrained(model_path, local_files_only=True)
+            elif config.model_type in ("t5", "mt5"):
+                model = transformers.T5EncoderModel.from_pretrained(model_path, local_files_only=True)
             elif config.model_type in ("clip", "clip_text_model"):
-                model = transformers.CLIPTextModel.from_pretrained(path, local_files_only=True)
+                model = transformers.CLIPTextModel.from_pretrained(model_path, local_files_only=True)
             else:
                 raise SoraError(f"text.path={path!r} holds a {config.model_type!r} model; expected T5 or CLIP")
-            self.tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(tokenizer_path, local_files_only=True)
         except (OSError, ValueError) as e:
             raise SoraError(f"cannot load a text encoder from {path!r}: {str(e).splitlines()[0]}") from e
         self.model = model.eval().requires_grad_(False)
@@ -170,8 +179,31 @@ class HFTextEncoder(nn.Module):
         return tokens, mask
 
 
+class UMT5TextEncoder(HFTextEncoder):
+    """Wan's text encoder: umT5 (UMT5EncoderModel) with Wan's padding: every caption padded to max_tokens (Wan's
+    text_len, 512) and its embeddings past its length zeroed, as WanPipeline._get_t5_prompt_embeds does."""
+
+    def __init__(self, path: str, max_tokens: int = 512):
+        super().__init__(path, max_tokens)
+        if self.model.config.model_type != "umt5":
+            raise SoraError(f"text.path={path!r} holds a {self.model.config.model_type!r} model; text=umt5 needs "
+                            "Wan's umT5 encoder (model_type umt5)")
+
+    @torch.no_grad()
+    def forward(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = self.tokenizer(list(captions), padding="max_length", truncation=True, max_length=self.max_tokens,
+                               add_special_tokens=True, return_attention_mask=True, return_tensors="pt")
+        device = next(self.model.parameters()).device
+        ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+        tokens = self.model(ids, mask).last_hidden_state  # b m d
+        mask = mask.bool()
+        return tokens * mask[..., None].to(tokens.dtype), mask  # zero past each caption's length (Wan)
+
+
 def build_text_encoder(args: TextArgs) -> nn.Module:
     """TextArgs -> encoder with `.dim`, `.trainable` and `forward(captions) -> (b m dim, b m)`."""
     if args.kind == TextKind.vocab:
         return VocabTextEncoder(list(args.vocab), args.width, args.depth, args.num_heads, args.max_tokens)
+    if args.kind == TextKind.umt5:
+        return UMT5TextEncoder(args.path, args.max_tokens)
     return HFTextEncoder(args.path, args.max_tokens)
