@@ -206,8 +206,8 @@ class DiT(nn.Module):
         """
         assert x.shape[1] == self.in_channels, f"DiT built for {self.in_channels} channels, got {x.shape[1]}"
         grid = check_patchable(x.shape, self.patch_size)
-        assert t.ndim == 1 or (t.shape[1] == x.shape[2] and self.text_conditioning == TextConditioning.cross), (
-            f"t of shape {tuple(t.shape)}: b, or b T for the {x.shape[2]} latent frames (text_conditioning=cross)")
+        assert t.ndim == 1 or t.shape[1] == x.shape[2], (
+            f"t of shape {tuple(t.shape)}: b, or b T for the {x.shape[2]} latent frames")
         tokens = self._embed(patchify(x, self.patch_size))  # b n hidden
         context, pooled = self._text(cond)
         if cond.has_frames:
