@@ -29,6 +29,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 QUICK_START = ["train.final_samples=false", "train.sample_every_n_steps=0", "val.every_n_steps=0",
                "logger.wandb=disabled", "train.log_every_n_steps=25", "train.max_minutes=null"]
+# What this checkout must be told to train what the quick start trained before issue 28 changed its recipe (the
+# timestep distribution and the loss's weighting: the same work a step), so `ratio` times the same steps at REF.
+BEFORE_ISSUE_28 = ["objective.loss_t_floor=0.05", "objective.logit_normal_mean=0.0"]
 TOKENS_PER_STEP = 16 * 64  # the quick start: 16 clips of 4 x 4 x 4 tokens (8 frames of 32 x 32 at 2 x 8 x 8)
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -105,8 +108,8 @@ def steps_per_s(run_dir: Path) -> float:
     return statistics.mean(rates[2:])
 
 
-def run_train(checkout: Path, steps: int, out: Path) -> float:
-    cmd = [sys.executable, "train.py", *QUICK_START, f"train.max_steps={steps}", f"hydra.run.dir={out}"]
+def run_train(checkout: Path, steps: int, out: Path, extra: list[str] = ()) -> float:
+    cmd = [sys.executable, "train.py", *QUICK_START, *extra, f"train.max_steps={steps}", f"hydra.run.dir={out}"]
     proc = subprocess.run(cmd, cwd=checkout, capture_output=True, text=True)
     if proc.returncode:
         raise SystemExit(f"{checkout}: train.py failed:\n{proc.stderr[-3000:]}")
@@ -121,7 +124,8 @@ def ratio(ref: str, steps: int, rounds: int) -> dict:
             rates = {"here": [], "ref": []}
             for r in range(rounds):
                 for name, tree in (("ref", ref_tree), ("here", ROOT)):
-                    rates[name].append(run_train(tree, steps, Path(tmp) / f"{name}{r}"))
+                    extra = BEFORE_ISSUE_28 if name == "here" else []
+                    rates[name].append(run_train(tree, steps, Path(tmp) / f"{name}{r}", extra))
                     print(json.dumps({"round": r, "tree": name, "steps_per_s": round(rates[name][-1], 3)}),
                           flush=True)
         finally:

@@ -102,7 +102,10 @@ KINDS = ("synchronous", "independent", "non_decreasing")  # FrameTimesteps' fiel
 class ObjectiveArgs(Settings):
     """`objective.*`: logit-normal timesteps (Esser et al. 2024, eq. 19) and what the network predicts."""
 
-    logit_normal_mean: float = setting(0.0, unbounded=True)
+    # The quick start's 0.75 moves the draws towards noise, where the layout and the motion are decided: at 1300
+    # steps held-out direction was 0.47 / 0.81 / 0.91 / 1.00 at means 0 / 0.5 / 0.75 / 1.0 (loss_t_floor=0.4), and
+    # shape 0.41 / 0.41 / 0.31 / 0.31 (docs/results/QUICK_START.md); 0 is SD3's.
+    logit_normal_mean: float = setting(0.75, unbounded=True)
     logit_normal_std: float = setting(1.0, gt=0)
     # The quick start's 2x8x8 patches hold 384 values a token, more than its DiT is wide: only the clean signal,
     # which lies on a low-dimensional manifold, fits through (JiT). Velocity suits patches narrower than the DiT.
@@ -111,8 +114,9 @@ class ObjectiveArgs(Settings):
     # x0 prediction: the velocity loss is |x0 - x0_hat|^2 / t^2, so a clip near the data end (t = t_min: 400x
     # the weight of t = 0.5) sets Adam's per-weight step sizes. The loss divides by max(t, loss_t_floor)^2
     # instead (sampling is unchanged): the mid- and high-noise levels, where layout and motion are made, then
-    # drive the updates. loss_t_floor = t_min is the plain velocity loss.
-    loss_t_floor: float = setting(0.05, gt=0, lt=1)
+    # drive the updates. loss_t_floor = t_min is the plain velocity loss. 0.4: the quick start's (held-out direction
+    # 0.31 / 0.22 / 0.47 / 0.34 at floors 0.05 / 0.2 / 0.4 / 0.7 and mean 0, 1300 steps).
+    loss_t_floor: float = setting(0.4, gt=0, lt=1)
     frame_timesteps: FrameTimesteps = field(default_factory=FrameTimesteps)
     # Share of batches whose given frames are noised to a level drawn from [0, 1] instead of [0,
     # conditioning.frame_noise]: history may be imperfect (Song et al. 2025). 0: every batch as before.
