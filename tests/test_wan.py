@@ -395,6 +395,26 @@ def test_command_line_errors_are_one_line(wan, tmp_path):
     assert out.stderr.strip().count("\n") == 0 and "is neither a folder nor a file" in out.stderr
 
 
+def test_full_fine_tune_from_init_from_with_bf16_weights_and_fp32_masters(wan, shapes_dir, tmp_path):
+    """Full fine-tuning from released weights as on a GPU: the blocks' linears in bf16 (train.param_dtype=bf16),
+    AdamW on fp32 master copies, bf16 autocast; two steps, and the checkpoint's masters moved from the start."""
+    from tests.conftest import shrunk_overrides, train_in_process
+
+    _, paths = wan
+    run = tmp_path / "run"
+    proc = train_in_process(*shrunk_overrides(shapes_dir, run), f"dit.init_from={paths['diffusers']}",
+                            "text.width=128", "objective.prediction=velocity", "train.max_steps=2",
+                            "train.param_dtype=bf16", "train.precision=bf16-mixed", "train.final_samples=false",
+                            "train.sample_every_n_steps=0", "data.eval_shards=null")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 2
+    blocks = {k: v for k, v in ckpt["state_dict"].items() if ".blocks." in k and k.endswith(".weight")}
+    assert any(v.dtype == torch.bfloat16 for v in blocks.values())  # the model's linears are bf16
+    masters = [t for s in ckpt["optimizer_states"] for t in s["state"].values() if "exp_avg" in t]
+    assert masters and all(t["exp_avg"].dtype == torch.float32 for t in masters)  # AdamW's state is fp32
+
+
 def test_train_from_init_from_then_export_as_wan(wan, shapes_dir, tmp_path):
     """train.py with dit.init_from: the folder decides the architecture (whatever dit.* says), the run trains from
     its weights, and its checkpoint exports as a Wan2.1 folder that diffusers loads."""
