@@ -17,9 +17,7 @@ from einops import rearrange
 from torch import nn
 
 from sora.errors import SoraError
-
-OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+from sora.models.clip_image import ClipPreprocess
 
 
 def check_clip_dir(path: str | None, key: str = "--clip-dir") -> int:
@@ -49,26 +47,11 @@ class ClipImageEmbedder:
             self.model = transformers.CLIPModel.from_pretrained(path, local_files_only=True).eval().to(device)
         except (OSError, ValueError, KeyError) as e:
             raise SoraError(f"--clip-dir={path!r}: not a CLIPModel ({str(e).splitlines()[0][:200]})") from None
-        self.device = device
-        size = self.model.config.vision_config.image_size
-        self.size, self.mean, self.std = size, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
-        processor = Path(path) / "preprocessor_config.json"
-        if processor.is_file():
-            p = json.loads(processor.read_text())
-            crop = p.get("crop_size", size)
-            self.size = crop.get("height", size) if isinstance(crop, dict) else int(crop)
-            self.mean, self.std = tuple(p.get("image_mean", self.mean)), tuple(p.get("image_std", self.std))
+        self.device, self.preprocess = device, ClipPreprocess.of(self.model, path)
 
     def _pixels(self, frames: np.ndarray) -> torch.Tensor:
         """uint8 n h w 3 -> n 3 S S, CLIP's input."""
-        x = rearrange(torch.from_numpy(frames).float() / 255, "n h w c -> n c h w")
-        h, w = x.shape[-2:]
-        scale = self.size / min(h, w)
-        x = F.interpolate(x, size=(max(self.size, round(h * scale)), max(self.size, round(w * scale))), mode="bicubic",
-                          antialias=True, align_corners=False).clamp(0, 1)
-        top, left = (x.shape[-2] - self.size) // 2, (x.shape[-1] - self.size) // 2
-        x = x[..., top : top + self.size, left : left + self.size]  # n 3 S S
-        return (x - torch.tensor(self.mean).view(1, 3, 1, 1)) / torch.tensor(self.std).view(1, 3, 1, 1)
+        return self.preprocess(rearrange(torch.from_numpy(frames).float() / 255, "n h w c -> n c h w"))
 
     @torch.no_grad()
     def embed(self, frames: np.ndarray) -> torch.Tensor:

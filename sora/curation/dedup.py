@@ -16,8 +16,7 @@ from PIL import Image
 
 from sora.curation.clip_models import ClipImageEmbedder
 from sora.curation.manifest import is_live, key_name
-from sora.curation.media import clip_frames, sample_indices
-from sora.data.decode import BadSample
+from sora.curation.media import map_clip_frames, sample_indices
 from sora.errors import SoraError
 from sora.settings import Settings, setting
 
@@ -58,21 +57,13 @@ class Hasher:
             self.clip = ClipImageEmbedder(self.args.clip_dir, device)
 
     def run(self, source: str, records: list[dict]) -> list[dict]:
-        clips = [(r["start"], r["end"]) for r in records]
-        try:
-            frames = clip_frames(source, clips, lambda s, e: sample_indices(s, e, self.args.frames), 256)
-        except BadSample as e:
-            return [{**r, "skipped": e.reason, "detail": e.detail} for r in records]
-        out = []
-        for r, c in zip(records, clips):
-            if c not in frames:
-                out.append({**r, "skipped": "unreadable", "detail": "the file ends before the clip does"})
-                continue
-            r = {**r, "phash": [f"{phash(f):016x}" for f in frames[c]]}
-            if self.clip is not None:
-                r["clip_embedding"] = pack_embedding(self.clip.embed(frames[c]).mean(0).numpy())
-            out.append(r)
-        return out
+        return map_clip_frames(source, records, lambda s, e: sample_indices(s, e, self.args.frames), 256, self._hash)
+
+    def _hash(self, record: dict, frames: np.ndarray) -> dict:
+        r = {**record, "phash": [f"{phash(f):016x}" for f in frames]}
+        if self.clip is not None:
+            r["clip_embedding"] = pack_embedding(self.clip.embed(frames).mean(0).numpy())
+        return r
 
 
 class DuplicateIndex:

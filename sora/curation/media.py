@@ -70,3 +70,16 @@ def clip_frames(path: str, clips: list[tuple[int, int]], indices_of, max_side: i
         if all(i in frames for i in idx):
             out[c] = np.stack([frames[i] for i in idx])  # k h w 3
     return out
+
+
+def map_clip_frames(source: str, records: list[dict], indices_of, max_side: int | None, fn) -> list[dict]:
+    """fn(record, frames) for each clip record of `source`, its frames decoded in one pass (clip_frames); a record
+    whose frames cannot be read comes back with `skipped` and `detail` instead."""
+    clips = [(r["start"], r["end"]) for r in records]
+    try:
+        frames = clip_frames(source, clips, indices_of, max_side)
+    except BadSample as e:
+        return [{**r, "skipped": e.reason, "detail": e.detail} for r in records]
+    return [fn(r, frames[c]) if c in frames else {**r, "skipped": "unreadable",
+                                                  "detail": "the file ends before the clip does"}
+            for r, c in zip(records, clips)]

@@ -17,8 +17,7 @@ import cv2
 import numpy as np
 
 from sora.curation.clip_models import AestheticMLP, ClipImageEmbedder, check_clip_dir, load_aesthetic_mlp
-from sora.curation.media import clip_frames, sample_indices
-from sora.data.decode import BadSample
+from sora.curation.media import map_clip_frames, sample_indices
 from sora.errors import SoraError
 from sora.settings import Settings, setting
 
@@ -153,15 +152,5 @@ class Scorer:
         return out
 
     def run(self, source: str, records: list[dict]) -> list[dict]:
-        clips = [(r["start"], r["end"]) for r in records]
-        try:
-            frames = clip_frames(source, clips, self._indices, self.args.max_side)
-        except BadSample as e:
-            return [{**r, "skipped": e.reason, "detail": e.detail} for r in records]
-        out = []
-        for r, c in zip(records, clips):
-            if c not in frames:
-                out.append({**r, "skipped": "unreadable", "detail": "the file ends before the clip does"})
-            else:
-                out.append({**r, "scores": {**r.get("scores", {}), **self.scores(frames[c])}})
-        return out
+        return map_clip_frames(source, records, self._indices, self.args.max_side,
+                               lambda r, frames: {**r, "scores": {**r.get("scores", {}), **self.scores(frames)}})

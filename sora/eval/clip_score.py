@@ -11,7 +11,6 @@ the shorter side, centre crop, CLIP's mean and std), in torch, from the processo
 there is one, else from the vision config's image size and OpenAI's constants.
 """
 
-import json
 from pathlib import Path
 
 import torch
@@ -19,9 +18,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from sora.errors import SoraError
-
-OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+from sora.models.clip_image import ClipPreprocess
 
 
 class CLIPScorer:
@@ -38,27 +35,11 @@ class CLIPScorer:
             raise SoraError(f"clip.path={path!r}: not a CLIPModel with its tokenizer "
                             f"({str(e).splitlines()[0][:200]})") from None
         self.path, self.device = str(path), device
-        size = self.model.config.vision_config.image_size
-        self.size, self.mean, self.std = size, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
-        processor = Path(path) / "preprocessor_config.json"
-        if processor.is_file():
-            p = json.loads(processor.read_text())
-            crop = p.get("crop_size", size)
-            self.size = crop.get("height", size) if isinstance(crop, dict) else int(crop)
-            self.mean, self.std = tuple(p.get("image_mean", self.mean)), tuple(p.get("image_std", self.std))
+        self.preprocess = ClipPreprocess.of(self.model, path)
 
     def _pixels(self, frames: torch.Tensor) -> torch.Tensor:
         """n 3 h w in [-1, 1] -> n 3 S S, CLIP's input."""
-        x = (frames.float() + 1) / 2
-        h, w = x.shape[-2:]
-        scale = self.size / min(h, w)
-        x = F.interpolate(x, size=(max(self.size, round(h * scale)), max(self.size, round(w * scale))), mode="bicubic",
-                          antialias=True, align_corners=False).clamp(0, 1)
-        top, left = (x.shape[-2] - self.size) // 2, (x.shape[-1] - self.size) // 2
-        x = x[..., top : top + self.size, left : left + self.size]  # n 3 S S
-        mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
-        return (x - mean) / std
+        return self.preprocess((frames.float() + 1) / 2)
 
     @torch.no_grad()
     def cosines(self, videos: torch.Tensor, prompts: list[str]) -> torch.Tensor:
