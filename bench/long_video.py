@@ -102,6 +102,7 @@ def prompts_of(bundle, args) -> list[str]:
 
 def sample_rows(args) -> list[dict]:
     from sora.config.schema import LongVideoConfig
+    from sora.errors import SoraError
     from sora.inference.pipeline import generate_to_dir
 
     try:
@@ -115,8 +116,14 @@ def sample_rows(args) -> list[dict]:
     on, skipped = switches_on(bundle, settings, args)
     for name, why in skipped.items():
         print(json.dumps({"switch": name, "left_out": why}), flush=True)
+    rows = rows_of(on)
+    named = {r.replace(" ", ""): r for r in rows}  # 'all-ar_step' names the row 'all - ar_step'
+    wanted = [named.get(r.strip().replace(" ", ""), r) for r in args.rows.split(",")] if args.rows else list(rows)
+    unknown = [r for r in wanted if r not in rows]
+    if unknown:
+        raise SoraError(f"--rows: {unknown[0]!r} is not a row of this checkpoint; its rows: {', '.join(rows)}")
     out = []
-    for row, values in rows_of(on).items():
+    for row, values in ((r, rows[r]) for r in wanted):
         long = LongVideoConfig(**values, stream=True)
         s = replace(settings, long=long, sampler="euler" if long.ar_step else settings.sampler)
         for n in lengths:
@@ -128,7 +135,10 @@ def sample_rows(args) -> list[dict]:
             if score_drift_dir is not None:
                 scores = score_drift_dir(folder, prompts, window)
                 result.update({k: scores[k] for k in ("all_windows_pass", "median_frames_to_first_failure",
-                                                      "per_window_pass") if k in scores})
+                                                      "per_window_pass", "failed_windows_by_check") if k in scores})
+                result["by_verb"] = {verb: {k: part[k] for k in ("n", "all_windows_pass",
+                                                                "median_frames_to_first_failure")}
+                                     for verb, part in scores.get("by_verb", {}).items()}
             print(json.dumps(result), flush=True)
             out.append(result)
     return out
@@ -182,10 +192,14 @@ def memory_rows(args) -> list[dict]:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| row | frames | all windows pass | median frames to first failure | s / video |",
-             "| --- | --- | --- | --- | --- |"]
+    verbs = sorted({v for r in rows for v in r.get("by_verb", {})})
+    lines = ["| row | frames | all windows pass | " + "".join(f"{v}: pass | " for v in verbs)
+             + "median frames to first failure | s / video |",
+             "| --- | --- | --- | " + "--- | " * len(verbs) + "--- | --- |"]
     for r in rows:
-        lines.append(f"| {r['row']} | {r['num_frames']} | {r.get('all_windows_pass', 'n/a')} | "
+        by_verb = "".join(f"{r['by_verb'][v]['all_windows_pass'] if v in r.get('by_verb', {}) else 'n/a'} | "
+                          for v in verbs)
+        lines.append(f"| {r['row']} | {r['num_frames']} | {r.get('all_windows_pass', 'n/a')} | {by_verb}"
                      f"{r.get('median_frames_to_first_failure', 'n/a')} | {r['seconds_per_video']} |")
     return "\n".join(lines)
 
@@ -209,6 +223,8 @@ def run(argv=None) -> None:
     parser.add_argument("--context-noise", type=float, default=0.05, help="long.context_noise when on (0.05)")
     parser.add_argument("--history-guidance", type=float, default=1.5, help="long.history_guidance when on (1.5)")
     parser.add_argument("--ar-step", type=int, default=1, help="long.ar_step when on (1)")
+    parser.add_argument("--rows", help="these rows only, comma-separated (default: every row), e.g. "
+                        "'window_by_window,all'")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")

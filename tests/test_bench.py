@@ -136,3 +136,12 @@ def test_long_video_bench_rows_at_a_tiny_size(shapes_dir, tmp_path):
     bad = subprocess.run([sys.executable, str(ROOT / "bench" / "long_video.py"), str(ckpt), "--lengths", "8,x"],
                          capture_output=True, text=True, cwd=ROOT, timeout=300, env={**os.environ, **ONE_THREAD})
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "--lengths must be frame counts" in bad.stderr
+    some = [sys.executable, str(ROOT / "bench" / "long_video.py"), str(ckpt), "--prompts", str(tmp_path / "p.txt"),
+            "--lengths", "8", "--steps", "1", "--no-memory", "--out", str(tmp_path / "some")]
+    done = subprocess.run(some + ["--rows", "all-ar_step"], capture_output=True, text=True, cwd=ROOT, timeout=300,
+                          env={**os.environ, **ONE_THREAD})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert [json.loads(line)["row"] for line in done.stdout.splitlines() if '"row"' in line] == ["all - ar_step"]
+    bad = subprocess.run(some + ["--rows", "all-history_guidance"], capture_output=True, text=True, cwd=ROOT,
+                         timeout=300, env={**os.environ, **ONE_THREAD})
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "--rows: 'all-history_guidance'" in bad.stderr
