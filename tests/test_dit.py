@@ -407,10 +407,17 @@ def seeded_state(shapes: dict) -> dict:
     return state
 
 
+def same_output(got: torch.Tensor, want: torch.Tensor) -> None:
+    """Equal up to float rounding: on the CPU that wrote the reference (an Intel Xeon with AVX-512) the outputs are
+    bit for bit the same; an AMD EPYC with AVX2 sums in another order and lands up to 1e-5 away (outputs of size
+    1 to 6), so bit-for-bit equality would fail on half of our CI machines."""
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("variant", list(REFERENCE_VARIANTS))
-def test_earlier_state_dicts_load_and_give_the_earlier_outputs_bit_for_bit(variant):
+def test_earlier_state_dicts_load_and_give_the_earlier_outputs(variant):
     """The same keys in the same order (checkpoints and optimizer states load), and the same outputs of forward,
-    forward with given frames, forward_packed and forward_packed with given frames."""
+    forward with given frames, forward_packed and forward_packed with given frames (`same_output`)."""
     ref = torch.load(REFERENCE, weights_only=True)
     want, i = ref["variants"][variant], ref["inputs"]
     settings = dict(hidden_size=32, depth=2, num_heads=2, patch_size=[1, 2, 2]) | REFERENCE_VARIANTS[variant]
@@ -419,13 +426,13 @@ def test_earlier_state_dicts_load_and_give_the_earlier_outputs_bit_for_bit(varia
     model.load_state_dict(seeded_state(want["shapes"]), strict=True)
     cond, pack = Conditioning(i["text"], i["text_mask"]), Conditioning(i["ptext"], i["ptext_mask"])
     with torch.no_grad():
-        assert torch.equal(model(i["x"], i["t"], cond), want["forward"])
+        same_output(model(i["x"], i["t"], cond), want["forward"])
         given = cond.with_frames(i["x"], i["frame_mask"], i["frame_t"])
-        assert torch.equal(model(i["x"], i["t"], given), want["forward_given"])
+        same_output(model(i["x"], i["t"], given), want["forward_given"])
         if "packed" not in want:  # forward_packed is for full attention with cross-attention
             return
         for out, expect in zip(model.forward_packed(i["xs"], i["pt"], pack), want["packed"], strict=True):
-            assert torch.equal(out, expect)
+            same_output(out, expect)
         given = pack.with_frames(i["xs"], i["pframe_mask"], i["pframe_t"])
         for out, expect in zip(model.forward_packed(i["xs"], i["pt"], given), want["packed_given"], strict=True):
-            assert torch.equal(out, expect)
+            same_output(out, expect)

@@ -131,7 +131,7 @@ def test_per_token_timesteps_and_given_frames_equal_diffusers(wan):
         assert not torch.allclose(got, got_given, atol=1e-3)  # the given frames' timestep is used
         same = torch.tensor([0.5, 0.25])
         assert torch.allclose(ours(x, same[:, None].expand(2, 3), Conditioning(text, mask)),
-                              ours(x, same, Conditioning(text, mask)), atol=1e-6)
+                              ours(x, same, Conditioning(text, mask)), atol=1e-5)  # AVX2: 1e-5 apart
         # the packed path of the same clips gives the batch's output (each clip its own text, no padding masked)
         packed = ours.forward_packed(list(x), same, Conditioning(text, mask))
         assert torch.allclose(torch.stack(packed), ours(x, same, Conditioning(text, mask)), atol=1e-5)
