@@ -2,6 +2,7 @@
 
     python bench/long_video.py CKPT                                  # every row, 4 windows and 240 frames
     python bench/long_video.py CKPT --prompts P.txt --lengths 32,240 --context-noise 0.05 --history-guidance 1.5
+    python bench/long_video.py CKPT --lengths 240 --rows window_by_window,all   # some rows only
     python bench/long_video.py CKPT --memory-only                    # peak memory of 60 and 240 frames
 
 Rows (docs/SAMPLING.md#long-videos): `window_by_window` (every switch off: the sampler as it was), `all` (every

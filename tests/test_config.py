@@ -12,7 +12,10 @@ from sora.config import check_sample_config, check_train_config, typed
 from sora.errors import SoraError
 from tests.conftest import CONFIGS, compose_config
 
-GROUP_OPTIONS = [(d.name, f.stem) for d in sorted(CONFIGS.iterdir()) if d.is_dir() for f in sorted(d.glob("*.yaml"))]
+# Component groups (group=option); whole-run presets under configs/experiment/ are added with +experiment=NAME.
+GROUP_OPTIONS = [(d.name, f.stem) for d in sorted(CONFIGS.iterdir()) if d.is_dir() and d.name != "experiment"
+                 for f in sorted(d.glob("*.yaml"))]
+EXPERIMENTS = [f.stem for f in sorted((CONFIGS / "experiment").glob("*.yaml"))]
 
 
 def test_every_group_option_is_listed():
@@ -29,6 +32,13 @@ def test_group_option_composes(group, option):
     cfg = compose_config("train", overrides)
     OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # no ??? left, every interpolation resolves
     check_train_config(cfg)  # every preset's numbers are in range (heads divide the width, RoPE's head dim)
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_experiment_composes(name):
+    cfg = compose_config("train", [f"+experiment={name}"])
+    OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    check_train_config(cfg)
 
 
 def test_task_vae_switches_to_the_causal_vae():

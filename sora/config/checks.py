@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sora.config.schema import EvalConfig, SampleConfig, Strategy, TaskKind, TrainConfig
 from sora.devices import world_size
+from sora.diffusion.frame_modes import gives_frames
 from sora.errors import SoraError
 from sora.models.attention import backend_unavailable
 from sora.models.fp8 import fp8_unavailable
@@ -89,6 +90,12 @@ def _check_sections_agree(cfg) -> None:
         raise SoraError(f"text.max_tokens={cfg.text.max_tokens} tokens a caption do not fit dit.text_len="
                         f"{cfg.dit.text_len}, the length the DiT pads captions to: set text.max_tokens <= "
                         f"{cfg.dit.text_len}")
+    if is_dit and t.final_drift and not t.final_samples:
+        raise SoraError("train.final_drift=true scores drift beside the end-of-run samples: set "
+                        "train.final_samples=true (or train.final_drift=false)")
+    if is_dit and t.final_drift and not gives_frames(cfg.conditioning.modes):
+        raise SoraError("train.final_drift=true makes long videos window by window, which needs a model trained to "
+                        "take given frames: set conditioning=mixed (or train.final_drift=false)")
     if cfg.data.packing:
         if not is_dit:
             raise SoraError("data.packing=true packs DiT token sequences; task=vae trains on one bucket per batch")
