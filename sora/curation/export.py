@@ -13,12 +13,12 @@ then carries the scores, the source file and the clip's frames in it (`source`, 
 import hashlib
 import re
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 
+from sora.data.video_io import VideoEncoder
 from sora.settings import Settings, setting
 
 # The curation's working fields, and what make_shards probes from the clip itself (a manifest's extra fields would
@@ -41,27 +41,20 @@ def clip_name(record: dict) -> str:
 
 
 class ClipWriter:
-    """One clip's H.264 mp4, encoded frame by frame as the source is decoded (video_io.encode_mp4's settings:
-    libx264, yuv420p, preset fast; odd sizes padded by one pixel), so no clip is held in memory whole."""
+    """One clip's H.264 mp4 (video_io's VideoEncoder at crf, preset fast), encoded frame by frame as the source is
+    decoded, so no clip is held in memory whole; written under a temporary name and renamed when whole."""
 
     def __init__(self, path: Path, fps: float, height: int, width: int, crf: int):
         self.path, self.tmp = path, path.with_name(path.name + ".tmp")
-        self.container = av.open(str(self.tmp), mode="w", format="mp4")
-        self.stream = self.container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-        self.stream.width, self.stream.height = width + width % 2, height + height % 2
-        self.stream.pix_fmt = "yuv420p"
-        self.stream.options = {"crf": str(crf), "preset": "fast"}
+        self.encoder = VideoEncoder(str(self.tmp), height, width, fps, "mp4", "libx264",
+                                    {"crf": str(crf), "preset": "fast"})
 
     def add(self, frame: np.ndarray) -> None:
         """uint8 h w 3."""
-        frame = np.pad(frame, ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0)))  # H W 3, even
-        for packet in self.stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-            self.container.mux(packet)
+        self.encoder.write(frame[None])  # 1 h w 3
 
     def close(self) -> None:
-        for packet in self.stream.encode():
-            self.container.mux(packet)
-        self.container.close()
+        self.encoder.close()
         self.tmp.replace(self.path)  # a killed run leaves no half-written clip under the final name
 
 

@@ -3,6 +3,7 @@ at the edges. A generated video's format is its file name's extension (`encode_v
 
 import io
 import os
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -48,13 +49,15 @@ class VideoEncoder:
     flat in its length); `encode_mp4` and `encode_webm` are one call of it. Odd sizes are padded by one black
     pixel (yuv420p)."""
 
-    def __init__(self, out, height: int, width: int, fps: int, container_format: str, codec: str, options: dict,
+    def __init__(self, out, height: int, width: int, fps: float, container_format: str, codec: str, options: dict,
                  generated: bool = False):
         self.height, self.width = height, width
         self.container = av.open(out, mode="w", format=container_format)
         if generated:
             self.container.metadata["comment"] = GENERATED_TAG
-        self.stream = self.container.add_stream(codec, rate=int(fps))
+        # a source's own rate kept (29.97 as 30000/1001); a whole number as it is
+        rate = int(fps) if float(fps).is_integer() else Fraction(fps).limit_denominator(1001)
+        self.stream = self.container.add_stream(codec, rate=rate)
         self.stream.width, self.stream.height = width + width % 2, height + height % 2
         self.stream.pix_fmt = "yuv420p"
         self.stream.options = options

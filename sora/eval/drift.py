@@ -36,7 +36,6 @@ length), each check's failures, and the same by verb (moving, bouncing).
 
 import argparse
 import json
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -45,7 +44,16 @@ import numpy as np
 from sora.data.moving_shapes import COLORS, DIRECTION_VECTORS, caption_verb, parse_caption
 from sora.data.video_io import read_video
 from sora.errors import SoraError, exit_on_user_error
-from sora.eval.probe import BRIGHT, TOUCH_PX, along_centres, cut_ends, find_bar, read_frames
+from sora.eval.probe import (
+    BRIGHT,
+    TOUCH_PX,
+    along_centres,
+    cut_ends,
+    find_bar,
+    print_scores,
+    read_frames,
+    read_prompt_file,
+)
 
 SIZE_RATIO = 1.25  # a window's size within [1/1.25, 1.25] of the first window's
 SPEED_RATIO = 1.75  # a window's speed within [1/1.75, 1.75] of the first window's
@@ -335,16 +343,10 @@ def main(argv=None):
                         "on (data.num_frames; default 8)")
     parser.add_argument("--json", action="store_true", help="print every video's windows too")
     args = parser.parse_args(argv)
-    if not Path(args.prompts).is_file():
-        raise SoraError(f"--prompts {args.prompts!r} is not a file")
+    prompts = read_prompt_file(args.prompts)
     if args.window < 2:
         raise SoraError(f"--window must be 2 frames or more, got {args.window}")
-    prompts = [line.strip() for line in Path(args.prompts).read_text().splitlines() if line.strip()]
-    result = score_drift_dir(args.video_dir, prompts, args.window)
-    if not args.json:
-        result.pop("videos")
-    json.dump(result, sys.stdout, indent=1)
-    print()
+    print_scores(score_drift_dir(args.video_dir, prompts, args.window), args.json)
 
 
 if __name__ == "__main__":

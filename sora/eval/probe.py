@@ -193,6 +193,22 @@ def score_dir(video_dir: str | Path, prompts: list[str]) -> dict:
     return score([read_video(p)[0] for p in paths], prompts)
 
 
+def read_prompt_file(path: str, option: str = "--prompts") -> list[str]:
+    """A command's prompt file, one prompt a line (blank lines skipped); a missing file is a user error naming
+    `option`."""
+    if not Path(path).is_file():
+        raise SoraError(f"{option} {path!r} is not a file")
+    return [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def print_scores(result: dict, every_video: bool) -> None:
+    """A score's JSON on stdout, its per-video rows ("videos") only with `every_video`."""
+    if not every_video:
+        result.pop("videos")
+    json.dump(result, sys.stdout, indent=1)
+    print()
+
+
 @exit_on_user_error
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -200,14 +216,7 @@ def main(argv=None):
     parser.add_argument("--prompts", required=True, help="the prompt file the videos were sampled from")
     parser.add_argument("--json", action="store_true", help="print every video's reading too")
     args = parser.parse_args(argv)
-    if not Path(args.prompts).is_file():
-        raise SoraError(f"--prompts {args.prompts!r} is not a file")
-    prompts = [line.strip() for line in Path(args.prompts).read_text().splitlines() if line.strip()]
-    result = score_dir(args.video_dir, prompts)
-    if not args.json:
-        result.pop("videos")
-    json.dump(result, sys.stdout, indent=1)
-    print()
+    print_scores(score_dir(args.video_dir, read_prompt_file(args.prompts)), args.json)
 
 
 if __name__ == "__main__":
