@@ -3,12 +3,16 @@
     python bench/long_video.py CKPT                                  # every row, 4 windows and 240 frames
     python bench/long_video.py CKPT --prompts P.txt --lengths 32,240 --context-noise 0.05 --history-guidance 1.5
     python bench/long_video.py CKPT --lengths 240 --rows window_by_window,all   # some rows only
+    python bench/long_video.py CKPT --first-frames                   # each video from its first frame as well
     python bench/long_video.py CKPT --memory-only                    # peak memory of 60 and 240 frames
 
 Rows (docs/SAMPLING.md#long-videos): `window_by_window` (every switch off: the sampler as it was), `all` (every
 switch the checkpoint was trained for on: latent context, context noise, history guidance, the rolling schedule),
 and `all - X` for each switch X (X off, the others on), so each part's effect is a number. A switch the checkpoint
-was not trained for is left out of every row, and said so. Every row streams its files (long.stream changes no
+was not trained for is left out of every row, and said so. With --first-frames each video is also given, as its
+first frame (sample.py's image=), a frame of the built-in dataset rendered for its prompt (colour, shape, the
+direction it starts in; seeded by the video's index), as the issue's "images of held-out combinations given as the
+first frame" asks; its rows' videos go to DIR/ROW/LENGTH-image. Every row streams its files (long.stream changes no
 frame: tests/test_forcing.py). Each row's videos (DIR/ROW/LENGTH/000.mp4, ...) are scored with the drift score
 (`sora.eval.drift.score_drift_dir`, per trained window) when it is importable; without it a row reports its time
 alone.
@@ -101,10 +105,37 @@ def prompts_of(bundle, args) -> list[str]:
     return prompts[: args.limit] if args.limit else prompts
 
 
+def first_frames(bundle, prompts: list[str], seed: int, height: int, width: int):
+    """n 3 h w in [-1, 1]: for each prompt, the first frame of a clip of the built-in dataset rendered for it (its
+    colour, shape and starting direction, as the checkpoint's data.moving_shapes draws them; seeded seed + i), at
+    the sampler's size as training resizes clips."""
+    import numpy as np
+    import torch
+
+    from sora.data.buckets import resize_crop
+    from sora.data.moving_shapes import caption_verb, parse_caption, render_long_clip
+    from sora.errors import SoraError
+
+    shapes = bundle.cfg.data.moving_shapes
+    if shapes is None:
+        raise SoraError("--first-frames renders the built-in dataset's frames: this checkpoint did not train on it "
+                        "(data.moving_shapes is null)")
+    frames = []
+    for i, prompt in enumerate(prompts):
+        parsed = parse_caption(prompt)
+        if parsed is None:
+            raise SoraError(f"--first-frames: prompt {i + 1} ({prompt!r}) is not a moving-shapes caption")
+        frame, _ = render_long_clip(*parsed, caption_verb(prompt) or "moving", np.random.default_rng(seed + i), 1,
+                                    shapes, bundle.cfg.data.frame_stride)  # 1 h w 3
+        frames.append(resize_crop(torch.from_numpy(frame), height, width)[:, 0])  # 3 h w
+    return torch.stack(frames)
+
+
 def sample_rows(args) -> list[dict]:
     from sora.config.schema import LongVideoConfig
     from sora.errors import SoraError
     from sora.inference.pipeline import generate_to_dir
+    from sora.inference.prompting import VisualPrompt, make_pieces
 
     try:
         from sora.eval.drift import score_drift_dir
@@ -114,6 +145,7 @@ def sample_rows(args) -> list[dict]:
     window = settings.window
     lengths = [int(n) for n in args.lengths.split(",")] if args.lengths else [4 * window, 240]
     prompts = prompts_of(bundle, args)
+    images = first_frames(bundle, prompts, args.seed, settings.height, settings.width) if args.first_frames else None
     on, skipped = switches_on(bundle, settings, args)
     for name, why in skipped.items():
         print(json.dumps({"switch": name, "left_out": why}), flush=True)
@@ -128,10 +160,17 @@ def sample_rows(args) -> list[dict]:
         long = LongVideoConfig(**values, stream=True)
         s = replace(settings, long=long, sampler="euler" if long.ar_step else settings.sampler)
         for n in lengths:
-            folder = Path(args.out) / row.replace(" ", "") / str(n)
+            folder = Path(args.out) / row.replace(" ", "") / (f"{n}-image" if images is not None else str(n))
+            sn, make = s.override(num_frames=n), None
+            if images is not None:  # batch_seed - seed is the batch's first video: its images
+                def make(batch, batch_seed, callback, sn=sn):
+                    start = batch_seed - args.seed
+                    visual = VisualPrompt("image", image=images[start : start + len(batch)])
+                    return make_pieces(bundle, batch, batch_seed, sn, visual, callback)
             t0 = time.perf_counter()
-            generate_to_dir(bundle, prompts, folder, args.seed, s.override(num_frames=n), batch_size=args.batch_size)
-            result = {"row": row, "num_frames": n, "videos": len(prompts), "long": values,
+            generate_to_dir(bundle, prompts, folder, args.seed, sn, batch_size=args.batch_size, make=make)
+            result = {"row": row, "num_frames": n, "first_frame": "image" if images is not None else "text",
+                      "videos": len(prompts), "long": values,
                       "seconds_per_video": round((time.perf_counter() - t0) / len(prompts), 3)}
             if score_drift_dir is not None:
                 scores = score_drift_dir(folder, prompts, window)
@@ -226,6 +265,8 @@ def run(argv=None) -> None:
     parser.add_argument("--ar-step", type=int, default=1, help="long.ar_step when on (1)")
     parser.add_argument("--rows", help="these rows only, comma-separated (default: every row), e.g. "
                         "'window_by_window,all'")
+    parser.add_argument("--first-frames", action="store_true",
+                        help="give each video a rendered first frame of its prompt's shape as well (image to video)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")

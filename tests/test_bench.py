@@ -145,3 +145,26 @@ def test_long_video_bench_rows_at_a_tiny_size(shapes_dir, tmp_path):
     bad = subprocess.run(some + ["--rows", "all-history_guidance"], capture_output=True, text=True, cwd=ROOT,
                          timeout=300, env={**os.environ, **ONE_THREAD})
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "--rows: 'all-history_guidance'" in bad.stderr
+    # --first-frames: each video starts from a frame rendered for its prompt (image to video), into LENGTH-image
+    done = subprocess.run(some + ["--rows", "window_by_window", "--first-frames"], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300, env={**os.environ, **ONE_THREAD})
+    assert done.returncode == 0, done.stderr[-2000:]
+    row = next(json.loads(line) for line in done.stdout.splitlines() if '"row"' in line)
+    assert row["first_frame"] == "image"
+    from sora.data.video_io import read_video
+    from sora.inference.bundle import ModelBundle
+
+    spec = importlib.util.spec_from_file_location("long_video_bench", ROOT / "bench" / "long_video.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bundle = ModelBundle.from_checkpoint(str(ckpt))
+    size = bundle.cfg.data.height, bundle.cfg.data.width
+    want = bench.first_frames(bundle, ["a red circle moving left"], 0, *size)[0]  # 3 h w in [-1, 1]
+    made = read_video(str(tmp_path / "some" / "window_by_window" / "8-image" / "000.mp4"))[0]  # t h w 3
+    got = torch.from_numpy(made[0]).permute(2, 0, 1).float() / 127.5 - 1
+    assert (want > 0.5).any(), "the rendered frame shows a shape"
+    assert (got - want).abs().mean() < 0.05, "the video's first frame is the rendered one (up to the mp4's loss)"
+    (tmp_path / "q.txt").write_text("a purple blob\n")
+    bad = subprocess.run(some + ["--first-frames", "--prompts", str(tmp_path / "q.txt")], capture_output=True,
+                         text=True, cwd=ROOT, timeout=300, env={**os.environ, **ONE_THREAD})
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "not a moving-shapes caption" in bad.stderr
