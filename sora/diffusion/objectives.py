@@ -102,10 +102,11 @@ KINDS = ("synchronous", "independent", "non_decreasing")  # FrameTimesteps' fiel
 class ObjectiveArgs(Settings):
     """`objective.*`: logit-normal timesteps (Esser et al. 2024, eq. 19) and what the network predicts."""
 
-    # The quick start's 0.75 moves the draws towards noise, where the layout and the motion are decided: at 1300
-    # steps held-out direction was 0.47 / 0.81 / 0.91 / 1.00 at means 0 / 0.5 / 0.75 / 1.0 (loss_t_floor=0.4), and
-    # shape 0.41 / 0.41 / 0.31 / 0.31 (docs/results/QUICK_START.md); 0 is SD3's.
-    logit_normal_mean: float = setting(0.75, unbounded=True)
+    # A mean above 0 moves the draws towards noise, where the layout and the motion are decided; below it, towards
+    # the data end, where the shape is. The quick start's 0.25 (width 128, 2560 steps, cfg 6): held-out direction /
+    # shape 1.00 / 0.53, against 0.97 / 0.59 at 0 (image direction 0.88) and 0.50 / 0.47 at -0.5
+    # (docs/results/QUICK_START.md, "Width 128 at the same cost"); 0 is SD3's.
+    logit_normal_mean: float = setting(0.25, unbounded=True)
     logit_normal_std: float = setting(1.0, gt=0)
     # The quick start's 2x8x8 patches hold 384 values a token, more than its DiT is wide: only the clean signal,
     # which lies on a low-dimensional manifold, fits through (JiT). Velocity suits patches narrower than the DiT.
