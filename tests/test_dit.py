@@ -285,7 +285,7 @@ def test_trailing_padding_changes_nothing(text):
 def test_dit_args_defaults_are_the_quick_starts_dit():
     """DiTArgs' defaults are what configs/train.yaml composes (dit: tiny, which states nothing of its own)."""
     assert OmegaConf.to_object(compose_config("train").dit) == DiTArgs()
-    assert (DiTArgs().hidden_size, DiTArgs().depth, DiTArgs().num_heads, DiTArgs().patch_size) == (256, 4, 4, [2, 8, 8])
+    assert (DiTArgs().hidden_size, DiTArgs().depth, DiTArgs().num_heads, DiTArgs().patch_size) == (128, 4, 4, [2, 8, 8])
 
 
 @pytest.mark.parametrize("kw,message", [
