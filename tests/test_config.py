@@ -69,6 +69,15 @@ def test_typed_rejects_stray_keys_in_saved_configs():
         typed({"dit": {"widht": 3}})
 
 
+def test_a_checkpoint_from_before_a_key_reads_the_value_it_trained_with():
+    """A checkpoint's config lacks keys added since; it trained with their values then, not today's defaults."""
+    saved = OmegaConf.to_container(compose_config("train"), resolve=True)
+    del saved["dit"]["head_mlp_width"], saved["objective"]["prediction"]
+    old = typed(saved, from_checkpoint=True)
+    assert old.dit.head_mlp_width == 0 and old.objective.prediction.value == "velocity"  # a linear head; velocity
+    assert typed(saved).dit.head_mlp_width == compose_config("train").dit.head_mlp_width  # a new run: the default
+
+
 @pytest.mark.parametrize("override, message", [
     ("dit.depth=0", "dit.depth must be >= 1, got 0"),
     ("dit.num_heads=0", "dit.num_heads must be >= 1, got 0"),

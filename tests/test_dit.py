@@ -31,6 +31,23 @@ def test_tiny_output_shape_and_zero_init():
     assert out.abs().max() == 0  # adaLN-Zero: zeroed output layer predicts exactly 0 at init
 
 
+def test_head_mlp_predicts_zero_at_init_and_is_not_linear_in_the_tokens():
+    model = build("tiny", head_mlp_width=64)
+    x, t, ctx, mask = inputs()
+    cond = Conditioning(ctx, mask)
+    assert model(x, t, cond).abs().max() == 0  # its output layer is zeroed as the linear head's is
+    torch.nn.init.normal_(model.final.linear.weight, std=0.1)
+    head, norm_out = model.final, torch.randn(3, 1, model.args.hidden_size)
+
+    def patches(tokens):  # the head alone, with zero modulation: b n hidden -> b n patch_dim
+        return head.linear(head.hidden(tokens))
+
+    assert head.hidden is not None and head.linear.in_features == 64
+    assert not torch.allclose(patches(2 * norm_out) - patches(torch.zeros_like(norm_out)),
+                              2 * (patches(norm_out) - patches(torch.zeros_like(norm_out))), atol=1e-4)
+    assert model(x, t, cond).shape == x.shape
+
+
 @pytest.mark.parametrize("preset", ["S", "B", "L", "XL", "XL128", "1.6B", "3B"])
 def test_presets_shapes(preset):
     # Built on the meta device: shapes and parameter counts without allocating hundreds of MB.
@@ -420,7 +437,8 @@ def test_earlier_state_dicts_load_and_give_the_earlier_outputs(variant):
     forward with given frames, forward_packed and forward_packed with given frames (`same_output`)."""
     ref = torch.load(REFERENCE, weights_only=True)
     want, i = ref["variants"][variant], ref["inputs"]
-    settings = dict(hidden_size=32, depth=2, num_heads=2, patch_size=[1, 2, 2]) | REFERENCE_VARIANTS[variant]
+    settings = dict(hidden_size=32, depth=2, num_heads=2, patch_size=[1, 2, 2], head_mlp_width=0)
+    settings |= REFERENCE_VARIANTS[variant]
     model = DiT(3, 16, DiTArgs(**settings)).eval()
     assert [(k, tuple(v.shape)) for k, v in model.state_dict().items()] == list(want["shapes"].items())
     model.load_state_dict(seeded_state(want["shapes"]), strict=True)

@@ -9,11 +9,12 @@ from sora.models.dit import DiT, DiTArgs
 from sora.models.flops import dit_forward_flops, dit_train_flops, mfu
 
 
-@pytest.mark.parametrize("layout,text", [("full", "cross"), ("factorized", "cross"), ("full", "joint")])
-def test_forward_flops_match_torch_counter(layout, text):
+@pytest.mark.parametrize("layout,text,head", [("full", "cross", 0), ("factorized", "cross", 0), ("full", "joint", 0),
+                                              ("full", "cross", 96)])
+def test_forward_flops_match_torch_counter(layout, text, head):
     # attention_backend=math: the counter does not see SDPA's fused CPU kernel
     model = DiT(4, 24, DiTArgs(hidden_size=64, depth=2, num_heads=4, patch_size=[1, 2, 2], attention_layout=layout,
-                               text_conditioning=text, attention_backend="math"))
+                               text_conditioning=text, attention_backend="math", head_mlp_width=head))
     b, grid, m = 2, (3, 4, 6), 7
     x = torch.randn(b, 4, grid[0], grid[1] * 2, grid[2] * 2)
     with FlopCounterMode(display=False) as counter, torch.no_grad():

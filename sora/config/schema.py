@@ -409,6 +409,7 @@ class EvalConfig(Settings):
 # are the quick start's). These are those values, merged under a checkpoint's config before it is read.
 CHECKPOINT_FALLBACKS = {
     "objective": {"prediction": "velocity"},  # before x0 prediction existed
+    "dit": {"head_mlp_width": 0},  # before the MLP head: a linear one
     "conditioning": {"modes": {"none": 1.0, "first": 0.0, "first_k": 0.0, "last_k": 0.0, "first_last": 0.0,
                                "keyframes": 0.0}},  # before frame conditioning: text to video only
 }

@@ -103,9 +103,10 @@ class ObjectiveArgs(Settings):
     """`objective.*`: logit-normal timesteps (Esser et al. 2024, eq. 19) and what the network predicts."""
 
     # A mean above 0 moves the draws towards noise, where the layout and the motion are decided; below it, towards
-    # the data end, where the shape is. The quick start's 0.25 (width 128, 2560 steps, cfg 6): held-out direction /
-    # shape 1.00 / 0.53, against 0.97 / 0.59 at 0 (image direction 0.88); at -0.5 (cfg 10) direction fell to 0.50
-    # (docs/results/QUICK_START.md, "Width 128 at the same cost"); 0 is SD3's.
+    # the data end, where the shape is. The quick start's 0.25 (width 128, 2560 steps, cfg 6, linear head): held-out
+    # direction / shape 1.00 / 0.53, against 0.97 / 0.59 at 0 (image direction 0.88); at -0.5 (cfg 10) direction
+    # fell to 0.50 (docs/results/QUICK_START.md, "Width 128 at the same cost"). With the MLP head (cfg 6), 0.5
+    # gave shape 0.50 against 0.66 ("An MLP head"). 0 is SD3's.
     logit_normal_mean: float = setting(0.25, unbounded=True)
     logit_normal_std: float = setting(1.0, gt=0)
     # The quick start's 2x8x8 patches hold 384 values a token, more than its DiT is wide: only the clean signal,

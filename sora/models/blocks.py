@@ -194,14 +194,17 @@ BLOCKS: dict[tuple[AttentionLayout, TextConditioning], type[Block]] = {
 
 
 class FinalLayer(nn.Module):
-    """adaLN-modulated norm, then the linear map back to patches. The (shift, scale) come from the layer's own adaLN
-    map of c, or (final_modulation=table: PixArt-alpha's T2IFinalLayer, Wan's head) from a learned table added to
-    c itself, the raw time embedding."""
+    """adaLN-modulated norm, then the linear map back to patches (through a GELU layer `hidden_width` wide first,
+    if > 0: dit.head_mlp_width). The (shift, scale) come from the layer's own adaLN map of c, or
+    (final_modulation=table: PixArt-alpha's T2IFinalLayer, Wan's head) from a learned table added to c itself, the
+    raw time embedding."""
 
-    def __init__(self, dim: int, out_dim: int, modulation: FinalModulation = FinalModulation.adaln):
+    def __init__(self, dim: int, out_dim: int, modulation: FinalModulation = FinalModulation.adaln,
+                 hidden_width: int = 0):
         super().__init__()
         self.norm = _norm(dim)
-        self.linear = nn.Linear(dim, out_dim)
+        self.hidden = nn.Sequential(nn.Linear(dim, hidden_width), nn.GELU(approximate="tanh")) if hidden_width else None
+        self.linear = nn.Linear(hidden_width or dim, out_dim)
         self.table = modulation == FinalModulation.table
         if self.table:
             self.modulation_table = nn.Parameter(torch.zeros(2 * dim))
@@ -214,4 +217,7 @@ class FinalLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, adaln: AdaLNConditioning) -> torch.Tensor:
         (step,) = adaln.modulations(self.modulation, 2)
-        return self.linear(step.modulate(self.norm, x))  # b n out_dim
+        x = step.modulate(self.norm, x)  # b n dim
+        if self.hidden is not None:
+            x = self.hidden(x)  # b n hidden_width
+        return self.linear(x)  # b n out_dim

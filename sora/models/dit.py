@@ -110,7 +110,7 @@ class DiT(nn.Module):
         self.blocks = nn.ModuleList([block(args) for _ in range(args.depth)])
         # adaLN-single: the map every block shares (each adds its own table to it)
         self.adaLN_single = AdaLN(d, block.n_mod) if args.modulation == Modulation.single else None
-        self.final = FinalLayer(d, patch_dim, args.final_modulation)
+        self.final = FinalLayer(d, patch_dim, args.final_modulation, args.head_mlp_width)
         self.sequence_split = WholeSequence()
         self.initialize_weights()
 

@@ -48,7 +48,9 @@ def dit_forward_flops(model, grid: tuple[int, int, int], text_len: int, batch_si
     if model.pool_embed is not None:
         embed += 2 * d * d
     final_map = 0 if model.final.table else 2 * d * 2 * d  # final_modulation=table: an add, no matmul
-    final = 2 * n * d * patch_dim + final_map + (adaln if single else 0)
+    head_in = model.final.linear.in_features  # d, or dit.head_mlp_width after its hidden layer
+    head_hidden = 2 * n * d * head_in if model.final.hidden is not None else 0
+    final = head_hidden + 2 * n * head_in * patch_dim + final_map + (adaln if single else 0)
     return float(batch_size * (len(model.blocks) * per_block + embed + final))
 
 

@@ -301,7 +301,7 @@ def wan_dit_args(config: dict, base: DiTArgs | None = None, where: str = "dit.in
                    qk_norm=bool(config["qk_norm"]), qk_norm_scope=QKNormScope.all_heads, rope_theta=10000.0,
                    pooled_text=False, attention_layout="full", text_conditioning="cross",
                    modulation=Modulation.single, final_modulation=FinalModulation.table,
-                   text_len=config["text_len"], fp32_residual=True)
+                   text_len=config["text_len"], fp32_residual=True, head_mlp_width=0)
 
 
 def check_shapes(ck: WanCheckpoint, state: dict, expected: dict) -> None:
