@@ -113,11 +113,29 @@ def test_every_metric_end_to_end_from_local_weights(trained_run, tmp_path):
     assert json.loads(again.read_text())["val"] == r["val"]
 
 
+def test_modes_and_a_guidance_override_reach_the_videos(trained_run, tmp_path):
+    """metrics=[modes] scores each prompting mode as the end of a run does; cfg= changes the videos it scores."""
+    ckpt, first = trained_run / "checkpoints" / "last.ckpt", {}
+    for cfg in (1.0, 3.0):
+        out = tmp_path / f"cfg{cfg}.json"
+        proc = eval_in_process(f"ckpt={ckpt}", f"out={out}", "metrics=[modes]", "steps=2", f"cfg={cfg}")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        r = json.loads(out.read_text())
+        assert r["sampling"]["cfg"] == cfg and r["sampling"]["steps"] == 2
+        assert {"image", "forward", "backward", "long", "loop", "connect"} <= set(r["modes"])
+        assert 0 <= r["modes"]["image"]["direction_acc"] <= 1 and r["modes"]["image"]["n"] > 0
+        first[cfg] = (tmp_path / f"cfg{cfg}" / "modes" / "image" / "000.mp4").read_bytes()
+    assert first[1.0] != first[3.0]
+
+
 def test_missing_weights_and_unknown_metric_fail_in_one_line(trained_run, tmp_path):
     ckpt = trained_run / "checkpoints" / "last.ckpt"
     for args, message in ((["metrics=[fvd]", "fvd.i3d=/nope.pt"], "fvd.i3d='/nope.pt' is not a file"),
                           (["metrics=[clip]"], "clip.path=None is not a directory"),
                           (["metrics=[fid]"], "'fid' is not a metric"),
-                          (["fvd.num_frames=0"], "fvd.num_frames must be >= 1, got 0")):
+                          (["fvd.num_frames=0"], "fvd.num_frames must be >= 1, got 0"),
+                          (["cfg=-1"], "cfg must be >= 0, got -1"),
+                          (["metrics=[modes]", "data.eval_shards=/nope/test-*.tar"],
+                           "data.eval_shards='/nope/test-*.tar' matches no file")):
         proc = eval_in_process(f"ckpt={ckpt}", f"out={tmp_path}/x.json", *args)
         assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]

@@ -391,6 +391,7 @@ class EvalConfig(Settings):
     seed: int = setting(0, unbounded=True)
     batch_size: int = setting(8, ge=1)  # videos generated at once
     steps: Optional[int] = setting(None, ge=1)  # sampler steps of generated videos (null: the checkpoint's)
+    cfg: Optional[float] = setting(None, ge=0)  # guidance scale of generated videos (null: the checkpoint's)
     recon_clips: int = setting(32, ge=1)  # recon: held-out clips through the VAE
     # recon: LPIPS's VGG16 weights (as task.lpips_backbone: docs/VAE.md); null: PSNR and SSIM only.
     lpips: Optional[str] = None

@@ -7,7 +7,8 @@
 - `fvd`: StyleGAN-V's protocol (sora/eval/fvd.py) against the held-out clips, generated from their captions;
 - `clip`: CLIP score and CLIPSIM of videos of data.eval_prompts (sora/eval/clip_score.py);
 - `recon`: the VAE's reconstruction PSNR and SSIM on held-out clips (sora/eval/metrics.py);
-- `probe`: the moving-shapes probe on held-out and training prompts (sora/eval/probe.py).
+- `probe`: the moving-shapes probe on held-out and training prompts (sora/eval/probe.py);
+- `modes`: each prompting mode on held-out clips, as the end of a run scores them (sora/eval/modes.py).
 Each metric states the weights it used; nothing is downloaded.
 """
 
@@ -28,7 +29,7 @@ from sora.inference.pipeline import SampleSettings, generate_long
 
 log = logging.getLogger(__name__)
 
-METRICS = ("val_loss", "fvd", "clip", "recon", "probe")
+METRICS = ("val_loss", "fvd", "clip", "recon", "probe", "modes")
 
 # ---------------------------------------------------------------------------------------------------------------
 # Held-out clips
@@ -158,6 +159,15 @@ def probe(bundle, cfg, ecfg, settings: SampleSettings, out_dir: Path) -> dict:
     return {**scores, "videos": str(out_dir), "detector": "sora.eval.probe (hand-written, no weights)"}
 
 
+def modes(bundle, cfg, settings: SampleSettings, out_dir: Path) -> dict:
+    from sora.eval.end_of_run import probe_modes
+
+    scores = probe_modes(bundle, cfg.data, out_dir, settings)
+    if scores is None:  # the held-out clips' captions are not moving-shapes captions (checked shards exist)
+        raise SoraError(f"modes: data.eval_shards={cfg.data.eval_shards!r} holds no moving-shapes clips to score")
+    return {**scores, "videos": str(out_dir), "detector": "sora.eval.probe (hand-written, no weights)"}
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The whole evaluation
 # ---------------------------------------------------------------------------------------------------------------
@@ -180,6 +190,15 @@ def check_evaluation(bundle, cfg, ecfg, settings: SampleSettings) -> None:
                         "CLIPModel saved with save_pretrained at a local path")
     if "recon" in ecfg.metrics and ecfg.lpips and not Path(ecfg.lpips).is_file():
         raise SoraError(f"lpips={ecfg.lpips!r} is not a file (LPIPS's VGG16 weights; null: PSNR and SSIM only)")
+    if "modes" in ecfg.metrics:
+        from sora.diffusion.frame_modes import gives_frames
+
+        if not gives_frames(cfg.conditioning.modes):
+            raise SoraError(f"metrics: modes scores a model given frames, but {ecfg.ckpt} was trained on text alone "
+                            "(conditioning.modes)")
+        if not cfg.data.eval_shards:
+            raise SoraError("data.eval_shards is not set: modes prompts the model with held-out clips")
+        expand_shards(cfg.data.eval_shards, "data.eval_shards")
     if {"clip", "probe"} & set(ecfg.metrics):
         for key in ("eval_prompts", "train_prompts"):
             path = cfg.data[key]
@@ -197,10 +216,11 @@ def evaluate(bundle, ecfg, device, step: int | None = None) -> dict:
     cfg = bundle.cfg.copy()
     overrides = {k: v for k, v in OmegaConf.to_container(ecfg.data).items() if v is not None}
     cfg.data = OmegaConf.merge(cfg.data, overrides)
-    settings = SampleSettings.of(cfg).override(steps=ecfg.steps)
+    settings = SampleSettings.of(cfg).override(steps=ecfg.steps, cfg=ecfg.cfg)
     check_evaluation(bundle, cfg, ecfg, settings)
     weights = f"{ecfg.ckpt} ({bundle.weights} weights)"
-    result = {"ckpt": str(ecfg.ckpt), "weights": bundle.weights, "step": step}
+    result = {"ckpt": str(ecfg.ckpt), "weights": bundle.weights, "step": step,
+              "sampling": {"sampler": settings.sampler, "steps": settings.steps, "cfg": settings.cfg}}
     vl = val_loss(bundle, cfg)
     result["val_loss"], result["val"] = vl["loss"], {**vl, "model": weights}
     log.info("val_loss %.5f (%d clips)", vl["loss"], vl["num_clips"])
@@ -214,6 +234,8 @@ def evaluate(bundle, ecfg, device, step: int | None = None) -> dict:
             value = clip(bundle, cfg, ecfg, settings, device)
         elif name == "recon":
             value = recon(bundle, cfg, ecfg, device)
+        elif name == "modes":
+            value = modes(bundle, cfg, settings, out_dir / "modes")
         else:
             value = probe(bundle, cfg, ecfg, settings, out_dir / "probe")
         result[name] = {**value, "generator": weights} if name != "recon" else value  # the videos' model

@@ -71,10 +71,11 @@ class DiTArgs(Settings):
     mlp_width: int = setting(0, ge=0)
     final_modulation: FinalModulation = FinalModulation.adaln
     # 0: the final layer maps each token to its patch with one linear map (DiT; the presets). > 0: through a GELU
-    # layer this wide first, so a token's patch need not lie in a linear subspace as wide as the model. The quick
-    # start's 2x8x8x3 = 384 values a patch are more than its width of 128: with a 512-wide head its validation loss
-    # fell from 0.125 to 0.095 and held-out shape rose from 0.53 to 0.66 in two seeds, at about 10% more time a
-    # step (docs/results/QUICK_START.md, "An MLP head").
+    # layer this wide first, so a token's patch need not lie in a linear subspace as wide as the model (PixNerd,
+    # Wang et al. 2025, puts a per-patch neural field there for pixel-space patches). The quick start's patches hold
+    # 2x8x8x3 = 384 values at width 128: with a 512-wide head its validation loss fell from 0.125 to 0.095 and
+    # held-out shape rose from 0.53 to 0.66 in two seeds, for about 10% more time a step
+    # (docs/results/QUICK_START.md, "An MLP head").
     head_mlp_width: int = setting(512, ge=0)
     # 0: padded caption tokens are masked out of cross-attention. > 0: captions are zeroed past their length and
     # padded to this many tokens, all of them attended (Wan's 512: its text embedding of a zero vector is a bias,
