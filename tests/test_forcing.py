@@ -110,7 +110,9 @@ def test_the_loss_with_equal_per_frame_timesteps_is_todays(prediction):
         for flow in (RectifiedFlow(args), EqualFrames(args)):
             torch.manual_seed(5)
             losses.append(flow.loss(model, x0, c))
-        assert torch.equal(*losses)
+        # Equal up to float rounding: the two paths map their adaLN rows in batches of another size, and on two
+        # threads a matmul may then sum in another order (2e-7 of a loss of 2.0 with the MLP head, velocity).
+        torch.testing.assert_close(*losses, rtol=1e-6, atol=0)
     pack = [x0[0], x0[1, :, :2]]
     losses = []
     for flow in (RectifiedFlow(args), EqualFrames(args)):
