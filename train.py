@@ -157,6 +157,7 @@ def train(cfg, run_dir: Path) -> dict:
     from sora.training.datamodule import ClipDataModule
     from sora.training.resilience import (
         NonFiniteError,
+        check_resume_fits,
         find_resume_checkpoint,
         run_record,
     )
@@ -169,11 +170,14 @@ def train(cfg, run_dir: Path) -> dict:
     ckpt_dir, last = run_dir / "checkpoints", run_dir / "checkpoints" / "last.ckpt"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     prepare_data(cfg)  # every path the run reads, resolved and checked
-    OmegaConf.save(cfg, ckpt_dir / "config.yaml", resolve=True)  # beside the checkpoints it describes
     lightning.seed_everything(cfg.train.seed, workers=True, verbose=False)
 
     task = TASKS[cfg.task.kind.value].from_config(cfg)  # buckets checked against the VAE and the data first
     log.info(task.describe())
+    resume = find_resume_checkpoint(ckpt_dir)
+    if resume:  # before config.yaml is rewritten: a run resumed with other settings keeps its record
+        check_resume_fits(resume, task, cfg)
+    OmegaConf.save(cfg, ckpt_dir / "config.yaml", resolve=True)  # beside the checkpoints it describes
     buckets = BucketSet.from_config(cfg.data, task.geometry)  # per-bucket batch sizes from the token budget
     if cfg.train.dry_run:
         from sora.training.dry_run import dry_run
@@ -186,7 +190,6 @@ def train(cfg, run_dir: Path) -> dict:
     trainer = make_trainer(cfg, run_dir, run_callbacks(cfg, task, run_dir, buckets))
     if trainer.is_global_zero:
         (run_dir / "run.json").write_text(json.dumps(task.run_record, indent=1))  # commit, versions, command, host
-    resume = find_resume_checkpoint(ckpt_dir)
     if resume:
         log.info("resuming from %s", resume)
     task.check_before_training()

@@ -105,6 +105,20 @@ def test_an_unsafe_last_checkpoint_is_refused_in_one_line_and_the_run_falls_back
     assert torch.load(ckpts / "last.ckpt", weights_only=True)["global_step"] == 5
 
 
+def test_a_run_resumed_with_another_model_is_refused_in_one_line_naming_the_setting(shapes_dir, tmp_path):
+    """A run started before a default changed (here the head) and rerun as it was: one line naming the setting its
+    run had, its config.yaml kept; given that setting again, it resumes."""
+    run = tmp_path / "run"
+    args = [*shrunk_overrides(shapes_dir, run), "train.final_samples=false", "train.sample_every_n_steps=0"]
+    ok(train_in_process(*args, "dit.head_mlp_width=0", "train.max_steps=2"))
+    proc = train_in_process(*args, "train.max_steps=3")  # today's default head
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert "cannot resume from" in proc.stderr and "dit.head_mlp_width=0 (now 512)" in proc.stderr
+    assert "head_mlp_width: 0" in (run / "checkpoints" / "config.yaml").read_text()  # the run's record is kept
+    proc = ok(train_in_process(*args, "dit.head_mlp_width=0", "train.max_steps=3"))
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
+
+
 def test_nonfinite_guard_skips_then_stops():
     guard = NonFiniteGuard(3)
     assert guard.check("loss", True, 0)
