@@ -46,6 +46,7 @@ def build(name: str, width: int, depth: int, heads: int, grid, text_len: int, te
         from sora.models.dit import DiT, DiTArgs
 
         model = DiT(16, text_dim, DiTArgs(hidden_size=width, depth=depth, num_heads=heads, patch_size=[1, 2, 2],
+                                          head_mlp_width=0,  # a linear head, as the rows recorded and the peers
                                           text_conditioning="joint" if name == "ours_joint" else "cross",
                                           checkpoint_fraction=ckpt_fraction, attention_backend=backend,
                                           modulation=modulation if name == "ours_cross" else "per_block"))
@@ -154,7 +155,7 @@ def run_row(a) -> dict:
     with torch.device("meta"):
         text = "joint" if a.row in ("ours_joint", "cogvideox") else "cross"
         ref = DiT(16, a.text_dim, DiTArgs(hidden_size=width, depth=depth, num_heads=heads, patch_size=[1, 2, 2],
-                                          text_conditioning=text))
+                                          text_conditioning=text, head_mlp_width=0))
     flops = dit_train_flops(ref, tuple(a.grid), a.text_len, a.batch_size)
     value = mfu(flops, seconds, device_peak_flops(device))
     built_heads = model.config.num_attention_heads if hasattr(model, "config") else model.blocks[0].attn.num_heads

@@ -353,7 +353,7 @@ def wan_config(dit) -> dict:
     """The original config.json of our DiT; a SoraError naming the setting our DiT has and Wan has not."""
     a = dit.args
     want = dict(modulation="single", final_modulation="table", qk_norm_scope="all_heads", pooled_text=False,
-                attention_layout="full", text_conditioning="cross", rope_theta=10000.0)
+                attention_layout="full", text_conditioning="cross", rope_theta=10000.0, head_mlp_width=0)
     for key, value in want.items():
         if getattr(a, key) != value:
             raise SoraError(f"dit.{key}={getattr(a, key)}: Wan2.1 has {key}={value}; this DiT cannot be written as "

@@ -111,7 +111,7 @@ def wan_sized_dit(name: str):
 
     width, ffn, heads, depth = WAN_SIZES[name]
     args = DiTArgs(hidden_size=width, depth=depth, num_heads=heads, mlp_ratio=ffn / width, patch_size=[1, 2, 2],
-                   modulation="single", pooled_text=False)
+                   modulation="single", pooled_text=False, head_mlp_width=0)  # Wan's head is linear
     with torch.device("meta"):
         return DiT(16, 4096, args)
 
