@@ -133,10 +133,10 @@ class SamplerArgs(Settings):
 
     name: str = setting("euler", choices=lambda: SAMPLERS)
     steps: int = setting(25, ge=1)
-    # Classifier-free guidance scale (1: none). Strong guidance for a small, briefly trained model; the quick start's
-    # 4: stronger guidance draws the shapes with speckled fringes that blur square and circle. With the MLP head, at
-    # 4 / 6 held-out shape read 0.66 / 0.66 and 0.72 / 0.66 in two seeds, and seed 0's forward seams 1.7 / 2.1x
-    # (docs/results/QUICK_START.md, "An MLP head").
+    # Classifier-free guidance scale (1: none). Strong guidance for a small, briefly trained model, but not too strong:
+    # at 10 the shapes came out with speckled fringes that blur square and circle. The quick start's 4: with the MLP
+    # head, at 4 / 6 held-out shape read 0.66 / 0.66 and 0.72 / 0.66 in two seeds, and seed 0's forward seams were
+    # 1.7x / 2.1x the clip's step (docs/results/QUICK_START.md, "An MLP head").
     cfg: float = setting(4.0, ge=0)
     schedule: str = setting("uniform", choices=lambda: SCHEDULES)  # or shifted (SD3 eq. 23)
     shift: float = setting(3.0, gt=0)  # schedule=shifted: t' = shift t / (1 + (shift - 1) t); SD3 uses 3 at 1024^2
