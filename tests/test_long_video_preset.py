@@ -8,24 +8,15 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from sora.config.schema import flat_keys
 from tests.conftest import compose_config, shrunk_overrides, train_in_process
 
 PRESET = "+experiment=long_video"
 
 
-def flat(cfg, prefix: str = "") -> dict:
-    out = {}
-    for key, value in cfg.items():
-        if isinstance(value, dict):
-            out.update(flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def test_the_preset_changes_only_the_long_video_settings():
-    quick = flat(OmegaConf.to_container(compose_config("train"), resolve=True))
-    long = flat(OmegaConf.to_container(compose_config("train", [PRESET]), resolve=True))
+    quick = flat_keys(OmegaConf.to_container(compose_config("train"), resolve=True))
+    long = flat_keys(OmegaConf.to_container(compose_config("train", [PRESET]), resolve=True))
     changed = {k for k in quick.keys() | long.keys() if quick.get(k) != long.get(k)}
     assert changed == {
         "data.shards", "data.moving_shapes.root", "data.moving_shapes.bouncing_share",

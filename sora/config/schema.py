@@ -416,6 +416,17 @@ CHECKPOINT_FALLBACKS = {
 }
 
 
+def flat_keys(tree: dict, prefix: str = "") -> dict:
+    """A plain nested dict -> one level of dotted keys: {"dit": {"depth": 4}} -> {"dit.depth": 4}."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(flat_keys(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def to_plain(cfg) -> dict:
     """A (structured) config -> plain dict of str/int/float/bool/list/None, safe for weights_only loading."""
     return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)

@@ -155,22 +155,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         os.replace(tmp, path)
 
 
-def _flat(tree: dict, prefix: str = "") -> dict:
-    """{"a": {"b": 1}} -> {"a.b": 1}."""
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def check_resume_fits(path: Path, module, cfg) -> None:
     """The resume checkpoint holds the weights of the model this command builds; else one line naming the settings
     its run had that this command does not (a setting given then and not now, or a default changed since), before
     the run's config.yaml is rewritten and before Lightning would stop on the state dict."""
-    from sora.config.schema import to_plain, typed
+    from sora.config.schema import flat_keys, to_plain, typed
     from sora.inference.checkpoint import load_checkpoint, upgrade
 
     ckpt = upgrade(load_checkpoint(path))  # memory-mapped: only the shapes are read; format-1 names renamed
@@ -179,8 +168,8 @@ def check_resume_fits(path: Path, module, cfg) -> None:
     misfit = sorted(k for k in saved if k not in own or tuple(own[k].shape) != tuple(saved[k].shape))
     if not misfit:
         return
-    was = _flat(to_plain(typed(ckpt["sora_config"], from_checkpoint=True))) if "sora_config" in ckpt else {}
-    now = _flat(to_plain(cfg))
+    was = flat_keys(to_plain(typed(ckpt["sora_config"], from_checkpoint=True))) if "sora_config" in ckpt else {}
+    now = flat_keys(to_plain(cfg))
     model_keys = [k for k in sorted(was) if k.split(".")[0] in ("dit", "vae", "text", "task") and
                   was[k] != now.get(k)]
     differ = ", ".join(f"{k}={was[k]!r} (now {now.get(k)!r})" for k in model_keys[:3]) or "no setting we can name"
