@@ -135,8 +135,8 @@ def test_a_wrong_turn_fails(verb):
     # the same turn at the edge is a bounce: right for a bouncing prompt, wrong for a moving one
     edge = failures(turned_track(verb_ok_at_edge=True), f"a red square {verb} right")
     assert (edge == [[]] * 4) == (verb == "bouncing"), edge
-    # and a shape that starts the other way fails from its first window
-    assert "turns" in failures(mid, f"a red square {verb} left")[0]
+    # and a shape that starts the other way fails its first window on the way it starts
+    assert "start" in failures(mid, f"a red square {verb} left")[0]
 
 
 @pytest.mark.parametrize("verb", VERBS)

@@ -20,9 +20,10 @@ Each window passes when every check passes:
   speed     the centre's path along the prompt's axis a frame is within SPEED_RATIO of the first window's;
   axis      the centre across the prompt's axis stays within AXIS_SHARE of the frame of where it was in the
             first window (the motion is on the prompt's axis);
-  turns     along the axis it first goes the prompt's way; a moving shape never turns; a bouncing one turns only
-            where its box reaches, within EDGE_SHARE of the frame, the edge it was moving towards. Turns are read
-            with hysteresis (a retreat of TURN_PX from the furthest point so far), so jitter is not a turn.
+  start     along the axis it first goes the prompt's way (a failure of the window it is first seen in);
+  turns     a moving shape never turns; a bouncing one turns only where its box reaches, within EDGE_SHARE of the
+            frame, the edge it was moving towards. Turns are read with hysteresis (a retreat of TURN_PX from the
+            furthest point so far), so jitter is not a turn.
 
 After an occlusion the shape must come back as it went in: its colour, shape and size are checked in every window
 against the prompt and the first window. The centre along the axis is taken from the box's far end where the
@@ -70,7 +71,7 @@ SLIVER = 0.05  # a shape showing under this share of its most pixels in any fram
 # overlap where a 32-pixel shape is ambiguous, so a shape fails only when it is plainly not the prompt's.
 SHAPE_BANDS = {"square": ((0.82, 1.0), (0.40, 1.0)), "circle": ((0.62, 0.92), (0.35, 1.0)),
                "triangle": ((0.0, 0.88), (0.0, 0.42))}
-CHECKS = ("visible", "colour", "shape", "size", "speed", "axis", "turns")
+CHECKS = ("visible", "colour", "shape", "size", "speed", "axis", "start", "turns")
 
 # ---------------------------------------------------------------------------------------------------------------
 # One video
@@ -176,7 +177,7 @@ def drift_video(frames: np.ndarray, prompt: str, window: int) -> dict:
         failed[min(frame // window, len(windows) - 1)].add(check)
 
     if start and start != way:
-        fail(int(measured[0]), "turns")
+        fail(int(measured[0]), "start")
     for frame, far, sign in found:
         end = far + sign * extent / 2  # the box's end on the side it was moving towards
         at_edge = end >= size_px - EDGE_SHARE * size_px if sign > 0 else end <= EDGE_SHARE * size_px
