@@ -403,6 +403,40 @@ def test_bouncing_shapes_reflect_exactly_at_the_edges():
         assert 2 <= first_bounce <= 15  # within the first num_frames frames: training crops hold a bounce
 
 
+def bouncing_crop_shares(num_frames: int, n: int = 2000) -> tuple[float, float, float]:
+    """Of n training crops (8 frames at stride 2, picked as decode picks them) of bouncing clips num_frames long:
+    the share whose first move of a pixel goes the caption's way, the share whose first two steps go against it
+    (a crop that starts after the bounce), and the share that holds a bounce."""
+    import numpy as np
+
+    from sora.data.decode import _pick, frame_times
+    from sora.data.moving_shapes import MovingShapesArgs, bouncing_track, speed_px
+
+    cfg, rng, crop_rng = MovingShapesArgs(), np.random.default_rng(0), random.Random(0)
+    times_s = np.arange(num_frames) / cfg.fps
+    caption_way = after = bounced = 0
+    for _ in range(n):
+        track = bouncing_track("right", rng, num_frames, cfg.size_px, speed_px(cfg.size_px, cfg.num_frames),
+                               cfg.num_frames - 1)
+        x = track.centers[_pick(times_s, frame_times(8, 2, cfg.fps, num_frames / cfg.fps, crop_rng)), 0]  # 8
+        steps = np.diff(x)
+        caption_way += next((v > 0 for v in x[1:] - x[0] if abs(v) >= 1), False)
+        after += steps[0] < 0 and steps[1] < 0
+        bounced += bool(np.any(steps[1:] * steps[:-1] < 0))
+    return caption_way / n, after / n, bounced / n
+
+
+def test_most_bouncing_crops_start_the_way_their_caption_says():
+    """The caption names the way a bouncing clip starts; a model prompted with text alone draws what its crops
+    showed, so most crops must start that way, most hold a bounce, and some start after one (a later window's
+    history). The clip length that was there before (24 frames) fails: 72% start the caption's way."""
+    from sora.data.moving_shapes import MovingShapesArgs
+
+    caption_way, after, bounced = bouncing_crop_shares(MovingShapesArgs().bouncing_num_frames)
+    assert caption_way >= 0.85 and bounced >= 0.8 and 0.03 <= after <= 0.15
+    assert bouncing_crop_shares(24)[0] < 0.8
+
+
 def test_an_occluder_needs_bouncing_clips():
     from sora.data.moving_shapes import MovingShapesArgs
 

@@ -22,11 +22,7 @@ def test_the_preset_changes_only_the_long_video_settings():
         "data.shards", "data.moving_shapes.root", "data.moving_shapes.bouncing_share",
         "data.moving_shapes.occluder_share", "text.vocab", "objective.frame_timesteps.synchronous",
         "objective.frame_timesteps.independent", "objective.frame_timesteps.non_decreasing",
-        "objective.history_noise", "train.max_steps", "train.final_drift",
-        "dit.hidden_size", "dit.head_mlp_width", "objective.logit_normal_mean", "sampler.cfg"}
-    # the settings docs/results/LONG_VIDEO.md was measured with, kept when the quick start moved on (2403d12 and after)
-    assert (long["dit.hidden_size"], long["dit.head_mlp_width"], long["objective.logit_normal_mean"],
-            long["sampler.cfg"]) == (256, 0, 0.75, 10)
+        "objective.history_noise", "train.max_steps", "train.final_drift"}
     # its own copy: running it never rewrites the quick start's dataset (the writer rebuilds on changed settings)
     assert Path(long["data.moving_shapes.root"]) != Path(quick["data.moving_shapes.root"])
     assert Path(long["data.shards"]).parent == Path(long["data.moving_shapes.root"])
