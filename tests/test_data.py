@@ -403,27 +403,36 @@ def test_bouncing_shapes_reflect_exactly_at_the_edges():
         assert 2 <= first_bounce <= 15  # within the first num_frames frames: training crops hold a bounce
 
 
-def bouncing_crop_shares(num_frames: int, n: int = 2000) -> tuple[float, float, float]:
-    """Of n training crops (8 frames at stride 2, picked as decode picks them) of bouncing clips num_frames long:
-    the share whose first move of a pixel goes the caption's way, the share whose first two steps go against it
-    (a crop that starts after the bounce), and the share that holds a bounce."""
+def bouncing_crop_shares(num_frames: int, n: int = 2000) -> dict:
+    """Of n training crops of bouncing clips num_frames long (the quick start's data.num_frames at its
+    data.frame_stride, picked as decode picks them), the share that: first moves a pixel the caption's way
+    ("caption_way"), starts after the bounce (its first two steps go against it: "after"), holds a bounce
+    ("bounced"), and moves against the caption in more of its steps than with it ("mostly_against").
+
+        python -c "from tests.test_data import bouncing_crop_shares as f; print(f(20), f(24))"
+    """
     import numpy as np
 
+    from sora.data.data_args import DataArgs
     from sora.data.decode import _pick, frame_times
     from sora.data.moving_shapes import MovingShapesArgs, bouncing_track, speed_px
 
-    cfg, rng, crop_rng = MovingShapesArgs(), np.random.default_rng(0), random.Random(0)
+    cfg, data = MovingShapesArgs(), DataArgs()
+    rng, crop_rng = np.random.default_rng(0), random.Random(0)
     times_s = np.arange(num_frames) / cfg.fps
-    caption_way = after = bounced = 0
+    count = dict.fromkeys(("caption_way", "after", "bounced", "mostly_against"), 0)
     for _ in range(n):
         track = bouncing_track("right", rng, num_frames, cfg.size_px, speed_px(cfg.size_px, cfg.num_frames),
                                cfg.num_frames - 1)
-        x = track.centers[_pick(times_s, frame_times(8, 2, cfg.fps, num_frames / cfg.fps, crop_rng)), 0]  # 8
+        picked = _pick(times_s, frame_times(data.num_frames, data.frame_stride, cfg.fps, num_frames / cfg.fps,
+                                            crop_rng))
+        x = track.centers[picked, 0]  # t: along the axis, "right" is +x
         steps = np.diff(x)
-        caption_way += next((v > 0 for v in x[1:] - x[0] if abs(v) >= 1), False)
-        after += steps[0] < 0 and steps[1] < 0
-        bounced += bool(np.any(steps[1:] * steps[:-1] < 0))
-    return caption_way / n, after / n, bounced / n
+        count["caption_way"] += next((v > 0 for v in x[1:] - x[0] if abs(v) >= 1), False)
+        count["after"] += steps[0] < 0 and steps[1] < 0
+        count["bounced"] += bool(np.any(steps[1:] * steps[:-1] < 0))
+        count["mostly_against"] += np.sum(steps < 0) > np.sum(steps > 0)
+    return {k: round(float(v) / n, 3) for k, v in count.items()}
 
 
 def test_most_bouncing_crops_start_the_way_their_caption_says():
@@ -432,9 +441,9 @@ def test_most_bouncing_crops_start_the_way_their_caption_says():
     history). The clip length that was there before (24 frames) fails: 72% start the caption's way."""
     from sora.data.moving_shapes import MovingShapesArgs
 
-    caption_way, after, bounced = bouncing_crop_shares(MovingShapesArgs().bouncing_num_frames)
-    assert caption_way >= 0.85 and bounced >= 0.8 and 0.03 <= after <= 0.15
-    assert bouncing_crop_shares(24)[0] < 0.8
+    shares = bouncing_crop_shares(MovingShapesArgs().bouncing_num_frames)
+    assert shares["caption_way"] >= 0.85 and shares["bounced"] >= 0.8 and 0.03 <= shares["after"] <= 0.15
+    assert bouncing_crop_shares(24)["caption_way"] < 0.8
 
 
 def test_an_occluder_needs_bouncing_clips():

@@ -51,9 +51,10 @@ class MovingShapesArgs(Settings):
     # A bouncing clip's frames. Its first bounce comes within its first num_frames frames (the span a training
     # crop of the quick start covers: 8 frames at stride 2), so most crops hold a bounce and a few start after one
     # (what a window of a long video continues from). The caption names the way it starts, so crops must mostly
-    # start that way: at 20 frames 88% of crops do (9% start after the bounce, 87% hold one); at 24, 72% (24%
+    # start that way: at 20 frames 89% of crops do (9% start after the bounce, 88% hold one); at 24, 72% (24%
     # after), and 71% moved mostly against their caption, so the long-video preset's first windows from text
-    # went the wrong way (docs/results/LONG_VIDEO.md, "Crops that start the caption's way").
+    # went the wrong way (tests/test_data.py: bouncing_crop_shares; docs/results/LONG_VIDEO.md, "Crops that start
+    # the caption's way").
     bouncing_num_frames: int = setting(20, ge=2)
     # Share of bouncing clips drawn behind a dim bar across the shape's path (0: none).
     occluder_share: float = setting(0.0, ge=0, le=1)
