@@ -45,7 +45,7 @@ def _status(key: str) -> int:
     raise KeyError(key)
 
 
-def load(ckpt: str, device: str, steps: int | None):
+def load(ckpt: str, device: str, steps: int | None, cfg: float | None = None):
     import torch
 
     from sora.devices import resolve_device
@@ -54,7 +54,7 @@ def load(ckpt: str, device: str, steps: int | None):
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
     bundle = ModelBundle.from_checkpoint(ckpt).to(resolve_device(device))
-    settings = SampleSettings.of(bundle.cfg).override(steps=steps)
+    settings = SampleSettings.of(bundle.cfg).override(steps=steps, cfg=cfg)
     return bundle, settings
 
 
@@ -141,7 +141,7 @@ def sample_rows(args) -> list[dict]:
         from sora.eval.drift import score_drift_dir
     except ImportError:  # the drift score comes with its own change; until then, times alone
         score_drift_dir = None
-    bundle, settings = load(args.ckpt, args.device, args.steps)
+    bundle, settings = load(args.ckpt, args.device, args.steps, args.cfg)
     window = settings.window
     lengths = [int(n) for n in args.lengths.split(",")] if args.lengths else [4 * window, 240]
     prompts = prompts_of(bundle, args)
@@ -170,7 +170,7 @@ def sample_rows(args) -> list[dict]:
             t0 = time.perf_counter()
             generate_to_dir(bundle, prompts, folder, args.seed, sn, batch_size=args.batch_size, make=make)
             result = {"row": row, "num_frames": n, "first_frame": "image" if images is not None else "text",
-                      "videos": len(prompts), "long": values,
+                      "videos": len(prompts), "long": values, "steps": sn.steps, "cfg": sn.cfg,
                       "seconds_per_video": round((time.perf_counter() - t0) / len(prompts), 3)}
             if score_drift_dir is not None:
                 scores = score_drift_dir(folder, prompts, window)
@@ -260,6 +260,7 @@ def run(argv=None) -> None:
     parser.add_argument("--limit", type=int, default=0, help="the first N prompts only (0: all)")
     parser.add_argument("--lengths", help="frames, comma-separated (default: 4 windows and 240)")
     parser.add_argument("--steps", type=int, help="sampler steps (default: the checkpoint's)")
+    parser.add_argument("--cfg", type=float, help="text guidance scale (default: the checkpoint's)")
     parser.add_argument("--context-noise", type=float, default=0.05, help="long.context_noise when on (0.05)")
     parser.add_argument("--history-guidance", type=float, default=1.5, help="long.history_guidance when on (1.5)")
     parser.add_argument("--ar-step", type=int, default=1, help="long.ar_step when on (1)")
@@ -281,6 +282,8 @@ def run(argv=None) -> None:
         value = getattr(args, key)
         if value is not None and value < low:
             raise SoraError(f"--{key.replace('_', '-')} must be >= {low}, got {value}")
+    if args.cfg is not None and args.cfg < 0:
+        raise SoraError(f"--cfg must be >= 0, got {args.cfg}")
     if args.lengths and not all(n.strip().isdigit() and int(n) >= 1 for n in args.lengths.split(",")):
         raise SoraError(f"--lengths must be frame counts >= 1, comma-separated, got {args.lengths!r}")
     if args.memory_child:

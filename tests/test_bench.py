@@ -138,10 +138,14 @@ def test_long_video_bench_rows_at_a_tiny_size(shapes_dir, tmp_path):
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "--lengths must be frame counts" in bad.stderr
     some = [sys.executable, str(ROOT / "bench" / "long_video.py"), str(ckpt), "--prompts", str(tmp_path / "p.txt"),
             "--lengths", "8", "--steps", "1", "--no-memory", "--out", str(tmp_path / "some")]
-    done = subprocess.run(some + ["--rows", "all-ar_step"], capture_output=True, text=True, cwd=ROOT, timeout=300,
-                          env={**os.environ, **ONE_THREAD})
+    done = subprocess.run(some + ["--rows", "all-ar_step", "--cfg", "2.5"], capture_output=True, text=True, cwd=ROOT,
+                          timeout=300, env={**os.environ, **ONE_THREAD})
     assert done.returncode == 0, done.stderr[-2000:]
-    assert [json.loads(line)["row"] for line in done.stdout.splitlines() if '"row"' in line] == ["all - ar_step"]
+    (row,) = [json.loads(line) for line in done.stdout.splitlines() if '"row"' in line]
+    assert row["row"] == "all - ar_step" and row["cfg"] == 2.5 and row["steps"] == 1  # --cfg: this text guidance
+    bad = subprocess.run(some + ["--cfg", "-1"], capture_output=True, text=True, cwd=ROOT, timeout=300,
+                         env={**os.environ, **ONE_THREAD})
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "--cfg must be >= 0, got -1.0" in bad.stderr
     bad = subprocess.run(some + ["--rows", "all-history_guidance"], capture_output=True, text=True, cwd=ROOT,
                          timeout=300, env={**os.environ, **ONE_THREAD})
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "--rows: 'all-history_guidance'" in bad.stderr
@@ -158,6 +162,7 @@ def test_long_video_bench_rows_at_a_tiny_size(shapes_dir, tmp_path):
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     bundle = ModelBundle.from_checkpoint(str(ckpt))
+    assert made["all"]["cfg"] == bundle.cfg.sampler.cfg != 2.5  # without --cfg: the checkpoint's text guidance
     size = bundle.cfg.data.height, bundle.cfg.data.width
     want = bench.first_frames(bundle, ["a red circle moving left"], 0, *size)[0]  # 3 h w in [-1, 1]
     made = read_video(str(tmp_path / "some" / "window_by_window" / "8-image" / "000.mp4"))[0]  # t h w 3
