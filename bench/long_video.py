@@ -278,12 +278,10 @@ def run(argv=None) -> None:
     args = parser.parse_args(argv)
     if not Path(args.ckpt).is_file():
         raise SoraError(f"ckpt {args.ckpt!r} is not a file")
-    for key, low in (("steps", 1), ("batch_size", 1), ("ar_step", 0), ("limit", 0)):
+    for key, low in (("steps", 1), ("batch_size", 1), ("ar_step", 0), ("limit", 0), ("cfg", 0)):
         value = getattr(args, key)
         if value is not None and value < low:
             raise SoraError(f"--{key.replace('_', '-')} must be >= {low}, got {value}")
-    if args.cfg is not None and args.cfg < 0:
-        raise SoraError(f"--cfg must be >= 0, got {args.cfg}")
     if args.lengths and not all(n.strip().isdigit() and int(n) >= 1 for n in args.lengths.split(",")):
         raise SoraError(f"--lengths must be frame counts >= 1, comma-separated, got {args.lengths!r}")
     if args.memory_child:
