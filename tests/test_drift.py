@@ -47,8 +47,11 @@ def test_ground_truth_at_4x_the_window_scores_1(occluder):
     assert result["all_windows_pass"] == 1.0, failed
     assert result["per_window_pass"] == [1.0] * 4 and result["median_frames_to_first_failure"] == 4 * WINDOW
     assert set(result["by_verb"]) == {"moving", "bouncing"} and result["n"] == 2 * len(ALL_COMBOS[::3])
+    with_bar = sum(v["bar"] is not None for v in result["videos"])  # the report apart for videos with a bar
+    assert result["by_bar"]["bar"]["n"] == with_bar and result["by_bar"]["no_bar"]["n"] == result["n"] - with_bar
+    assert all(part.get("all_windows_pass", 1.0) == 1.0 for part in result["by_bar"].values())
     if occluder:  # the shape really is hidden in some frames: an occlusion is not a vanished shape
-        assert any(v["bar"] for v in result["videos"])
+        assert any(v["bar"] for v in result["videos"]) and result["by_bar"]["bar"]["n"] > 0
         assert any((f.max(axis=-1) > 100).sum((1, 2)).min() == 0 for f in videos[len(videos) // 2:])
 
 
@@ -107,6 +110,17 @@ def test_a_vanished_shape_fails_but_an_occlusion_does_not(occluder):
         behind[s:][bright[s:]] = 0
         got = failures(behind, prompt)
         assert any("visible" in w for w in got), (s, got)
+
+
+def test_the_report_gives_the_videos_with_a_bar_apart():
+    barred, _, prompt = one("bouncing", occluder=True)
+    plain, _, _ = one("bouncing")
+    gone = barred.copy()
+    gone[16:][gone[16:].max(axis=-1) > 100] = 0  # gone for good from frame 16: longer than the bar hides it
+    result = score_drift([gone, plain, plain], [prompt] * 3, WINDOW)
+    assert result["all_windows_pass"] == 2 / 3
+    assert result["by_bar"]["bar"]["n"] == 1 and result["by_bar"]["bar"]["all_windows_pass"] == 0.0
+    assert result["by_bar"]["no_bar"]["n"] == 2 and result["by_bar"]["no_bar"]["all_windows_pass"] == 1.0
 
 
 def test_a_moving_shape_may_leave_through_the_edge_it_moves_to_but_not_come_back():

@@ -32,7 +32,8 @@ position. Checks with nothing to measure in a window (no whole frame, fewer than
 
 The report: the share of videos whose every window passes, the pass rate of each window over time, the median
 frames to the first failure (the start of the first failing window; a video that never fails counts its
-length), each check's failures, and the same by verb (moving, bouncing).
+length), each check's failures, and the same by verb (moving, bouncing) and for the videos with a bar and without
+(object permanence apart from the rest: the bar is drawn by the model, read from the video as above).
 """
 
 import argparse
@@ -259,13 +260,17 @@ def summarize(rows: list[dict], window: int) -> dict:
 
 def score_drift(videos: list[np.ndarray], prompts: list[str], window: int) -> dict:
     """Drift of videos (uint8 t h w 3 each) against their moving-shapes prompts, `window` frames a window: the
-    summary (see `summarize`), the same for each verb present ("by_verb"), and every video's windows ("videos")."""
+    summary (see `summarize`), the same for each verb present ("by_verb") and for the videos drawn with and without
+    an occluding bar ("by_bar": "bar", "no_bar"; the model draws the bar, so a video's bar is read from its frames),
+    and every video's windows ("videos")."""
     if len(videos) != len(prompts):
         raise SoraError(f"{len(videos)} videos for {len(prompts)} prompts")
     rows = [drift_video(v, p, window) for v, p in zip(videos, prompts)]
     verbs = sorted({caption_verb(p) for p in prompts})
     by_verb = {v: summarize([r for r in rows if caption_verb(r["prompt"]) == v], window) for v in verbs}
-    return {**summarize(rows, window), "by_verb": by_verb, "videos": rows}
+    by_bar = {name: summarize([r for r in rows if (r["bar"] is not None) == has_bar], window)
+              for name, has_bar in (("bar", True), ("no_bar", False))}
+    return {**summarize(rows, window), "by_verb": by_verb, "by_bar": by_bar, "videos": rows}
 
 
 def score_drift_dir(video_dir: str | Path, prompts: list[str], window: int) -> dict:
