@@ -327,6 +327,26 @@ def test_each_history_switch_changes_the_later_windows_only(forcing, monkeypatch
         assert len(later) == 3 * num_rolling_steps(2, 2, 1)
 
 
+def test_later_windows_cfg_guides_the_windows_after_the_first_only(forcing, monkeypatch):
+    from sora.inference.pipeline import generate_long
+
+    s = settings(forcing)
+    assert s.cfg not in (1.0, 2.5)  # the checkpoint's text guidance, which the first window keeps
+    off = generate_long(forcing, [PROMPT], 0, s)
+    seen = spy_forward(monkeypatch, forcing)
+    on = generate_long(forcing, [PROMPT], 0, settings(forcing, later_windows_cfg=1.0))
+    assert torch.equal(on[:, :, :4], off[:, :, :4]) and not torch.allclose(on[:, :, 4:], off[:, :, 4:])
+    first = [t for t, _, m in seen if m is None]  # the first window: nothing given
+    later = [t for t, _, m in seen if m is not None]
+    assert len(first) == 2 and all(len(t) == 2 for t in first)  # each step with and without the text
+    assert len(later) == 3 * 2 and all(len(t) == 1 for t in later)  # guidance 1: the text branch alone
+    monkeypatch.undo()
+    other = generate_long(forcing, [PROMPT], 0, settings(forcing, later_windows_cfg=2.5))
+    assert torch.equal(other[:, :, :4], off[:, :, :4])
+    assert not torch.allclose(other[:, :, 4:], off[:, :, 4:]) and not torch.allclose(other[:, :, 4:], on[:, :, 4:])
+    assert torch.equal(generate_long(forcing, [PROMPT], 0, settings(forcing, later_windows_cfg=s.cfg)), off)
+
+
 def test_a_prompt_per_window(forcing, monkeypatch):
     from sora.inference.pipeline import generate_long
 
@@ -433,6 +453,7 @@ def checkpoints(shapes_dir, tmp_path_factory):
                                                        "given 1 to 3 frames"),
     ("forcing", ["num_frames=12", "window_prompts=[a red circle moving left,a red circle moving right]"],
      "window_prompts: 2 prompts for a video of 5 windows"),
+    ("forcing", ["long.later_windows_cfg=-1"], "long.later_windows_cfg"),
     ("forcing", ["window_prompts=[a]", "prompt=a"], "give exactly one of prompt="),
     ("forcing", ["window_prompts_file={root}/none.txt"], "window_prompts_file='{root}/none.txt' is not a file"),
 ])
@@ -454,6 +475,7 @@ def test_a_long_video_with_every_switch_through_sample_py(checkpoints, tmp_path)
     out = tmp_path / "x.mp4"
     proc = sample_in_process(f"ckpt={checkpoints}/forcing.safetensors", f"window_prompts_file={story}", f"out={out}",
                              "steps=2", "num_frames=8", "long.latent_context=true", "long.context_noise=0.1",
-                             "long.history_guidance=1.5", "long.ar_step=1", "long.stream=true")
+                             "long.history_guidance=1.5", "long.ar_step=1", "long.later_windows_cfg=1",
+                             "long.stream=true")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert read_video(out)[0].shape == (8, 16, 16, 3)

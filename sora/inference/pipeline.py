@@ -8,9 +8,9 @@ One window is one run of the sampler over the model's latent (`generate`): text,
 start from a clip's latent part-way to noise (SDEdit). Videos longer than a window are made window by window,
 each conditioned on the end of the one before (`long_video` yields the pieces, `generate_long` joins them);
 `settings.long` (sora/config/schema.py LongVideoConfig) holds its switches: the previous window's latents as the
-history, context noise, history guidance, a rolling schedule (sora/diffusion/rolling.py), and writing window by
-window (`generate_to_files`); a prompt may be a list, one prompt a window. sora/inference/prompting.py turns
-files and modes into `Given` frames.
+history, context noise, history guidance, a rolling schedule (sora/diffusion/rolling.py), the text guidance of
+the windows after the first, and writing window by window (`generate_to_files`); a prompt may be a list, one
+prompt a window. sora/inference/prompting.py turns files and modes into `Given` frames.
 
 Every size is checked where it is used, so that every caller (sample.py, evaluation, a script) fails in one line
 before the first step: `generate` checks the frames it makes at once, `generate_long` the window and the overlap,
@@ -376,6 +376,7 @@ def long_video(bundle, prompts: list, seed: int, settings: SampleSettings, given
         return
     overlap, b = s.overlap, len(prompts[0])
     one = replace(s, num_frames=window)
+    later = one if s.long.later_windows_cfg is None else replace(one, cfg=s.long.later_windows_cfg)  # given history
     latent, video = _window(bundle, prompts[0], seed, one, given, callback=callback)  # b 3 window h w
     yield video
     made, w = window, 1
@@ -393,13 +394,13 @@ def long_video(bundle, prompts: list, seed: int, settings: SampleSettings, given
                 frames[:, :, -g:], lat_mask[:, -g:] = latent[:, :, :g], True
             else:
                 frames[:, :, :g], lat_mask[:, :g] = latent[:, :, -g:], True
-            latent, video = _window(bundle, prompts[w], seed + 7919 * w, one, latents=(frames, lat_mask),
+            latent, video = _window(bundle, prompts[w], seed + 7919 * w, later, latents=(frames, lat_mask),
                                     backward=backward, callback=callback)
         else:  # the frames so far in pixels, re-encoded as the first window's given frames are
             keep = video[:, :, :overlap] if backward else video[:, :, -overlap:]  # b 3 overlap h w
             blank = torch.zeros_like(video[:, :, : window - overlap])
             frames = torch.cat([blank, keep] if backward else [keep, blank], dim=2)  # b 3 window h w
-            latent, video = _window(bundle, prompts[w], seed + 7919 * w, one, Given(frames, mask, history=True),
+            latent, video = _window(bundle, prompts[w], seed + 7919 * w, later, Given(frames, mask, history=True),
                                     backward=backward, callback=callback)
         new = video[:, :, : window - overlap] if backward else video[:, :, overlap:]
         need = total - made
