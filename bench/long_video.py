@@ -4,11 +4,13 @@
     python bench/long_video.py CKPT --prompts P.txt --lengths 32,240 --context-noise 0.05 --history-guidance 1.5
     python bench/long_video.py CKPT --lengths 240 --rows window_by_window,all   # some rows only
     python bench/long_video.py CKPT --first-frames                   # each video from its first frame as well
+    python bench/long_video.py CKPT --later-windows-cfg 1            # later windows' text guidance a switch too
     python bench/long_video.py CKPT --memory-only                    # peak memory of 60 and 240 frames
 
 Rows (docs/SAMPLING.md#long-videos): `window_by_window` (every switch off: the sampler as it was), `all` (every
-switch the checkpoint was trained for on: latent context, context noise, history guidance, the rolling schedule),
-and `all - X` for each switch X (X off, the others on), so each part's effect is a number. A switch the checkpoint
+switch the checkpoint was trained for on: latent context, context noise, history guidance, the rolling schedule,
+and with --later-windows-cfg the text guidance of later windows), and `all - X` for each switch X (X off, the
+others on), so each part's effect is a number. A switch the checkpoint
 was not trained for is left out of every row, and said so. With --first-frames each video is also given, as its
 first frame (sample.py's image=), a frame of the built-in dataset rendered for its prompt (colour, shape, the
 direction it starts in; seeded by the video's index), as the issue's "images of held-out combinations given as the
@@ -45,7 +47,7 @@ def _status(key: str) -> int:
     raise KeyError(key)
 
 
-def load(ckpt: str, device: str, steps: int | None, cfg: float | None = None):
+def load(ckpt: str, device: str, steps: int | None, cfg: float | None = None, overlap: int | None = None):
     import torch
 
     from sora.devices import resolve_device
@@ -54,7 +56,7 @@ def load(ckpt: str, device: str, steps: int | None, cfg: float | None = None):
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
     bundle = ModelBundle.from_checkpoint(ckpt).to(resolve_device(device))
-    settings = SampleSettings.of(bundle.cfg).override(steps=steps, cfg=cfg)
+    settings = SampleSettings.of(bundle.cfg).override(steps=steps, cfg=cfg, overlap_frames=overlap)
     return bundle, settings
 
 
@@ -66,6 +68,8 @@ def switches_on(bundle, settings, args) -> tuple[dict, dict]:
 
     wanted = {"latent_context": True, "context_noise": args.context_noise, "history_guidance": args.history_guidance,
               "ar_step": args.ar_step}
+    if args.later_windows_cfg is not None:  # a switch of its own only when asked for: the rows stay what they were
+        wanted["later_windows_cfg"] = args.later_windows_cfg
     on, skipped = {}, {}
     for name, value in wanted.items():
         try:
@@ -141,7 +145,7 @@ def sample_rows(args) -> list[dict]:
         from sora.eval.drift import score_drift_dir
     except ImportError:  # the drift score comes with its own change; until then, times alone
         score_drift_dir = None
-    bundle, settings = load(args.ckpt, args.device, args.steps, args.cfg)
+    bundle, settings = load(args.ckpt, args.device, args.steps, args.cfg, args.overlap)
     window = settings.window
     lengths = [int(n) for n in args.lengths.split(",")] if args.lengths else [4 * window, 240]
     prompts = prompts_of(bundle, args)
@@ -170,7 +174,8 @@ def sample_rows(args) -> list[dict]:
             t0 = time.perf_counter()
             generate_to_dir(bundle, prompts, folder, args.seed, sn, batch_size=args.batch_size, make=make)
             result = {"row": row, "num_frames": n, "first_frame": "image" if images is not None else "text",
-                      "videos": len(prompts), "long": values, "steps": sn.steps, "cfg": sn.cfg,
+                      "videos": len(prompts), "long": values, "seed": args.seed, "steps": sn.steps, "cfg": sn.cfg,
+                      "overlap_frames": sn.overlap,
                       "seconds_per_video": round((time.perf_counter() - t0) / len(prompts), 3)}
             if score_drift_dir is not None:
                 scores = score_drift_dir(folder, prompts, window)
@@ -179,6 +184,8 @@ def sample_rows(args) -> list[dict]:
                 result["by_verb"] = {verb: {k: part[k] for k in ("n", "all_windows_pass",
                                                                 "median_frames_to_first_failure")}
                                      for verb, part in scores.get("by_verb", {}).items()}
+                result["by_bar"] = {name: {k: part[k] for k in ("n", "all_windows_pass") if k in part}
+                                    for name, part in scores.get("by_bar", {}).items()}
             print(json.dumps(result), flush=True)
             out.append(result)
     return out
@@ -234,12 +241,18 @@ def memory_rows(args) -> list[dict]:
 def table(rows: list[dict]) -> str:
     verbs = sorted({v for r in rows for v in r.get("by_verb", {})})
     lines = ["| row | frames | all windows pass | " + "".join(f"{v}: pass | " for v in verbs)
-             + "median frames to first failure | s / video |",
-             "| --- | --- | --- | " + "--- | " * len(verbs) + "--- | --- |"]
+             + "with a bar: pass (videos) | without: pass (videos) | median frames to first failure | s / video |",
+             "| --- | --- | --- | " + "--- | " * len(verbs) + "--- | --- | --- | --- |"]
+
+    def part(r: dict, name: str) -> str:
+        got = r.get("by_bar", {}).get(name, {})
+        return f"{got.get('all_windows_pass', 'n/a')} ({got.get('n', 0)})" if got else "n/a"
+
     for r in rows:
         by_verb = "".join(f"{r['by_verb'][v]['all_windows_pass'] if v in r.get('by_verb', {}) else 'n/a'} | "
                           for v in verbs)
         lines.append(f"| {r['row']} | {r['num_frames']} | {r.get('all_windows_pass', 'n/a')} | {by_verb}"
+                     f"{part(r, 'bar')} | {part(r, 'no_bar')} | "
                      f"{r.get('median_frames_to_first_failure', 'n/a')} | {r['seconds_per_video']} |")
     return "\n".join(lines)
 
@@ -261,9 +274,13 @@ def run(argv=None) -> None:
     parser.add_argument("--lengths", help="frames, comma-separated (default: 4 windows and 240)")
     parser.add_argument("--steps", type=int, help="sampler steps (default: the checkpoint's)")
     parser.add_argument("--cfg", type=float, help="text guidance scale (default: the checkpoint's)")
+    parser.add_argument("--overlap", type=int, help="frames each later window is given from the one before "
+                        "(default: half a window)")
     parser.add_argument("--context-noise", type=float, default=0.05, help="long.context_noise when on (0.05)")
     parser.add_argument("--history-guidance", type=float, default=1.5, help="long.history_guidance when on (1.5)")
     parser.add_argument("--ar-step", type=int, default=1, help="long.ar_step when on (1)")
+    parser.add_argument("--later-windows-cfg", type=float, help="long.later_windows_cfg when on; given, it is a "
+                        "switch of the rows as the others are (default: left out of every row)")
     parser.add_argument("--rows", help="these rows only, comma-separated (default: every row), e.g. "
                         "'window_by_window,all'")
     parser.add_argument("--first-frames", action="store_true",
@@ -278,7 +295,8 @@ def run(argv=None) -> None:
     args = parser.parse_args(argv)
     if not Path(args.ckpt).is_file():
         raise SoraError(f"ckpt {args.ckpt!r} is not a file")
-    for key, low in (("steps", 1), ("batch_size", 1), ("ar_step", 0), ("limit", 0), ("cfg", 0)):
+    for key, low in (("steps", 1), ("batch_size", 1), ("ar_step", 0), ("limit", 0), ("cfg", 0), ("overlap", 1),
+                     ("later_windows_cfg", 0)):
         value = getattr(args, key)
         if value is not None and value < low:
             raise SoraError(f"--{key.replace('_', '-')} must be >= {low}, got {value}")

@@ -138,11 +138,20 @@ def test_long_video_bench_rows_at_a_tiny_size(shapes_dir, tmp_path):
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "--lengths must be frame counts" in bad.stderr
     some = [sys.executable, str(ROOT / "bench" / "long_video.py"), str(ckpt), "--prompts", str(tmp_path / "p.txt"),
             "--lengths", "8", "--steps", "1", "--no-memory", "--out", str(tmp_path / "some")]
-    done = subprocess.run(some + ["--rows", "all-ar_step", "--cfg", "2.5"], capture_output=True, text=True, cwd=ROOT,
-                          timeout=300, env={**os.environ, **ONE_THREAD})
+    flags = ["--rows", "all-ar_step", "--cfg", "2.5", "--later-windows-cfg", "1", "--overlap", "3"]
+    done = subprocess.run(some + flags, capture_output=True, text=True, cwd=ROOT, timeout=300,
+                          env={**os.environ, **ONE_THREAD})
     assert done.returncode == 0, done.stderr[-2000:]
     (row,) = [json.loads(line) for line in done.stdout.splitlines() if '"row"' in line]
     assert row["row"] == "all - ar_step" and row["cfg"] == 2.5 and row["steps"] == 1  # --cfg: this text guidance
+    # --later-windows-cfg: a switch of the rows (left out of them without it, above); --overlap: each window's history
+    assert row["long"] == {"latent_context": True, "context_noise": 0.05, "later_windows_cfg": 1.0}
+    assert row["seed"] == 0 and row["overlap_frames"] == 3 and made["all"]["overlap_frames"] == 2  # half a window
+    assert row["by_bar"]["bar"] == {"n": 0} and row["by_bar"]["no_bar"]["n"] == 1  # no bar in a moving prompt
+    for flag in ("--overlap", "--later-windows-cfg"):
+        bad = subprocess.run(some + [flag, "-1"], capture_output=True, text=True, cwd=ROOT, timeout=300,
+                             env={**os.environ, **ONE_THREAD})
+        assert bad.returncode == 2 and "Traceback" not in bad.stderr and f"{flag} must be >= " in bad.stderr
     bad = subprocess.run(some + ["--cfg", "-1"], capture_output=True, text=True, cwd=ROOT, timeout=300,
                          env={**os.environ, **ONE_THREAD})
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "--cfg must be >= 0, got -1.0" in bad.stderr
