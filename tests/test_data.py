@@ -435,6 +435,43 @@ def bouncing_crop_shares(num_frames: int, n: int = 2000) -> dict:
     return {k: round(float(v) / n, 3) for k, v in count.items()}
 
 
+def occluder_crop_shares(n: int = 4000) -> dict:
+    """Of n training crops of bouncing clips with a bar (the dataset's defaults, picked as decode picks them), the
+    share in which the shape is wholly behind the bar in some frame ("hidden"), and in which it is seen partly on
+    both sides of the bar, one side in some frames and the other in others: it crosses behind it ("crossing").
+
+        python -c "from tests.test_data import occluder_crop_shares as f; print(f())"
+    """
+    import numpy as np
+
+    from sora.data.data_args import DataArgs
+    from sora.data.decode import _pick, frame_times
+    from sora.data.moving_shapes import MovingShapesArgs, bouncing_track, speed_px
+
+    cfg, data = MovingShapesArgs(), DataArgs()
+    rng, crop_rng = np.random.default_rng(0), random.Random(0)
+    num_frames = cfg.bouncing_num_frames
+    times_s = np.arange(num_frames) / cfg.fps
+    count = dict.fromkeys(("hidden", "crossing"), 0)
+    for _ in range(n):
+        track = bouncing_track("right", rng, num_frames, cfg.size_px, speed_px(cfg.size_px, cfg.num_frames),
+                               cfg.num_frames - 1, occluder=True)
+        picked = _pick(times_s, frame_times(data.num_frames, data.frame_stride, cfg.fps, num_frames / cfg.fps,
+                                            crop_rng))
+        x, (start, stop) = track.centers[picked, 0], track.bar  # t: along the axis; the bar's columns
+        before, after = x - track.side / 2 < start, x + track.side / 2 > stop  # t: some of it left / right of the bar
+        count["hidden"] += bool(np.any(~before & ~after))
+        count["crossing"] += bool(np.any(before & ~after) and np.any(after & ~before))
+    return {k: round(float(v) / n, 3) for k, v in count.items()}
+
+
+def test_the_shape_passes_behind_the_bar_in_crops_of_clips_with_one():
+    """A bar is there to hide the shape and let it come out again (object permanence): some crops show it wholly
+    hidden, and some show it on both sides of the bar."""
+    shares = occluder_crop_shares(1000)
+    assert shares["hidden"] >= 0.2 and shares["crossing"] >= 0.1, shares
+
+
 def test_most_bouncing_crops_start_the_way_their_caption_says():
     """The caption names the way a bouncing clip starts; a model prompted with text alone draws what its crops
     showed, so most crops must start that way, most hold a bounce, and some start after one (a later window's
