@@ -277,7 +277,7 @@ class LongVideoConfig(Settings):
     # Text guidance scale of every window after the first (null: the sampler's cfg, as in the first). Given its
     # history, a window's way is in the frames before it; the caption names the way a video *starts*, so full
     # text guidance pulls a later window back towards it (a shape mid-bounce turns off the edge). 1: none there,
-    # which also halves those windows' model evaluations (docs/results/LONG_VIDEO.md).
+    # which also drops those windows' text-free forward (docs/results/LONG_VIDEO.md).
     later_windows_cfg: Optional[float] = setting(None, ge=0)
     # Decode and write each window as it is made, so memory does not grow with the video (mp4 and WebM).
     stream: bool = False
