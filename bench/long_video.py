@@ -37,8 +37,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-SWITCHES = ("latent_context", "context_noise", "history_guidance", "ar_step")
-
 
 def _status(key: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
