@@ -403,14 +403,9 @@ def test_bouncing_shapes_reflect_exactly_at_the_edges():
         assert 2 <= first_bounce <= 15  # within the first num_frames frames: training crops hold a bounce
 
 
-def bouncing_crop_shares(num_frames: int, n: int = 2000) -> dict:
-    """Of n training crops of bouncing clips num_frames long (the quick start's data.num_frames at its
-    data.frame_stride, picked as decode picks them), the share that: first moves a pixel the caption's way
-    ("caption_way"), starts after the bounce (its first two steps go against it: "after"), holds a bounce
-    ("bounced"), and moves against the caption in more of its steps than with it ("mostly_against").
-
-        python -c "from tests.test_data import bouncing_crop_shares as f; print(f(20), f(24))"
-    """
+def bouncing_crops(num_frames: int, n: int, occluder: bool = False):
+    """n training crops of bouncing clips num_frames long, starting "right" (the dataset's defaults; the quick
+    start's data.num_frames at its data.frame_stride, picked as decode picks them): (track, picked frames) each."""
     import numpy as np
 
     from sora.data.data_args import DataArgs
@@ -420,12 +415,24 @@ def bouncing_crop_shares(num_frames: int, n: int = 2000) -> dict:
     cfg, data = MovingShapesArgs(), DataArgs()
     rng, crop_rng = np.random.default_rng(0), random.Random(0)
     times_s = np.arange(num_frames) / cfg.fps
-    count = dict.fromkeys(("caption_way", "after", "bounced", "mostly_against"), 0)
     for _ in range(n):
         track = bouncing_track("right", rng, num_frames, cfg.size_px, speed_px(cfg.size_px, cfg.num_frames),
-                               cfg.num_frames - 1)
-        picked = _pick(times_s, frame_times(data.num_frames, data.frame_stride, cfg.fps, num_frames / cfg.fps,
-                                            crop_rng))
+                               cfg.num_frames - 1, occluder)
+        yield track, _pick(times_s, frame_times(data.num_frames, data.frame_stride, cfg.fps, num_frames / cfg.fps,
+                                                crop_rng))
+
+
+def bouncing_crop_shares(num_frames: int, n: int = 2000) -> dict:
+    """Of n training crops of bouncing clips num_frames long (`bouncing_crops`), the share that: first moves a pixel
+    the caption's way ("caption_way"), starts after the bounce (its first two steps go against it: "after"), holds a
+    bounce ("bounced"), and moves against the caption in more of its steps than with it ("mostly_against").
+
+        python -c "from tests.test_data import bouncing_crop_shares as f; print(f(20), f(24))"
+    """
+    import numpy as np
+
+    count = dict.fromkeys(("caption_way", "after", "bounced", "mostly_against"), 0)
+    for track, picked in bouncing_crops(num_frames, n):
         x = track.centers[picked, 0]  # t: along the axis, "right" is +x
         steps = np.diff(x)
         count["caption_way"] += next((v > 0 for v in x[1:] - x[0] if abs(v) >= 1), False)
@@ -436,28 +443,18 @@ def bouncing_crop_shares(num_frames: int, n: int = 2000) -> dict:
 
 
 def occluder_crop_shares(n: int = 4000) -> dict:
-    """Of n training crops of bouncing clips with a bar (the dataset's defaults, picked as decode picks them), the
-    share in which the shape is wholly behind the bar in some frame ("hidden"), and in which it is seen partly on
-    both sides of the bar, one side in some frames and the other in others: it crosses behind it ("crossing").
+    """Of n training crops of bouncing clips with a bar (`bouncing_crops` at the dataset's clip length), the share
+    in which the shape is wholly behind the bar in some frame ("hidden"), and in which it is seen partly on both
+    sides of the bar, one side in some frames and the other in others: it crosses behind it ("crossing").
 
         python -c "from tests.test_data import occluder_crop_shares as f; print(f())"
     """
     import numpy as np
 
-    from sora.data.data_args import DataArgs
-    from sora.data.decode import _pick, frame_times
-    from sora.data.moving_shapes import MovingShapesArgs, bouncing_track, speed_px
+    from sora.data.moving_shapes import MovingShapesArgs
 
-    cfg, data = MovingShapesArgs(), DataArgs()
-    rng, crop_rng = np.random.default_rng(0), random.Random(0)
-    num_frames = cfg.bouncing_num_frames
-    times_s = np.arange(num_frames) / cfg.fps
     count = dict.fromkeys(("hidden", "crossing"), 0)
-    for _ in range(n):
-        track = bouncing_track("right", rng, num_frames, cfg.size_px, speed_px(cfg.size_px, cfg.num_frames),
-                               cfg.num_frames - 1, occluder=True)
-        picked = _pick(times_s, frame_times(data.num_frames, data.frame_stride, cfg.fps, num_frames / cfg.fps,
-                                            crop_rng))
+    for track, picked in bouncing_crops(MovingShapesArgs().bouncing_num_frames, n, occluder=True):
         x, (start, stop) = track.centers[picked, 0], track.bar  # t: along the axis; the bar's columns
         before, after = x - track.side / 2 < start, x + track.side / 2 > stop  # t: some of it left / right of the bar
         count["hidden"] += bool(np.any(~before & ~after))

@@ -453,7 +453,7 @@ def checkpoints(shapes_dir, tmp_path_factory):
                                                        "given 1 to 3 frames"),
     ("forcing", ["num_frames=12", "window_prompts=[a red circle moving left,a red circle moving right]"],
      "window_prompts: 2 prompts for a video of 5 windows"),
-    ("forcing", ["long.later_windows_cfg=-1"], "long.later_windows_cfg"),
+    ("forcing", ["long.later_windows_cfg=-1"], "long.later_windows_cfg must be >= 0, got -1.0"),
     ("forcing", ["window_prompts=[a]", "prompt=a"], "give exactly one of prompt="),
     ("forcing", ["window_prompts_file={root}/none.txt"], "window_prompts_file='{root}/none.txt' is not a file"),
 ])
