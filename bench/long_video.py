@@ -45,7 +45,8 @@ def _status(key: str) -> int:
     raise KeyError(key)
 
 
-def load(ckpt: str, device: str, steps: int | None, cfg: float | None = None, overlap: int | None = None):
+def load(ckpt: str, device: str, steps: int | None, cfg: float | None = None, overlap: int | None = None,
+         sampler: str | None = None, schedule: str | None = None):
     import torch
 
     from sora.devices import resolve_device
@@ -54,7 +55,8 @@ def load(ckpt: str, device: str, steps: int | None, cfg: float | None = None, ov
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
     bundle = ModelBundle.from_checkpoint(ckpt).to(resolve_device(device))
-    settings = SampleSettings.of(bundle.cfg).override(steps=steps, cfg=cfg, overlap_frames=overlap)
+    settings = SampleSettings.of(bundle.cfg).override(steps=steps, cfg=cfg, overlap_frames=overlap, sampler=sampler,
+                                                         schedule=schedule)
     return bundle, settings
 
 
@@ -143,7 +145,8 @@ def sample_rows(args) -> list[dict]:
         from sora.eval.drift import score_drift_dir
     except ImportError:  # the drift score comes with its own change; until then, times alone
         score_drift_dir = None
-    bundle, settings = load(args.ckpt, args.device, args.steps, args.cfg, args.overlap)
+    bundle, settings = load(args.ckpt, args.device, args.steps, args.cfg, args.overlap, args.sampler,
+                           args.schedule)
     window = settings.window
     lengths = [int(n) for n in args.lengths.split(",")] if args.lengths else [4 * window, 240]
     prompts = prompts_of(bundle, args)
@@ -172,8 +175,8 @@ def sample_rows(args) -> list[dict]:
             t0 = time.perf_counter()
             generate_to_dir(bundle, prompts, folder, args.seed, sn, batch_size=args.batch_size, make=make)
             result = {"row": row, "num_frames": n, "first_frame": "image" if images is not None else "text",
-                      "videos": len(prompts), "long": values, "seed": args.seed, "steps": sn.steps, "cfg": sn.cfg,
-                      "overlap_frames": sn.overlap,
+                      "videos": len(prompts), "long": values, "seed": args.seed, "sampler": sn.sampler,
+                      "schedule": sn.schedule, "steps": sn.steps, "cfg": sn.cfg, "overlap_frames": sn.overlap,
                       "seconds_per_video": round((time.perf_counter() - t0) / len(prompts), 3)}
             if score_drift_dir is not None:
                 scores = score_drift_dir(folder, prompts, window)
@@ -262,6 +265,8 @@ def main(argv=None) -> None:
 
 
 def run(argv=None) -> None:
+    from sora.diffusion.samplers import SAMPLERS
+    from sora.diffusion.schedules import SCHEDULES
     from sora.errors import ArgumentParser, SoraError
 
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -272,6 +277,10 @@ def run(argv=None) -> None:
     parser.add_argument("--lengths", help="frames, comma-separated (default: 4 windows and 240)")
     parser.add_argument("--steps", type=int, help="sampler steps (default: the checkpoint's)")
     parser.add_argument("--cfg", type=float, help="text guidance scale (default: the checkpoint's)")
+    parser.add_argument("--sampler", choices=sorted(SAMPLERS),
+                        help="the sampler of rows without ar_step (default: the checkpoint's; ar_step rows use euler)")
+    parser.add_argument("--schedule", choices=sorted(SCHEDULES), help="the sampler's time schedule (default: the "
+                        "checkpoint's)")
     parser.add_argument("--overlap", type=int, help="frames each later window is given from the one before "
                         "(default: half a window)")
     parser.add_argument("--context-noise", type=float, default=0.05, help="long.context_noise when on (0.05)")

@@ -138,7 +138,8 @@ def test_long_video_bench_rows_at_a_tiny_size(shapes_dir, tmp_path):
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "--lengths must be frame counts" in bad.stderr
     some = [sys.executable, str(ROOT / "bench" / "long_video.py"), str(ckpt), "--prompts", str(tmp_path / "p.txt"),
             "--lengths", "8", "--steps", "1", "--no-memory", "--out", str(tmp_path / "some")]
-    flags = ["--rows", "all-ar_step", "--cfg", "2.5", "--later-windows-cfg", "1", "--overlap", "3"]
+    flags = ["--rows", "all-ar_step", "--cfg", "2.5", "--later-windows-cfg", "1", "--overlap", "3", "--sampler", "heun",
+             "--schedule", "shifted"]
     done = subprocess.run(some + flags, capture_output=True, text=True, cwd=ROOT, timeout=300,
                           env={**os.environ, **ONE_THREAD})
     assert done.returncode == 0, done.stderr[-2000:]
@@ -147,7 +148,14 @@ def test_long_video_bench_rows_at_a_tiny_size(shapes_dir, tmp_path):
     # --later-windows-cfg: a switch of the rows (left out of them without it, above); --overlap: each window's history
     assert row["long"] == {"latent_context": True, "context_noise": 0.05, "later_windows_cfg": 1.0}
     assert row["seed"] == 0 and row["overlap_frames"] == 3 and made["all"]["overlap_frames"] == 2  # half a window
+    # --sampler and --schedule: this sampler and time schedule; the checkpoint's without them
+    assert (row["sampler"], row["schedule"]) == ("heun", "shifted")
+    assert (made["all"]["sampler"], made["all"]["schedule"]) == ("euler", "uniform")
+    assert made["all"]["steps"] == 1
     assert row["by_bar"]["bar"] == {"n": 0} and row["by_bar"]["no_bar"]["n"] == 1  # no bar in a moving prompt
+    bad = subprocess.run(some + ["--sampler", "rk4"], capture_output=True, text=True, cwd=ROOT, timeout=300,
+                         env={**os.environ, **ONE_THREAD})
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "--sampler: invalid choice: 'rk4'" in bad.stderr
     for flag in ("--overlap", "--later-windows-cfg"):
         bad = subprocess.run(some + [flag, "-1"], capture_output=True, text=True, cwd=ROOT, timeout=300,
                              env={**os.environ, **ONE_THREAD})
