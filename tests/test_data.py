@@ -403,21 +403,24 @@ def test_bouncing_shapes_reflect_exactly_at_the_edges():
         assert 2 <= first_bounce <= 15  # within the first num_frames frames: training crops hold a bounce
 
 
-def bouncing_crops(num_frames: int, n: int, occluder: bool = False):
-    """n training crops of bouncing clips num_frames long, starting "right" (the dataset's defaults; the quick
-    start's data.num_frames at its data.frame_stride, picked as decode picks them): (track, picked frames) each."""
+def bouncing_crops(num_frames: int, n: int, occluder: bool = False, placement: str = "middle"):
+    """n training crops of bouncing clips num_frames long, starting "right" (the dataset's defaults, its bar placed
+    by `placement`; the quick start's data.num_frames at its data.frame_stride, picked as decode picks them):
+    (track, picked frames) each."""
     import numpy as np
 
     from sora.data.data_args import DataArgs
     from sora.data.decode import _pick, frame_times
-    from sora.data.moving_shapes import MovingShapesArgs, bouncing_track, speed_px
+    from sora.data.moving_shapes import MovingShapesArgs, bouncing_clip_track
 
-    cfg, data = MovingShapesArgs(), DataArgs()
+    cfg, data = MovingShapesArgs(bouncing_num_frames=num_frames), DataArgs()
+    if occluder:
+        cfg = MovingShapesArgs(bouncing_num_frames=num_frames, bouncing_share=0.5, occluder_share=0.25,
+                               occluder_placement=placement)
     rng, crop_rng = np.random.default_rng(0), random.Random(0)
     times_s = np.arange(num_frames) / cfg.fps
     for _ in range(n):
-        track = bouncing_track("right", rng, num_frames, cfg.size_px, speed_px(cfg.size_px, cfg.num_frames),
-                               cfg.num_frames - 1, occluder)
+        track = bouncing_clip_track("right", rng, cfg, occluder)
         yield track, _pick(times_s, frame_times(data.num_frames, data.frame_stride, cfg.fps, num_frames / cfg.fps,
                                                 crop_rng))
 
@@ -442,23 +445,26 @@ def bouncing_crop_shares(num_frames: int, n: int = 2000) -> dict:
     return {k: round(float(v) / n, 3) for k, v in count.items()}
 
 
-def occluder_crop_shares(n: int = 4000) -> dict:
-    """Of n training crops of bouncing clips with a bar (`bouncing_crops` at the dataset's clip length), the share
-    in which the shape is wholly behind the bar in some frame ("hidden"), and in which it is seen partly on both
-    sides of the bar, one side in some frames and the other in others: it crosses behind it ("crossing").
+def occluder_crop_shares(n: int = 4000, placement: str = "middle") -> dict:
+    """Of n training crops of bouncing clips with a bar (`bouncing_crops` at the dataset's clip length, the bar placed
+    by `placement`), the share in which the shape is wholly behind the bar in some frame ("hidden"), in which it is
+    seen partly on both sides of the bar, one side in some frames and the other in others: it crosses behind it
+    ("crossing"), and in which the clip's shape turns at the edge partly behind the bar ("turns_at_bar"), as a shape
+    bouncing off the bar would look.
 
-        python -c "from tests.test_data import occluder_crop_shares as f; print(f())"
+        python -c "from tests.test_data import occluder_crop_shares as f; print(f(), f(placement='path'))"
     """
     import numpy as np
 
     from sora.data.moving_shapes import MovingShapesArgs
 
-    count = dict.fromkeys(("hidden", "crossing"), 0)
-    for track, picked in bouncing_crops(MovingShapesArgs().bouncing_num_frames, n, occluder=True):
+    count = dict.fromkeys(("hidden", "crossing", "turns_at_bar"), 0)
+    for track, picked in bouncing_crops(MovingShapesArgs().bouncing_num_frames, n, True, placement):
         x, (start, stop) = track.centers[picked, 0], track.bar  # t: along the axis; the bar's columns
         before, after = x - track.side / 2 < start, x + track.side / 2 > stop  # t: some of it left / right of the bar
         count["hidden"] += bool(np.any(~before & ~after))
         count["crossing"] += bool(np.any(before & ~after) and np.any(after & ~before))
+        count["turns_at_bar"] += bool(track.centers[:, 0].max() - track.side / 2 < stop)  # "right": it turns at x.max
     return {k: round(float(v) / n, 3) for k, v in count.items()}
 
 
@@ -467,6 +473,33 @@ def test_the_shape_passes_behind_the_bar_in_crops_of_clips_with_one():
     hidden, and some show it on both sides of the bar."""
     shares = occluder_crop_shares(1000)
     assert shares["hidden"] >= 0.2 and shares["crossing"] >= 0.1, shares
+
+
+def test_a_bar_on_the_path_is_crossed_more_often_and_never_where_the_shape_turns():
+    """In the middle, half the bars cover part of the shape where it turns at the edge (a wall, to a model that
+    learns from them); on the path none does, and the crops show it crossing more often, still wholly hidden in some."""
+    middle, path = occluder_crop_shares(1000), occluder_crop_shares(1000, "path")
+    assert middle["turns_at_bar"] >= 0.3 and path["turns_at_bar"] == 0, (middle, path)
+    assert path["crossing"] >= 1.5 * middle["crossing"] and path["hidden"] >= 0.1, (middle, path)
+
+
+def test_every_clip_with_a_bar_on_its_path_crosses_it_and_turns_clear_of_it():
+    """Every direction: the shape is seen partly before the bar and partly past it, and at its turn clear of it."""
+    import numpy as np
+
+    from sora.data.moving_shapes import DIRECTIONS, MovingShapesArgs, bouncing_clip_track
+
+    cfg = MovingShapesArgs(bouncing_share=0.5, occluder_share=0.25, occluder_placement="path")
+    rng = np.random.default_rng(0)
+    for direction in DIRECTIONS:
+        toward_high = direction in ("right", "down")
+        for _ in range(100):
+            track = bouncing_clip_track(direction, rng, cfg, occluder=True)
+            along, (start, stop) = track.centers[:, 0 if track.horizontal else 1], track.bar  # t; the bar's pixels
+            before, after = along - track.side / 2 < start, along + track.side / 2 > stop  # t
+            assert np.any(before & ~after) and np.any(after & ~before), direction
+            turn = along.max() - track.side / 2 - stop if toward_high else start - (along.min() + track.side / 2)
+            assert turn >= 1, direction  # px between the bar and the shape's near edge where it turns
 
 
 def test_most_bouncing_crops_start_the_way_their_caption_says():

@@ -58,11 +58,19 @@ class MovingShapesArgs(Settings):
     bouncing_num_frames: int = setting(20, ge=2)
     # Share of bouncing clips drawn behind a dim bar across the shape's path (0: none).
     occluder_share: float = setting(0.0, ge=0, le=1)
+    # Where a clip's bar lies. "middle": near the frame's middle, wherever the shape is; in half of those clips the
+    # shape turns at the frame's edge partly behind the bar, and 16% of their crops show it cross (a model trained
+    # on them draws the bar as a wall). "path": where that clip's shape crosses it, its turn clear of the bar
+    # (docs/results/LONG_VIDEO.md, "A bar on the shape's path").
+    occluder_placement: str = setting("middle", choices=lambda: ("middle", "path"))
 
     def check(self, at: str = "") -> None:
         if self.occluder_share > 0 and self.bouncing_share == 0:
             raise SoraError(f"{at}occluder_share={self.occluder_share} puts bars in bouncing clips, and "
                             f"{at}bouncing_share=0 makes none: set {at}bouncing_share > 0")
+        if self.occluder_placement != "middle" and self.occluder_share == 0:
+            raise SoraError(f"{at}occluder_placement={self.occluder_placement} places bars, and "
+                            f"{at}occluder_share=0 draws none: set {at}occluder_share > 0")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -225,6 +233,23 @@ def occluding_bar(rng: np.random.Generator, side: float, size_px: int) -> tuple[
     return max(0, int(round(middle - width / 2))), min(size_px, int(round(middle + width / 2)))
 
 
+def bar_on_path(track: Track, rng: np.random.Generator, size_px: int, toward_high: bool) -> tuple[int, int] | None:
+    """[start, stop) pixels of a bar that the clip's shape crosses (seen partly before it, then partly or wholly
+    past it) and that is clear of the turn at the edge it first heads for (`toward_high`: the far edge): None if the
+    clip moves too little for both. As wide as the shape or up to 0.05 of the frame wider, so it can hide it."""
+    along = track.centers[:, 0 if track.horizontal else 1]  # t: along the motion axis
+    u = along if toward_high else size_px - along  # t: mirrored so the shape first heads for u = size_px
+    width = track.side + rng.uniform(0.0, 0.05) * size_px
+    # The bar's near end 1 px past the shape's near edge where it comes closest (it starts partly before the bar),
+    # its far end 1 px short of the shape's near edge at the turn (it turns clear of the bar).
+    lo, hi = u.min() - track.side / 2 + 1, u.max() - track.side / 2 - 1 - width
+    if hi <= lo:
+        return None
+    start = rng.uniform(lo, hi)
+    a, b = int(np.floor(start)), int(np.floor(start + width))
+    return (a, b) if toward_high else (size_px - b, size_px - a)
+
+
 def moving_track(direction: str, rng: np.random.Generator, num_frames: int, size_px: int, speed: float,
                  occluder: bool = False) -> Track:
     """A shape that moves straight at `speed` px a frame for any number of frames, placed as render_clip places
@@ -269,11 +294,24 @@ def render_long_clip(color: str, shape: str, direction: str, verb: str, rng: np.
     return draw_track(color, shape, track, cfg.size_px), track
 
 
+def bouncing_clip_track(direction: str, rng: np.random.Generator, cfg, occluder: bool = False) -> Track:
+    """The track of one bouncing clip of the dataset (cfg: MovingShapesArgs). With a bar placed on the path, a
+    track the bar cannot be crossed in (its shape moves too little) is drawn again."""
+    on_path = occluder and cfg.occluder_placement == "path"
+    while True:
+        track = bouncing_track(direction, rng, cfg.bouncing_num_frames, cfg.size_px,
+                               speed_px(cfg.size_px, cfg.num_frames), cfg.num_frames - 1, occluder and not on_path)
+        if not on_path:
+            return track
+        track.bar = bar_on_path(track, rng, cfg.size_px, toward_high=sum(DIRECTION_VECTORS[direction]) > 0)
+        if track.bar is not None:
+            return track
+
+
 def render_bouncing_clip(color: str, shape: str, direction: str, rng: np.random.Generator, cfg,
                          occluder: bool = False) -> tuple[np.ndarray, Track]:
     """One bouncing clip of the dataset (cfg: MovingShapesArgs) as uint8 t h w 3, and its track."""
-    track = bouncing_track(direction, rng, cfg.bouncing_num_frames, cfg.size_px, speed_px(cfg.size_px, cfg.num_frames),
-                           cfg.num_frames - 1, occluder)
+    track = bouncing_clip_track(direction, rng, cfg, occluder)
     return draw_track(color, shape, track, cfg.size_px), track
 
 
@@ -318,6 +356,8 @@ def _settings(cfg) -> dict:
     if cfg.bouncing_share > 0:  # only then: a copy written before bouncing clips existed still matches
         out.update(bouncing_share=cfg.bouncing_share, bouncing_num_frames=cfg.bouncing_num_frames,
                    occluder_share=cfg.occluder_share)
+        if cfg.occluder_placement != "middle":  # only then: a copy written before the setting existed still matches
+            out.update(occluder_placement=cfg.occluder_placement)
     return out
 
 
