@@ -449,8 +449,9 @@ def occluder_crop_shares(n: int = 4000, placement: str = "middle") -> dict:
     """Of n training crops of bouncing clips with a bar (`bouncing_crops` at the dataset's clip length, the bar placed
     by `placement`), the share in which the shape is wholly behind the bar in some frame ("hidden"), in which it is
     seen partly on both sides of the bar, one side in some frames and the other in others: it crosses behind it
-    ("crossing"), and in which the clip's shape turns at the edge partly behind the bar ("turns_at_bar"), as a shape
-    bouncing off the bar would look.
+    ("crossing"), in which the clip's shape turns at the edge partly behind the bar ("turns_at_bar"), as a shape
+    bouncing off the bar would look, in which the crop's last frame has the shape at or behind the bar
+    ("ends_at_bar"), and in which it is seen wholly before the bar and wholly past it ("whole_both_sides").
 
         python -c "from tests.test_data import occluder_crop_shares as f; print(f(), f(placement='path'))"
     """
@@ -458,13 +459,16 @@ def occluder_crop_shares(n: int = 4000, placement: str = "middle") -> dict:
 
     from sora.data.moving_shapes import MovingShapesArgs
 
-    count = dict.fromkeys(("hidden", "crossing", "turns_at_bar"), 0)
+    count = dict.fromkeys(("hidden", "crossing", "turns_at_bar", "ends_at_bar", "whole_both_sides"), 0)
     for track, picked in bouncing_crops(MovingShapesArgs().bouncing_num_frames, n, True, placement):
         x, (start, stop) = track.centers[picked, 0], track.bar  # t: along the axis; the bar's columns
         before, after = x - track.side / 2 < start, x + track.side / 2 > stop  # t: some of it left / right of the bar
         count["hidden"] += bool(np.any(~before & ~after))
         count["crossing"] += bool(np.any(before & ~after) and np.any(after & ~before))
         count["turns_at_bar"] += bool(track.centers[:, 0].max() - track.side / 2 < stop)  # "right": it turns at x.max
+        clear_before, clear_past = x + track.side / 2 <= start, x - track.side / 2 >= stop  # t: wholly one side
+        count["ends_at_bar"] += bool(not (clear_before[-1] or clear_past[-1]))
+        count["whole_both_sides"] += bool(np.any(clear_before) and np.any(clear_past))
     return {k: round(float(v) / n, 3) for k, v in count.items()}
 
 
@@ -518,9 +522,23 @@ def test_an_occluder_needs_bouncing_clips():
 
     with pytest.raises(SoraError, match="occluder_share=0.5 puts bars in bouncing clips"):
         MovingShapesArgs(occluder_share=0.5)
+    with pytest.raises(SoraError, match="occluder_placement=path places bars, and occluder_share=0 draws none"):
+        MovingShapesArgs(bouncing_share=0.5, occluder_placement="path")
+    with pytest.raises(SoraError, match="occluder_placement"):
+        MovingShapesArgs(bouncing_share=0.5, occluder_share=0.5, occluder_placement="edge")
     cfg = data_cfg("/tmp", "data.moving_shapes.occluder_share=0.5")  # a composed config names the full key
     from sora.config.checks import check_train_config
 
     with pytest.raises(SoraError, match="data.moving_shapes.bouncing_share=0"):
         check_train_config(compose_config("train", ["data.moving_shapes.occluder_share=0.5"]))
     assert cfg.moving_shapes.occluder_share == 0.5
+
+
+def test_info_json_names_the_bar_placement_only_when_it_is_not_the_middle():
+    """A copy written before the setting existed (the long-video preset's) still matches and is not rebuilt; one
+    written with bars on the path does not match the middle's."""
+    from sora.data.moving_shapes import MovingShapesArgs, _settings
+
+    middle = _settings(MovingShapesArgs(bouncing_share=0.5, occluder_share=0.25))
+    path = _settings(MovingShapesArgs(bouncing_share=0.5, occluder_share=0.25, occluder_placement="path"))
+    assert "occluder_placement" not in middle and path == {**middle, "occluder_placement": "path"}
