@@ -59,8 +59,8 @@ class MovingShapesArgs(Settings):
     # Share of bouncing clips drawn behind a dim bar across the shape's path (0: none).
     occluder_share: float = setting(0.0, ge=0, le=1)
     # Where a clip's bar lies. "middle": near the frame's middle, wherever the shape is; in half of those clips the
-    # shape turns at the frame's edge partly behind the bar, and 16% of their crops show it cross (a model trained
-    # on them draws the bar as a wall). "path": where that clip's shape crosses it, its turn clear of the bar
+    # shape turns at the frame's edge partly behind the bar, and 16% of their crops show it cross. "path": where that
+    # clip's shape crosses it, its turn clear of the bar; a model fine-tuned on it passed fewer long videos
     # (docs/results/LONG_VIDEO.md, "A bar on the shape's path").
     occluder_placement: str = setting("middle", choices=lambda: ("middle", "path"))
 
@@ -236,7 +236,8 @@ def occluding_bar(rng: np.random.Generator, side: float, size_px: int) -> tuple[
 def bar_on_path(track: Track, rng: np.random.Generator, size_px: int, toward_high: bool) -> tuple[int, int] | None:
     """[start, stop) pixels of a bar that the clip's shape crosses (seen partly before it, then partly or wholly
     past it) and that is clear of the turn at the edge it first heads for (`toward_high`: the far edge): None if the
-    clip moves too little for both. As wide as the shape or up to 0.05 of the frame wider, so it can hide it."""
+    clip moves too little for both. As wide as the shape (its ends rounded down: to within a pixel) or up to 0.05 of
+    the frame wider, so most can hide it wholly."""
     along = track.centers[:, 0 if track.horizontal else 1]  # t: along the motion axis
     u = along if toward_high else size_px - along  # t: mirrored so the shape first heads for u = size_px
     width = track.side + rng.uniform(0.0, 0.05) * size_px
