@@ -4,6 +4,7 @@
     python bench/long_video.py CKPT --prompts P.txt --lengths 32,240 --context-noise 0.05 --history-guidance 1.5
     python bench/long_video.py CKPT --lengths 240 --rows window_by_window,all   # some rows only
     python bench/long_video.py CKPT --first-frames                   # each video from its first frame as well
+    python bench/long_video.py CKPT --first-frames-bar               # ... a first frame with the occluding bar
     python bench/long_video.py CKPT --later-windows-cfg 1            # later windows' text guidance a switch too
     python bench/long_video.py CKPT --memory-only                    # peak memory of 60 and 240 frames
 
@@ -14,7 +15,9 @@ others on), so each part's effect is a number. A switch the checkpoint
 was not trained for is left out of every row, and said so. With --first-frames each video is also given, as its
 first frame (sample.py's image=), a frame of the built-in dataset rendered for its prompt (colour, shape, the
 direction it starts in; seeded by the video's index), as the issue's "images of held-out combinations given as the
-first frame" asks; its rows' videos go to DIR/ROW/LENGTH-image. Every row streams its files (long.stream changes no
+first frame" asks; its rows' videos go to DIR/ROW/LENGTH-image. --first-frames-bar draws the dataset's occluding bar
+(near the frame's middle, across the shape's path) in each of those frames as well, so the model is shown the bar
+rather than left to draw it (DIR/ROW/LENGTH-image-bar). Every row streams its files (long.stream changes no
 frame: tests/test_forcing.py). Each row's videos (DIR/ROW/LENGTH/000.mp4, ...) are scored with the drift score
 (`sora.eval.drift.score_drift_dir`, per trained window) when it is importable; without it a row reports its time
 alone.
@@ -109,10 +112,10 @@ def prompts_of(bundle, args) -> list[str]:
     return prompts[: args.limit] if args.limit else prompts
 
 
-def first_frames(bundle, prompts: list[str], seed: int, height: int, width: int):
+def first_frames(bundle, prompts: list[str], seed: int, height: int, width: int, bar: bool = False):
     """n 3 h w in [-1, 1]: for each prompt, the first frame of a clip of the built-in dataset rendered for it (its
-    colour, shape and starting direction, as the checkpoint's data.moving_shapes draws them; seeded seed + i), at
-    the sampler's size as training resizes clips."""
+    colour, shape and starting direction, as the checkpoint's data.moving_shapes draws them, with the occluding bar
+    if `bar`; seeded seed + i), at the sampler's size as training resizes clips."""
     import numpy as np
     import torch
 
@@ -130,7 +133,7 @@ def first_frames(bundle, prompts: list[str], seed: int, height: int, width: int)
         if parsed is None:
             raise SoraError(f"--first-frames: prompt {i + 1} ({prompt!r}) is not a moving-shapes caption")
         frame, _ = render_long_clip(*parsed, caption_verb(prompt) or "moving", np.random.default_rng(seed + i), 1,
-                                    shapes, bundle.cfg.data.frame_stride)  # 1 h w 3
+                                    shapes, bundle.cfg.data.frame_stride, occluder=bar)  # 1 h w 3
         frames.append(resize_crop(torch.from_numpy(frame), height, width)[:, 0])  # 3 h w
     return torch.stack(frames)
 
@@ -150,7 +153,10 @@ def sample_rows(args) -> list[dict]:
     window = settings.window
     lengths = [int(n) for n in args.lengths.split(",")] if args.lengths else [4 * window, 240]
     prompts = prompts_of(bundle, args)
-    images = first_frames(bundle, prompts, args.seed, settings.height, settings.width) if args.first_frames else None
+    given = args.first_frames or args.first_frames_bar
+    images = first_frames(bundle, prompts, args.seed, settings.height, settings.width, args.first_frames_bar) \
+        if given else None
+    kind = "image_bar" if args.first_frames_bar else "image"
     on, skipped = switches_on(bundle, settings, args)
     for name, why in skipped.items():
         print(json.dumps({"switch": name, "left_out": why}), flush=True)
@@ -165,7 +171,7 @@ def sample_rows(args) -> list[dict]:
         long = LongVideoConfig(**values, stream=True)
         s = replace(settings, long=long, sampler="euler" if long.ar_step else settings.sampler)
         for n in lengths:
-            folder = Path(args.out) / row.replace(" ", "") / (f"{n}-image" if images is not None else str(n))
+            folder = Path(args.out) / row.replace(" ", "") / (f"{n}-{kind.replace('_', '-')}" if given else str(n))
             sn, make = s.override(num_frames=n), None
             if images is not None:  # batch_seed - seed is the batch's first video: its images
                 def make(batch, batch_seed, callback, sn=sn):
@@ -174,7 +180,7 @@ def sample_rows(args) -> list[dict]:
                     return make_pieces(bundle, batch, batch_seed, sn, visual, callback)
             t0 = time.perf_counter()
             generate_to_dir(bundle, prompts, folder, args.seed, sn, batch_size=args.batch_size, make=make)
-            result = {"row": row, "num_frames": n, "first_frame": "image" if images is not None else "text",
+            result = {"row": row, "num_frames": n, "first_frame": kind if given else "text",
                       "videos": len(prompts), "long": values, "seed": args.seed, "sampler": sn.sampler,
                       "schedule": sn.schedule, "steps": sn.steps, "cfg": sn.cfg, "overlap_frames": sn.overlap,
                       "seconds_per_video": round((time.perf_counter() - t0) / len(prompts), 3)}
@@ -292,6 +298,8 @@ def run(argv=None) -> None:
                         "'window_by_window,all'")
     parser.add_argument("--first-frames", action="store_true",
                         help="give each video a rendered first frame of its prompt's shape as well (image to video)")
+    parser.add_argument("--first-frames-bar", action="store_true",
+                        help="as --first-frames, with the dataset's occluding bar drawn in each first frame")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")

@@ -186,6 +186,18 @@ def test_long_video_bench_rows_at_a_tiny_size(shapes_dir, tmp_path):
     got = torch.from_numpy(made[0]).permute(2, 0, 1).float() / 127.5 - 1
     assert (want > 0.5).any(), "the rendered frame shows a shape"
     assert (got - want).abs().mean() < 0.05, "the video's first frame is the rendered one (up to the mp4's loss)"
+    # --first-frames-bar: the same frame with the dataset's dim bar across the shape's path, into LENGTH-image-bar
+    barred = bench.first_frames(bundle, ["a red circle moving left"], 0, *size, bar=True)[0]  # 3 h w
+    dim = (barred - (60 / 127.5 - 1)).abs().amax(0) < 0.02  # h w: the bar's grey, RGB 60
+    assert dim.all(0).any() and not (want - (60 / 127.5 - 1)).abs().amax(0).lt(0.02).any(), "a bar of whole columns"
+    done = subprocess.run(some + ["--rows", "window_by_window", "--first-frames-bar"], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300, env={**os.environ, **ONE_THREAD})
+    assert done.returncode == 0, done.stderr[-2000:]
+    row = next(json.loads(line) for line in done.stdout.splitlines() if '"row"' in line)
+    assert row["first_frame"] == "image_bar"
+    made = read_video(str(tmp_path / "some" / "window_by_window" / "8-image-bar" / "000.mp4"))[0]  # t h w 3
+    got = torch.from_numpy(made[0]).permute(2, 0, 1).float() / 127.5 - 1
+    assert (got - barred).abs().mean() < 0.05, "the video's first frame is the rendered one with its bar"
     (tmp_path / "q.txt").write_text("a purple blob\n")
     bad = subprocess.run(some + ["--first-frames", "--prompts", str(tmp_path / "q.txt")], capture_output=True,
                          text=True, cwd=ROOT, timeout=300, env={**os.environ, **ONE_THREAD})
