@@ -153,10 +153,9 @@ def sample_rows(args) -> list[dict]:
     window = settings.window
     lengths = [int(n) for n in args.lengths.split(",")] if args.lengths else [4 * window, 240]
     prompts = prompts_of(bundle, args)
-    given = args.first_frames or args.first_frames_bar
-    images = first_frames(bundle, prompts, args.seed, settings.height, settings.width, args.first_frames_bar) \
-        if given else None
-    kind = "image_bar" if args.first_frames_bar else "image"
+    first_frame = "image_bar" if args.first_frames_bar else "image" if args.first_frames else "text"
+    images = None if first_frame == "text" else first_frames(bundle, prompts, args.seed, settings.height,
+                                                             settings.width, bar=args.first_frames_bar)
     on, skipped = switches_on(bundle, settings, args)
     for name, why in skipped.items():
         print(json.dumps({"switch": name, "left_out": why}), flush=True)
@@ -171,7 +170,8 @@ def sample_rows(args) -> list[dict]:
         long = LongVideoConfig(**values, stream=True)
         s = replace(settings, long=long, sampler="euler" if long.ar_step else settings.sampler)
         for n in lengths:
-            folder = Path(args.out) / row.replace(" ", "") / (f"{n}-{kind.replace('_', '-')}" if given else str(n))
+            suffix = "" if images is None else "-" + first_frame.replace("_", "-")  # LENGTH-image, LENGTH-image-bar
+            folder = Path(args.out) / row.replace(" ", "") / f"{n}{suffix}"
             sn, make = s.override(num_frames=n), None
             if images is not None:  # batch_seed - seed is the batch's first video: its images
                 def make(batch, batch_seed, callback, sn=sn):
@@ -180,7 +180,7 @@ def sample_rows(args) -> list[dict]:
                     return make_pieces(bundle, batch, batch_seed, sn, visual, callback)
             t0 = time.perf_counter()
             generate_to_dir(bundle, prompts, folder, args.seed, sn, batch_size=args.batch_size, make=make)
-            result = {"row": row, "num_frames": n, "first_frame": kind if given else "text",
+            result = {"row": row, "num_frames": n, "first_frame": first_frame,
                       "videos": len(prompts), "long": values, "seed": args.seed, "sampler": sn.sampler,
                       "schedule": sn.schedule, "steps": sn.steps, "cfg": sn.cfg, "overlap_frames": sn.overlap,
                       "seconds_per_video": round((time.perf_counter() - t0) / len(prompts), 3)}

@@ -480,8 +480,8 @@ def test_the_shape_passes_behind_the_bar_in_crops_of_clips_with_one():
 
 
 def test_a_bar_on_the_path_is_crossed_more_often_and_never_where_the_shape_turns():
-    """In the middle, half the bars cover part of the shape where it turns at the edge (a wall, to a model that
-    learns from them); on the path none does, and the crops show it crossing more often, still wholly hidden in some."""
+    """In the middle, half the bars cover part of the shape where it turns at the edge (as a shape bouncing off the
+    bar would look); on the path none does, and the crops show it crossing more often, still wholly hidden in some."""
     middle, path = occluder_crop_shares(1000), occluder_crop_shares(1000, "path")
     assert middle["turns_at_bar"] >= 0.3 and path["turns_at_bar"] == 0, (middle, path)
     assert path["crossing"] >= 1.5 * middle["crossing"] and path["hidden"] >= 0.1, (middle, path)
