@@ -534,6 +534,69 @@ def test_an_occluder_needs_bouncing_clips():
     assert cfg.moving_shapes.occluder_share == 0.5
 
 
+def test_a_caption_names_the_bar_only_with_occluder_in_caption(tmp_path):
+    """With the setting, exactly the clips with a bar end `behind a bar` (train and held-out shards), their frames
+    are the same as without it, and the held-out bar prompts are written; without it no caption names the bar."""
+    import sora.data.moving_shapes as ms
+
+    def clips(**extra):
+        cfg = ms.MovingShapesArgs(root=str(tmp_path / str(len(extra))), clips_per_combo=4, clips_per_shard=300,
+                                  bouncing_share=0.5, occluder_share=0.5, **extra)
+        root = ms.write_moving_shapes(cfg)
+        out = {}
+        for name in ("train", "test_bouncing"):
+            for sample in wds.WebDataset(f"{root}/{name}-000000.tar", shardshuffle=False):
+                out[sample["__key__"]] = (sample["txt"].decode(), json.loads(sample["json"]), sample["mp4"])
+        return root, out
+
+    plain_root, plain = clips()
+    named_root, named = clips(occluder_in_caption=True)
+    assert plain.keys() == named.keys()
+    with_bar = 0
+    for key, (text, meta, mp4) in named.items():
+        bar = meta.get("occluder") is not None
+        with_bar += bar
+        combo = (meta["color"], meta["shape"], meta["direction"])
+        assert text == ms.caption(*combo, meta.get("motion", "moving"), bar=bar)
+        assert ms.caption_has_bar(text) == bar and ms.parse_caption(text) == combo
+        assert plain[key][0] == ms.caption(*combo, meta.get("motion", "moving"))  # the plain run never names it
+        assert plain[key][1:] == (meta, mp4)  # the same clip, frames and all
+    assert 0 < with_bar < sum(m.get("motion") == "bouncing" for _, m, _ in named.values())
+    assert (named_root / ms.BAR_PROMPTS).read_text().splitlines() == \
+        [f"{ms.caption(*c, 'bouncing')} behind a bar" for c in ms.HELDOUT_BOUNCING]
+    assert not (plain_root / ms.BAR_PROMPTS).exists()
+    assert json.loads((named_root / "info.json").read_text())["config"]["occluder_in_caption"] is True
+    assert "occluder_in_caption" not in json.loads((plain_root / "info.json").read_text())["config"]
+
+
+def test_parse_caption_takes_the_bar_ending_and_nothing_else():
+    from sora.data.moving_shapes import caption_has_bar, caption_verb, parse_caption
+
+    assert parse_caption("a red circle bouncing left behind a bar") == ("red", "circle", "left")
+    assert caption_verb("a red circle bouncing left behind a bar") == "bouncing"
+    assert not caption_has_bar("a red circle bouncing left")
+    for text in ("a red circle bouncing left behind a box", "a red circle bouncing left behind", "a red circle",
+                 "a red circle bouncing left behind a bar now"):
+        assert parse_caption(text) is None and not caption_has_bar(text)
+
+
+def test_occluder_in_caption_is_checked_at_start():
+    """It needs bars, and a word encoder that reads all of `behind a bar`: else one line naming the key."""
+    from sora.config.checks import check_train_config
+    from sora.data.moving_shapes import MovingShapesArgs
+
+    with pytest.raises(SoraError, match="occluder_in_caption=true names the bar in captions, and occluder_share=0"):
+        MovingShapesArgs(bouncing_share=0.5, occluder_in_caption=True)
+    on = ["+experiment=long_video", "data.moving_shapes.occluder_in_caption=true"]
+    with pytest.raises(SoraError, match="text.vocab lacks behind, bar: add them"):
+        check_train_config(compose_config("train", on))
+    vocab = "text.vocab=[a,moving,bouncing,red,green,blue,yellow,cyan,magenta,square,circle,triangle,left,right,up," \
+        "down,behind,bar]"
+    with pytest.raises(SoraError, match="text.max_tokens=8 cuts them: set text.max_tokens >= 9"):
+        check_train_config(compose_config("train", [*on, vocab]))
+    check_train_config(compose_config("train", [*on, vocab, "text.max_tokens=9"]))
+
+
 def test_info_json_names_the_bar_placement_only_when_it_is_not_the_middle():
     """A copy written before the setting existed (the long-video preset's) still matches and is not rebuilt; one
     written with bars on the path does not match the middle's."""

@@ -18,11 +18,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from sora.config.schema import EvalConfig, SampleConfig, Strategy, TaskKind, TrainConfig
+from sora.data.data_args import is_builtin
+from sora.data.moving_shapes import BEHIND_BAR
 from sora.devices import world_size
 from sora.diffusion.frame_modes import gives_frames
 from sora.errors import SoraError
 from sora.models.attention import backend_unavailable
 from sora.models.fp8 import fp8_unavailable
+from sora.models.text import TextKind
 from sora.models.vae import VAEKind
 from sora.settings import check_settings, nested_settings
 
@@ -90,6 +93,7 @@ def _check_sections_agree(cfg) -> None:
         raise SoraError(f"text.max_tokens={cfg.text.max_tokens} tokens a caption do not fit dit.text_len="
                         f"{cfg.dit.text_len}, the length the DiT pads captions to: set text.max_tokens <= "
                         f"{cfg.dit.text_len}")
+    _check_caption_words(cfg)
     if is_dit and t.final_drift and not t.final_samples:
         raise SoraError("train.final_drift=true scores drift beside the end-of-run samples: set "
                         "train.final_samples=true (or train.final_drift=false)")
@@ -110,6 +114,21 @@ def _check_sections_agree(cfg) -> None:
         if world is not None and world % sp:
             raise SoraError(f"train.sequence_parallel_size={sp} must divide the number of processes "
                             f"(train.devices x train.num_nodes = {world})")
+
+
+def _check_caption_words(cfg) -> None:
+    """data.moving_shapes.occluder_in_caption: the word encoder must read `behind a bar`, or the setting does
+    nothing (unknown words read as <unk>, words past text.max_tokens are cut)."""
+    shapes = cfg.data.moving_shapes
+    if shapes is None or not shapes.occluder_in_caption or not is_builtin(cfg.data) or cfg.text.kind != TextKind.vocab:
+        return
+    missing = [w for w in dict.fromkeys(BEHIND_BAR) if w not in [v.lower() for v in cfg.text.vocab]]
+    if missing:
+        raise SoraError(f"data.moving_shapes.occluder_in_caption=true ends captions `behind a bar`, and text.vocab "
+                        f"lacks {', '.join(missing)}: add them to text.vocab")
+    if cfg.text.max_tokens < 6 + len(BEHIND_BAR):  # <bos> + `a red circle bouncing left` + `behind a bar`
+        raise SoraError(f"data.moving_shapes.occluder_in_caption=true makes captions of 8 words, and "
+                        f"text.max_tokens={cfg.text.max_tokens} cuts them: set text.max_tokens >= 9")
 
 
 def _check_machine(cfg) -> None:

@@ -9,8 +9,8 @@ With `bouncing_share` > 0, that share of each combination's clips *bounce* inste
 long enough that training crops hold a bounce (the long motion a video longer than a clip needs). Eight other
 combinations of the bouncing verb are held out (`test_bouncing-*.tar`, `heldout_bouncing_prompts.txt`). With
 `occluder_share` > 0, that share of bouncing clips have a dim bar across the shape's path that it passes behind
-and comes out of unchanged (object permanence). With both at 0 (the default) the dataset is bit for bit what it
-was before either existed.
+and comes out of unchanged (object permanence); with `occluder_in_caption` their captions end `behind a bar`. With
+both shares at 0 (the default) the dataset is bit for bit what it was before either existed.
 """
 
 import itertools
@@ -63,6 +63,11 @@ class MovingShapesArgs(Settings):
     # clip's shape crosses it, its turn clear of the bar; a model fine-tuned on it passed fewer long videos
     # (docs/results/LONG_VIDEO.md, "A bar on the shape's path").
     occluder_placement: str = setting("middle", choices=lambda: ("middle", "path"))
+    # Whether a clip with a bar says so (`a red circle bouncing left behind a bar`). Without it the caption is the
+    # same with or without the bar, so a model draws one in prompts that never asked for it: 17 to 29 of 64 held-out
+    # videos at 30,000 steps, nearly none of which pass (docs/results/LONG_VIDEO.md, "The bar in the caption").
+    # The word encoder then needs `behind` and `bar` in text.vocab and text.max_tokens >= 9.
+    occluder_in_caption: bool = False
 
     def check(self, at: str = "") -> None:
         if self.occluder_share > 0 and self.bouncing_share == 0:
@@ -71,6 +76,9 @@ class MovingShapesArgs(Settings):
         if self.occluder_placement != "middle" and self.occluder_share == 0:
             raise SoraError(f"{at}occluder_placement={self.occluder_placement} places bars, and "
                             f"{at}occluder_share=0 draws none: set {at}occluder_share > 0")
+        if self.occluder_in_caption and self.occluder_share == 0:
+            raise SoraError(f"{at}occluder_in_caption=true names the bar in captions, and {at}occluder_share=0 "
+                            f"draws none: set {at}occluder_share > 0")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -90,6 +98,7 @@ DIRECTIONS = ("left", "right", "up", "down")
 # (dx, dy) in image coordinates: y grows downwards.
 DIRECTION_VECTORS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
 VERBS = ("moving", "bouncing")
+BEHIND_BAR = ("behind", "a", "bar")  # the words a caption ends with when its clip has the bar (occluder_in_caption)
 # The occluder's colour: its brightest channel is under the probe's threshold (sora/eval/probe.py: BRIGHT = 100),
 # so a reader of bright pixels sees the shape, or the part of it not behind the bar, and never the bar.
 BAR_COLOR = (60, 60, 60)
@@ -123,8 +132,13 @@ TRAIN_COMBOS = tuple(c for c in ALL_COMBOS if c not in HELDOUT)
 TRAIN_COMBOS_BOUNCING = tuple(c for c in ALL_COMBOS if c not in HELDOUT_BOUNCING)
 
 
-def caption(color: str, shape: str, direction: str, verb: str = "moving") -> str:
-    return f"a {color} {shape} {verb} {direction}"
+def caption(color: str, shape: str, direction: str, verb: str = "moving", bar: bool = False) -> str:
+    return f"a {color} {shape} {verb} {direction}" + (" " + " ".join(BEHIND_BAR) if bar else "")
+
+
+def caption_has_bar(text: str) -> bool:
+    """`a red circle bouncing left behind a bar` -> True: a moving-shapes caption that names the bar."""
+    return parse_caption(text) is not None and len(text.split()) == 5 + len(BEHIND_BAR)
 
 
 def caption_verb(text: str) -> str | None:
@@ -133,10 +147,12 @@ def caption_verb(text: str) -> str | None:
 
 
 def parse_caption(text: str) -> tuple[str, str, str] | None:
-    """`a red circle moving left` (or `bouncing left`: the direction it starts in) -> ("red", "circle", "left");
-    None if it is not a moving-shapes caption (caption_verb says which verb)."""
+    """`a red circle moving left` (or `bouncing left`: the direction it starts in; either may end `behind a bar`)
+    -> ("red", "circle", "left"); None if it is not a moving-shapes caption (caption_verb says which verb)."""
     words = text.strip().lower().split()
-    if len(words) != 5 or words[0] != "a" or words[3] not in VERBS:
+    if words[5:] and tuple(words[5:]) != BEHIND_BAR:
+        return None
+    if len(words) < 5 or words[0] != "a" or words[3] not in VERBS:
         return None
     color, shape, direction = words[1], words[2], words[4]
     if color not in COLORS or shape not in SHAPES or direction not in DIRECTIONS:
@@ -341,7 +357,9 @@ def _write_shards(out_dir: Path, prefix: str, items: list, clips_per_shard: int,
                                 width=cfg.size_px, color=color, shape=shape, direction=direction, motion=verb,
                                 occluder=list(track.bar) if track.bar else None)
                 sink.write({"__key__": f"{prefix}{j:07d}", "mp4": encode_mp4(frames, cfg.fps),
-                            "txt": caption(color, shape, direction, verb), "json": json.dumps(meta)})
+                            "txt": caption(color, shape, direction, verb, bar=bool(meta.get("occluder")) and
+                                           cfg.occluder_in_caption),
+                            "json": json.dumps(meta)})
     return num_shards
 
 
@@ -359,6 +377,8 @@ def _settings(cfg) -> dict:
                    occluder_share=cfg.occluder_share)
         if cfg.occluder_placement != "middle":  # only then: a copy written before the setting existed still matches
             out.update(occluder_placement=cfg.occluder_placement)
+        if cfg.occluder_in_caption:  # likewise
+            out.update(occluder_in_caption=True)
     return out
 
 
@@ -375,6 +395,7 @@ def check_root(root: str, where: str) -> None:
 
 
 BOUNCING_PROMPTS = "heldout_bouncing_prompts.txt"  # the bouncing verb's held-out prompts, in the dataset's root
+BAR_PROMPTS = "heldout_bouncing_bar_prompts.txt"  # ... ending `behind a bar` (occluder_in_caption only)
 
 
 def write_moving_shapes(cfg, where: str = "data.moving_shapes.root") -> Path:
@@ -401,6 +422,8 @@ def write_moving_shapes(cfg, where: str = "data.moving_shapes.root") -> Path:
         test = [("bouncing", *c) for c in HELDOUT_BOUNCING for _ in range(n_test)]
         info["test_bouncing_shards"] = _write_shards(tmp, "test_bouncing", test, cfg.clips_per_shard, cfg, rng)
         (tmp / BOUNCING_PROMPTS).write_text("".join(caption(*c, "bouncing") + "\n" for c in HELDOUT_BOUNCING))
+        if cfg.occluder_in_caption:
+            (tmp / BAR_PROMPTS).write_text("".join(caption(*c, "bouncing", bar=True) + "\n" for c in HELDOUT_BOUNCING))
     (tmp / "info.json").write_text(json.dumps(info, indent=1))
     if root.exists():
         shutil.rmtree(root)

@@ -117,7 +117,8 @@ def drift_video(frames: np.ndarray, prompt: str, window: int) -> dict:
     want = parse_caption(prompt)
     if want is None:
         raise SoraError(f"prompt {prompt!r} is not a moving-shapes caption "
-                        "('a {color} {shape} moving {direction}' or 'a {color} {shape} bouncing {direction}')")
+                        "('a {color} {shape} moving {direction}' or 'a {color} {shape} bouncing {direction}', "
+                        "either may end 'behind a bar')")
     color, shape, direction = want
     bouncing = caption_verb(prompt) == "bouncing"
     ux, uy = DIRECTION_VECTORS[direction]
