@@ -558,7 +558,7 @@ def test_a_caption_names_the_bar_only_with_occluder_in_caption(tmp_path):
         with_bar += bar
         combo = (meta["color"], meta["shape"], meta["direction"])
         assert text == ms.caption(*combo, meta.get("motion", "moving"), bar=bar)
-        assert ms.caption_has_bar(text) == bar and ms.parse_caption(text) == combo
+        assert text.endswith(" behind a bar") == bar and ms.parse_caption(text) == combo
         assert plain[key][0] == ms.caption(*combo, meta.get("motion", "moving"))  # the plain run never names it
         assert plain[key][1:] == (meta, mp4)  # the same clip, frames and all
     assert 0 < with_bar < sum(m.get("motion") == "bouncing" for _, m, _ in named.values())
@@ -570,14 +570,14 @@ def test_a_caption_names_the_bar_only_with_occluder_in_caption(tmp_path):
 
 
 def test_parse_caption_takes_the_bar_ending_and_nothing_else():
-    from sora.data.moving_shapes import caption_has_bar, caption_verb, parse_caption
+    from sora.data.moving_shapes import caption_verb, parse_caption
 
     assert parse_caption("a red circle bouncing left behind a bar") == ("red", "circle", "left")
     assert caption_verb("a red circle bouncing left behind a bar") == "bouncing"
-    assert not caption_has_bar("a red circle bouncing left")
+    assert parse_caption("a red circle bouncing left") == ("red", "circle", "left")
     for text in ("a red circle bouncing left behind a box", "a red circle bouncing left behind", "a red circle",
                  "a red circle bouncing left behind a bar now"):
-        assert parse_caption(text) is None and not caption_has_bar(text)
+        assert parse_caption(text) is None
 
 
 def test_occluder_in_caption_is_checked_at_start():

@@ -126,9 +126,10 @@ def _check_caption_words(cfg) -> None:
     if missing:
         raise SoraError(f"data.moving_shapes.occluder_in_caption=true ends captions `behind a bar`, and text.vocab "
                         f"lacks {', '.join(missing)}: add them to text.vocab")
-    if cfg.text.max_tokens < 6 + len(BEHIND_BAR):  # <bos> + `a red circle bouncing left` + `behind a bar`
-        raise SoraError(f"data.moving_shapes.occluder_in_caption=true makes captions of 8 words, and "
-                        f"text.max_tokens={cfg.text.max_tokens} cuts them: set text.max_tokens >= 9")
+    words = 5 + len(BEHIND_BAR)  # `a red circle bouncing left` + `behind a bar`
+    if cfg.text.max_tokens < words + 1:  # and <bos>
+        raise SoraError(f"data.moving_shapes.occluder_in_caption=true makes captions of {words} words, and "
+                        f"text.max_tokens={cfg.text.max_tokens} cuts them: set text.max_tokens >= {words + 1}")
 
 
 def _check_machine(cfg) -> None:

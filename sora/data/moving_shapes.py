@@ -137,11 +137,6 @@ def caption(color: str, shape: str, direction: str, verb: str = "moving", bar: b
     return f"a {color} {shape} {verb} {direction}" + (" " + " ".join(BEHIND_BAR) if bar else "")
 
 
-def caption_has_bar(text: str) -> bool:
-    """`a red circle bouncing left behind a bar` -> True: a moving-shapes caption that names the bar."""
-    return parse_caption(text) is not None and len(text.split()) == 5 + len(BEHIND_BAR)
-
-
 def caption_verb(text: str) -> str | None:
     """`a red circle bouncing left` -> "bouncing"; None if it is not a moving-shapes caption."""
     return text.strip().lower().split()[3] if parse_caption(text) else None
@@ -351,15 +346,15 @@ def _write_shards(out_dir: Path, prefix: str, items: list, clips_per_shard: int,
                     frames = render_clip(color, shape, direction, rng, cfg.num_frames, cfg.size_px)
                     meta = dict(fps=cfg.fps, num_frames=cfg.num_frames, height=cfg.size_px, width=cfg.size_px,
                                 color=color, shape=shape, direction=direction)
+                    text = caption(color, shape, direction)
                 else:
                     occluder = bool(rng.random() < cfg.occluder_share) if cfg.occluder_share > 0 else False
                     frames, track = render_bouncing_clip(color, shape, direction, rng, cfg, occluder)
                     meta = dict(fps=cfg.fps, num_frames=cfg.bouncing_num_frames, height=cfg.size_px,
                                 width=cfg.size_px, color=color, shape=shape, direction=direction, motion=verb,
                                 occluder=list(track.bar) if track.bar else None)
-                sink.write({"__key__": f"{prefix}{j:07d}", "mp4": encode_mp4(frames, cfg.fps),
-                            "txt": caption(color, shape, direction, verb, bar=bool(meta.get("occluder")) and
-                                           cfg.occluder_in_caption),
+                    text = caption(color, shape, direction, verb, bar=bool(track.bar) and cfg.occluder_in_caption)
+                sink.write({"__key__": f"{prefix}{j:07d}", "mp4": encode_mp4(frames, cfg.fps), "txt": text,
                             "json": json.dumps(meta)})
     return num_shards
 
