@@ -65,8 +65,8 @@ class MovingShapesArgs(Settings):
     occluder_placement: str = setting("middle", choices=lambda: ("middle", "path"))
     # Whether a clip with a bar says so (`a red circle bouncing left behind a bar`). Without it the caption is the
     # same with or without the bar, so a model draws one in prompts that never asked for it: 17 to 29 of 64 held-out
-    # videos a row at 30,000 steps, nearly none of which pass. With it a 30,000-step run drew none unasked (0 of 192),
-    # yet passed no more long videos (docs/results/LONG_VIDEO.md, "The bar in the caption").
+    # videos a row at 30,000 steps, nearly none of which pass. With it runs draw none unasked (0 of 192), yet pass no
+    # more long videos at 30,000 steps and fewer at 60,000 (docs/results/LONG_VIDEO.md, "The bar in the caption").
     # The word encoder then needs `behind` and `bar` in text.vocab and text.max_tokens >= 9.
     occluder_in_caption: bool = False
 
