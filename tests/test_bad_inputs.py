@@ -169,6 +169,10 @@ TRAIN_CASES = [
     (["data.eval_prompts={bad}"], None),  # a folder: warned about (no samples of those prompts), not fatal
     (["data.latent_cache={cache}"], None),
     (["data.latent_cache=/missing"], "data.latent_cache='/missing' is not a directory"),
+    (["data.clip_start_share=0.5"], None),
+    (["data.clip_start_share=1.5"], "data.clip_start_share must be in [0, 1]"),
+    (["data.clip_start_share=0.5", "conditioning=text"], "data.clip_start_share=0.5 trains crops from later"),
+    (["data.clip_start_share=0.5", "data.latent_cache={cache}"], "data.clip_start_share=0.5 picks where each crop"),
     (["data.latent_cache={bad}/not-a-ckpt.ckpt"], "is not a directory"),
     (["data.latent_cache={bad}/text"], "data.latent_cache="),
     (["data.latent_cache={cache}", "vae=causal3d"], "the VAE takes 1 + k * 4 frames"),

@@ -49,6 +49,30 @@ def test_random_crop_moves_the_window_and_can_be_turned_off(shapes_dir):
     assert torch.equal(crops[False][0], centre)
 
 
+def test_clip_start_share_starts_that_share_at_frame_0_and_marks_the_others_late(shapes_dir):
+    """data.clip_start_share: a crop from the clip's start is the clip read from frame 0; the others start at a
+    random time and say so (`late`, which training gives its first frames); null keeps today's crops, unmarked."""
+    raw = next(iter(wds.WebDataset(f"{shapes_dir}/train-000000.tar", shardshuffle=False)))
+
+    def crops(*overrides):
+        cfg = data_cfg(shapes_dir, "data.random_crop=false", *overrides)
+        stream = ClipStream(expand_shards(cfg.shards), cfg, BucketSet.from_config(cfg))
+        return [stream.process(raw, random.Random(i))[1] for i in range(40)], stream
+
+    first = crops("data.random_start=false")[0][0]
+    assert "late" not in first and all("late" not in it for it in crops()[0])
+    from_start, _ = crops("data.clip_start_share=1")
+    assert all(not it["late"] and torch.equal(it["video"], first["video"]) for it in from_start)
+    later, _ = crops("data.clip_start_share=0")
+    assert all(it["late"] for it in later) and any(not torch.equal(it["video"], first["video"]) for it in later)
+    mixed, stream = crops("data.clip_start_share=0.5")
+    assert 10 < sum(it["late"] for it in mixed) < 30
+    assert all(torch.equal(it["video"], first["video"]) for it in mixed if not it["late"])
+    assert stream.collate("0", mixed[:4])["late"] == [it["late"] for it in mixed[:4]]
+    validation = crops("data.clip_start_share=0", "data.random_start=false")[0]  # as sora/eval/validation.py reads
+    assert all(not it["late"] for it in validation)
+
+
 def test_shard_patterns(shapes_dir, tmp_path):
     shards = expand_shards(f"{shapes_dir}/train-*.tar")
     assert len(shards) == 4

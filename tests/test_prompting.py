@@ -132,6 +132,30 @@ def test_the_mixture_draws_every_mode_and_keeps_something_to_make():
     assert [f.name for f in fields(FrameModes)] == list(MODES)  # conditioning.modes.NAME for every mode, no other
 
 
+def test_a_crop_from_later_in_its_clip_is_trained_as_a_continuation(shapes_dir, tmp_path):
+    """data.clip_start_share: a late crop is given its first frames (first_k), whatever conditioning.modes draws
+    for the others (here last_k alone), in a batch and in a pack."""
+    from sora.training.dit_task import DiTTask
+    from tests.conftest import compose_config
+
+    modes = [f"conditioning.modes.{m}={int(m == 'last_k')}" for m in MODES]
+    cfg = compose_config("train", [o for o in shrunk_overrides(shapes_dir, tmp_path) if not o.startswith("hydra.")]
+                         + modes + ["data.clip_start_share=0.5", "train.caption_dropout=0"])
+    torch.manual_seed(0)
+    task = DiTTask.from_config(cfg)
+    late = [True, False, True, False, False, True]
+    batch = {"caption": ["a red circle moving left"] * 6, "video": torch.rand(6, 3, 4, 16, 16) * 2 - 1, "late": late}
+    for _ in range(5):
+        mask = task.conditioning(batch, task.latents(batch)).frame_mask  # b t
+        assert mask[:, 0].tolist() == late and not mask[:, -1][torch.tensor(late)].any()
+        assert mask[~torch.tensor(late), -1].all()  # last_k for the crops from the clip's start
+    pack = {**batch, "video": [torch.rand(3, n, 16, 16) * 2 - 1 for n in (4, 6, 4, 8, 4, 6)]}
+    masks = task.conditioning(pack, task.latents(pack)).frame_mask  # [t]
+    assert [bool(m[0]) for m in masks] == late and [bool(m[-1]) for m in masks] == [not x for x in late]
+    assert task.conditioning({k: v for k, v in batch.items() if k != "late"}, task.latents(batch)).frame_mask[
+        :, -1].all()  # no `late`: every crop draws from the mixture
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Through the entry points
 # ---------------------------------------------------------------------------------------------------------------

@@ -100,6 +100,10 @@ def _check_sections_agree(cfg) -> None:
     if is_dit and t.final_drift and not gives_frames(cfg.conditioning.modes):
         raise SoraError("train.final_drift=true makes long videos window by window, which needs a model trained to "
                         "take given frames: set conditioning=mixed (or train.final_drift=false)")
+    if is_dit and cfg.data.clip_start_share is not None and not gives_frames(cfg.conditioning.modes):
+        raise SoraError(f"data.clip_start_share={cfg.data.clip_start_share} trains crops from later in a clip as "
+                        "continuations, given their first frames: set conditioning=mixed (or "
+                        "data.clip_start_share=null)")
     if cfg.data.packing:
         if not is_dit:
             raise SoraError("data.packing=true packs DiT token sequences; task=vae trains on one bucket per batch")

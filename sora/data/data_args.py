@@ -43,6 +43,12 @@ class DataArgs(Settings):
     height: int = setting(32, ge=1)
     width: int = setting(32, ge=1)
     random_start: bool = True  # clips start at a random time (false: at frame 0)
+    # Captions say what a clip does from its first frame (a bouncing caption of the built-in dataset names the way
+    # it starts). Null: every crop starts at a random time. A share: that share of crops starts at the clip's first
+    # frame, the rest at a random time, and those later crops are trained as continuations, given their first
+    # frames (conditioning mode first_k, sora/training/dit_task.py): only the frames given say where in the clip
+    # they are, as a later window of a long video is given the video so far. Needs conditioning that gives frames.
+    clip_start_share: Optional[float] = setting(None, ge=0, le=1)
     random_crop: bool = True  # a random crop of what covers the bucket (false: the centre)
     # The quick start's: more optimizer steps in the CPU budget beat bigger batches this early.
     batch_size_per_gpu: int = setting(16, ge=1)
@@ -97,6 +103,10 @@ class DataArgs(Settings):
                                     "{motion: 0.5}")
                 if isinstance(low, bool) or not isinstance(low, (int, float)) or low != low:  # low != low: NaN
                     raise SoraError(f"{at}min_scores.{name} must be a number, got {low!r}")
+        if self.clip_start_share is not None and self.latent_cache:
+            raise SoraError(f"{at}clip_start_share={self.clip_start_share} picks where each crop starts, and a "
+                            f"latent cache holds one crop of each clip: set {at}clip_start_share=null or "
+                            f"{at}latent_cache=null")
         if self.packing and not self.tokens_per_batch:
             raise SoraError(f"{at}packing=true packs clips up to {at}tokens_per_batch tokens: set {at}tokens_per_batch")
 

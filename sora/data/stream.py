@@ -348,7 +348,7 @@ class ClipStream(IterableDataset):
         self.buckets, self.frame_stride, self.random_start = buckets, cfg.frame_stride, cfg.random_start
         self.shuffle_buffer, self.strict, self.image_batch_ratio = cfg.shuffle_buffer, cfg.strict, cfg.image_batch_ratio
         self.min_side_px, self.max_aspect = cfg.min_side_px, cfg.max_aspect
-        self.packing, self.random_crop = cfg.packing, cfg.random_crop
+        self.packing, self.random_crop, self.clip_start_share = cfg.packing, cfg.random_crop, cfg.clip_start_share
         assert not self.packing or buckets.tokens, "data.packing=true packs up to data.tokens_per_batch tokens a pack"
         self.latent = bool(cfg.latent_cache)
         self.min_scores = dict(cfg.min_scores or {})  # only the training readers apply it (_Reader._process)
@@ -363,7 +363,9 @@ class ClipStream(IterableDataset):
             return self._process_latent(raw)
         ext, caption, info, b = self.locate(raw)
         bucket = self.buckets.buckets[b]
-        start_rng = rng if self.random_start else None
+        # A later crop (data.clip_start_share) starts at a random time and is trained as a continuation.
+        late = self.random_start and self.clip_start_share is not None and rng.random() >= self.clip_start_share
+        start_rng = rng if self.random_start and (late or self.clip_start_share is None) else None
         if self.decoded is not None:
             key = f"{raw.get('__url__', '')}:{raw.get('__key__', '')}"
             frames = self.decoded.decode(key, raw[ext], ext, bucket.num_frames, self.frame_stride, start_rng, info)
@@ -371,6 +373,8 @@ class ClipStream(IterableDataset):
             frames = decode_clip(raw[ext], ext, bucket.num_frames, self.frame_stride, start_rng, info)
         item = {"video": resize_crop(frames, bucket.height, bucket.width, rng if self.random_crop else None),
                 "caption": caption}
+        if self.clip_start_share is not None:
+            item["late"] = late
         if self.packing:
             item["_tokens"] = self.buckets.tokens[b]
         return str(b), item
@@ -425,6 +429,8 @@ class ClipStream(IterableDataset):
 
     def collate(self, key: str, items: list[dict]) -> dict:
         batch = {"caption": [it["caption"] for it in items]}
+        if "late" in items[0]:  # the crop starts after its clip's first frame (data.clip_start_share); a list, so
+            batch["late"] = [it["late"] for it in items]  # it stays on the CPU: masks are drawn there
         for name in ("video", "latent", "alone", "context", "mask"):
             if name in items[0]:
                 clips = [it[name] for it in items]

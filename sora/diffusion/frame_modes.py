@@ -53,6 +53,10 @@ MASKS_BY_MODE = {
     "keyframes": _keyframes,
 }
 
+# The mixture of a crop from later in its clip (data.clip_start_share): its first k units given, the clip so far, as
+# a later window of a long video is given the video before it.
+CONTINUE = {"first_k": 1.0}
+
 
 def gives_frames(probs: dict[str, float]) -> bool:
     """True when a mixture ever gives frames (a mode other than `none` has a probability above 0)."""

@@ -13,7 +13,7 @@ import torch.nn as nn
 from omegaconf import OmegaConf
 
 from sora.data.latent_cache import sample_latent
-from sora.diffusion.frame_modes import draw_frame_masks, gives_frames
+from sora.diffusion.frame_modes import CONTINUE, draw_frame_masks, gives_frames
 from sora.distributed.fsdp import fully_shard_trained, gather_full_state
 from sora.distributed.sequence import parallelize_sequence, sequence_parallel_group, share_rng_state
 from sora.eval.end_of_run import final_drift, probe_modes, probe_prompts, read_prompts
@@ -204,10 +204,15 @@ class DiTTask(Task):
         if not gives_frames(c.modes):
             return cond
         modes, pt = dict(c.modes), self.model.dit.patch_size[0]
+        late = batch.get("late") or [False] * len(captions)  # b: a crop from later in its clip (data.clip_start_share)
         if isinstance(latent, list):  # a pack: one mask a clip, each its own length
-            masks = [draw_frame_masks(1, z.shape[1], pt, modes)[0][0] for z in latent]
+            masks = [draw_frame_masks(1, z.shape[1], pt, CONTINUE if later else modes)[0][0]
+                     for z, later in zip(latent, late)]
         else:
             masks = draw_frame_masks(latent.shape[0], latent.shape[2], pt, modes)[0]  # b t
+            if any(late):  # a crop from later in its clip is given its first frames: the clip so far
+                continued = draw_frame_masks(latent.shape[0], latent.shape[2], pt, CONTINUE)[0]  # b t
+                masks = torch.where(torch.tensor(late)[:, None], continued, masks)  # b t
         # Asked while the masks are still on the CPU: on the GPU the answer would wait for the queue (a sync a step).
         if not any(m.any() for m in (masks if isinstance(masks, list) else [masks])):
             return cond  # nothing given in this batch: no given latents to encode (a second VAE pass)
