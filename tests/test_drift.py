@@ -46,6 +46,7 @@ def test_ground_truth_at_4x_the_window_scores_1(occluder):
     failed = [(v["prompt"], [w["failed"] for w in v["windows"]]) for v in result["videos"] if not v["passed"]]
     assert result["all_windows_pass"] == 1.0, failed
     assert result["per_window_pass"] == [1.0] * 4 and result["median_frames_to_first_failure"] == 4 * WINDOW
+    assert result["wrong_turns_by_bounces_before"] == {}
     assert set(result["by_verb"]) == {"moving", "bouncing"} and result["n"] == 2 * len(ALL_COMBOS[::3])
     with_bar = sum(v["bar"] is not None for v in result["videos"])  # the report apart for videos with a bar
     assert result["by_bar"]["bar"]["n"] == with_bar and result["by_bar"]["no_bar"]["n"] == result["n"] - with_bar
@@ -182,6 +183,13 @@ def test_a_wrong_turn_fails(verb):
     mid = turned_track(verb_ok_at_edge=False)
     got = failures(mid, f"a red square {verb} right")
     assert any("turns" in w for w in got), got
+    # each wrong turn with the bounces before it (only a bouncing prompt's turns at the left edge are bounces)
+    # and how far from the edge it came: the box's right end at 20 + 4.5, 7.5 px from the right edge
+    turns = drift_video(mid, f"a red square {verb} right", WINDOW)["wrong_turns"]
+    assert [t["bounces_before"] for t in turns] == ([0, 1] if verb == "bouncing" else [0, 0, 0]), turns
+    summary = score_drift([mid], [f"a red square {verb} right"], WINDOW)["wrong_turns_by_bounces_before"]
+    assert summary == ({"0": 1, "1": 1} if verb == "bouncing" else {"0": 3}), summary
+    assert all(6.5 <= t["edge_gap_px"] <= 8.5 for t in turns[::2]), turns
     # the same turn at the edge is a bounce: right for a bouncing prompt, wrong for a moving one
     edge = failures(turned_track(verb_ok_at_edge=True), f"a red square {verb} right")
     assert (edge == [[]] * 4) == (verb == "bouncing"), edge
