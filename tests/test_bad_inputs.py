@@ -171,6 +171,7 @@ TRAIN_CASES = [
     (["data.latent_cache=/missing"], "data.latent_cache='/missing' is not a directory"),
     (["data.clip_start_share=0.5"], None),
     (["data.clip_start_share=1.5"], "data.clip_start_share must be in [0, 1]"),
+    (["data.clip_start_share=0.5", "data.random_start=false"], "data.clip_start_share=0.5 starts the other crops"),
     (["data.clip_start_share=0.5", "conditioning=text"], "data.clip_start_share=0.5 trains crops from later"),
     (["data.clip_start_share=0.5", "data.latent_cache={cache}"], "data.clip_start_share=0.5 picks where each crop"),
     (["data.latent_cache={bad}/not-a-ckpt.ckpt"], "is not a directory"),

@@ -144,11 +144,14 @@ def test_a_crop_from_later_in_its_clip_is_trained_as_a_continuation(shapes_dir, 
     torch.manual_seed(0)
     task = DiTTask.from_config(cfg)
     late = [True, False, True, False, False, True]
-    batch = {"caption": ["a red circle moving left"] * 6, "video": torch.rand(6, 3, 4, 16, 16) * 2 - 1, "late": late}
-    for _ in range(5):
+    batch = {"caption": ["a red circle moving left"] * 6, "video": torch.rand(6, 3, 8, 16, 16) * 2 - 1, "late": late}
+    given = set()
+    for _ in range(8):
         mask = task.conditioning(batch, task.latents(batch)).frame_mask  # b t
         assert mask[:, 0].tolist() == late and not mask[:, -1][torch.tensor(late)].any()
         assert mask[~torch.tensor(late), -1].all()  # last_k for the crops from the clip's start
+        given |= {int(m.sum()) for m in mask[torch.tensor(late)]}
+    assert len(given) > 1  # first_k: k drawn, not the first frame alone
     pack = {**batch, "video": [torch.rand(3, n, 16, 16) * 2 - 1 for n in (4, 6, 4, 8, 4, 6)]}
     masks = task.conditioning(pack, task.latents(pack)).frame_mask  # [t]
     assert [bool(m[0]) for m in masks] == late and [bool(m[-1]) for m in masks] == [not x for x in late]

@@ -103,6 +103,10 @@ class DataArgs(Settings):
                                     "{motion: 0.5}")
                 if isinstance(low, bool) or not isinstance(low, (int, float)) or low != low:  # low != low: NaN
                     raise SoraError(f"{at}min_scores.{name} must be a number, got {low!r}")
+        if self.clip_start_share is not None and not self.random_start:
+            raise SoraError(f"{at}clip_start_share={self.clip_start_share} starts the other crops at a random time, "
+                            f"and {at}random_start=false starts every crop at frame 0: set {at}random_start=true "
+                            f"or {at}clip_start_share=null")
         if self.clip_start_share is not None and self.latent_cache:
             raise SoraError(f"{at}clip_start_share={self.clip_start_share} picks where each crop starts, and a "
                             f"latent cache holds one crop of each clip: set {at}clip_start_share=null or "

@@ -32,7 +32,7 @@ position. Checks with nothing to measure in a window (no whole frame, fewer than
 
 The report: the share of videos whose every window passes, the pass rate of each window over time, the median
 frames to the first failure (the start of the first failing window; a video that never fails counts its
-length), each check's failures, the turns away from an edge by the bounces before each, and the same by verb
+length), each check's failures, the wrong turns by the bounces before each, and the same by verb
 (moving, bouncing) and for the videos with a bar and without (object permanence apart from the rest: the bar is
 drawn by the model, read from the video as above).
 """
@@ -181,7 +181,7 @@ def drift_video(frames: np.ndarray, prompt: str, window: int) -> dict:
 
     if start and start != way:
         fail(int(measured[0]), "start")
-    wrong_turns, bounces = [], 0  # each turn away from an edge: after how many bounces, how far from the edge
+    wrong_turns, bounces = [], 0  # each turn `turns` fails: after how many bounces, how far from the edge
     for frame, far, sign in found:
         end = far + sign * extent / 2  # the box's end on the side it was moving towards
         at_edge = end >= size_px - EDGE_SHARE * size_px if sign > 0 else end <= EDGE_SHARE * size_px
@@ -258,8 +258,8 @@ def summarize(rows: list[dict], window: int) -> dict:
     to_failure = [r["first_failure_frame"] if r["first_failure_frame"] is not None else r["num_frames"]
                   for r in rows]
     checks = Counter(c for r in rows for wrow in r["windows"] for c in wrow["failed"])
-    # A bouncing shape's turns away from an edge by the bounces before them: after 2 it moves its caption's way
-    # again, from the edge no training clip of 20 frames reaches (docs/results/LONG_VIDEO.md).
+    # The turns `turns` fails, by the bounces before them: a bouncing shape that started its caption's way moves
+    # that way again after 2, from the edge no 20-frame training clip reaches (docs/results/LONG_VIDEO.md).
     after = Counter(t["bounces_before"] for r in rows for t in r.get("wrong_turns", []))
     return {"n": len(rows), "window": window, "num_frames": max(r["num_frames"] for r in rows),
             "all_windows_pass": float(np.mean([r["passed"] for r in rows])),
