@@ -138,9 +138,11 @@ def run_callbacks(cfg, task, run_dir: Path, buckets) -> list:
 
     t, ckpt_dir = cfg.train, run_dir / "checkpoints"
     # Keep the newest keep_last_n step checkpoints (monitor the step, keep the largest) besides last.ckpt.
+    # enable_version_counter=False: a last.ckpt this callback did not write (the preemption save, or a checkpoint
+    # copied in to start from) is overwritten, not sidestepped into last-v1.ckpt while the resume still reads it.
     callbacks = [ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:07d}", auto_insert_metric_name=False,
                                  every_n_train_steps=t.checkpoint_every_n_steps, save_top_k=t.keep_last_n,
-                                 monitor="step", mode="max", save_last=True),
+                                 monitor="step", mode="max", save_last=True, enable_version_counter=False),
                  LearningRateMonitor("step"), DataReport(), Preemption(ckpt_dir / "last.ckpt"),
                  Progress(t.max_minutes, t.progress_every_s)]
     if t.profile_steps > 0:  # a window from one step's start to a later one's: every callback's work inside

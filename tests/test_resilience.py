@@ -105,6 +105,31 @@ def test_an_unsafe_last_checkpoint_is_refused_in_one_line_and_the_run_falls_back
     assert torch.load(ckpts / "last.ckpt", weights_only=True)["global_step"] == 5
 
 
+def test_a_run_started_from_a_copied_checkpoint_and_killed_resumes_from_its_newest_step(shapes_dir, tmp_path):
+    """The docs start a run from another's checkpoint copied in as last.ckpt; each periodic save must overwrite it
+    (Lightning's default wrote last-v1.ckpt instead), so a SIGKILL between saves loses only the steps since the last."""
+    first, run = tmp_path / "first", tmp_path / "run"
+    quiet = ["train.final_samples=false", "train.sample_every_n_steps=0", "logger.wandb=disabled"]
+    ok(train_in_process(*shrunk_overrides(shapes_dir, first), *quiet, "train.max_steps=2"))
+    (run / "checkpoints").mkdir(parents=True)
+    shutil.copy(first / "checkpoints" / "last.ckpt", run / "checkpoints" / "last.ckpt")
+    args = [*shrunk_overrides(shapes_dir, run), *quiet, "train.checkpoint_every_n_steps=1", "train.max_steps=100000"]
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT,
+                            env={**os.environ, "WANDB_MODE": "disabled"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (run / "checkpoints" / "step0000005.ckpt").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    proc.kill()  # no preemption save: what resumes is what the periodic saves left
+    proc.wait(timeout=60)
+    ckpts = run / "checkpoints"
+    newest_step = max(int(p.stem[4:]) for p in ckpts.glob("step*.ckpt"))
+    assert newest_step >= 5
+    assert not list(ckpts.glob("last-v*.ckpt"))
+    resume = find_resume_checkpoint(ckpts)  # the kill may fall between a step's two saves: one step behind at most
+    assert torch.load(resume, weights_only=True)["global_step"] >= newest_step - 1
+
+
 def test_a_run_resumed_with_another_model_is_refused_in_one_line_naming_the_setting(shapes_dir, tmp_path):
     """A run started before a default changed (here the head) and rerun as it was: one line naming the setting its
     run had, its config.yaml kept; given that setting again, it resumes."""
