@@ -6,12 +6,15 @@
     python bench/long_video.py CKPT --first-frames                   # each video from its first frame as well
     python bench/long_video.py CKPT --first-frames-bar               # ... a first frame with the occluding bar
     python bench/long_video.py CKPT --later-windows-cfg 1            # later windows' text guidance a switch too
+    python bench/long_video.py CKPT --image-first 6                  # text -> first frame -> video a switch too
+    python bench/long_video.py CKPT --rows all-latent_context-image_first   # several switches off
     python bench/long_video.py CKPT --memory-only                    # peak memory of 60 and 240 frames
 
 Rows (docs/SAMPLING.md#long-videos): `window_by_window` (every switch off: the sampler as it was), `all` (every
 switch the checkpoint was trained for on: latent context, context noise, history guidance, the rolling schedule,
-and with --later-windows-cfg the text guidance of later windows), and `all - X` for each switch X (X off, the
-others on), so each part's effect is a number. A switch the checkpoint
+with --later-windows-cfg the text guidance of later windows, and with --image-first the first window made again
+from its own first frame, at that text guidance), and `all - X` for each switch X (X off, the others on), so each
+part's effect is a number; --rows may name `all - X - Y` too (X and Y off). A switch the checkpoint
 was not trained for is left out of every row, and said so. With --first-frames each video is also given, as its
 first frame (sample.py's image=), a frame of the built-in dataset rendered for its prompt (colour, shape, the
 direction it starts in; seeded by the video's index), as the issue's "images of held-out combinations given as the
@@ -65,7 +68,6 @@ def load(ckpt: str, device: str, steps: int | None, cfg: float | None = None, ov
 
 def switches_on(bundle, settings, args) -> tuple[dict, dict]:
     """({switch: its on value} for those the checkpoint was trained for, {switch: why not} for the others)."""
-    from sora.config.schema import LongVideoConfig
     from sora.errors import SoraError
     from sora.inference.pipeline import check_long
 
@@ -73,21 +75,39 @@ def switches_on(bundle, settings, args) -> tuple[dict, dict]:
               "ar_step": args.ar_step}
     if args.later_windows_cfg is not None:  # a switch of its own only when asked for: the rows stay what they were
         wanted["later_windows_cfg"] = args.later_windows_cfg
+    if args.image_first is not None:
+        wanted["image_first"] = args.image_first
     on, skipped = {}, {}
     for name, value in wanted.items():
         try:
-            check_long(bundle, replace(settings, sampler="euler", long=LongVideoConfig(**{name: value})))
+            check_long(bundle, replace(settings, sampler="euler", long=long_config({name: value})))
             on[name] = value
         except SoraError as e:
             skipped[name] = str(e)
     return on, skipped
 
 
-def rows_of(on: dict) -> dict[str, dict]:
-    """Row name -> the long.* values it samples with."""
+def long_config(values: dict, **more):
+    """A row's switches -> LongVideoConfig; the row's `image_first` is image_first_cfg (the switch on at that text
+    guidance), so a row records one value a switch."""
+    from sora.config.schema import LongVideoConfig
+
+    values = dict(values)
+    if "image_first" in values:
+        values["image_first_cfg"], values["image_first"] = values["image_first"], True
+    return LongVideoConfig(**values, **more)
+
+
+def rows_of(on: dict, wanted: list[str] = ()) -> dict[str, dict]:
+    """Row name -> the long.* values it samples with: every switch off, all on, all but one; and each of `wanted`
+    of the form 'all - X - Y' (several switches off; spaces optional)."""
     rows = {"window_by_window": {}, "all": dict(on)}
     for name in on:
         rows[f"all - {name}"] = {k: v for k, v in on.items() if k != name}
+    for row in wanted:
+        parts = [p.strip() for p in row.split("-")]
+        if len(parts) > 2 and parts[0] == "all" and all(p in on for p in parts[1:]):
+            rows[" - ".join(parts)] = {k: v for k, v in on.items() if k not in parts[1:]}
     return rows
 
 
@@ -139,7 +159,6 @@ def first_frames(bundle, prompts: list[str], seed: int, height: int, width: int,
 
 
 def sample_rows(args) -> list[dict]:
-    from sora.config.schema import LongVideoConfig
     from sora.errors import SoraError
     from sora.inference.pipeline import generate_to_dir
     from sora.inference.prompting import VisualPrompt, make_pieces
@@ -159,15 +178,16 @@ def sample_rows(args) -> list[dict]:
     on, skipped = switches_on(bundle, settings, args)
     for name, why in skipped.items():
         print(json.dumps({"switch": name, "left_out": why}), flush=True)
-    rows = rows_of(on)
+    asked = [r.strip() for r in args.rows.split(",")] if args.rows else []
+    rows = rows_of(on, asked)
     named = {r.replace(" ", ""): r for r in rows}  # 'all-ar_step' names the row 'all - ar_step'
-    wanted = [named.get(r.strip().replace(" ", ""), r) for r in args.rows.split(",")] if args.rows else list(rows)
+    wanted = [named.get(r.replace(" ", ""), r) for r in asked] if asked else list(rows)
     unknown = [r for r in wanted if r not in rows]
     if unknown:
         raise SoraError(f"--rows: {unknown[0]!r} is not a row of this checkpoint; its rows: {', '.join(rows)}")
     out = []
     for row, values in ((r, rows[r]) for r in wanted):
-        long = LongVideoConfig(**values, stream=True)
+        long = long_config(values, stream=True)
         s = replace(settings, long=long, sampler="euler" if long.ar_step else settings.sampler)
         for n in lengths:
             suffix = "" if images is None else "-" + first_frame.replace("_", "-")  # LENGTH-image, LENGTH-image-bar
@@ -294,8 +314,10 @@ def run(argv=None) -> None:
     parser.add_argument("--ar-step", type=int, default=1, help="long.ar_step when on (1)")
     parser.add_argument("--later-windows-cfg", type=float, help="long.later_windows_cfg when on; given, it is a "
                         "switch of the rows as the others are (default: left out of every row)")
+    parser.add_argument("--image-first", type=float, help="long.image_first on, with this long.image_first_cfg; "
+                        "given, it is a switch of the rows as the others are (default: left out of every row)")
     parser.add_argument("--rows", help="these rows only, comma-separated (default: every row), e.g. "
-                        "'window_by_window,all'")
+                        "'window_by_window,all', or 'all-X-Y' (switches X and Y off)")
     parser.add_argument("--first-frames", action="store_true",
                         help="give each video a rendered first frame of its prompt's shape as well (image to video)")
     parser.add_argument("--first-frames-bar", action="store_true",
@@ -311,10 +333,13 @@ def run(argv=None) -> None:
     if not Path(args.ckpt).is_file():
         raise SoraError(f"ckpt {args.ckpt!r} is not a file")
     for key, low in (("steps", 1), ("batch_size", 1), ("ar_step", 0), ("limit", 0), ("cfg", 0), ("overlap", 1),
-                     ("later_windows_cfg", 0)):
+                     ("later_windows_cfg", 0), ("image_first", 0)):
         value = getattr(args, key)
         if value is not None and value < low:
             raise SoraError(f"--{key.replace('_', '-')} must be >= {low}, got {value}")
+    if args.image_first is not None and (args.first_frames or args.first_frames_bar):
+        raise SoraError("--image-first makes each video's first frame from text, and --first-frames gives it one; "
+                        "give one of them")
     if args.lengths and not all(n.strip().isdigit() and int(n) >= 1 for n in args.lengths.split(",")):
         raise SoraError(f"--lengths must be frame counts >= 1, comma-separated, got {args.lengths!r}")
     if args.memory_child:

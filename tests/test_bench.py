@@ -112,6 +112,14 @@ def test_dit_step_with_bf16_block_weights_runs_under_bf16_autocast():
     assert refused.returncode == 2 and "add --dtype bf16" in refused.stderr and "Traceback" not in refused.stderr
 
 
+def bench_module():
+    """bench/long_video.py as a module."""
+    spec = importlib.util.spec_from_file_location("long_video_bench", ROOT / "bench" / "long_video.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
 def test_long_video_bench_rows_at_a_tiny_size(shapes_dir, tmp_path):
     """bench/long_video.py: a row with every switch off, one with all the checkpoint was trained for, and one with
     each of those off in turn; a switch it was not trained for is left out and said so; bad flags in one line."""
@@ -166,6 +174,16 @@ def test_long_video_bench_rows_at_a_tiny_size(shapes_dir, tmp_path):
     bad = subprocess.run(some + ["--rows", "all-history_guidance"], capture_output=True, text=True, cwd=ROOT,
                          timeout=300, env={**os.environ, **ONE_THREAD})
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "--rows: 'all-history_guidance'" in bad.stderr
+    # --image-first: long.image_first a switch of the rows at that text guidance; 'all-X-Y': X and Y off
+    done = subprocess.run(some + ["--rows", "all-ar_step-latent_context", "--image-first", "2"], capture_output=True,
+                          text=True, cwd=ROOT, timeout=300, env={**os.environ, **ONE_THREAD})
+    assert done.returncode == 0, done.stderr[-2000:]
+    (row,) = [json.loads(line) for line in done.stdout.splitlines() if '"row"' in line]
+    assert row["row"] == "all - ar_step - latent_context" and row["long"] == {"context_noise": 0.05, "image_first": 2}
+    assert bench_module().long_config(row["long"]).image_first_cfg == 2
+    bad = subprocess.run(some + ["--image-first", "2", "--first-frames"], capture_output=True, text=True, cwd=ROOT,
+                         timeout=300, env={**os.environ, **ONE_THREAD})
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "give one of them" in bad.stderr
     # --first-frames: each video starts from a frame rendered for its prompt (image to video), into LENGTH-image
     done = subprocess.run(some + ["--rows", "window_by_window", "--first-frames"], capture_output=True, text=True,
                           cwd=ROOT, timeout=300, env={**os.environ, **ONE_THREAD})
@@ -175,9 +193,7 @@ def test_long_video_bench_rows_at_a_tiny_size(shapes_dir, tmp_path):
     from sora.data.video_io import read_video
     from sora.inference.bundle import ModelBundle
 
-    spec = importlib.util.spec_from_file_location("long_video_bench", ROOT / "bench" / "long_video.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = bench_module()
     bundle = ModelBundle.from_checkpoint(str(ckpt))
     assert made["all"]["cfg"] == bundle.cfg.sampler.cfg != 2.5  # without --cfg: the checkpoint's text guidance
     size = bundle.cfg.data.height, bundle.cfg.data.width

@@ -347,6 +347,36 @@ def test_later_windows_cfg_guides_the_windows_after_the_first_only(forcing, monk
     assert torch.equal(generate_long(forcing, [PROMPT], 0, settings(forcing, later_windows_cfg=s.cfg)), off)
 
 
+def test_image_first_animates_the_first_frame_of_a_draft_made_from_text(forcing):
+    """long.image_first: the first window is made from text (the draft, from a noise of its own), then again given
+    the draft's first frame as image= gives a frame, at long.image_first_cfg; one window or many."""
+    from sora.inference.pipeline import Given, generate, generate_long, long_video, num_steps
+
+    prompts = [PROMPT, "a blue square moving up"]
+    plain = settings(forcing)
+    draft = generate(forcing, prompts, -7919, plain.override(num_frames=4))  # b 3 4 h w: the text-to-video window
+    frames = torch.zeros_like(draft)
+    frames[:, :, 0] = draft[:, :, 0]
+    given = Given(frames, torch.tensor([[True, False, False, False]] * 2))
+    got = generate_long(forcing, prompts, 0, settings(forcing, image_first=True))
+    assert torch.equal(got, generate_long(forcing, prompts, 0, plain, given))  # image= with the draft's frame
+    assert torch.equal(got[:, :, 0], draft[:, :, 0]) and not torch.allclose(got, generate_long(forcing, prompts, 0,
+                                                                                                plain))
+    s = settings(forcing, image_first=True, image_first_cfg=2.5)
+    assert plain.cfg != 2.5
+    guided = generate_long(forcing, prompts, 0, s)  # 2.5: the second pass's text guidance, and only its
+    assert torch.equal(guided[:, :, :4], generate(forcing, prompts, 0, plain.override(num_frames=4, cfg=2.5), given))
+    assert not torch.allclose(guided[:, :, :4], got[:, :, :4])
+    one = generate_long(forcing, prompts, 0, s.override(num_frames=4))  # a video of one window
+    assert torch.equal(one, guided[:, :, :4])
+    for ar_step in (0, 1):  # the progress bar counts the draft's steps too
+        s = settings(forcing, image_first=True, ar_step=ar_step)
+        calls = []
+        for _ in long_video(forcing, [PROMPT], 0, s, callback=lambda step, total: calls.append(step)):
+            pass
+        assert len(calls) == num_steps(forcing, s) > num_steps(forcing, settings(forcing, ar_step=ar_step))
+
+
 def test_a_prompt_per_window(forcing, monkeypatch):
     from sora.inference.pipeline import generate_long
 
@@ -454,6 +484,8 @@ def checkpoints(shapes_dir, tmp_path_factory):
     ("forcing", ["num_frames=12", "window_prompts=[a red circle moving left,a red circle moving right]"],
      "window_prompts: 2 prompts for a video of 5 windows"),
     ("forcing", ["long.later_windows_cfg=-1"], "long.later_windows_cfg must be >= 0, got -1.0"),
+    ("forcing", ["long.image_first=true", "image={root}/still.png"], "long.image_first makes the first frame from "
+                                                                     "text, and image= gives the video its frames"),
     ("forcing", ["window_prompts=[a]", "prompt=a"], "give exactly one of prompt="),
     ("forcing", ["window_prompts_file={root}/none.txt"], "window_prompts_file='{root}/none.txt' is not a file"),
 ])

@@ -183,6 +183,10 @@ def check_settings(bundle, settings: SampleSettings) -> None:
 def check_long(bundle, settings: SampleSettings) -> None:
     """SoraError naming the `long.*` switch a checkpoint was not trained for (its config says what it was)."""
     long, trained = settings.long, bundle.cfg
+    if long.image_first and not gives_frames(trained.conditioning.modes):
+        raise SoraError("long.image_first: the first window is made again given its own first frame, and this "
+                        "checkpoint was trained on text alone (conditioning.modes gives no frames); use "
+                        "long.image_first=false, or train with conditioning.modes.first=...")
     shares, history_noise = trained.objective.frame_timesteps, trained.objective.history_noise
     if long.ar_step > 0:
         if shares.independent + shares.non_decreasing <= 0:
@@ -350,6 +354,28 @@ def _window(bundle, prompts: list[str], seed: int, settings: SampleSettings, giv
 # ---------------------------------------------------------------------------------------------------------------
 
 
+# A noise for the draft of long.image_first that no window of any video of a batch uses (window w of video i: seed
+# + i + 7919 w, i < batch size).
+_DRAFT_SEED_OFFSET = -7919
+
+
+def _first_window(bundle, prompts: list[str], seed: int, settings: SampleSettings, given: Given | None,
+                  callback=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first window: (its latent, its video). With long.image_first and nothing given, it is made from text
+    (the draft), then made again given the draft's first frame, as image= gives a frame (text -> image -> video:
+    Emu Video, Girdhar et al. 2023), with long.image_first_cfg as its text guidance."""
+    s = settings
+    if given is None and s.long.image_first:
+        draft = _window(bundle, prompts, seed + _DRAFT_SEED_OFFSET, s, callback=callback)[1]  # b 3 t h w
+        frames = torch.zeros_like(draft)
+        frames[:, :, 0] = draft[:, :, 0]  # the still to animate
+        mask = torch.zeros(draft.shape[0], draft.shape[2], dtype=torch.bool)  # b t
+        mask[:, 0] = True
+        given = Given(frames.cpu(), mask)
+        s = s.override(cfg=s.long.image_first_cfg)
+    return _window(bundle, prompts, seed, s, given, callback=callback)
+
+
 def per_window(prompts: list, windows: int, what: str = "window_prompts") -> list[list[str]]:
     """Each window's prompts: a prompt that is a string serves every window, a list gives one prompt a window
     (a SoraError naming `what` unless it has one for each of the `windows`)."""
@@ -372,12 +398,12 @@ def long_video(bundle, prompts: list, seed: int, settings: SampleSettings, given
     check_settings(bundle, s)
     prompts = per_window(check_prompts(prompts, bundle.text), num_windows(s))
     if total <= window:
-        yield generate(bundle, prompts[0], seed, s, given, callback=callback)
+        yield _first_window(bundle, prompts[0], seed, s, given, callback)[1]
         return
     overlap, b = s.overlap, len(prompts[0])
     one = replace(s, num_frames=window)
     later = one if s.long.later_windows_cfg is None else replace(one, cfg=s.long.later_windows_cfg)  # given history
-    latent, video = _window(bundle, prompts[0], seed, one, given, callback=callback)  # b 3 window h w
+    latent, video = _first_window(bundle, prompts[0], seed, one, given, callback)  # b 3 window h w
     yield video
     made, w = window, 1
     while made < total:
@@ -436,11 +462,13 @@ def num_steps(bundle, settings: SampleSettings) -> int:
     under a rolling schedule (sora/diffusion/rolling.py)."""
     s, windows = settings, num_windows(settings)
     if s.long.ar_step == 0:
-        return windows * s.steps
+        return (windows + s.long.image_first) * s.steps  # image_first: the draft of the first window too
     geometry, pt = bundle.geometry, bundle.dit.patch_size[0]
     units = geometry.latent_frames(min(s.window, s.num_frames)) // pt
     given = -(-(int(geometry.latent_index(s.window)[s.overlap - 1]) + 1) // pt) if windows > 1 else 0
     first = num_rolling_steps(s.steps, units, s.long.ar_step)
+    if s.long.image_first:  # the draft from text, then the window again with its first token frame given
+        first += num_rolling_steps(s.steps, units - 1, s.long.ar_step)
     return first + (windows - 1) * num_rolling_steps(s.steps, units - given, s.long.ar_step)
 
 
