@@ -6,15 +6,15 @@
     python bench/long_video.py CKPT --first-frames                   # each video from its first frame as well
     python bench/long_video.py CKPT --first-frames-bar               # ... a first frame with the occluding bar
     python bench/long_video.py CKPT --later-windows-cfg 1            # later windows' text guidance a switch too
-    python bench/long_video.py CKPT --image-first 6                  # text -> first frame -> video a switch too
-    python bench/long_video.py CKPT --rows all-latent_context-image_first   # several switches off
+    python bench/long_video.py CKPT --draft-frames 1 --redraw-cfg 6  # text -> first frame -> video a switch too
+    python bench/long_video.py CKPT --rows all-latent_context-draft_frames   # several switches off
     python bench/long_video.py CKPT --memory-only                    # peak memory of 60 and 240 frames
 
 Rows (docs/SAMPLING.md#long-videos): `window_by_window` (every switch off: the sampler as it was), `all` (every
 switch the checkpoint was trained for on: latent context, context noise, history guidance, the rolling schedule,
-with --later-windows-cfg the text guidance of later windows, and with --image-first the first window made again
-from its own first frame, at that text guidance), and `all - X` for each switch X (X off, the others on), so each
-part's effect is a number; --rows may name `all - X - Y` too (X and Y off). A switch the checkpoint
+with --later-windows-cfg the text guidance of later windows, and with --draft-frames the first window made again
+from the first frames of its draft, at --redraw-cfg's text guidance), and `all - X` for each switch X (X off, the
+others on), so each part's effect is a number; --rows may name `all - X - Y` too (X and Y off). A switch the checkpoint
 was not trained for is left out of every row, and said so. With --first-frames each video is also given, as its
 first frame (sample.py's image=), a frame of the built-in dataset rendered for its prompt (colour, shape, the
 direction it starts in; seeded by the video's index), as the issue's "images of held-out combinations given as the
@@ -75,26 +75,25 @@ def switches_on(bundle, settings, args) -> tuple[dict, dict]:
               "ar_step": args.ar_step}
     if args.later_windows_cfg is not None:  # a switch of its own only when asked for: the rows stay what they were
         wanted["later_windows_cfg"] = args.later_windows_cfg
-    if args.image_first is not None:
-        wanted["image_first"] = args.image_first
+    if args.draft_frames:
+        wanted["draft_frames"] = args.draft_frames
     on, skipped = {}, {}
     for name, value in wanted.items():
         try:
-            check_long(bundle, replace(settings, sampler="euler", long=long_config({name: value})))
+            check_long(bundle, replace(settings, sampler="euler", long=long_config({name: value}, args)))
             on[name] = value
         except SoraError as e:
             skipped[name] = str(e)
     return on, skipped
 
 
-def long_config(values: dict, **more):
-    """A row's switches -> LongVideoConfig; the row's `image_first` is image_first_cfg (the switch on at that text
-    guidance), so a row records one value a switch."""
+def long_config(values: dict, args, **more):
+    """A row's switches -> LongVideoConfig; --redraw-cfg goes with draft_frames, when the row has it on."""
     from sora.config.schema import LongVideoConfig
 
     values = dict(values)
-    if "image_first" in values:
-        values["image_first_cfg"], values["image_first"] = values["image_first"], True
+    if values.get("draft_frames"):
+        values["redraw_cfg"] = args.redraw_cfg
     return LongVideoConfig(**values, **more)
 
 
@@ -187,7 +186,7 @@ def sample_rows(args) -> list[dict]:
         raise SoraError(f"--rows: {unknown[0]!r} is not a row of this checkpoint; its rows: {', '.join(rows)}")
     out = []
     for row, values in ((r, rows[r]) for r in wanted):
-        long = long_config(values, stream=True)
+        long = long_config(values, args, stream=True)
         s = replace(settings, long=long, sampler="euler" if long.ar_step else settings.sampler)
         for n in lengths:
             suffix = "" if images is None else "-" + first_frame.replace("_", "-")  # LENGTH-image, LENGTH-image-bar
@@ -200,8 +199,9 @@ def sample_rows(args) -> list[dict]:
                     return make_pieces(bundle, batch, batch_seed, sn, visual, callback)
             t0 = time.perf_counter()
             generate_to_dir(bundle, prompts, folder, args.seed, sn, batch_size=args.batch_size, make=make)
+            recorded = {**values, **({"redraw_cfg": long.redraw_cfg} if long.draft_frames else {})}
             result = {"row": row, "num_frames": n, "first_frame": first_frame,
-                      "videos": len(prompts), "long": values, "seed": args.seed, "sampler": sn.sampler,
+                      "videos": len(prompts), "long": recorded, "seed": args.seed, "sampler": sn.sampler,
                       "schedule": sn.schedule, "steps": sn.steps, "cfg": sn.cfg, "overlap_frames": sn.overlap,
                       "seconds_per_video": round((time.perf_counter() - t0) / len(prompts), 3)}
             if score_drift_dir is not None:
@@ -314,8 +314,10 @@ def run(argv=None) -> None:
     parser.add_argument("--ar-step", type=int, default=1, help="long.ar_step when on (1)")
     parser.add_argument("--later-windows-cfg", type=float, help="long.later_windows_cfg when on; given, it is a "
                         "switch of the rows as the others are (default: left out of every row)")
-    parser.add_argument("--image-first", type=float, help="long.image_first on, with this long.image_first_cfg; "
-                        "given, it is a switch of the rows as the others are (default: left out of every row)")
+    parser.add_argument("--draft-frames", type=int, help="long.draft_frames when on; given, it is a switch of the "
+                        "rows as the others are (default: left out of every row)")
+    parser.add_argument("--redraw-cfg", type=float, help="long.redraw_cfg of the rows with long.draft_frames "
+                        "(default: the first window's text guidance)")
     parser.add_argument("--rows", help="these rows only, comma-separated (default: every row), e.g. "
                         "'window_by_window,all', or 'all-X-Y' (switches X and Y off)")
     parser.add_argument("--first-frames", action="store_true",
@@ -333,12 +335,13 @@ def run(argv=None) -> None:
     if not Path(args.ckpt).is_file():
         raise SoraError(f"ckpt {args.ckpt!r} is not a file")
     for key, low in (("steps", 1), ("batch_size", 1), ("ar_step", 0), ("limit", 0), ("cfg", 0), ("overlap", 1),
-                     ("later_windows_cfg", 0), ("image_first", 0)):
+                     ("later_windows_cfg", 0), ("draft_frames", 1),
+                     ("redraw_cfg", 0)):
         value = getattr(args, key)
         if value is not None and value < low:
             raise SoraError(f"--{key.replace('_', '-')} must be >= {low}, got {value}")
-    if args.image_first is not None and (args.first_frames or args.first_frames_bar):
-        raise SoraError("--image-first makes each video's first frame from text, and --first-frames gives it one; "
+    if args.draft_frames and (args.first_frames or args.first_frames_bar):
+        raise SoraError("--draft-frames makes each video's first frames from text, and --first-frames gives it one; "
                         "give one of them")
     if args.lengths and not all(n.strip().isdigit() and int(n) >= 1 for n in args.lengths.split(",")):
         raise SoraError(f"--lengths must be frame counts >= 1, comma-separated, got {args.lengths!r}")

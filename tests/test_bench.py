@@ -174,14 +174,14 @@ def test_long_video_bench_rows_at_a_tiny_size(shapes_dir, tmp_path):
     bad = subprocess.run(some + ["--rows", "all-history_guidance"], capture_output=True, text=True, cwd=ROOT,
                          timeout=300, env={**os.environ, **ONE_THREAD})
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "--rows: 'all-history_guidance'" in bad.stderr
-    # --image-first: long.image_first a switch of the rows at that text guidance; 'all-X-Y': X and Y off
-    done = subprocess.run(some + ["--rows", "all-ar_step-latent_context", "--image-first", "2"], capture_output=True,
-                          text=True, cwd=ROOT, timeout=300, env={**os.environ, **ONE_THREAD})
+    # --draft-frames: long.draft_frames a switch of the rows, with --redraw-cfg; 'all-X-Y': X and Y off
+    done = subprocess.run(some + ["--rows", "all-ar_step-latent_context", "--draft-frames", "1", "--redraw-cfg", "2"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300, env={**os.environ, **ONE_THREAD})
     assert done.returncode == 0, done.stderr[-2000:]
     (row,) = [json.loads(line) for line in done.stdout.splitlines() if '"row"' in line]
-    assert row["row"] == "all - ar_step - latent_context" and row["long"] == {"context_noise": 0.05, "image_first": 2}
-    assert bench_module().long_config(row["long"]).image_first_cfg == 2
-    bad = subprocess.run(some + ["--image-first", "2", "--first-frames"], capture_output=True, text=True, cwd=ROOT,
+    assert row["row"] == "all - ar_step - latent_context"
+    assert row["long"] == {"context_noise": 0.05, "draft_frames": 1, "redraw_cfg": 2.0}
+    bad = subprocess.run(some + ["--draft-frames", "1", "--first-frames"], capture_output=True, text=True, cwd=ROOT,
                          timeout=300, env={**os.environ, **ONE_THREAD})
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "give one of them" in bad.stderr
     # --first-frames: each video starts from a frame rendered for its prompt (image to video), into LENGTH-image

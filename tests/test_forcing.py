@@ -347,22 +347,23 @@ def test_later_windows_cfg_guides_the_windows_after_the_first_only(forcing, monk
     assert torch.equal(generate_long(forcing, [PROMPT], 0, settings(forcing, later_windows_cfg=s.cfg)), off)
 
 
-def test_image_first_animates_the_first_frame_of_a_draft_made_from_text(forcing):
-    """long.image_first: the first window is made from text (the draft, from a noise of its own), then again given
-    the draft's first frame as image= gives a frame, at long.image_first_cfg; one window or many."""
+@pytest.mark.parametrize("k", [1, 2])
+def test_draft_frames_remake_the_first_window_from_the_start_of_a_draft_made_from_text(forcing, k):
+    """long.draft_frames = k: the first window is made from text (the draft, from a noise of its own), then again
+    given the draft's first k frames as image= gives a frame (k = 1), at long.redraw_cfg; one window or many."""
     from sora.inference.pipeline import Given, generate, generate_long, long_video, num_steps
 
     prompts = [PROMPT, "a blue square moving up"]
     plain = settings(forcing)
     draft = generate(forcing, prompts, -7919, plain.override(num_frames=4))  # b 3 4 h w: the text-to-video window
     frames = torch.zeros_like(draft)
-    frames[:, :, 0] = draft[:, :, 0]
-    given = Given(frames, torch.tensor([[True, False, False, False]] * 2))
-    got = generate_long(forcing, prompts, 0, settings(forcing, image_first=True))
-    assert torch.equal(got, generate_long(forcing, prompts, 0, plain, given))  # image= with the draft's frame
-    assert torch.equal(got[:, :, 0], draft[:, :, 0]) and not torch.allclose(got, generate_long(forcing, prompts, 0,
-                                                                                                plain))
-    s = settings(forcing, image_first=True, image_first_cfg=2.5)
+    frames[:, :, :k] = draft[:, :, :k]
+    given = Given(frames, torch.tensor([[True] * k + [False] * (4 - k)] * 2))
+    got = generate_long(forcing, prompts, 0, settings(forcing, draft_frames=k))
+    assert torch.equal(got, generate_long(forcing, prompts, 0, plain, given))  # image= with the draft's frame(s)
+    assert torch.equal(got[:, :, :k], draft[:, :, :k])
+    assert not torch.allclose(got, generate_long(forcing, prompts, 0, plain))
+    s = settings(forcing, draft_frames=k, redraw_cfg=2.5)
     assert plain.cfg != 2.5
     guided = generate_long(forcing, prompts, 0, s)  # 2.5: the second pass's text guidance, and only its
     assert torch.equal(guided[:, :, :4], generate(forcing, prompts, 0, plain.override(num_frames=4, cfg=2.5), given))
@@ -370,7 +371,7 @@ def test_image_first_animates_the_first_frame_of_a_draft_made_from_text(forcing)
     one = generate_long(forcing, prompts, 0, s.override(num_frames=4))  # a video of one window
     assert torch.equal(one, guided[:, :, :4])
     for ar_step in (0, 1):  # the progress bar counts the draft's steps too
-        s = settings(forcing, image_first=True, ar_step=ar_step)
+        s = settings(forcing, draft_frames=k, ar_step=ar_step)
         calls = []
         for _ in long_video(forcing, [PROMPT], 0, s, callback=lambda step, total: calls.append(step)):
             pass
@@ -484,8 +485,10 @@ def checkpoints(shapes_dir, tmp_path_factory):
     ("forcing", ["num_frames=12", "window_prompts=[a red circle moving left,a red circle moving right]"],
      "window_prompts: 2 prompts for a video of 5 windows"),
     ("forcing", ["long.later_windows_cfg=-1"], "long.later_windows_cfg must be >= 0, got -1.0"),
-    ("forcing", ["long.image_first=true", "image={root}/still.png"], "long.image_first makes the first frame from "
-                                                                     "text, and image= gives the video its frames"),
+    ("forcing", ["long.draft_frames=1", "image={root}/still.png"], "long.draft_frames=1 makes the first frames "
+                                                                   "from text, and image= gives the video its frames"),
+    ("forcing", ["long.draft_frames=4"], "long.draft_frames=4: the first window is made again given that many frames "
+                                         "of its draft, and it has 4; use fewer"),
     ("forcing", ["window_prompts=[a]", "prompt=a"], "give exactly one of prompt="),
     ("forcing", ["window_prompts_file={root}/none.txt"], "window_prompts_file='{root}/none.txt' is not a file"),
 ])

@@ -304,8 +304,8 @@ def test_a_text_only_checkpoint_refuses_frames(shapes_dir, tmp_path):
     from PIL import Image
 
     Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "still.png")
-    for asked in (f"image={tmp_path}/still.png", "num_frames=16", "long.image_first=true"):  # a long video is
-        # given each window's start; image_first the first window's first frame
+    for asked in (f"image={tmp_path}/still.png", "num_frames=16", "long.draft_frames=1"):  # a long video is
+        # given each window's start; draft_frames the first window's start
         proc = sample_in_process(f"ckpt={run}/checkpoints/last.ckpt", "prompt=a red circle moving right",
                                  f"out={tmp_path}/x.mp4", asked)
         assert proc.returncode == 2 and "was trained on text alone" in proc.stderr, proc.stderr[-2000:]

@@ -279,12 +279,13 @@ class LongVideoConfig(Settings):
     # text guidance pulls a later window back towards it (a shape mid-bounce turns off the edge). 1: none there,
     # which also drops those windows' text-free forward (docs/results/LONG_VIDEO.md).
     later_windows_cfg: Optional[float] = setting(None, ge=0)
-    # Text, then image, then video (Emu Video's factorization, Girdhar et al. 2023): the first window is made from
-    # text, then made again given that window's first frame, as `image=` gives one. Given a frame, a window has to
-    # find only the way the caption names, not the shape as well (docs/results/LONG_VIDEO.md). Text prompts only.
-    image_first: bool = False
+    # Text, then frames, then the video: the first window is made from text (the draft), then made again given the
+    # draft's first draft_frames frames. 1: its first frame, as image= gives one (text -> image -> video, Emu
+    # Video's factorization, Girdhar et al. 2023): given a frame, a window has only the way to find, not the shape
+    # as well (docs/results/LONG_VIDEO.md). 0: off. Text prompts only; fewer than the window's frames.
+    draft_frames: int = setting(0, ge=0)
     # Text guidance scale of that second pass (null: the sampler's cfg).
-    image_first_cfg: Optional[float] = setting(None, ge=0)
+    redraw_cfg: Optional[float] = setting(None, ge=0)
     # Decode and write each window as it is made, so memory does not grow with the video (mp4 and WebM).
     stream: bool = False
 

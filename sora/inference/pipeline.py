@@ -183,10 +183,13 @@ def check_settings(bundle, settings: SampleSettings) -> None:
 def check_long(bundle, settings: SampleSettings) -> None:
     """SoraError naming the `long.*` switch a checkpoint was not trained for (its config says what it was)."""
     long, trained = settings.long, bundle.cfg
-    if long.image_first and not gives_frames(trained.conditioning.modes):
-        raise SoraError("long.image_first: the first window is made again given its own first frame, and this "
-                        "checkpoint was trained on text alone (conditioning.modes gives no frames); use "
-                        "long.image_first=false, or train with conditioning.modes.first=...")
+    if long.draft_frames > 0 and not gives_frames(trained.conditioning.modes):
+        raise SoraError(f"long.draft_frames={long.draft_frames}: the first window is made again given frames of its "
+                        "draft, and this checkpoint was trained on text alone (conditioning.modes gives no frames); "
+                        "use long.draft_frames=0, or train with conditioning.modes.first=...")
+    if long.draft_frames >= min(settings.window, settings.num_frames):
+        raise SoraError(f"long.draft_frames={long.draft_frames}: the first window is made again given that many "
+                        f"frames of its draft, and it has {min(settings.window, settings.num_frames)}; use fewer")
     shares, history_noise = trained.objective.frame_timesteps, trained.objective.history_noise
     if long.ar_step > 0:
         if shares.independent + shares.non_decreasing <= 0:
@@ -354,25 +357,25 @@ def _window(bundle, prompts: list[str], seed: int, settings: SampleSettings, giv
 # ---------------------------------------------------------------------------------------------------------------
 
 
-# A noise for the draft of long.image_first that no window of any video of a batch uses (window w of video i: seed
+# A noise for the draft of long.draft_frames that no window of any video of a batch uses (window w of video i: seed
 # + i + 7919 w, i < batch size).
 _DRAFT_SEED_OFFSET = -7919
 
 
 def _first_window(bundle, prompts: list[str], seed: int, settings: SampleSettings, given: Given | None,
                   callback=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first window: (its latent, its video). With long.image_first and nothing given, it is made from text
-    (the draft), then made again given the draft's first frame, as image= gives a frame (text -> image -> video:
-    Emu Video, Girdhar et al. 2023), with long.image_first_cfg as its text guidance."""
-    s = settings
-    if given is None and s.long.image_first:
+    """The first window: (its latent, its video). With long.draft_frames = k and nothing given, it is made from
+    text (the draft), then made again given the draft's first k frames, as image= gives a frame when k = 1 (text ->
+    image -> video: Emu Video, Girdhar et al. 2023), with long.redraw_cfg as its text guidance."""
+    s, k = settings, settings.long.draft_frames
+    if given is None and k > 0:
         draft = _window(bundle, prompts, seed + _DRAFT_SEED_OFFSET, s, callback=callback)[1]  # b 3 t h w
         frames = torch.zeros_like(draft)
-        frames[:, :, 0] = draft[:, :, 0]  # the still to animate
+        frames[:, :, :k] = draft[:, :, :k]  # the start to go on from
         mask = torch.zeros(draft.shape[0], draft.shape[2], dtype=torch.bool)  # b t
-        mask[:, 0] = True
+        mask[:, :k] = True
         given = Given(frames.cpu(), mask)
-        s = s.override(cfg=s.long.image_first_cfg)
+        s = s.override(cfg=s.long.redraw_cfg)
     return _window(bundle, prompts, seed, s, given, callback=callback)
 
 
@@ -462,13 +465,14 @@ def num_steps(bundle, settings: SampleSettings) -> int:
     under a rolling schedule (sora/diffusion/rolling.py)."""
     s, windows = settings, num_windows(settings)
     if s.long.ar_step == 0:
-        return (windows + s.long.image_first) * s.steps  # image_first: the draft of the first window too
+        return (windows + (s.long.draft_frames > 0)) * s.steps  # the draft of the first window too
     geometry, pt = bundle.geometry, bundle.dit.patch_size[0]
     units = geometry.latent_frames(min(s.window, s.num_frames)) // pt
     given = -(-(int(geometry.latent_index(s.window)[s.overlap - 1]) + 1) // pt) if windows > 1 else 0
     first = num_rolling_steps(s.steps, units, s.long.ar_step)
-    if s.long.image_first:  # the draft from text, then the window again with its first token frame given
-        first += num_rolling_steps(s.steps, units - 1, s.long.ar_step)
+    if s.long.draft_frames:  # the draft from text, then the window again with its first token frames given
+        drafted = -(-(int(geometry.latent_index(s.window)[s.long.draft_frames - 1]) + 1) // pt)
+        first += num_rolling_steps(s.steps, units - drafted, s.long.ar_step)
     return first + (windows - 1) * num_rolling_steps(s.steps, units - given, s.long.ar_step)
 
 

@@ -106,11 +106,11 @@ class VisualPrompt:
         return self.mode not in ("text", "edit")
 
 
-def check_image_first(settings: SampleSettings, mode: str) -> None:
-    """SoraError unless long.image_first, if on, has a text prompt alone to make its first frame from."""
-    if settings.long.image_first and mode != "text":
-        raise SoraError(f"long.image_first makes the first frame from text, and {mode}= gives the video its frames "
-                        "already; use long.image_first=false")
+def check_draft_frames(settings: SampleSettings, mode: str) -> None:
+    """SoraError unless long.draft_frames, if on, has a text prompt alone to make its draft from."""
+    if settings.long.draft_frames and mode != "text":
+        raise SoraError(f"long.draft_frames={settings.long.draft_frames} makes the first frames from text, and "
+                        f"{mode}= gives the video its frames already; use long.draft_frames=0")
 
 
 def load(settings: SampleSettings, frame_stride: int, image: str | None = None, image_at: str = "first",
@@ -123,7 +123,7 @@ def load(settings: SampleSettings, frame_stride: int, image: str | None = None, 
         raise SoraError("give one of image=, video= with extend=, loop=, connect=, keyframes=, edit=; got "
                         f"{', '.join(asked)}")
     mode = asked[0] if asked else "text"
-    check_image_first(settings, mode)
+    check_draft_frames(settings, mode)
     if mode in ("loop", "connect", "keyframes", "edit") and settings.num_frames > settings.window:
         raise SoraError(f"{mode} makes one window of {settings.window} frames; num_frames={settings.num_frames} "
                         "longer than that is for text, image= and extend=")
@@ -199,7 +199,7 @@ def make_pieces(bundle, prompts: list, seed: int, settings: SampleSettings, visu
     window = s.window
     if visual.gives_frames:
         check_given_frames(bundle, mode)
-    check_image_first(s, mode)
+    check_draft_frames(s, mode)
     if mode == "text":
         return long_video(bundle, prompts, seed, s, callback=callback)
     if mode == "image":
