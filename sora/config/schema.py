@@ -281,8 +281,9 @@ class LongVideoConfig(Settings):
     later_windows_cfg: Optional[float] = setting(None, ge=0)
     # Text, then frames, then the video: the first window is made from text (the draft), then made again given the
     # draft's first draft_frames frames. 1: its first frame, as image= gives one (text -> image -> video, Emu
-    # Video's factorization, Girdhar et al. 2023): given a frame, a window has only the way to find, not the shape
-    # as well (docs/results/LONG_VIDEO.md). 0: off. Text prompts only; fewer than the window's frames.
+    # Video's factorization, Girdhar et al. 2023). On the long-video preset 1 hurts and 4 changes nothing: its own
+    # first frame is no rendered one (docs/results/LONG_VIDEO.md). 0: off. Text prompts only; fewer than the
+    # window's frames.
     draft_frames: int = setting(0, ge=0)
     # Text guidance scale of that second pass (null: the sampler's cfg).
     redraw_cfg: Optional[float] = setting(None, ge=0)

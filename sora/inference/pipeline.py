@@ -468,11 +468,14 @@ def num_steps(bundle, settings: SampleSettings) -> int:
         return (windows + (s.long.draft_frames > 0)) * s.steps  # the draft of the first window too
     geometry, pt = bundle.geometry, bundle.dit.patch_size[0]
     units = geometry.latent_frames(min(s.window, s.num_frames)) // pt
-    given = -(-(int(geometry.latent_index(s.window)[s.overlap - 1]) + 1) // pt) if windows > 1 else 0
+
+    def units_given(frames: int) -> int:  # token frames given when a window's first `frames` pixel frames are
+        return -(-(int(geometry.latent_index(s.window)[frames - 1]) + 1) // pt)
+
+    given = units_given(s.overlap) if windows > 1 else 0
     first = num_rolling_steps(s.steps, units, s.long.ar_step)
     if s.long.draft_frames:  # the draft from text, then the window again with its first token frames given
-        drafted = -(-(int(geometry.latent_index(s.window)[s.long.draft_frames - 1]) + 1) // pt)
-        first += num_rolling_steps(s.steps, units - drafted, s.long.ar_step)
+        first += num_rolling_steps(s.steps, units - units_given(s.long.draft_frames), s.long.ar_step)
     return first + (windows - 1) * num_rolling_steps(s.steps, units - given, s.long.ar_step)
 
 
