@@ -368,6 +368,23 @@ def test_the_default_dataset_is_bit_for_bit_what_it_was(tmp_path, monkeypatch):
     assert dataset_fingerprint(tmp_path / "c", monkeypatch, bouncing_share=0.5) != DEFAULT_DATASET_SHA256
 
 
+def test_a_small_clip_encodes_to_the_same_mp4_bytes_every_time():
+    """144 32x32 clips (the dataset's size) encoded three times give the same bytes each time; with x264's mb-tree
+    on at this size some came out different (this test failed 3 runs in 3, PyAV 18.1)."""
+    import numpy as np
+
+    import sora.data.moving_shapes as ms
+    from sora.data.video_io import encode_mp4
+
+    cfg, rng = ms.MovingShapesArgs(), np.random.default_rng(0)
+    clips = [ms.render_bouncing_clip(color, shape, direction, rng, cfg)[0]
+             for color in ms.COLORS for shape in ms.SHAPES for direction in ms.DIRECTIONS for _ in range(2)]
+    assert clips[0].shape[1:3] == (32, 32)
+    first = [encode_mp4(frames, cfg.fps) for frames in clips]
+    for _ in range(2):
+        assert [encode_mp4(frames, cfg.fps) for frames in clips] == first
+
+
 def test_bouncing_clips_their_captions_and_held_out_combinations(tmp_path):
     from sora.data.moving_shapes import (
         BOUNCING_PROMPTS,
