@@ -7,13 +7,15 @@
     python bench/long_video.py CKPT --first-frames-bar               # ... a first frame with the occluding bar
     python bench/long_video.py CKPT --later-windows-cfg 1            # later windows' text guidance a switch too
     python bench/long_video.py CKPT --draft-frames 1 --redraw-cfg 6  # text -> first frame -> video a switch too
+    python bench/long_video.py CKPT --candidates 4                   # best of 4 a window a switch too
     python bench/long_video.py CKPT --rows all-latent_context-draft_frames   # several switches off
     python bench/long_video.py CKPT --memory-only                    # peak memory of 60 and 240 frames
 
 Rows (docs/SAMPLING.md#long-videos): `window_by_window` (every switch off: the sampler as it was), `all` (every
 switch the checkpoint was trained for on: latent context, context noise, history guidance, the rolling schedule,
 with --later-windows-cfg the text guidance of later windows, and with --draft-frames the first window made again
-from the first frames of its draft, at --redraw-cfg's text guidance), and `all - X` for each switch X (X off, the
+from the first frames of its draft, at --redraw-cfg's text guidance, and with --candidates each window the best of
+that many by the model's own denoising error), and `all - X` for each switch X (X off, the
 others on), so each part's effect is a number; --rows may name `all - X - Y` too (X and Y off). A switch the checkpoint
 was not trained for is left out of every row, and said so. With --first-frames each video is also given, as its
 first frame (sample.py's image=), a frame of the built-in dataset rendered for its prompt (colour, shape, the
@@ -77,6 +79,8 @@ def switches_on(bundle, settings, args) -> tuple[dict, dict]:
         wanted["later_windows_cfg"] = args.later_windows_cfg
     if args.draft_frames:
         wanted["draft_frames"] = args.draft_frames
+    if args.candidates:
+        wanted["candidates"] = args.candidates
     on, skipped = {}, {}
     for name, value in wanted.items():
         try:
@@ -318,6 +322,8 @@ def run(argv=None) -> None:
                         "rows as the others are (default: left out of every row)")
     parser.add_argument("--redraw-cfg", type=float, help="long.redraw_cfg of the rows with long.draft_frames "
                         "(default: the first window's text guidance)")
+    parser.add_argument("--candidates", type=int, help="long.candidates when on (best of N by the model's own "
+                        "denoising error); given, it is a switch of the rows as the others are (default: left out)")
     parser.add_argument("--rows", help="these rows only, comma-separated (default: every row), e.g. "
                         "'window_by_window,all', or 'all-X-Y' (switches X and Y off)")
     parser.add_argument("--first-frames", action="store_true",
@@ -335,7 +341,7 @@ def run(argv=None) -> None:
     if not Path(args.ckpt).is_file():
         raise SoraError(f"ckpt {args.ckpt!r} is not a file")
     for key, low in (("steps", 1), ("batch_size", 1), ("ar_step", 0), ("limit", 0), ("cfg", 0), ("overlap", 1),
-                     ("later_windows_cfg", 0), ("draft_frames", 1),
+                     ("later_windows_cfg", 0), ("draft_frames", 1), ("candidates", 2),
                      ("redraw_cfg", 0)):
         value = getattr(args, key)
         if value is not None and value < low:

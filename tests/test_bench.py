@@ -168,6 +168,14 @@ def test_long_video_bench_rows_at_a_tiny_size(shapes_dir, tmp_path):
         bad = subprocess.run(some + [flag, "-1"], capture_output=True, text=True, cwd=ROOT, timeout=300,
                              env={**os.environ, **ONE_THREAD})
         assert bad.returncode == 2 and "Traceback" not in bad.stderr and f"{flag} must be >= " in bad.stderr
+    done = subprocess.run(some + ["--rows", "all", "--candidates", "2"], capture_output=True, text=True, cwd=ROOT,
+                          timeout=300, env={**os.environ, **ONE_THREAD})
+    assert done.returncode == 0, done.stderr[-2000:]
+    (row,) = [json.loads(line) for line in done.stdout.splitlines() if '"row"' in line]
+    assert row["long"]["candidates"] == 2  # --candidates: a switch of the rows
+    bad = subprocess.run(some + ["--candidates", "1"], capture_output=True, text=True, cwd=ROOT, timeout=300,
+                         env={**os.environ, **ONE_THREAD})
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "--candidates must be >= 2, got 1" in bad.stderr
     bad = subprocess.run(some + ["--cfg", "-1"], capture_output=True, text=True, cwd=ROOT, timeout=300,
                          env={**os.environ, **ONE_THREAD})
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "--cfg must be >= 0, got -1.0" in bad.stderr
@@ -218,3 +226,83 @@ def test_long_video_bench_rows_at_a_tiny_size(shapes_dir, tmp_path):
     bad = subprocess.run(some + ["--first-frames", "--prompts", str(tmp_path / "q.txt")], capture_output=True,
                          text=True, cwd=ROOT, timeout=300, env={**os.environ, **ONE_THREAD})
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "not a moving-shapes caption" in bad.stderr
+
+
+def self_verifier_module():
+    """bench/self_verifier.py as a module."""
+    spec = importlib.util.spec_from_file_location("self_verifier_bench", ROOT / "bench" / "self_verifier.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
+def test_self_verifier_scores_candidates_with_shared_noise(shapes_dir, tmp_path):
+    """The model's numbers see only the candidate: one latent twice scores the same, another latent otherwise; the
+    causal error looks at the frames after the first alone; the other directions are the prompt's three others."""
+    from sora.diffusion.verifier import denoising_error
+    from tests.test_forcing import FORCING, tiny_bundle
+
+    bench = self_verifier_module()
+    bundle = tiny_bundle(shapes_dir, tmp_path, *FORCING)
+    torch.manual_seed(1)
+    a, b = torch.randn(2, 3, 4, 16, 16).chunk(2)  # b c t h w: two pixel-space candidates
+    x0 = torch.cat([a, a, b])
+    prompts = ["a red circle moving left"] * 3
+    with torch.no_grad():
+        error = denoising_error(bundle.objective, bundle.dit, x0, bundle.encode_text(prompts), 3, (0.5, 0.7), 2)
+        causal = bench.causal_error(bundle, x0, prompts, [0.5], 1, seed=3)
+        changed = x0.clone()
+        changed[:, :, 1:] += 1.0  # every frame after the first
+        first_only = x0.clone()
+        first_only[:, :, 0] += 1.0  # the first frame: history to each later one, never scored itself
+        causal_changed = bench.causal_error(bundle, changed, prompts, [0.5], 1, seed=3)
+    assert error[0] == error[1] and error[0] != error[2] and causal[0] == causal[1] and causal[0] != causal[2]
+    assert (causal_changed != causal).all()
+    with torch.no_grad():
+        assert not torch.equal(bench.causal_error(bundle, first_only, prompts, [0.5], 1, seed=3), causal)
+    assert bench.other_directions("a red circle bouncing up behind a bar") == [
+        "a red circle bouncing left behind a bar", "a red circle bouncing right behind a bar",
+        "a red circle bouncing down behind a bar"]
+
+
+def test_self_verifier_summary_picks_each_prompts_best_candidate():
+    """Best of N takes each prompt's highest-scoring candidate; AUC ranks passing above failing candidates."""
+    bench = self_verifier_module()
+    rows = [{"prompt_index": 0, "passed": True, "error": 2.0, "causal": 0.0, "ratio": 1.0, "direction": 0.0},
+            {"prompt_index": 0, "passed": False, "error": 1.0, "causal": 1.0, "ratio": 0.0, "direction": 0.0},
+            {"prompt_index": 1, "passed": False, "error": 3.0, "causal": 1.0, "ratio": 1.0, "direction": 0.0},
+            {"prompt_index": 1, "passed": False, "error": 0.0, "causal": 0.0, "ratio": 0.0, "direction": 0.0}]
+    out = {r["score"]: r for r in bench.summarize(rows)}
+    assert out["error"]["best_of_n_pass"] == 0.5 and out["causal"]["best_of_n_pass"] == 0.0
+    assert out["error"]["one_candidate_pass"] == 0.25 and out["error"]["any_candidate_pass"] == 0.5
+    assert out["error"]["auc"] == round(2 / 3, 3) and out["direction"]["auc"] == 0.5
+    assert bench.auc([1.0, 2.0], [True, True]) is None
+
+
+def test_self_verifier_bench_at_a_tiny_size(shapes_dir, tmp_path):
+    """bench/self_verifier.py: one row a score and a row a candidate; bad flags and prompts in one line."""
+    from tests.test_forcing import FORCING, tiny_bundle
+
+    ckpt = tmp_path / "forcing.safetensors"
+    tiny_bundle(shapes_dir, tmp_path, *FORCING).save(str(ckpt))
+    (tmp_path / "p.txt").write_text("a red circle moving left\na blue square moving up\n")
+    cmd = [sys.executable, str(ROOT / "bench" / "self_verifier.py"), str(ckpt), "--prompts", str(tmp_path / "p.txt"),
+           "--steps", "1", "--candidates", "2", "--levels", "0.5", "--draws", "1"]
+    done = subprocess.run(cmd + ["--out", str(tmp_path / "rows.jsonl")], capture_output=True, text=True, cwd=ROOT,
+                          timeout=300, env={**os.environ, **ONE_THREAD})
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert [r["score"] for r in lines] == ["error", "causal", "ratio", "direction"]
+    assert all(r["candidates"] == 2 and r["prompts"] == 2 for r in lines)
+    rows = [json.loads(line) for line in (tmp_path / "rows.jsonl").read_text().splitlines()]
+    assert [(r["prompt_index"], r["candidate"]) for r in rows] == [(0, 0), (1, 0), (0, 1), (1, 1)]
+    assert lines[0]["one_candidate_pass"] == sum(r["passed"] for r in rows) / 4
+    for flags, said in ((["--levels", "0,0.5"], "--levels must be noise levels in (0, 1]"),
+                        (["--candidates", "0"], "--candidates must be >= 1, got 0")):
+        bad = subprocess.run(cmd + flags, capture_output=True, text=True, cwd=ROOT, timeout=300,
+                             env={**os.environ, **ONE_THREAD})
+        assert bad.returncode == 2 and "Traceback" not in bad.stderr and said in bad.stderr, bad.stderr[-500:]
+    (tmp_path / "bad.txt").write_text("a cat on a mat\n")
+    bad = subprocess.run(cmd[:4] + [str(tmp_path / "bad.txt")], capture_output=True, text=True, cwd=ROOT,
+                         timeout=300, env={**os.environ, **ONE_THREAD})
+    assert bad.returncode == 2 and "'a cat on a mat' is not a moving-shapes caption" in bad.stderr

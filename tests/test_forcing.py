@@ -378,6 +378,44 @@ def test_draft_frames_remake_the_first_window_from_the_start_of_a_draft_made_fro
         assert len(calls) == num_steps(forcing, s) > num_steps(forcing, settings(forcing, ar_step=ar_step))
 
 
+def test_candidates_keep_each_videos_window_with_the_least_denoising_error(forcing, monkeypatch):
+    """long.candidates = n: every window made from n noises (candidate c from seed + CANDIDATE_SEED_STRIDE c, the
+    first one's today's), and each video keeps the candidate the model's own error under its condition ranks best,
+    the first window scored on text and the later ones given their history, as given."""
+    from sora.diffusion.verifier import denoising_error
+    from sora.inference import pipeline
+    from sora.inference.pipeline import CANDIDATE_SEED_STRIDE, generate_long, long_video, num_steps, sample_latent
+
+    prompts = [PROMPT, "a blue square moving up", "a green triangle moving right"]
+    one = settings(forcing).override(num_frames=4)
+    made = [sample_latent(forcing, prompts, 5 + CANDIDATE_SEED_STRIDE * c, one) for c in range(3)]  # b z t h w each
+    cond = forcing.encode_text(prompts)
+    errors = torch.stack([denoising_error(forcing.objective, forcing.dit, x, cond, 5 + 7) for x in made])  # 3 b
+    got = sample_latent(forcing, prompts, 5, settings(forcing, candidates=3).override(num_frames=4))
+    for i, c in enumerate(errors.argmin(0).tolist()):
+        assert torch.equal(got[i], made[c][i])
+    assert len(set(errors.argmin(0).tolist())) > 1  # the videos of a batch choose apart
+    assert torch.equal(sample_latent(forcing, prompts, 5, settings(forcing, candidates=1).override(num_frames=4)),
+                       made[0])
+    calls, inner = [], pipeline.denoising_error  # a later window is scored given its history, clean
+
+    def spy(objective, model, x, cond, seed, *args):
+        calls.append(cond)
+        return inner(objective, model, x, cond, seed, *args)
+
+    monkeypatch.setattr(pipeline, "denoising_error", spy)
+    video = generate_long(forcing, [PROMPT], 0, settings(forcing, candidates=2, latent_context=True,
+                                                         context_noise=0.1))
+    assert video.shape[2] == 10 and len(calls) == 2 * 4  # 4 windows, 2 candidates each
+    assert not calls[0].has_frames and all(c.has_frames and (c.frame_t == 0).all() for c in calls[2:])
+    assert calls[2].frame_mask.tolist() == [[True, True, False, False]]
+    for ar_step in (0, 1):  # the progress bar counts every candidate's steps
+        s, steps = settings(forcing, candidates=2, ar_step=ar_step), []
+        for _ in long_video(forcing, [PROMPT], 0, s, callback=lambda step, total: steps.append(step)):
+            pass
+        assert len(steps) == num_steps(forcing, s) == 2 * num_steps(forcing, settings(forcing, ar_step=ar_step))
+
+
 def test_a_prompt_per_window(forcing, monkeypatch):
     from sora.inference.pipeline import generate_long
 
@@ -489,6 +527,7 @@ def checkpoints(shapes_dir, tmp_path_factory):
                                                                    "from text, and image= gives the video its frames"),
     ("forcing", ["long.draft_frames=4"], "long.draft_frames=4: the first window is made again given that many frames "
                                          "of its draft, and it has 4; use fewer"),
+    ("forcing", ["long.candidates=0"], "long.candidates must be in [1, 64], got 0"),
     ("forcing", ["window_prompts=[a]", "prompt=a"], "give exactly one of prompt="),
     ("forcing", ["window_prompts_file={root}/none.txt"], "window_prompts_file='{root}/none.txt' is not a file"),
 ])

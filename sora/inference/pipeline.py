@@ -32,6 +32,7 @@ from sora.diffusion.guidance import guided_velocity
 from sora.diffusion.rolling import lags, num_rolling_steps, pyramid, rolling
 from sora.diffusion.samplers import SAMPLERS
 from sora.diffusion.schedules import make_schedule
+from sora.diffusion.verifier import denoising_error
 from sora.errors import SoraError
 from sora.models.geometry import LatentGeometry
 from sora.models.text import VocabTextEncoder
@@ -271,16 +272,49 @@ def fill_from_nearest(frames: torch.Tensor, given: torch.Tensor, wanted: torch.T
 GivenLatents = tuple[torch.Tensor, torch.Tensor]  # (b z t h w latent frames, b t latent-frame mask)
 
 
+# Candidate c of a window (long.candidates) starts from the noise of seed + c * this, a prime: with up to 8 more
+# candidates and batches of under 790 videos no two windows or videos of a batch share a noise (later windows
+# are 7919 seeds apart, and 104729 c mod 7919 is 791 to 7128 for c < 9).
+CANDIDATE_SEED_STRIDE = 104729
+_SCORE_SEED_OFFSET = 7  # the verifier's noises: one set a window, shared by its candidates
+
+
 @torch.no_grad()
 def sample_latent(bundle, prompts: list[str], seed: int, settings: SampleSettings,
                   given: GivenLatents | None = None, history: bool = False, backward: bool = False,
                   start: torch.Tensor | None = None, strength: float = 1.0, callback=None) -> torch.Tensor:
-    """One window's latent (b z t h w): the sampler run from noise (or SDEdit's start) under guidance.
+    """One window's latent (b z t h w): the sampler run from noise (or SDEdit's start) under guidance; with
+    long.candidates = n, run from n noises and each video's candidate the model's own denoising error ranks best
+    (sora/diffusion/verifier.py) kept.
 
     given: latent frames given as a condition. history: they are the end of the video so far (a later window of a
     long video), so `settings.long` applies to them: context noise and history guidance; backward: the video grows
     towards its start (the rolling schedule then leads from the end).
     """
+    n = settings.long.candidates
+    if n == 1:
+        return _sample_once(bundle, prompts, seed, settings, given, history, backward, start, strength, callback)
+    cond = bundle.encode_text(prompts)
+    if given is not None:  # scored against the history as given, clean: the same condition for every candidate
+        cond = cond.with_frames(given[0], given[1], torch.zeros(len(prompts), device=given[0].device))
+    best, best_error = None, None
+    for c in range(n):
+        x = _sample_once(bundle, prompts, seed + CANDIDATE_SEED_STRIDE * c, settings, given, history, backward,
+                         start, strength, callback)
+        error = denoising_error(bundle.objective, bundle.dit, x, cond, seed + _SCORE_SEED_OFFSET)  # b
+        if best is None:
+            best, best_error = x, error
+            continue
+        better = error < best_error  # b
+        best = torch.where(better[:, None, None, None, None], x, best)  # b z t h w
+        best_error = torch.where(better, error, best_error)
+    return best
+
+
+def _sample_once(bundle, prompts: list[str], seed: int, settings: SampleSettings, given: GivenLatents | None,
+                 history: bool, backward: bool, start: torch.Tensor | None, strength: float,
+                 callback) -> torch.Tensor:
+    """One window's latent from the noise of `seed` (sample_latent without the search)."""
     s, b, long = settings, len(prompts), settings.long
     cond = bundle.encode_text(prompts)
     uncond = bundle.encode_text([""] * b)
@@ -462,7 +496,11 @@ def num_windows(settings: SampleSettings) -> int:
 
 def num_steps(bundle, settings: SampleSettings) -> int:
     """Model evaluations (sampler steps) of one batch of a text-to-video long video: every window's steps, more
-    under a rolling schedule (sora/diffusion/rolling.py)."""
+    under a rolling schedule (sora/diffusion/rolling.py), each window's candidates' (long.candidates) all."""
+    return settings.long.candidates * _steps_of_one_candidate(bundle, settings)
+
+
+def _steps_of_one_candidate(bundle, settings: SampleSettings) -> int:
     s, windows = settings, num_windows(settings)
     if s.long.ar_step == 0:
         return (windows + (s.long.draft_frames > 0)) * s.steps  # the draft of the first window too
