@@ -112,9 +112,9 @@ def test_dit_step_with_bf16_block_weights_runs_under_bf16_autocast():
     assert refused.returncode == 2 and "add --dtype bf16" in refused.stderr and "Traceback" not in refused.stderr
 
 
-def bench_module():
-    """bench/long_video.py as a module."""
-    spec = importlib.util.spec_from_file_location("long_video_bench", ROOT / "bench" / "long_video.py")
+def bench_module(name: str = "long_video"):
+    """bench/NAME.py as a module."""
+    spec = importlib.util.spec_from_file_location(f"{name}_bench", ROOT / "bench" / f"{name}.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     return bench
@@ -228,21 +228,13 @@ def test_long_video_bench_rows_at_a_tiny_size(shapes_dir, tmp_path):
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "not a moving-shapes caption" in bad.stderr
 
 
-def self_verifier_module():
-    """bench/self_verifier.py as a module."""
-    spec = importlib.util.spec_from_file_location("self_verifier_bench", ROOT / "bench" / "self_verifier.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
-
-
 def test_self_verifier_scores_candidates_with_shared_noise(shapes_dir, tmp_path):
     """The model's numbers see only the candidate: one latent twice scores the same, another latent otherwise; the
     causal error looks at the frames after the first alone; the other directions are the prompt's three others."""
     from sora.diffusion.verifier import denoising_error
     from tests.test_forcing import FORCING, tiny_bundle
 
-    bench = self_verifier_module()
+    bench = bench_module("self_verifier")
     bundle = tiny_bundle(shapes_dir, tmp_path, *FORCING)
     torch.manual_seed(1)
     a, b = torch.randn(2, 3, 4, 16, 16).chunk(2)  # b c t h w: two pixel-space candidates
@@ -267,7 +259,7 @@ def test_self_verifier_scores_candidates_with_shared_noise(shapes_dir, tmp_path)
 
 def test_self_verifier_summary_picks_each_prompts_best_candidate():
     """Best of N takes each prompt's highest-scoring candidate; AUC ranks passing above failing candidates."""
-    bench = self_verifier_module()
+    bench = bench_module("self_verifier")
     rows = [{"prompt_index": 0, "passed": True, "error": 2.0, "causal": 0.0, "ratio": 1.0, "direction": 0.0},
             {"prompt_index": 0, "passed": False, "error": 1.0, "causal": 1.0, "ratio": 0.0, "direction": 0.0},
             {"prompt_index": 1, "passed": False, "error": 3.0, "causal": 1.0, "ratio": 1.0, "direction": 0.0},
