@@ -2,12 +2,14 @@
 
     python bench/self_verifier.py CKPT --prompts P.txt --candidates 4          # 4 first windows a prompt
     python bench/self_verifier.py CKPT --prompts P.txt --levels 0.5,0.7 --draws 4 --out rows.jsonl
+    python bench/self_verifier.py CKPT --prompts P.txt --score-seed 1          # the same candidates, other noises
 
 From text the first window is where long videos go wrong (docs/results/LONG_VIDEO.md), and a search over
 candidates (inference-time scaling: Ma et al. 2025) needs a verifier. This bench asks whether the model can be
 its own: each prompt's first window is made `--candidates` times (candidate c of prompt i from seed + 1000 c + i, so
 candidate c is the first window of the long-video bench's `--seed 1000c` videos), each is scored by the drift score
-(sora/eval/drift.py: the built-in dataset's rules, which no sampler may use), and by four numbers the model gives:
+(sora/eval/drift.py: the built-in dataset's rules, which no sampler may use), by five numbers the model gives and
+one it needs no model for:
 
   error      its denoising error on the candidate under its prompt (sora/diffusion/verifier.py, what
              long.candidates ranks by): the mean over `--levels` x `--draws` of |x0 - x0_hat(x_t, t, prompt)|^2,
@@ -18,7 +20,12 @@ candidate c is the first window of the long-video bench's `--seed 1000c` videos)
   ratio      the same error with the empty prompt, less the error under the prompt: how much the prompt explains
              the candidate; higher is better;
   direction  the least error under the prompt with another direction, less the error under its own: the
-             diffusion classifier of Li et al. 2023 over the four directions; higher is better.
+             diffusion classifier of Li et al. 2023 over the four directions; higher is better;
+  guided     the error of x0_hat under the sampler's text guidance (its cfg), the denoiser the candidates were
+             drawn with, in place of the prompt alone; lower is better;
+  medoid     the mean squared distance of the candidate's frames to the prompt's other candidates'
+             (minimum Bayes risk: the candidate most like the rest, as self-consistency picks an answer); lower
+             is better.
 
 For each number: the AUC of passing against failing candidates (0.5: no signal), and the share of prompts whose
 best-scoring candidate passes (best of N), beside the share of candidates that pass (one candidate, no search)
@@ -35,6 +42,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 CANDIDATE_SEED_STRIDE = 1000  # candidate c's seeds: seed + 1000 c + i, the long-video bench's --seed 1000c
+SCORES = ("error", "causal", "ratio", "direction", "guided", "medoid")
+SCORE_SEED = 12345  # the noises of the model's numbers (--score-seed), shared by every candidate
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -76,21 +85,35 @@ def other_directions(prompt: str) -> list[str]:
     return [" ".join(words[:at] + [d] + words[at + 1 :]) for d in DIRECTIONS if d != direction]
 
 
-def scores(bundle, latent, prompts: list[str], levels: list[float], draws: int) -> dict:
-    """{score name: b values, higher = more likely to pass by the model's reckoning}."""
+def scores(bundle, latent, prompts: list[str], levels: list[float], draws: int, cfg: float,
+           score_seed: int = SCORE_SEED) -> dict:
+    """{score name: b values, higher = more likely to pass by the model's reckoning}; all but the medoid's."""
     import torch
 
+    from sora.diffusion.guidance import guided_velocity
     from sora.diffusion.verifier import denoising_error
 
-    def error(texts: list[str]) -> torch.Tensor:  # b
-        return denoising_error(bundle.objective, bundle.dit, latent, bundle.encode_text(texts), 12345, levels, draws)
+    def error(texts: list[str], scale: float | None = None) -> torch.Tensor:  # b
+        cond = bundle.encode_text(texts)
+        chain, scales = ([bundle.encode_text([""] * len(texts)), cond], [scale]) if scale else ([cond], [])
+        velocity_fn = guided_velocity(bundle.objective, bundle.dit, chain, scales)
+        return denoising_error(bundle.objective, velocity_fn, latent, cond, score_seed, levels, draws)
 
-    own, empty = error(prompts), error([""] * len(prompts))
+    own, empty, guided = error(prompts), error([""] * len(prompts)), error(prompts, cfg)
     others = [[other_directions(p)[k] for p in prompts] for k in range(3)]
     other = torch.stack([error(o) for o in others]).amin(0)
-    causal = causal_error(bundle, latent, prompts, levels, draws, seed=12345)
+    causal = causal_error(bundle, latent, prompts, levels, draws, seed=score_seed)
     return {"error": (-own).tolist(), "causal": (-causal).tolist(), "ratio": (empty - own).tolist(),
-            "direction": (other - own).tolist()}
+            "direction": (other - own).tolist(), "guided": (-guided).tolist()}
+
+
+def medoid_scores(videos: list) -> list[float]:
+    """n candidates' frames of one prompt (each c t h w) -> n: minus each one's mean squared distance to the others."""
+    import torch
+
+    x = torch.stack(videos).flatten(1).double()  # n (c t h w)
+    dist = (x[:, None] - x[None]).pow(2).mean(-1)  # n n
+    return (-dist.sum(1) / max(len(videos) - 1, 1)).tolist()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -109,7 +132,7 @@ def candidates(args) -> list[dict]:
     bundle, settings = load(args.ckpt, args.device, args.steps, args.cfg, sampler=args.sampler)
     one = settings.override(num_frames=settings.window)
     prompts = check_prompts(prompts_of(args), bundle.text)
-    rows = []
+    rows, videos = [], []
     for c in range(args.candidates):
         for start in range(0, len(prompts), args.batch_size):
             batch = prompts[start : start + args.batch_size]
@@ -117,12 +140,17 @@ def candidates(args) -> list[dict]:
             with torch.no_grad():
                 latent = sample_latent(bundle, batch, seed, one)  # b c t h w
                 video = bundle.vae.decode(latent).clamp(-1, 1)  # b 3 t h w
-                numbers = scores(bundle, latent, batch, args.levels, args.draws)
+                numbers = scores(bundle, latent, batch, args.levels, args.draws, settings.cfg, args.score_seed)
             frames = ((video + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 4, 1).cpu().numpy()  # b t h w 3
             for j, prompt in enumerate(batch):
                 drift = drift_video(frames[j], prompt, one.window)
                 rows.append({"prompt_index": start + j, "candidate": c, "prompt": prompt, "passed": drift["passed"],
                              "failed": drift["windows"][0]["failed"], **{k: v[j] for k, v in numbers.items()}})
+                videos.append(video[j])
+    for i in range(len(prompts)):  # the medoid: each prompt's candidates against each other
+        mine = [k for k, r in enumerate(rows) if r["prompt_index"] == i]
+        for k, value in zip(mine, medoid_scores([videos[k] for k in mine])):
+            rows[k]["medoid"] = value
     return rows
 
 
@@ -145,7 +173,7 @@ def summarize(rows: list[dict]) -> list[dict]:
     one = sum(r["passed"] for r in rows) / len(rows)
     oracle = sum(any(r["passed"] for r in group) for group in by_prompt.values()) / n
     out = []
-    for name in ("error", "causal", "ratio", "direction"):
+    for name in (s for s in SCORES if s in rows[0]):
         best = [max(group, key=lambda r: r[name]) for group in by_prompt.values()]
         out.append({"score": name, "candidates": len(rows) // n, "prompts": n,
                     "auc": auc([r[name] for r in rows], [r["passed"] for r in rows]),
@@ -189,6 +217,9 @@ def run(argv=None) -> None:
     parser.add_argument("--candidates", type=int, default=4, help="first windows a prompt (4)")
     parser.add_argument("--levels", default="0.3,0.5,0.7", help="noise levels of the model's error, in (0, 1]")
     parser.add_argument("--draws", type=int, default=2, help="noises a level (2)")
+    parser.add_argument("--score-seed", type=int, default=SCORE_SEED,
+                        help=f"the seed of those noises ({SCORE_SEED}): another asks how much the numbers' own noise "
+                             "moves best of N")
     parser.add_argument("--steps", type=int, help="sampler steps (default: the checkpoint's)")
     parser.add_argument("--cfg", type=float, help="text guidance scale (default: the checkpoint's)")
     parser.add_argument("--sampler", choices=sorted(SAMPLERS), help="the sampler (default: the checkpoint's)")
@@ -217,7 +248,8 @@ def run(argv=None) -> None:
         Path(args.out).write_text("".join(json.dumps(r) + "\n" for r in rows))
     summary = summarize(rows)
     for line in summary:
-        print(json.dumps({**line, "seed": args.seed, "levels": args.levels, "draws": args.draws, "seconds": seconds}))
+        print(json.dumps({**line, "seed": args.seed, "score_seed": args.score_seed, "levels": args.levels,
+                          "draws": args.draws, "seconds": seconds}))
     print("| score | AUC | best of N passes | one candidate passes | any candidate passes |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for s in summary:

@@ -230,7 +230,9 @@ def test_long_video_bench_rows_at_a_tiny_size(shapes_dir, tmp_path):
 
 def test_self_verifier_scores_candidates_with_shared_noise(shapes_dir, tmp_path):
     """The model's numbers see only the candidate: one latent twice scores the same, another latent otherwise; the
-    causal error looks at the frames after the first alone; the other directions are the prompt's three others."""
+    causal error looks at the frames after the first alone; the other directions are the prompt's three others;
+    the guided error is the error at guidance 1 and another at 3; the medoid is the candidate most like the rest."""
+    from sora.diffusion.guidance import guided_velocity
     from sora.diffusion.verifier import denoising_error
     from tests.test_forcing import FORCING, tiny_bundle
 
@@ -241,7 +243,9 @@ def test_self_verifier_scores_candidates_with_shared_noise(shapes_dir, tmp_path)
     x0 = torch.cat([a, a, b])
     prompts = ["a red circle moving left"] * 3
     with torch.no_grad():
-        error = denoising_error(bundle.objective, bundle.dit, x0, bundle.encode_text(prompts), 3, (0.5, 0.7), 2)
+        cond = bundle.encode_text(prompts)
+        error = denoising_error(bundle.objective, guided_velocity(bundle.objective, bundle.dit, [cond], []), x0, cond,
+                                3, (0.5, 0.7), 2)
         causal = bench.causal_error(bundle, x0, prompts, [0.5], 1, seed=3)
         changed = x0.clone()
         changed[:, :, 1:] += 1.0  # every frame after the first
@@ -252,6 +256,15 @@ def test_self_verifier_scores_candidates_with_shared_noise(shapes_dir, tmp_path)
     assert (causal_changed != causal).all()
     with torch.no_grad():
         assert not torch.equal(bench.causal_error(bundle, first_only, prompts, [0.5], 1, seed=3), causal)
+    with torch.no_grad():
+        at_one, at_three = (bench.scores(bundle, x0, prompts, [0.5], 1, cfg) for cfg in (1.0, 3.0))
+    assert at_one["guided"] == at_one["error"] and at_three["guided"] != at_three["error"]
+    assert at_three["error"] == at_one["error"] and at_three["guided"][0] == at_three["guided"][1]
+    with torch.no_grad():  # --score-seed: the same candidates under other noises
+        other_noise = bench.scores(bundle, x0, prompts, [0.5], 1, 1.0, score_seed=7)
+    assert other_noise["error"] != at_one["error"] and other_noise["error"][0] == other_noise["error"][1]
+    medoid = bench.medoid_scores([a[0], a[0], b[0], a[0] + 0.1])
+    assert medoid[0] == medoid[1] and medoid[3] < medoid[0] and medoid[2] == min(medoid)
     assert bench.other_directions("a red circle bouncing up behind a bar") == [
         "a red circle bouncing left behind a bar", "a red circle bouncing right behind a bar",
         "a red circle bouncing down behind a bar"]
@@ -284,7 +297,7 @@ def test_self_verifier_bench_at_a_tiny_size(shapes_dir, tmp_path):
                           timeout=300, env={**os.environ, **ONE_THREAD})
     assert done.returncode == 0, done.stderr[-2000:]
     lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-    assert [r["score"] for r in lines] == ["error", "causal", "ratio", "direction"]
+    assert [r["score"] for r in lines] == ["error", "causal", "ratio", "direction", "guided", "medoid"]
     assert all(r["candidates"] == 2 and r["prompts"] == 2 for r in lines)
     rows = [json.loads(line) for line in (tmp_path / "rows.jsonl").read_text().splitlines()]
     assert [(r["prompt_index"], r["candidate"]) for r in rows] == [(0, 0), (1, 0), (0, 1), (1, 1)]

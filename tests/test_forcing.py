@@ -382,6 +382,7 @@ def test_candidates_keep_each_videos_window_with_the_least_denoising_error(forci
     """long.candidates = n: every window made from n noises (candidate c from seed + CANDIDATE_SEED_STRIDE c, the
     first one's today's), and each video keeps the candidate the model's own error under its condition ranks best,
     the first window scored on text and the later ones given their history, as given."""
+    from sora.diffusion.guidance import guided_velocity
     from sora.diffusion.verifier import denoising_error
     from sora.inference import pipeline
     from sora.inference.pipeline import CANDIDATE_SEED_STRIDE, generate_long, long_video, num_steps, sample_latent
@@ -390,7 +391,8 @@ def test_candidates_keep_each_videos_window_with_the_least_denoising_error(forci
     one = settings(forcing).override(num_frames=4)
     made = [sample_latent(forcing, prompts, 5 + CANDIDATE_SEED_STRIDE * c, one) for c in range(3)]  # b z t h w each
     cond = forcing.encode_text(prompts)
-    errors = torch.stack([denoising_error(forcing.objective, forcing.dit, x, cond, 5 + 7) for x in made])  # 3 b
+    unguided = guided_velocity(forcing.objective, forcing.dit, [cond], [])  # the model under the prompt alone
+    errors = torch.stack([denoising_error(forcing.objective, unguided, x, cond, 5 + 7) for x in made])  # 3 b
     got = sample_latent(forcing, prompts, 5, settings(forcing, candidates=3).override(num_frames=4))
     for i, c in enumerate(errors.argmin(0).tolist()):
         assert torch.equal(got[i], made[c][i])
@@ -399,9 +401,9 @@ def test_candidates_keep_each_videos_window_with_the_least_denoising_error(forci
                        made[0])
     calls, inner = [], pipeline.denoising_error  # a later window is scored given its history, clean
 
-    def spy(objective, model, x, cond, seed, *args):
+    def spy(objective, velocity_fn, x, cond, seed, *args):
         calls.append(cond)
-        return inner(objective, model, x, cond, seed, *args)
+        return inner(objective, velocity_fn, x, cond, seed, *args)
 
     monkeypatch.setattr(pipeline, "denoising_error", spy)
     video = generate_long(forcing, [PROMPT], 0, settings(forcing, candidates=2, latent_context=True,

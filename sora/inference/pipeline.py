@@ -297,11 +297,12 @@ def sample_latent(bundle, prompts: list[str], seed: int, settings: SampleSetting
     cond = bundle.encode_text(prompts)
     if given is not None:  # scored against the history as given, clean: the same condition for every candidate
         cond = cond.with_frames(given[0], given[1], torch.zeros(len(prompts), device=given[0].device))
+    velocity_fn = guided_velocity(bundle.objective, bundle.dit, [cond], [])  # the model under cond, unguided
     best, best_error = None, None
     for c in range(n):
         x = _sample_once(bundle, prompts, seed + CANDIDATE_SEED_STRIDE * c, settings, given, history, backward,
                          start, strength, callback)
-        error = denoising_error(bundle.objective, bundle.dit, x, cond, seed + _SCORE_SEED_OFFSET)  # b
+        error = denoising_error(bundle.objective, velocity_fn, x, cond, seed + _SCORE_SEED_OFFSET)  # b
         if best is None:
             best, best_error = x, error
             continue
