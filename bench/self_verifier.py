@@ -95,7 +95,7 @@ def scores(bundle, latent, prompts: list[str], levels: list[float], draws: int, 
 
     def error(texts: list[str], scale: float | None = None) -> torch.Tensor:  # b
         cond = bundle.encode_text(texts)
-        chain, scales = ([bundle.encode_text([""] * len(texts)), cond], [scale]) if scale else ([cond], [])
+        chain, scales = ([bundle.encode_text([""] * len(texts)), cond], [scale]) if scale is not None else ([cond], [])
         velocity_fn = guided_velocity(bundle.objective, bundle.dit, chain, scales)
         return denoising_error(bundle.objective, velocity_fn, latent, cond, score_seed, levels, draws)
 
@@ -147,8 +147,10 @@ def candidates(args) -> list[dict]:
                 rows.append({"prompt_index": start + j, "candidate": c, "prompt": prompt, "passed": drift["passed"],
                              "failed": drift["windows"][0]["failed"], **{k: v[j] for k, v in numbers.items()}})
                 videos.append(video[j])
-    for i in range(len(prompts)):  # the medoid: each prompt's candidates against each other
-        mine = [k for k, r in enumerate(rows) if r["prompt_index"] == i]
+    by_prompt: dict[int, list[int]] = {}  # the medoid: each prompt's candidates against each other
+    for k, r in enumerate(rows):
+        by_prompt.setdefault(r["prompt_index"], []).append(k)
+    for mine in by_prompt.values():
         for k, value in zip(mine, medoid_scores([videos[k] for k in mine])):
             rows[k]["medoid"] = value
     return rows

@@ -289,8 +289,8 @@ class LongVideoConfig(Settings):
     redraw_cfg: Optional[float] = setting(None, ge=0)
     # Best of N: each window made from this many noises, and each video's candidate with the least denoising error
     # under its condition kept (the model as its own verifier, sora/diffusion/verifier.py); n times the sampling
-    # and six forwards a candidate more. On the long-video preset trained 30,000 steps, 4 pass 82 of 128 videos
-    # against 47 window by window, at 4.3 times the time (docs/results/LONG_VIDEO.md). 1: off.
+    # and six forwards a candidate more. On the long-video preset trained 60,000 steps (Heun, later_windows_cfg=1),
+    # 4 pass 162 of 192 videos at 4x against 133, at 4.6 times the time (docs/results/LONG_VIDEO.md). 1: off.
     candidates: int = setting(1, ge=1, le=64)
     # Decode and write each window as it is made, so memory does not grow with the video (mp4 and WebM).
     stream: bool = False
